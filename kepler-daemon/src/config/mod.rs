@@ -1,0 +1,1 @@
+//! Config model: parsing, validation, expansion and baking of `kepler.yaml`.

@@ -1,0 +1,1 @@
+//! Daemon lifecycle: start-up, serving, graceful shutdown.

@@ -1,0 +1,1 @@
+//! Environment building: `sys_env` policy, `env_file`, `environment`, priority.

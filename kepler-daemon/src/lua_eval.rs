@@ -1,0 +1,1 @@
+//! Sandboxed Luau evaluation of `!lua` / `!lua_file` blocks at bake time.

@@ -1,0 +1,1 @@
+//! Process manager: spawning services as process-group leaders, reaping, stopping.

@@ -1,0 +1,1 @@
+//! The state directory, its permissions, and the single-instance lock.

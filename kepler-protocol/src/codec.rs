@@ -1,0 +1,128 @@
+//! Framing: each frame is a 4-byte big-endian length followed by a bincode body.
+//!
+//! The length prefix comes from tokio-util's `LengthDelimitedCodec`, which also
+//! enforces the maximum frame size; this type only adds (de)serialisation, so
+//! commands never touch bytes.
+
+use std::marker::PhantomData;
+
+use bincode::Options;
+use bytes::{Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// Largest frame either side accepts (16 MiB). A peer announcing more is cut off.
+pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed message: {0}")]
+    Malformed(#[from] bincode::Error),
+}
+
+fn bincode_options() -> impl Options {
+    // The limit keeps a hostile length field inside a body from allocating more
+    // than a frame could ever hold.
+    bincode::DefaultOptions::new()
+        .with_limit(MAX_FRAME_LEN as u64)
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+}
+
+/// Decodes frames into `In` and encodes `Out` into frames.
+pub struct BincodeCodec<In, Out> {
+    frames: LengthDelimitedCodec,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> BincodeCodec<In, Out> {
+    pub fn new() -> Self {
+        Self {
+            frames: LengthDelimitedCodec::builder()
+                .max_frame_length(MAX_FRAME_LEN)
+                .new_codec(),
+            _types: PhantomData,
+        }
+    }
+
+    /// Reuses the framing state with other message types (after the handshake).
+    pub fn retype<In2, Out2>(self) -> BincodeCodec<In2, Out2> {
+        BincodeCodec {
+            frames: self.frames,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<In, Out> Default for BincodeCodec<In, Out> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for BincodeCodec<In, Out> {
+    type Item = In;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        match self.frames.decode(src)? {
+            Some(frame) => Ok(Some(bincode_options().deserialize(&frame)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for BincodeCodec<In, Out> {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let body = bincode_options().serialize(&item)?;
+        if body.len() > MAX_FRAME_LEN {
+            return Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("message of {} bytes exceeds the {MAX_FRAME_LEN}-byte frame limit", body.len()),
+            )));
+        }
+        self.frames.encode(Bytes::from(body), dst)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientMessage, Request};
+
+    #[test]
+    fn round_trips_a_message() {
+        let mut codec = BincodeCodec::<ClientMessage, ClientMessage>::new();
+        let mut buf = BytesMut::new();
+        let msg = ClientMessage {
+            id: 7,
+            request: Request::Ping,
+        };
+        codec.encode(msg.clone(), &mut buf).unwrap();
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(msg));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn refuses_a_frame_larger_than_the_limit() {
+        let mut codec = BincodeCodec::<ClientMessage, ClientMessage>::new();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+        buf.extend_from_slice(&[0u8; 16]);
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn refuses_garbage_bodies() {
+        let mut codec = BincodeCodec::<ClientMessage, ClientMessage>::new();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&4u32.to_be_bytes());
+        buf.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+    }
+}

@@ -1,0 +1,37 @@
+//! The wire contract between `kepler` (the CLI) and `kepler-daemon`.
+//!
+//! Everything that crosses the Unix socket is defined here and nowhere else:
+//! the handshake, the request and response enums, the events the daemon pushes,
+//! and the framing (a length prefix plus a bincode body). Both binaries depend on
+//! this crate, so a change to the contract is a change to one place.
+
+pub mod codec;
+pub mod handshake;
+pub mod message;
+pub mod request;
+pub mod response;
+
+pub use codec::{BincodeCodec, FrameError, MAX_FRAME_LEN};
+pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
+pub use message::{ClientMessage, RequestId, ServerMessage};
+pub use request::Request;
+pub use response::{ConfigSummary, DaemonStatus, ErrorKind, Event, Response};
+
+/// Name of the socket file inside the daemon's state directory.
+pub const SOCKET_FILE: &str = "kepler.sock";
+/// Name of the pid file inside the daemon's state directory.
+pub const PID_FILE: &str = "kepler.pid";
+/// Default state directory when `KEPLER_DAEMON_PATH` is not set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/kepler";
+/// Environment variable that overrides the state directory.
+pub const STATE_DIR_ENV: &str = "KEPLER_DAEMON_PATH";
+/// The group whose members may talk to the daemon.
+pub const KEPLER_GROUP: &str = "kepler";
+
+/// The state directory that both the daemon and the CLI agree on.
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::var_os(STATE_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_STATE_DIR))
+}
