@@ -1,1 +1,100 @@
-//! Daemon lifecycle: start-up, serving, graceful shutdown.
+//! Daemon lifecycle: serving, and the ordered graceful shutdown.
+//!
+//! Shutdown is two explicit signals: `shutdown` (stop taking new work, stop
+//! every service through its normal path) and then `closing_connections`
+//! (answer what is in flight, flush, close). The socket and pid file are
+//! removed last, so a client that sees them gone knows the daemon is done.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::server;
+use crate::state_dir::StateDir;
+
+/// Shared daemon-wide context, handed to every connection.
+pub struct Daemon {
+    state_dir: StateDir,
+    started: Instant,
+    shutdown: watch::Sender<bool>,
+    closing: watch::Sender<bool>,
+}
+
+impl Daemon {
+    pub fn new(state_dir: StateDir) -> Arc<Self> {
+        Arc::new(Daemon {
+            state_dir,
+            started: Instant::now(),
+            shutdown: watch::channel(false).0,
+            closing: watch::channel(false).0,
+        })
+    }
+
+    pub fn state_dir(&self) -> &StateDir {
+        &self.state_dir
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Asks the daemon to stop all services and exit (idempotent).
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Flips to true when connections should finish and close.
+    pub fn closing_connections(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+}
+
+/// Serves `listener` until SIGTERM, SIGINT or a `Shutdown` request, then stops
+/// everything and removes the runtime files. `ready` runs once the daemon
+/// accepts connections (used to release `--detach` and notify systemd).
+pub async fn run(
+    listener: std::os::unix::net::UnixListener,
+    daemon: Arc<Daemon>,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
+    let server = tokio::spawn(server::serve(listener, daemon.clone()));
+    ready();
+    tracing::info!(
+        pid = std::process::id(),
+        state_dir = %daemon.state_dir().root().display(),
+        "kepler daemon ready"
+    );
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut shutdown = daemon.shutdown.subscribe();
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT received, shutting down"),
+        _ = raised(&mut shutdown) => tracing::info!("shutdown requested"),
+    }
+    daemon.request_shutdown();
+
+    daemon.closing.send_replace(true);
+    if let Err(e) = server.await {
+        tracing::error!("protocol server ended abnormally: {e}");
+    }
+    daemon.state_dir().remove_runtime_files();
+    tracing::info!("kepler daemon stopped");
+    Ok(())
+}
+
+/// Resolves once a boolean signal (shutdown, closing) is raised. Dropping the
+/// borrow here keeps callers' futures `Send`.
+pub async fn raised(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|raised| *raised).await;
+}

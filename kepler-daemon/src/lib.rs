@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod detach;
 pub mod env;
 pub mod lua_eval;
 pub mod process;

@@ -1,1 +1,119 @@
-fn main() {}
+//! `kepler-daemon`: the root daemon that runs Kepler's services.
+
+use std::io::IsTerminal;
+use std::os::unix::net::UnixListener;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kepler_daemon::daemon::{self, Daemon};
+use kepler_daemon::detach;
+use kepler_daemon::state_dir::{InstanceLock, StateDir};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::Uid;
+
+#[derive(Parser)]
+#[command(
+    name = "kepler-daemon",
+    version,
+    about = "The Kepler process orchestrator daemon"
+)]
+struct Args {
+    /// Fork into the background once the socket accepts connections.
+    #[arg(long)]
+    detach: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        None => serve(args.detach),
+    }
+}
+
+/// `ansi` is off when output goes to a file (`--detach` sends it to daemon.log).
+fn init_tracing(ansi: bool) {
+    let filter = std::env::var("KEPLER_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("kepler-daemon: {message}");
+    ExitCode::FAILURE
+}
+
+fn serve(detach: bool) -> ExitCode {
+    let uid = Uid::effective();
+    if !uid.is_root() {
+        return fail(format!(
+            "must run as root (running as uid {uid}); start it with `sudo kepler daemon start`"
+        ));
+    }
+    init_tracing(!detach && std::io::stderr().is_terminal());
+    // Group members may read what the daemon writes; others get nothing.
+    umask(Mode::from_bits_truncate(0o007));
+
+    let state = match StateDir::prepare(&kepler_protocol::state_dir()) {
+        Ok(state) => state,
+        Err(e) => return fail(e),
+    };
+    let mut lock = match InstanceLock::acquire(&state) {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = state.remove_stale_socket() {
+        return fail(e);
+    }
+    let listener = match UnixListener::bind(state.socket_path()) {
+        Ok(listener) => listener,
+        Err(e) => {
+            return fail(format!(
+                "cannot listen on {}: {e}",
+                state.socket_path().display()
+            ))
+        }
+    };
+    if let Err(e) = state.secure_socket() {
+        return fail(e);
+    }
+    let ready_pipe = if detach {
+        match detach::daemonize(&state.daemon_log_path()) {
+            Ok(pipe) => Some(pipe),
+            Err(e) => return fail(format!("cannot detach: {e}")),
+        }
+    } else {
+        None
+    };
+    if let Err(e) = lock.write_pid(std::process::id()) {
+        return fail(format!("cannot write {}: {e}", state.pid_path().display()));
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let daemon = Daemon::new(state);
+    let result = runtime.block_on(daemon::run(listener, daemon, move || {
+        if let Some(pipe) = ready_pipe {
+            pipe.signal();
+        }
+    }));
+    drop(lock);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}

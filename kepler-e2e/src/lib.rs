@@ -1,1 +1,453 @@
-//! End-to-end test harness.
+//! End-to-end test harness: the real `kepler-daemon` and `kepler` binaries on a
+//! throw-away state directory.
+//!
+//! A [`Kepler`] owns one daemon and everything it started. Dropping it stops
+//! the daemon and kills any process group the daemon left behind; if the test
+//! is failing, the daemon's log is printed so the failure can be read.
+//! Waiting is always for a condition with a deadline ([`wait_until`]), never a
+//! fixed sleep.
+
+pub mod wire;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{getgrouplist, Pid, User};
+use tempfile::TempDir;
+
+/// Default deadline for conditions in tests.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The directory holding the built `kepler` and `kepler-daemon` binaries:
+/// `$KEPLER_BIN_DIR`, else the cargo target directory this test was built in.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KEPLER_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable inside target/<profile>/deps")
+        .to_path_buf();
+    for bin in ["kepler", "kepler-daemon"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} is missing: build the binaries first with `cargo build --workspace --bins` \
+             (scripts/test does this), or set KEPLER_BIN_DIR",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// Polls `condition` until it holds, panicking with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The result of running a CLI command, with assertions that print everything.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    command: String,
+}
+
+impl Run {
+    fn from_output(command: String, output: Output) -> Self {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            command,
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        assert!(self.ok(), "expected `{}` to succeed:\n{self}", self.command);
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(&self) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected `{}` to exit 1:\n{self}",
+            self.command
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, fragment: &str) -> &Self {
+        assert!(
+            self.stderr.contains(fragment),
+            "expected stderr of `{}` to contain {fragment:?}:\n{self}",
+            self.command
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, fragment: &str) -> &Self {
+        assert!(
+            self.stdout.contains(fragment),
+            "expected stdout of `{}` to contain {fragment:?}:\n{self}",
+            self.command
+        );
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit: {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// An unprivileged account the tests run commands as.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl TestUser {
+    /// Member of the `kepler` group.
+    pub fn member() -> Self {
+        Self::lookup("kepler-test-a")
+    }
+
+    /// Not a member of the `kepler` group.
+    pub fn outsider() -> Self {
+        Self::lookup("kepler-test-b")
+    }
+
+    #[track_caller]
+    pub fn lookup(name: &str) -> Self {
+        let user = User::from_name(name)
+            .expect("passwd lookup")
+            .unwrap_or_else(|| panic!("test user {name} is missing: run `sudo scripts/test-env`"));
+        let cname = std::ffi::CString::new(name).unwrap();
+        let groups = getgrouplist(&cname, user.gid).expect("getgrouplist");
+        TestUser {
+            name: name.into(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+        }
+    }
+
+    /// Makes `command` run as this user, with exactly its groups.
+    pub fn apply(&self, command: &mut Command) {
+        let (uid, gid) = (self.uid, self.gid);
+        let groups: Vec<libc::gid_t> = self.groups.clone();
+        // SAFETY: only async-signal-safe syscalls run between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// One daemon on its own state directory, plus a scratch directory for configs.
+pub struct Kepler {
+    dir: TempDir,
+    state: PathBuf,
+    bins: PathBuf,
+    /// The daemon when started in the foreground by the harness.
+    daemon: Option<Child>,
+}
+
+impl Default for Kepler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Kepler {
+    /// A fresh scratch directory; no daemon yet.
+    pub fn new() -> Self {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "the e2e tests must run as root (the daemon refuses anything else): sudo scripts/test"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("kepler-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        // Test users must be able to reach the socket inside.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let state = dir.path().join("state");
+        Kepler {
+            dir,
+            state,
+            bins: bin_dir(),
+            daemon: None,
+        }
+    }
+
+    /// A fresh scratch directory with a running daemon.
+    pub fn started() -> Self {
+        let mut kepler = Self::new();
+        kepler.start_daemon();
+        kepler
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.state.join(kepler_protocol::SOCKET_FILE)
+    }
+
+    pub fn pid_path(&self) -> PathBuf {
+        self.state.join(kepler_protocol::PID_FILE)
+    }
+
+    fn foreground_log(&self) -> PathBuf {
+        self.dir.path().join("daemon-foreground.log")
+    }
+
+    /// Writes `contents` to `name` inside the scratch directory.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// A command for one of the binaries, pointed at this state directory.
+    pub fn command(&self, binary: &str) -> Command {
+        let mut command = Command::new(self.bins.join(binary));
+        command
+            .env(kepler_protocol::STATE_DIR_ENV, &self.state)
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `kepler <args>` as root and waits for it.
+    pub fn kepler(&self, args: &[&str]) -> Run {
+        self.run(self.command("kepler").args(args), args)
+    }
+
+    /// Runs `kepler <args>` as `user`.
+    pub fn kepler_as(&self, user: &TestUser, args: &[&str]) -> Run {
+        let mut command = self.command("kepler");
+        command.args(args);
+        user.apply(&mut command);
+        self.run(&mut command, args)
+    }
+
+    fn run(&self, command: &mut Command, args: &[&str]) -> Run {
+        let output = command.output().expect("run kepler");
+        Run::from_output(format!("kepler {}", args.join(" ")), output)
+    }
+
+    /// Starts the daemon in the foreground (as the harness's child) and waits
+    /// until it answers a ping.
+    pub fn start_daemon(&mut self) {
+        assert!(
+            self.daemon.is_none(),
+            "daemon already started by this harness"
+        );
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.foreground_log())
+            .unwrap();
+        let child = self
+            .command("kepler-daemon")
+            .env("KEPLER_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kepler-daemon");
+        self.daemon = Some(child);
+        self.wait_until_pingable();
+    }
+
+    /// Waits until a ping on a fresh connection succeeds.
+    pub fn wait_until_pingable(&mut self) {
+        let start = Instant::now();
+        loop {
+            if wire::ping(&self.socket_path()).is_ok() {
+                return;
+            }
+            if let Some(child) = self.daemon.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "kepler-daemon exited during start-up ({status}):\n{}",
+                        self.daemon_log()
+                    );
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "daemon did not answer a ping within {DEADLINE:?}:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The pid recorded in the pid file, if any.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.pid_path())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal_daemon(&self, signal: Signal) {
+        let pid = self.daemon_pid().expect("daemon pid file");
+        kill(Pid::from_raw(pid), signal).expect("signal daemon");
+    }
+
+    /// Waits for the harness-started daemon to exit and returns its exit code.
+    pub fn wait_daemon_exit(&mut self) -> Option<i32> {
+        let mut child = self.daemon.take().expect("daemon started by this harness");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "daemon did not exit within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Forgets the harness's child handle after the test killed the daemon.
+    pub fn reap_killed_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything the daemon logged, foreground and detached.
+    pub fn daemon_log(&self) -> String {
+        let mut log = fs::read_to_string(self.foreground_log()).unwrap_or_default();
+        if let Ok(detached) = fs::read_to_string(self.state.join("daemon.log")) {
+            log.push_str(&detached);
+        }
+        log
+    }
+}
+
+/// True while `pid` runs; an exited process waiting to be reaped (a zombie)
+/// does not count.
+pub fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Pids whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+impl Drop for Kepler {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "==== kepler-daemon log ({}) ====\n{}==== end of daemon log ====",
+                self.state.display(),
+                self.daemon_log()
+            );
+        }
+        let pid = self
+            .daemon
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .or_else(|| self.daemon_pid());
+        if let Some(pid) = pid {
+            // Services lead their own process groups; remember them before the
+            // daemon goes, in case it cannot stop them itself.
+            let groups = children_of(pid);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            let start = Instant::now();
+            while process_alive(pid) && start.elapsed() < DEADLINE {
+                if let Some(child) = self.daemon.as_mut() {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            for group in groups {
+                let _ = kill(Pid::from_raw(-group), Signal::SIGKILL);
+            }
+            if let Some(mut child) = self.daemon.take() {
+                let _ = child.wait();
+            }
+        }
+    }
+}

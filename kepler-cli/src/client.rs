@@ -1,0 +1,132 @@
+//! The CLI's side of a connection: connect, say hello, send requests.
+//!
+//! Connection failures are turned into messages that say what to do: start the
+//! daemon, or join the `kepler` group.
+
+use std::io;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::{SinkExt, StreamExt};
+use kepler_protocol::{
+    handshake, BincodeCodec, ClientMessage, Event, Hello, HelloReply, Request, RequestId, Response,
+    ServerMessage, KEPLER_GROUP, SOCKET_FILE,
+};
+use tokio::net::UnixStream;
+use tokio_util::codec::Framed;
+
+pub struct Client {
+    framed: Framed<UnixStream, BincodeCodec<ServerMessage, ClientMessage>>,
+    next_id: RequestId,
+}
+
+/// Why a connection could not be made; `NotRunning` lets callers such as
+/// `daemon status` and `daemon restart` react to it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "the kepler daemon is not running (no socket at {}); start it with \
+         `sudo kepler daemon start -d`",
+        .0.display()
+    )]
+    NotRunning(PathBuf),
+    #[error(
+        "permission denied on {}: only root and members of the `{KEPLER_GROUP}` group may use \
+         kepler; ask an administrator to run `sudo usermod -aG {KEPLER_GROUP} $USER`, then log \
+         in again",
+        .0.display()
+    )]
+    NoAccess(PathBuf),
+    #[error("cannot connect to {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Refused(String),
+    #[error("the daemon closed the connection during the handshake")]
+    Closed,
+}
+
+pub fn socket_path() -> PathBuf {
+    kepler_protocol::state_dir().join(SOCKET_FILE)
+}
+
+impl Client {
+    pub async fn connect() -> Result<Self, ConnectError> {
+        let path = socket_path();
+        let stream = UnixStream::connect(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ConnectError::NotRunning(path.clone())
+                }
+                io::ErrorKind::PermissionDenied => ConnectError::NoAccess(path.clone()),
+                _ => ConnectError::Io {
+                    path: path.clone(),
+                    source: e,
+                },
+            })?;
+        let mut framed = Framed::new(stream, BincodeCodec::<HelloReply, Hello>::new());
+        let hello = Hello::current();
+        framed
+            .send(hello.clone())
+            .await
+            .map_err(|_| ConnectError::Closed)?;
+        match framed.next().await {
+            Some(Ok(HelloReply::Welcome { protocol, version })) if protocol == hello.protocol => {
+                let _ = version;
+            }
+            Some(Ok(HelloReply::Welcome { protocol, version })) => {
+                return Err(ConnectError::Refused(handshake::version_mismatch(
+                    &hello.version,
+                    hello.protocol,
+                    &version,
+                    protocol,
+                )))
+            }
+            Some(Ok(HelloReply::Refused { reason })) => return Err(ConnectError::Refused(reason)),
+            _ => return Err(ConnectError::Closed),
+        }
+        Ok(Client {
+            framed: framed.map_codec(|c| c.retype()),
+            next_id: 1,
+        })
+    }
+
+    /// Sends `request` and returns its response, ignoring pushed events.
+    pub async fn request(&mut self, request: Request) -> Result<Response> {
+        self.request_with_events(request, |_| {}).await
+    }
+
+    /// Sends `request`, hands every event pushed for it to `on_event`, and
+    /// returns the final response. Error responses become errors.
+    pub async fn request_with_events(
+        &mut self,
+        request: Request,
+        mut on_event: impl FnMut(Event),
+    ) -> Result<Response> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.framed
+            .send(ClientMessage { id, request })
+            .await
+            .context("cannot send the request to the daemon")?;
+        loop {
+            match self.framed.next().await {
+                Some(Ok(ServerMessage::Event { id: got, event })) if got == id => on_event(event),
+                Some(Ok(ServerMessage::Response { id: got, response })) if got == id => {
+                    return match response {
+                        Response::Error { message, .. } => Err(anyhow!(message)),
+                        other => Ok(other),
+                    };
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("lost the connection to the daemon: {e}"),
+                None => bail!("the daemon closed the connection before answering"),
+            }
+        }
+    }
+
+    /// Waits until the daemon closes the connection.
+    pub async fn closed(mut self) {
+        while let Some(Ok(_)) = self.framed.next().await {}
+    }
+}

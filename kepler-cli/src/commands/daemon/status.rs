@@ -1,0 +1,45 @@
+//! `kepler daemon status`: exit 0 and details when running, exit 1 otherwise.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use kepler_protocol::{Request, Response};
+
+use crate::client::Client;
+
+pub async fn run() -> Result<ExitCode> {
+    let mut client = Client::connect().await?;
+    let status = match client.request(Request::DaemonStatus).await? {
+        Response::DaemonStatus(status) => status,
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    };
+    println!("kepler daemon is running");
+    println!("  pid:       {}", status.pid);
+    println!("  version:   {}", status.version);
+    println!("  uptime:    {}", human_duration(status.uptime_secs));
+    println!("  state dir: {}", status.state_dir.display());
+    if status.configs.is_empty() {
+        println!("  configs:   none loaded");
+    } else {
+        println!("  configs:");
+        for config in &status.configs {
+            println!(
+                "    {}  ({} services, {} running)",
+                config.path.display(),
+                config.services,
+                config.running
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}

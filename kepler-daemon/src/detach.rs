@@ -1,0 +1,71 @@
+//! `kepler-daemon --detach`: fork into the background once the socket is bound.
+//!
+//! Everything that can fail at start-up (root check, state dir, lock, bind)
+//! happens before the fork, with stderr still on the caller's terminal. The
+//! parent then waits until the child reports readiness over a pipe, so
+//! `kepler daemon start -d && kepler start` never races the socket.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use nix::unistd::{dup2, fork, pipe, setsid, ForkResult};
+
+/// Held by the detached child; writing to it releases the waiting parent.
+pub struct ReadyPipe(OwnedFd);
+
+impl ReadyPipe {
+    pub fn signal(self) {
+        let mut file = std::fs::File::from(self.0);
+        let _ = file.write_all(b"R");
+    }
+}
+
+/// Forks. The parent never returns: it exits 0 once the child is ready, or 1
+/// (after showing the end of the daemon log) if the child died first. The child
+/// returns in a new session with its output going to `log_path`.
+///
+/// Must be called before any thread is started.
+pub fn daemonize(log_path: &Path) -> io::Result<ReadyPipe> {
+    let (read_end, write_end) = pipe()?;
+    // SAFETY: called from `main` before the tokio runtime or any other thread
+    // exists, so the child starts from a consistent single-threaded state.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut ready = [0u8; 1];
+            let mut pipe = std::fs::File::from(read_end);
+            if matches!(pipe.read(&mut ready), Ok(1)) {
+                std::process::exit(0);
+            }
+            eprintln!(
+                "kepler-daemon (pid {child}) exited during start-up; its log {}:",
+                log_path.display()
+            );
+            if let Ok(log) = std::fs::read_to_string(log_path) {
+                let lines: Vec<&str> = log.lines().collect();
+                for line in &lines[lines.len().saturating_sub(20)..] {
+                    eprintln!("  {line}");
+                }
+            }
+            std::process::exit(1);
+        }
+        ForkResult::Child => {
+            drop(read_end);
+            setsid()?;
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(log_path)?;
+            let null = OpenOptions::new().read(true).open("/dev/null")?;
+            dup2(null.as_raw_fd(), 0)?;
+            dup2(log.as_raw_fd(), 1)?;
+            dup2(log.as_raw_fd(), 2)?;
+            Ok(ReadyPipe(write_end))
+        }
+    }
+}
