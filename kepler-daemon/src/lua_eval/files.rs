@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mlua::{ChunkMode, Lua, Value};
@@ -22,6 +23,10 @@ use super::sandbox::Scopes;
 
 /// Largest Lua source file read; far above any real config script.
 const MAX_SOURCE_BYTES: u64 = 4 * 1024 * 1024;
+/// Each nested `require` re-enters Lua from Rust and costs native stack
+/// (about 15 KiB in a debug build); a 2 MiB thread overflows, aborting the
+/// daemon, somewhere past 100 levels. Real configs nest a handful.
+const MAX_REQUIRE_DEPTH: usize = 32;
 
 /// The directory holding the config, as given and as canonicalized.
 pub(super) struct ConfigDir {
@@ -167,7 +172,14 @@ pub(super) fn require_function(
 ) -> mlua::Result<mlua::Function> {
     let loaded = lua.create_table()?;
     let (scopes, dir, sources) = (scopes.clone(), Arc::clone(dir), Arc::clone(sources));
+    let depth = Arc::new(AtomicUsize::new(0));
     let loader = lua.create_function(move |lua, name: String| {
+        let Some(_nested) = NestingGuard::enter(&depth) else {
+            let message = format!(
+                "cannot load module '{name}': require is nested more than {MAX_REQUIRE_DEPTH} levels deep"
+            );
+            return Ok((false, Value::String(lua.create_string(message)?)));
+        };
         let relative = match module_path(&name) {
             Ok(relative) => relative,
             Err(message) => return Ok((false, Value::String(lua.create_string(message)?))),
@@ -213,6 +225,23 @@ pub(super) fn require_function(
         .set_name("=require")
         .set_mode(ChunkMode::Text)
         .call(loader)
+}
+
+/// Counts one level of `require` nesting while alive; `None` past the limit.
+struct NestingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> NestingGuard<'a> {
+    fn enter(depth: &'a AtomicUsize) -> Option<Self> {
+        let guard = NestingGuard(depth);
+        let outer = depth.fetch_add(1, Ordering::SeqCst);
+        (outer < MAX_REQUIRE_DEPTH).then_some(guard)
+    }
+}
+
+impl Drop for NestingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 const REQUIRE_WRAPPER: &str = r#"
