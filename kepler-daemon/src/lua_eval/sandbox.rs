@@ -16,6 +16,7 @@
 //! `lua:` function sees the `ctx` of whichever block calls it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -161,15 +162,33 @@ pub(super) fn install_ctx(lua: &Lua, scopes: &Scopes, ctx: &LuaContext) -> mlua:
     scopes.shared.raw_set("ctx", table)
 }
 
-/// `print` writes to the daemon's log instead of its stdout.
+/// `print` writes to the daemon's log instead of its stdout, a bounded
+/// amount per bake so a loop cannot flood the log.
 fn print_function(lua: &Lua, config_file: &Path) -> mlua::Result<mlua::Function> {
+    const MAX_LINES: usize = 100;
+    const MAX_LINE_BYTES: usize = 4096;
     let config = config_file.display().to_string();
+    let printed = AtomicUsize::new(0);
     lua.create_function(move |_, args: MultiValue| {
+        let count = printed.fetch_add(1, Ordering::Relaxed);
+        if count > MAX_LINES {
+            return Ok(());
+        }
+        if count == MAX_LINES {
+            tracing::warn!(target: "kepler::lua", config = %config, "print: further output of this bake suppressed");
+            return Ok(());
+        }
         let parts = args
             .iter()
             .map(|value| value.to_string())
             .collect::<mlua::Result<Vec<_>>>()?;
-        tracing::info!(target: "kepler::lua", config = %config, "{}", parts.join("\t"));
+        let mut line = parts.join("\t");
+        if line.len() > MAX_LINE_BYTES {
+            let cut = (0..=MAX_LINE_BYTES).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+            line.truncate(cut);
+            line.push('…');
+        }
+        tracing::info!(target: "kepler::lua", config = %config, "{line}");
         Ok(())
     })
 }

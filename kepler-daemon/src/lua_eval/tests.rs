@@ -213,3 +213,9 @@ fn block_globals_stay_in_their_block_but_lua_block_globals_are_shared() {
         yaml("hi")
     );
 }
+
+#[test]
+fn print_is_harmless_and_bounded() {
+    let code = "for i = 1, 10000 do print('line', i, string.rep('x', 10000)) end return 'done'";
+    assert_eq!(eval(code).unwrap(), yaml("done"));
+}
