@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mlua::{ChunkMode, Lua, Table};
+use mlua::{ChunkMode, Lua};
 
 use files::ConfigDir;
 use location::SourceMap;
@@ -115,11 +115,8 @@ impl LuaEvaluator {
             deadline,
         };
         if let Some(code) = lua_block {
-            let chunk = evaluator.config_chunk.clone();
-            let config_file = evaluator.config_file.clone();
-            let source = at_line(code, lua_block_line);
-            let shared = evaluator.scopes.shared().clone();
-            evaluator.run(&source, &chunk, &config_file, "", shared, ctx)?;
+            let source = evaluator.config_source(code, lua_block_line);
+            evaluator.run(&source, Scope::Shared, "", ctx)?;
         }
         Ok(evaluator)
     }
@@ -134,17 +131,9 @@ impl LuaEvaluator {
         first_line: usize,
         ctx: &LuaContext,
     ) -> Result<serde_yaml::Value, LuaError> {
-        let source = at_line(code, first_line);
-        let env = self.chunk_env(&self.config_file, yaml_path)?;
-        let result = self.run(
-            &source,
-            &self.config_chunk,
-            &self.config_file,
-            yaml_path,
-            env,
-            ctx,
-        )?;
-        self.to_yaml(result, &self.config_file, yaml_path)
+        let source = self.config_source(code, first_line);
+        let result = self.run(&source, Scope::Own, yaml_path, ctx)?;
+        to_yaml(result, &source, yaml_path)
     }
 
     /// Evaluates a `!lua_file` (path relative to the config's directory).
@@ -162,57 +151,82 @@ impl LuaEvaluator {
             message,
         };
         let relative = files::relative_file_path(file).map_err(refused)?;
-        let source = self.config_dir.read(&relative).map_err(refused)?;
+        let code = self.config_dir.read(&relative).map_err(refused)?;
         let chunk = files::chunk_name(&relative);
         self.sources.register(&chunk, &path);
-        let env = self.chunk_env(&path, yaml_path)?;
-        let result = self.run(&source, &chunk, &path, yaml_path, env, ctx)?;
-        self.to_yaml(result, &path, yaml_path)
+        let source = Source {
+            code,
+            chunk,
+            file: path,
+        };
+        let result = self.run(&source, Scope::Own, yaml_path, ctx)?;
+        to_yaml(result, &source, yaml_path)
     }
 
-    fn chunk_env(&self, file: &Path, yaml_path: &str) -> Result<Table, LuaError> {
-        self.scopes
-            .for_chunk(&self.lua)
-            .map_err(|err| self.sources.locate(&err, file, yaml_path))
+    /// A block of the config file, padded so Lua's line numbers are the
+    /// config's.
+    fn config_source(&self, code: &str, first_line: usize) -> Source {
+        Source {
+            code: at_line(code, first_line),
+            chunk: self.config_chunk.clone(),
+            file: self.config_file.clone(),
+        }
     }
 
-    /// Runs `source` as chunk `chunk` in `env` with a fresh `ctx`, inside the
-    /// time limit.
+    /// Runs `source` with a fresh `ctx`, inside the time limit.
     fn run(
         &self,
-        source: &str,
-        chunk: &str,
-        file: &Path,
+        source: &Source,
+        scope: Scope,
         yaml_path: &str,
-        env: Table,
         ctx: &LuaContext,
     ) -> Result<mlua::Value, LuaError> {
         let _armed = self.deadline.arm(TIME_LIMIT);
-        let outcome = sandbox::install_ctx(&self.lua, &self.scopes, ctx).and_then(|()| {
+        let outcome = (|| {
+            sandbox::install_ctx(&self.lua, &self.scopes, ctx)?;
+            let env = match scope {
+                Scope::Shared => self.scopes.shared().clone(),
+                Scope::Own => self.scopes.for_chunk(&self.lua)?,
+            };
             self.lua
-                .load(source)
-                .set_name(format!("={chunk}"))
+                .load(source.code.as_str())
+                .set_name(format!("={}", source.chunk))
                 .set_mode(ChunkMode::Text)
                 .set_environment(env)
                 .into_function()?
                 .call::<mlua::Value>(())
-        });
-        outcome.map_err(|err| self.sources.locate(&err, file, yaml_path))
+        })();
+        outcome.map_err(|err| self.sources.locate(&err, &source.file, yaml_path))
     }
+}
 
-    fn to_yaml(
-        &self,
-        value: mlua::Value,
-        file: &Path,
-        yaml_path: &str,
-    ) -> Result<serde_yaml::Value, LuaError> {
-        convert::to_yaml(&value, yaml_path).map_err(|message| LuaError {
-            file: file.to_path_buf(),
-            yaml_path: yaml_path.to_string(),
-            line: None,
-            message,
-        })
-    }
+/// Lua code and where it came from.
+struct Source {
+    code: String,
+    /// The name Lua reports positions with (see `location`).
+    chunk: String,
+    file: PathBuf,
+}
+
+/// Which environment a chunk's globals go to (see `sandbox`).
+enum Scope {
+    /// The `lua:` block: its globals are visible to every later chunk.
+    Shared,
+    /// Blocks and files: their globals stay their own.
+    Own,
+}
+
+fn to_yaml(
+    value: mlua::Value,
+    source: &Source,
+    yaml_path: &str,
+) -> Result<serde_yaml::Value, LuaError> {
+    convert::to_yaml(&value, yaml_path).map_err(|message| LuaError {
+        file: source.file.clone(),
+        yaml_path: yaml_path.to_string(),
+        line: None,
+        message,
+    })
 }
 
 /// Pads `code` with blank lines so Lua's line 1 is `first_line` of the file,
