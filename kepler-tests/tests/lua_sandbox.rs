@@ -532,3 +532,17 @@ fn deeply_nested_source_is_a_compile_error_not_a_crash() {
         assert_refused(compiled, "recursion depth");
     }
 }
+
+#[test]
+fn a_fifo_named_like_a_module_is_refused_without_blocking() {
+    let root = tempfile::tempdir().unwrap();
+    let fifo = root.path().join("pipe.lua");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let ctx = LuaContext::default();
+    let lua = LuaEvaluator::new(&root.path().join("kepler.yaml"), None, 1, &ctx).unwrap();
+    assert_refused(
+        lua.eval_block("return require('pipe')", "x", 1, &ctx),
+        "not a regular file",
+    );
+    assert_refused(lua.eval_file("pipe.lua", "y", &ctx), "not a regular file");
+}
