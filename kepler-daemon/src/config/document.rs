@@ -113,8 +113,10 @@ pub struct DocumentProblem {
 pub struct Document {
     pub root: Option<Node>,
     pub problems: Vec<DocumentProblem>,
-    /// Whether any node carries a tag, so Lua work is skipped otherwise.
+    /// Whether any node carries a tag, so tag work is skipped otherwise.
     pub has_tags: bool,
+    /// Whether any node is tagged `!lua` or `!lua_file`.
+    pub has_lua: bool,
 }
 
 pub fn parse(text: &str) -> Result<Document, DocumentProblem> {
@@ -190,6 +192,7 @@ pub fn parse(text: &str) -> Result<Document, DocumentProblem> {
         root: builder.root,
         problems: builder.problems,
         has_tags: builder.has_tags,
+        has_lua: builder.has_lua,
     })
 }
 
@@ -208,6 +211,7 @@ struct Builder {
     root: Option<Node>,
     problems: Vec<DocumentProblem>,
     has_tags: bool,
+    has_lua: bool,
     documents: usize,
 }
 
@@ -216,8 +220,14 @@ impl Builder {
         let tag = tag?;
         self.has_tags = true;
         Some(match (tag.handle.as_str(), tag.suffix.as_str()) {
-            ("!", "lua") => NodeTag::Lua,
-            ("!", "lua_file") => NodeTag::LuaFile,
+            ("!", "lua") => {
+                self.has_lua = true;
+                NodeTag::Lua
+            }
+            ("!", "lua_file") => {
+                self.has_lua = true;
+                NodeTag::LuaFile
+            }
             ("!!" | "tag:yaml.org,2002:", core) => NodeTag::Core(core.to_owned()),
             (handle, suffix) => NodeTag::Unknown(format!("{handle}{suffix}")),
         })
@@ -410,7 +420,7 @@ mod tests {
     #[test]
     fn lua_tags_are_kept_and_block_scalars_are_marked_at_their_text() {
         let doc = parse("x: !lua |\n  return 1\ny: !lua_file gen.lua\n").unwrap();
-        assert!(doc.has_tags);
+        assert!(doc.has_tags && doc.has_lua);
         let root = doc.root.unwrap();
         let e = entries(&root);
         assert_eq!(e[0].value.tag, Some(NodeTag::Lua));

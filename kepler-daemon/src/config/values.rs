@@ -159,7 +159,8 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-            if self.0 >= size && self.0 % size == 0 {
+            // Sizes are powers of two, so a mask tests divisibility.
+            if self.0 >= size && self.0 & (size - 1) == 0 {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
