@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
-use super::decode::{fields, text};
+use super::decode::{fields_checked, text};
 use super::dependency::DependencyRef;
 use super::document::{self, Node, NodeValue};
 use super::error::{ConfigErrors, Diagnostics};
@@ -143,7 +143,7 @@ pub fn bake_source(
 /// Checks the top-level keys and returns the `lua:` block with its first
 /// line; `None` when the document cannot be a config at all.
 fn check_root(root: &Node, diag: &mut Diagnostics) -> Option<Option<(String, usize)>> {
-    let map = fields(root, "", ROOT_KEYS, diag)?;
+    let map = fields_checked(root, "", ROOT_KEYS, |key| key.starts_with("x-"), diag)?;
     if map.get("services").is_none() {
         diag.at(
             map.mark,

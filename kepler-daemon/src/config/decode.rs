@@ -58,6 +58,18 @@ pub(crate) fn fields<'n>(
     allowed: &[&str],
     diag: &mut Diagnostics,
 ) -> Option<Fields<'n>> {
+    fields_checked(node, path, allowed, |_| false, diag)
+}
+
+/// Like [`fields`], but keys for which `ignored` holds are accepted too
+/// (the top level's `x-` keys, which hold YAML anchors as in compose files).
+pub(crate) fn fields_checked<'n>(
+    node: &'n Node,
+    path: &str,
+    allowed: &[&str],
+    ignored: impl Fn(&str) -> bool,
+    diag: &mut Diagnostics,
+) -> Option<Fields<'n>> {
     let NodeValue::Map(entries) = &node.value else {
         diag.at(
             node.mark,
@@ -76,7 +88,7 @@ pub(crate) fn fields<'n>(
         return None;
     };
     for entry in entries {
-        if !allowed.contains(&entry.key.as_str()) {
+        if !allowed.contains(&entry.key.as_str()) && !ignored(&entry.key) {
             let message = match closest(&entry.key, allowed) {
                 Some(near) => format!("unknown field `{}`, did you mean `{near}`?", entry.key),
                 None => format!(

@@ -278,11 +278,21 @@ impl Builder {
         match &mut parent.node.value {
             NodeValue::Seq(items) => items.push(node),
             NodeValue::Map(entries) => match parent.pending_key.take() {
-                Some((key, key_mark)) => entries.push(Entry {
-                    key,
-                    key_mark,
-                    value: node,
-                }),
+                Some((key, key_mark)) => {
+                    let mut value = node;
+                    // A block list or mapping starts on the line below its
+                    // key; errors about it as a whole read best at the key.
+                    let is_collection =
+                        matches!(value.value, NodeValue::Seq(_) | NodeValue::Map(_));
+                    if is_collection && value.mark.line != key_mark.line {
+                        value.mark = key_mark;
+                    }
+                    entries.push(Entry {
+                        key,
+                        key_mark,
+                        value,
+                    })
+                }
                 None => {
                     let key = match node.value {
                         NodeValue::Scalar { text, .. } => text,
