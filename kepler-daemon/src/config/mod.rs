@@ -1,1 +1,41 @@
-//! Config model: parsing, validation, expansion and baking of `kepler.yaml`.
+//! The config model of `kepler.yaml`: parsing, validation, variable
+//! expansion, Lua substitution and baking into an immutable snapshot.
+//!
+//! [`bake`] is the entry point: it reads a config with the environment the
+//! CLI captured and returns either a [`Baked`] snapshot or every error in the
+//! file ([`ConfigErrors`], one `file:line:column: path: message` per line).
+//! The snapshot ([`BakedConfig`]) is what the daemon runs from and stores as
+//! `expanded_config.yaml` ([`render_snapshot`] / [`load_snapshot`]).
+//!
+//! Module map: `document` (YAML with positions) -> `lua_stage` (tags) ->
+//! `decode` + `service`/`global`/`hooks`/`dependency`/`healthcheck`/`logs`/
+//! `environment` (typed reading, expansion) -> `validate` (whole-config
+//! checks) -> `snapshot` (the result) with `graph` (its dependency queries).
+
+mod bake;
+mod decode;
+mod dependency;
+pub mod document;
+mod environment;
+pub mod error;
+pub mod expand;
+mod global;
+mod graph;
+mod healthcheck;
+mod hooks;
+mod logs;
+mod lua_stage;
+mod service;
+pub mod snapshot;
+mod validate;
+pub mod values;
+
+pub use bake::{bake, bake_source, Baked, EnvFileCopy};
+pub use error::{ConfigError, ConfigErrors};
+pub use snapshot::{
+    load_snapshot, render_snapshot, BakedConfig, DependencyCondition, DependencyEdge, GlobalConfig,
+    GlobalHookKind, HealthProbe, Healthcheck, HookAction, HookConfig, Limits, LogConfig,
+    LogRetention, LogStore, RestartConfig, RestartPolicy, Retention, ServiceConfig,
+    ServiceHookKind, SnapshotError,
+};
+pub use values::{ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, UserSpec};
