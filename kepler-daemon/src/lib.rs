@@ -9,3 +9,4 @@ pub mod lua_eval;
 pub mod process;
 pub mod server;
 pub mod state_dir;
+pub mod user;
