@@ -82,7 +82,10 @@ impl<In, Out: Serialize> Encoder<Out> for BincodeCodec<In, Out> {
         if body.len() > MAX_FRAME_LEN {
             return Err(FrameError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("message of {} bytes exceeds the {MAX_FRAME_LEN}-byte frame limit", body.len()),
+                format!(
+                    "message of {} bytes exceeds the {MAX_FRAME_LEN}-byte frame limit",
+                    body.len()
+                ),
             )));
         }
         self.frames.encode(Bytes::from(body), dst)?;
@@ -123,6 +126,9 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&4u32.to_be_bytes());
         buf.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

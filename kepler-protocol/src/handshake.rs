@@ -28,9 +28,14 @@ impl Hello {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply {
-    Welcome { protocol: u32, version: String },
+    Welcome {
+        protocol: u32,
+        version: String,
+    },
     /// The daemon will not serve this connection; `reason` is for a person.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 /// What the daemon answers to a client's hello.
@@ -43,13 +48,23 @@ pub fn answer(client: &Hello) -> HelloReply {
         }
     } else {
         HelloReply::Refused {
-            reason: version_mismatch(&client.version, client.protocol, &ours.version, ours.protocol),
+            reason: version_mismatch(
+                &client.version,
+                client.protocol,
+                &ours.version,
+                ours.protocol,
+            ),
         }
     }
 }
 
 /// The message both sides print when their protocol versions differ.
-pub fn version_mismatch(cli: &str, cli_protocol: u32, daemon: &str, daemon_protocol: u32) -> String {
+pub fn version_mismatch(
+    cli: &str,
+    cli_protocol: u32,
+    daemon: &str,
+    daemon_protocol: u32,
+) -> String {
     format!(
         "version mismatch: kepler CLI {cli} (protocol {cli_protocol}) cannot talk to kepler-daemon \
          {daemon} (protocol {daemon_protocol}); restart the daemon with the matching binary \
@@ -63,7 +78,10 @@ mod tests {
 
     #[test]
     fn same_protocol_is_welcomed() {
-        assert!(matches!(answer(&Hello::current()), HelloReply::Welcome { .. }));
+        assert!(matches!(
+            answer(&Hello::current()),
+            HelloReply::Welcome { .. }
+        ));
     }
 
     #[test]

@@ -11,8 +11,13 @@ pub enum Response {
     Done,
     DaemonStatus(DaemonStatus),
     /// The daemon accepted `Shutdown` and will exit once its services are stopped.
-    ShuttingDown { pid: u32 },
-    Error { kind: ErrorKind, message: String },
+    ShuttingDown {
+        pid: u32,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

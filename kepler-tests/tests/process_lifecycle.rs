@@ -60,7 +60,10 @@ async fn bare_name_without_path_is_found_in_the_default_search_path() {
     missing.env.clear();
     let err = spawn(&missing).expect_err("must fail");
     assert!(matches!(err, SpawnError::NotFound { .. }), "{err:?}");
-    assert!(err.to_string().contains("set PATH in `environment`"), "{err}");
+    assert!(
+        err.to_string().contains("set PATH in `environment`"),
+        "{err}"
+    );
 
     // `env` is found although the service has no PATH, and none is added.
     let mut printenv = spec(&["env"]);
@@ -181,8 +184,14 @@ async fn child_ignoring_sigterm_is_sigkilled_after_the_grace_period() {
     assert_eq!(outcome, StopOutcome::Killed);
     assert!(outcome.needed_sigkill());
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(within("exit", spawned.exit).await.signal, Some(libc::SIGKILL));
-    assert!(!group_exists(spawned.pid), "nothing of the group may survive");
+    assert_eq!(
+        within("exit", spawned.exit).await.signal,
+        Some(libc::SIGKILL)
+    );
+    assert!(
+        !group_exists(spawned.pid),
+        "nothing of the group may survive"
+    );
 }
 
 #[tokio::test]
@@ -191,9 +200,12 @@ async fn background_grandchild_is_gone_after_stop() {
     let mut spawned = spawn(&shell("sleep 1000 & echo $!; sleep 1000")).expect("spawn");
     let mut stdout = BufReader::new(spawned.stdout.take().unwrap());
     let mut line = String::new();
-    within("grandchild pid", tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line))
-        .await
-        .expect("read");
+    within(
+        "grandchild pid",
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line),
+    )
+    .await
+    .expect("read");
     let grandchild: i32 = line.trim().parse().expect("pid");
     assert!(process_exists(grandchild));
 
@@ -204,7 +216,10 @@ async fn background_grandchild_is_gone_after_stop() {
     .await;
     assert_eq!(outcome, StopOutcome::Graceful);
     assert!(!group_exists(spawned.pid));
-    assert!(!process_exists(grandchild), "grandchild {grandchild} survived");
+    assert!(
+        !process_exists(grandchild),
+        "grandchild {grandchild} survived"
+    );
     within("exit", spawned.exit).await;
 }
 
@@ -214,14 +229,20 @@ async fn leader_exiting_on_its_own_leaves_the_group_until_leftovers_are_reaped()
     let mut spawned = spawn(&shell("sleep 1000 & echo $!; exit 0")).expect("spawn");
     let mut stdout = BufReader::new(spawned.stdout.take().unwrap());
     let mut line = String::new();
-    within("grandchild pid", tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line))
-        .await
-        .expect("read");
+    within(
+        "grandchild pid",
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line),
+    )
+    .await
+    .expect("read");
     let grandchild: i32 = line.trim().parse().expect("pid");
 
     let status = within("leader exit", spawned.exit).await;
     assert!(status.success());
-    assert!(group_exists(spawned.pid), "the background sleep keeps the group");
+    assert!(
+        group_exists(spawned.pid),
+        "the background sleep keeps the group"
+    );
 
     let outcome = within("reap leftovers", reap_leftovers(spawned.pid)).await;
     assert_eq!(outcome, StopOutcome::Killed);
@@ -237,11 +258,7 @@ async fn stopping_an_already_exited_service_reports_already_gone() {
     let spawned = spawn(&spec(&["true"])).expect("spawn");
     let pid = spawned.pid;
     within("exit", spawned.exit).await;
-    within(
-        "group gone",
-        kepler_daemon::process::wait_group_gone(pid),
-    )
-    .await;
+    within("group gone", kepler_daemon::process::wait_group_gone(pid)).await;
     assert_eq!(
         stop_group(pid, Signal::SIGTERM, Duration::from_secs(1)).await,
         StopOutcome::AlreadyGone

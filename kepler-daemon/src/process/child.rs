@@ -154,19 +154,30 @@ impl ChildSetup {
     /// The daemon blocks signals it handles through tokio, and ignored
     /// dispositions survive `exec`; a service must start with neither, or it
     /// never sees SIGTERM and its shell traps never run.
+    ///
+    /// Dispositions are reset with the raw syscall because the C library
+    /// refuses to touch the realtime signals it reserves for threads, and
+    /// those can arrive ignored from whoever started the daemon. Nothing
+    /// here uses them any more: only `exec` follows.
     fn reset_signals(&self) -> io::Result<()> {
+        // All-zero is SIG_DFL, no flags, empty mask in every architecture's
+        // kernel `struct sigaction`, and 64 bytes is larger than any of them.
+        let default_action = [0u64; 8];
+        let sigset_size = (self.highest_signal as usize).div_ceil(8);
         for signal in 1..=self.highest_signal {
             if signal == libc::SIGKILL || signal == libc::SIGSTOP {
                 continue;
             }
-            // SAFETY: a zeroed sigaction with SIG_DFL is a valid argument;
-            // sigaction is async-signal-safe. Numbers the C library reserves
-            // for itself fail with EINVAL, which is fine to skip.
+            // SAFETY: rt_sigaction reads `default_action` (large enough, see
+            // above) and writes nothing since the old-action pointer is null.
             unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = libc::SIG_DFL;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signal, &action, ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default_action.as_ptr(),
+                    ptr::null_mut::<libc::c_void>(),
+                    sigset_size,
+                );
             }
         }
         // SAFETY: `empty` is initialised by sigemptyset before use.
