@@ -264,3 +264,20 @@ async fn stopping_an_already_exited_service_reports_already_gone() {
         StopOutcome::AlreadyGone
     );
 }
+
+#[tokio::test]
+async fn malformed_specs_are_rejected_before_forking() {
+    assert!(matches!(spawn(&spec(&[])), Err(SpawnError::EmptyCommand)));
+
+    let mut bad_env = spec(&["true"]);
+    bad_env.env.insert("A=B".into(), "x".into());
+    let err = spawn(&bad_env).expect_err("must fail");
+    assert!(
+        err.to_string()
+            .contains("`A=B` is not a valid environment variable name"),
+        "{err}"
+    );
+
+    let err = spawn(&spec(&["echo", "nul\0byte"])).expect_err("must fail");
+    assert!(matches!(err, SpawnError::NulByte { .. }), "{err:?}");
+}

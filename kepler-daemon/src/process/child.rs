@@ -93,7 +93,7 @@ pub(super) fn decode_error(err: &io::Error) -> Option<ChildFailure> {
 
 /// Everything the child needs, prepared before `fork`.
 pub(super) struct ChildSetup {
-    pub limits: Vec<LimitSetting>,
+    limits: Vec<LimitSetting>,
     identity: Option<Identity>,
     working_dir: CString,
     highest_signal: libc::c_int,

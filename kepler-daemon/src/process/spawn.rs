@@ -82,6 +82,11 @@ pub enum SpawnError {
     EmptyCommand,
     #[error("cannot start `{program}`: {what} contains a NUL byte")]
     NulByte { program: String, what: &'static str },
+    #[error(
+        "cannot start `{program}`: `{key}` is not a valid environment variable name \
+         (empty or containing `=`)"
+    )]
+    BadEnvName { program: String, key: String },
     #[error("cannot start `{program}`: process spawning needs a tokio runtime")]
     NoRuntime { program: String },
     #[error(
@@ -222,7 +227,8 @@ fn into_receiver(pipe: impl Into<OwnedFd>) -> io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd(pipe.into())
 }
 
-/// std would report a NUL byte as an opaque "nul byte found"; say where.
+/// std would report a NUL byte as an opaque "nul byte found" and accept
+/// `A=B` as a name; say what is wrong instead.
 fn check_no_nul(spec: &ProcessSpec) -> Result<(), SpawnError> {
     let nul = |what| SpawnError::NulByte {
         program: spec.argv[0].clone(),
@@ -234,9 +240,19 @@ fn check_no_nul(spec: &ProcessSpec) -> Result<(), SpawnError> {
     if spec
         .env
         .iter()
-        .any(|(key, value)| key.contains('\0') || key.contains('=') || value.contains('\0'))
+        .any(|(key, value)| key.contains('\0') || value.contains('\0'))
     {
         return Err(nul("an `environment` entry"));
+    }
+    if let Some(key) = spec
+        .env
+        .keys()
+        .find(|key| key.is_empty() || key.contains('='))
+    {
+        return Err(SpawnError::BadEnvName {
+            program: spec.argv[0].clone(),
+            key: key.clone(),
+        });
     }
     Ok(())
 }
