@@ -281,3 +281,25 @@ async fn malformed_specs_are_rejected_before_forking() {
     let err = spawn(&spec(&["echo", "nul\0byte"])).expect_err("must fail");
     assert!(matches!(err, SpawnError::NulByte { .. }), "{err:?}");
 }
+
+/// std waits for a child whose exec failed; the reaper must never take that
+/// child from it (std would panic), however busy reaping is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_spawns_racing_with_reaping_are_reported_not_panicked() {
+    let tasks = (0..4).map(|_| {
+        tokio::spawn(async {
+            for _ in 0..100 {
+                let mut ok = spec(&["true"]);
+                ok.stdout = OutputMode::Null;
+                ok.stderr = OutputMode::Null;
+                let spawned = spawn(&ok).expect("spawn");
+                let failed = spawn(&spec(&["/nonexistent/kepler-program"]));
+                assert!(matches!(failed, Err(SpawnError::Exec { .. })));
+                within("exit", spawned.exit).await;
+            }
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.expect("no spawn may panic");
+    }
+}
