@@ -45,7 +45,7 @@ pub fn original_fd_limit() -> Option<u64> {
     ORIGINAL_NOFILE.get().map(|&(soft, _)| soft)
 }
 
-/// Which limit a [`LimitSetting`] applies; used to word errors.
+/// Which limit a setting applies; used to word errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
     Memory,

@@ -2,7 +2,7 @@
 //! stopping.
 //!
 //! Split by what happens to a child: [`spawn`](spawn()) starts it (with
-//! [`child`] holding the code that runs between fork and exec), the
+//! `child` holding the code that runs between fork and exec), the
 //! [`reaper`] collects it and every orphan it leaves, [`stop`] ends its whole
 //! group, [`limits`] and [`signal`] hold the small vocabularies.
 //!

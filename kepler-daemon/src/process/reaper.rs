@@ -18,7 +18,7 @@
 //!
 //! std's `Command::spawn` itself waits for a child whose `exec` failed; were
 //! this thread to reap that child first, std would panic. So spawns hold
-//! [`Reaper::spawning`] shared from fork until their exit waiter is
+//! the reaper's `spawning` lock shared from fork until their exit waiter is
 //! registered, and this thread only peeks (`WNOWAIT`) without it, taking it
 //! exclusively for the actual `waitpid`. That also means a pid can never be
 //! reaped before its waiter exists: no "unclaimed status" bookkeeping.
