@@ -12,7 +12,7 @@ use kepler_daemon::process::{
 };
 use nix::sys::signal::Signal;
 use process_support::{
-    group_exists, process_exists, read_to_end, read_until_line, shell, spec, within,
+    group_exists, process_exists, read_to_end, read_until_line, shell, spec, within, KillOnDrop,
 };
 use tokio::io::BufReader;
 
@@ -155,6 +155,7 @@ async fn chatty_child_does_not_block_while_its_pipe_is_drained() {
 #[tokio::test]
 async fn stop_with_sigterm_ends_the_group_gracefully() {
     let spawned = spawn(&spec(&["sleep", "1000"])).expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let outcome = within(
         "stop",
         stop_group(spawned.pid, Signal::SIGTERM, Duration::from_secs(5)),
@@ -172,6 +173,7 @@ async fn child_ignoring_sigterm_is_sigkilled_after_the_grace_period() {
         "trap '' TERM; echo ready; while :; do sleep 0.1; done",
     ))
     .expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let mut stdout = BufReader::new(spawned.stdout.take().unwrap());
     read_until_line(&mut stdout, "ready").await;
 
@@ -198,6 +200,7 @@ async fn child_ignoring_sigterm_is_sigkilled_after_the_grace_period() {
 async fn background_grandchild_is_gone_after_stop() {
     become_subreaper().expect("subreaper");
     let mut spawned = spawn(&shell("sleep 1000 & echo $!; sleep 1000")).expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let mut stdout = BufReader::new(spawned.stdout.take().unwrap());
     let mut line = String::new();
     within(
@@ -227,6 +230,7 @@ async fn background_grandchild_is_gone_after_stop() {
 async fn leader_exiting_on_its_own_leaves_the_group_until_leftovers_are_reaped() {
     become_subreaper().expect("subreaper");
     let mut spawned = spawn(&shell("sleep 1000 & echo $!; exit 0")).expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let mut stdout = BufReader::new(spawned.stdout.take().unwrap());
     let mut line = String::new();
     within(

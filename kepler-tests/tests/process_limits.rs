@@ -13,7 +13,7 @@ use kepler_daemon::process::{
 };
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::Signal;
-use process_support::{proc_limit, spec, within};
+use process_support::{proc_limit, spec, within, KillOnDrop};
 
 async fn stop(pid: i32) {
     within(
@@ -32,6 +32,7 @@ async fn configured_limits_are_set_as_soft_and_hard() {
         max_fds: Some(256),
     };
     let spawned = spawn(&limited).expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let pid = spawned.pid;
     let both = |v: &str| (v.to_owned(), v.to_owned());
     assert_eq!(proc_limit(pid, "Max address space"), both("536870912"));
@@ -57,6 +58,8 @@ async fn daemon_fd_limit_is_raised_but_services_get_the_original_back() {
     assert_eq!(original_fd_limit(), Some(start_soft));
 
     let spawned = spawn(&spec(&["sleep", "1000"])).expect("spawn");
+
+    let _cleanup = KillOnDrop(spawned.pid);
     assert_eq!(
         proc_limit(spawned.pid, "Max open files"),
         (start_soft.to_string(), hard.to_string())
@@ -84,6 +87,7 @@ async fn cpu_time_limit_is_enforced() {
     let mut spinner = spec(&["sh", "-c", "while :; do :; done"]);
     spinner.limits.cpu_time_secs = Some(1);
     let spawned = spawn(&spinner).expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let status = within("the kernel to kill the spinner", spawned.exit).await;
     assert_eq!(status.signal, Some(libc::SIGKILL), "{status}");
 }

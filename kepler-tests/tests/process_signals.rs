@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kepler_daemon::process::{parse_signal, signal_name, spawn, stop_group, StopOutcome};
 use nix::sys::signal::{pthread_sigmask, signal, SigHandler, SigSet, SigmaskHow, Signal};
-use process_support::{proc_status, read_until_line, shell, spec, within};
+use process_support::{proc_status, read_until_line, shell, spec, within, KillOnDrop};
 use tokio::io::BufReader;
 
 #[tokio::test]
@@ -27,6 +27,7 @@ async fn service_gets_sigterm_although_the_daemon_blocks_and_ignores_signals() {
 
     // Nothing blocked or ignored survives into the service.
     let sleeper = spawn(&spec(&["sleep", "1000"])).expect("spawn");
+    let _cleanup = KillOnDrop(sleeper.pid);
     assert_eq!(proc_status(sleeper.pid, "SigBlk"), "0000000000000000");
     assert_eq!(proc_status(sleeper.pid, "SigIgn"), "0000000000000000");
     within(
@@ -40,6 +41,7 @@ async fn service_gets_sigterm_although_the_daemon_blocks_and_ignores_signals() {
         r#"trap "echo got-term; exit 0" TERM; echo ready; while :; do sleep 0.1; done"#,
     ))
     .expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let mut stdout = BufReader::new(spawned.stdout.take().unwrap());
     read_until_line(&mut stdout, "ready").await;
     let outcome = within(

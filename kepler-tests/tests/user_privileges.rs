@@ -16,7 +16,7 @@ use kepler_daemon::process::{spawn, stop_group, SpawnError};
 use kepler_daemon::user::{identity_env, resolve_user, ResolvedUser, UserError};
 use nix::sys::signal::Signal;
 use nix::unistd::{Group, User};
-use process_support::{proc_status, read_to_end, spec, within};
+use process_support::{proc_status, read_to_end, spec, within, KillOnDrop};
 
 const TEST_USER: &str = "kepler-test-a";
 
@@ -38,6 +38,7 @@ async fn identity_of_service_running_as(user: ResolvedUser) -> (String, String, 
     let mut sleeper = spec(&["sleep", "1000"]);
     sleeper.user = Some(user);
     let spawned = spawn(&sleeper).expect("spawn");
+    let _cleanup = KillOnDrop(spawned.pid);
     let pid = spawned.pid;
     let identity = (
         proc_status(pid, "Uid"),

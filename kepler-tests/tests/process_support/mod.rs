@@ -103,3 +103,15 @@ pub fn proc_limit(pid: i32, name: &str) -> (String, String) {
         fields.next().expect("hard").to_owned(),
     )
 }
+
+/// SIGKILLs a service's group when dropped, so a failing test does not
+/// leave its long-running children behind. Harmless once the group is gone.
+pub struct KillOnDrop(pub i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0 > 1 && group_exists(self.0) {
+            let _ = kill(Pid::from_raw(-self.0), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
