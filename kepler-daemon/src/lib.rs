@@ -10,3 +10,4 @@ pub mod lua_eval;
 pub mod process;
 pub mod server;
 pub mod state_dir;
+pub mod user;

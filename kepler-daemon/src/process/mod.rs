@@ -1,1 +1,41 @@
-//! Process manager: spawning services as process-group leaders, reaping, stopping.
+//! Process manager: spawning services as process-group leaders, reaping,
+//! stopping.
+//!
+//! Split by what happens to a child: [`spawn`](spawn()) starts it (with
+//! `child` holding the code that runs between fork and exec), the
+//! [`reaper`] collects it and every orphan it leaves, [`stop`] ends its whole
+//! group, [`limits`] and [`signal`] hold the small vocabularies.
+//!
+//! How the orchestrator drives one service:
+//!
+//! ```ignore
+//! let spawned = process::spawn(&spec)?;          // pid == pgid
+//! tokio::select! {
+//!     status = &mut spawned.exit => {
+//!         // The leader exited on its own; its group may live on.
+//!         process::reap_leftovers(spawned.pid).await;
+//!         record_exit(status);
+//!     }
+//!     () = stop_requested => {
+//!         let outcome = process::stop_group(spawned.pid, signal, grace).await;
+//!         record_stop(spawned.exit.await, outcome);
+//!     }
+//! }
+//! ```
+//!
+//! At start the daemon calls [`become_subreaper`] and [`raise_fd_limit`].
+//! All children of the daemon process must be spawned through this module;
+//! see [`reaper`] for why.
+
+mod child;
+pub mod limits;
+pub mod reaper;
+pub mod signal;
+mod spawn;
+pub mod stop;
+
+pub use limits::{original_fd_limit, raise_fd_limit, ResourceLimits};
+pub use reaper::{become_subreaper, wait_group_gone, ExitStatus, ExitWaiter};
+pub use signal::{parse_signal, signal_name, SignalParseError};
+pub use spawn::{spawn, OutputMode, ProcessSpec, SpawnError, Spawned, DEFAULT_SEARCH_PATH};
+pub use stop::{reap_leftovers, signal_group, stop_group, StopOutcome, KILL_TIMEOUT};

@@ -1,0 +1,238 @@
+//! What a service's child does between `fork` and `exec`.
+//!
+//! The daemon is multi-threaded, so after `fork` the child may only make
+//! async-signal-safe calls: no allocation, no locks, no NSS lookups.
+//! [`ChildSetup::prepare`] therefore computes everything in the parent and
+//! [`ChildSetup::apply`] only issues syscalls on that data.
+//!
+//! std forwards the raw errno of a failed `pre_exec` to the parent as the
+//! spawn error. To tell the person *which* step failed (a limit, the user
+//! switch, `working_dir`), the child tags the errno with its [`Stage`] and
+//! the parent decodes it with [`decode_error`]; untagged errors come from
+//! `exec` itself.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr;
+
+use nix::sys::resource::setrlimit;
+
+use super::limits::{self, LimitKind, LimitSetting, ResourceLimits};
+use crate::user::ResolvedUser;
+
+/// The step of child setup that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    Setsid = 1,
+    Limit = 2,
+    Groups = 3,
+    Gid = 4,
+    Uid = 5,
+    /// `setuid(0)` still worked after dropping to a non-root uid.
+    RegainedRoot = 6,
+    WorkingDir = 7,
+    Signals = 8,
+}
+
+impl Stage {
+    fn from_code(code: i32) -> Option<Stage> {
+        Some(match code {
+            1 => Stage::Setsid,
+            2 => Stage::Limit,
+            3 => Stage::Groups,
+            4 => Stage::Gid,
+            5 => Stage::Uid,
+            6 => Stage::RegainedRoot,
+            7 => Stage::WorkingDir,
+            8 => Stage::Signals,
+            _ => return None,
+        })
+    }
+}
+
+/// Layout of a tagged errno: marker in bits 24..31, stage in 16..24, detail
+/// in 12..16, errno (always below 4096 on Linux) in 0..12.
+const TAG: i32 = 0x4b00_0000;
+const TAG_MASK: i32 = 0x7f00_0000;
+
+/// A child-side failure decoded in the parent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ChildFailure {
+    pub stage: Stage,
+    /// For [`Stage::Limit`]: the index into the limit plan.
+    pub detail: usize,
+    /// 0 when the failure is not an OS error ([`Stage::RegainedRoot`]).
+    pub errno: i32,
+}
+
+/// Packs stage, detail (< 16) and errno (< 4096) into one errno-sized value.
+fn tagged(stage: Stage, detail: usize, errno: i32) -> io::Error {
+    let code = TAG | (stage as i32) << 16 | (detail as i32 & 0xf) << 12 | errno & 0xfff;
+    io::Error::from_raw_os_error(code)
+}
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Recovers a child-side failure from std's spawn error, if it was one.
+pub(super) fn decode_error(err: &io::Error) -> Option<ChildFailure> {
+    let code = err.raw_os_error()?;
+    if code & TAG_MASK != TAG {
+        return None;
+    }
+    let stage = Stage::from_code((code >> 16) & 0xff)?;
+    Some(ChildFailure {
+        stage,
+        detail: ((code >> 12) & 0xf) as usize,
+        errno: code & 0xfff,
+    })
+}
+
+/// Everything the child needs, prepared before `fork`.
+pub(super) struct ChildSetup {
+    limits: Vec<LimitSetting>,
+    identity: Option<Identity>,
+    working_dir: CString,
+    highest_signal: libc::c_int,
+}
+
+struct Identity {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl ChildSetup {
+    /// Fails only if `working_dir` contains a NUL byte.
+    pub fn prepare(
+        working_dir: &Path,
+        user: Option<&ResolvedUser>,
+        resource_limits: &ResourceLimits,
+    ) -> Result<ChildSetup, std::ffi::NulError> {
+        Ok(ChildSetup {
+            limits: limits::plan(resource_limits),
+            identity: user.map(|user| Identity {
+                uid: user.uid,
+                gid: user.gid,
+                groups: user.supplementary.clone(),
+            }),
+            working_dir: CString::new(working_dir.as_os_str().as_bytes())?,
+            highest_signal: libc::SIGRTMAX(),
+        })
+    }
+
+    /// Runs in the forked child. Order matters: limits are set while still
+    /// root (raising a hard limit needs privilege); `working_dir` is entered
+    /// as the service user so it must be reachable by that user; signals are
+    /// reset last so a stop request during setup still kills the child.
+    pub fn apply(&self) -> io::Result<()> {
+        // SAFETY: setsid has no memory-safety preconditions.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(tagged(Stage::Setsid, 0, last_errno()));
+        }
+        for (index, limit) in self.limits.iter().enumerate() {
+            // nix's setrlimit is a plain syscall wrapper on stack data.
+            if let Err(errno) = setrlimit(limit.resource, limit.soft, limit.hard) {
+                return Err(tagged(Stage::Limit, index, errno as i32));
+            }
+        }
+        if let Some(identity) = &self.identity {
+            identity.apply()?;
+        }
+        // SAFETY: `working_dir` is a NUL-terminated string owned by `self`.
+        if unsafe { libc::chdir(self.working_dir.as_ptr()) } < 0 {
+            return Err(tagged(Stage::WorkingDir, 0, last_errno()));
+        }
+        self.reset_signals()?;
+        mark_inherited_fds_cloexec();
+        Ok(())
+    }
+
+    /// The daemon blocks signals it handles through tokio, and ignored
+    /// dispositions survive `exec`; a service must start with neither, or it
+    /// never sees SIGTERM and its shell traps never run.
+    ///
+    /// Dispositions are reset with the raw syscall because the C library
+    /// refuses to touch the realtime signals it reserves for threads, and
+    /// those can arrive ignored from whoever started the daemon. Nothing
+    /// here uses them any more: only `exec` follows.
+    fn reset_signals(&self) -> io::Result<()> {
+        // All-zero is SIG_DFL, no flags, empty mask in every architecture's
+        // kernel `struct sigaction`, and 64 bytes is larger than any of them.
+        let default_action = [0u64; 8];
+        let sigset_size = (self.highest_signal as usize).div_ceil(8);
+        for signal in 1..=self.highest_signal {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: rt_sigaction reads `default_action` (large enough, see
+            // above) and writes nothing since the old-action pointer is null.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default_action.as_ptr(),
+                    ptr::null_mut::<libc::c_void>(),
+                    sigset_size,
+                );
+            }
+        }
+        // SAFETY: `empty` is initialised by sigemptyset before use.
+        let rc = unsafe {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(tagged(Stage::Signals, 0, rc));
+        }
+        Ok(())
+    }
+
+    /// What the limit at `index` of the plan was, for error messages.
+    pub fn limit_at(&self, index: usize) -> Option<(LimitKind, u64)> {
+        self.limits.get(index).map(|limit| (limit.kind, limit.soft))
+    }
+}
+
+impl Identity {
+    fn apply(&self) -> io::Result<()> {
+        // SAFETY: `groups` is a live slice of gid_t of the given length.
+        if unsafe { libc::setgroups(self.groups.len(), self.groups.as_ptr()) } < 0 {
+            return Err(tagged(Stage::Groups, 0, last_errno()));
+        }
+        // SAFETY: plain syscall on an integer.
+        if unsafe { libc::setgid(self.gid) } < 0 {
+            return Err(tagged(Stage::Gid, 0, last_errno()));
+        }
+        // SAFETY: plain syscall on an integer.
+        if unsafe { libc::setuid(self.uid) } < 0 {
+            return Err(tagged(Stage::Uid, 0, last_errno()));
+        }
+        // SAFETY: plain syscall on an integer; succeeding here means the drop
+        // did not stick and we refuse to run the service.
+        if self.uid != 0 && unsafe { libc::setuid(0) } == 0 {
+            return Err(tagged(Stage::RegainedRoot, 0, 0));
+        }
+        Ok(())
+    }
+}
+
+/// Descriptors some library opened without O_CLOEXEC would otherwise leak
+/// into every service; stdio (0..=2) is kept. Older kernels without
+/// close_range just skip this.
+fn mark_inherited_fds_cloexec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on
+    // descriptors; it touches no memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
