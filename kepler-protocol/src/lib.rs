@@ -14,8 +14,11 @@ pub mod response;
 pub use codec::{BincodeCodec, FrameError, MAX_FRAME_LEN};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
 pub use message::{ClientMessage, RequestId, ServerMessage};
-pub use request::Request;
-pub use response::{ConfigSummary, DaemonStatus, ErrorKind, Event, Response};
+pub use request::{ConfigRef, Request, StartMode};
+pub use response::{
+    ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig,
+    Response, ServiceInfo, ServiceStatus,
+};
 
 /// Name of the socket file inside the daemon's state directory.
 pub const SOCKET_FILE: &str = "kepler.sock";

@@ -1,5 +1,8 @@
 //! What the CLI can ask of the daemon.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -10,4 +13,56 @@ pub enum Request {
     DaemonStatus,
     /// Stop every service of every config, then exit.
     Shutdown,
+    /// Start services (all when `services` is empty) and what they depend on.
+    Start {
+        config: ConfigRef,
+        services: Vec<String>,
+        mode: StartMode,
+    },
+    /// Stop services (all when empty); dependents stop before dependencies.
+    Stop {
+        config: ConfigRef,
+        services: Vec<String>,
+        /// Signal number to send instead of each service's `stop_signal`.
+        signal: Option<i32>,
+        /// Run the `pre_cleanup` hook after stopping.
+        clean: bool,
+    },
+    /// Stop then start services (all when empty).
+    Restart {
+        config: ConfigRef,
+        services: Vec<String>,
+        mode: StartMode,
+    },
+    /// Bake the config again from its source file; refused while anything runs.
+    Recreate { config: ConfigRef },
+    /// Remove the state of configs that have nothing running.
+    Prune { force: bool, dry_run: bool },
+    /// Service states of one config, or of every loaded config.
+    Ps { config: Option<ConfigRef> },
+}
+
+/// Which config a request is about, and the environment of the CLI that sent it.
+///
+/// `sys_env` is used only when the daemon bakes the config for the first time
+/// (or on `recreate`): it is the "system environment" of expansion and of
+/// `sys_env: inherit`. The daemon never uses its own environment for services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRef {
+    /// Absolute, canonical path of the config file.
+    pub path: PathBuf,
+    pub sys_env: BTreeMap<String, String>,
+}
+
+/// How long a start or restart request keeps the client waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartMode {
+    /// Answer once the services are launched; startup continues in the background.
+    Detached,
+    /// Answer once the startup cluster is ready, or fail naming the service
+    /// that failed or the timeout (milliseconds) that passed.
+    Wait { timeout_ms: Option<u64> },
+    /// Stream the config's output and state changes; answer once every service
+    /// has reached a terminal state.
+    Attached,
 }

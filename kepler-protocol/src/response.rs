@@ -11,13 +11,10 @@ pub enum Response {
     Done,
     DaemonStatus(DaemonStatus),
     /// The daemon accepted `Shutdown` and will exit once its services are stopped.
-    ShuttingDown {
-        pid: u32,
-    },
-    Error {
-        kind: ErrorKind,
-        message: String,
-    },
+    ShuttingDown { pid: u32 },
+    Ps(Vec<ConfigServices>),
+    Pruned(Vec<PrunedConfig>),
+    Error { kind: ErrorKind, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,8 +49,97 @@ pub struct ConfigSummary {
     pub running: usize,
 }
 
+/// The services of one config, for `ps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigServices {
+    pub path: PathBuf,
+    pub services: Vec<ServiceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub status: ServiceStatus,
+    pub pid: Option<u32>,
+    /// Seconds since the current process started, while it runs.
+    pub uptime_secs: Option<u64>,
+    pub restarts: u32,
+    /// Consecutive failed health probes, when the service has a healthcheck.
+    pub health_failures: Option<u32>,
+    /// Why the service is in its state (failure reason, what it waits for).
+    pub reason: Option<String>,
+}
+
+/// A service's state as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceStatus {
+    /// Never started, or stopped by the user.
+    Stopped,
+    /// Waiting for dependencies or being spawned.
+    Starting,
+    Running,
+    Healthy,
+    Unhealthy,
+    Stopping,
+    /// The process ended on its own with this exit code (128+N for signal N).
+    Exited(i32),
+    /// Could not start or was given up on; see the reason.
+    Failed,
+}
+
+impl ServiceStatus {
+    pub fn name(self) -> String {
+        match self {
+            ServiceStatus::Stopped => "stopped".into(),
+            ServiceStatus::Starting => "starting".into(),
+            ServiceStatus::Running => "running".into(),
+            ServiceStatus::Healthy => "healthy".into(),
+            ServiceStatus::Unhealthy => "unhealthy".into(),
+            ServiceStatus::Stopping => "stopping".into(),
+            ServiceStatus::Exited(code) => format!("exited ({code})"),
+            ServiceStatus::Failed => "failed".into(),
+        }
+    }
+
+    /// Running, healthy or unhealthy: a process is up.
+    pub fn is_up(self) -> bool {
+        matches!(
+            self,
+            ServiceStatus::Running | ServiceStatus::Healthy | ServiceStatus::Unhealthy
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrunedConfig {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    /// Why it was (or, in a dry run, would be) removed, or why it was kept.
+    pub note: String,
+    pub removed: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// A line for a person, e.g. progress of a long operation.
     Progress { message: String },
+    /// A service changed state.
+    ServiceState {
+        service: String,
+        status: ServiceStatus,
+        reason: Option<String>,
+    },
+    /// A line of a service's (or hook's) output.
+    Log(LogLine),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub service: String,
+    /// The hook that wrote the line, when it was not the service itself.
+    pub hook: Option<String>,
+    pub stderr: bool,
+    pub timestamp_us: u64,
+    /// Raw bytes; shown lossily when they are not UTF-8.
+    pub bytes: Vec<u8>,
 }

@@ -60,6 +60,10 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         Request::Ping => Response::Pong,
         Request::DaemonStatus => daemon_status::handle(&ctx).await,
         Request::Shutdown => shutdown::handle(&ctx).await,
+        other => Response::Error {
+            kind: kepler_protocol::ErrorKind::Failed,
+            message: format!("{other:?} is not served by this daemon build yet"),
+        },
     };
     ctx.respond(response).await;
 }
