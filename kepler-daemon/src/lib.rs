@@ -3,6 +3,13 @@
 //! drive the same code.
 
 pub mod config;
+pub mod config_actor;
+pub mod deps;
+pub mod events;
+pub mod orchestrator;
+pub mod persistence;
+pub mod registry;
+pub mod state;
 pub mod daemon;
 pub mod detach;
 pub mod env;

@@ -1,0 +1,146 @@
+//! The cloneable way in to a config actor.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kepler_protocol::{ErrorKind, ServiceInfo};
+use tokio::sync::{mpsc, oneshot};
+
+use super::command::{ActorError, Command, Reply};
+use crate::events::ConfigEvents;
+use crate::orchestrator::{StartPlan, StopIntentRequest};
+use crate::persistence::ConfigStore;
+
+#[derive(Clone)]
+pub struct ConfigHandle {
+    path: PathBuf,
+    store: ConfigStore,
+    events: ConfigEvents,
+    commands: mpsc::UnboundedSender<Command>,
+    owner_uid: u32,
+    service_count: usize,
+}
+
+pub struct ConfigSummaryInfo {
+    pub running: usize,
+    pub services: usize,
+}
+
+impl ConfigHandle {
+    pub(super) fn new(
+        path: PathBuf,
+        store: ConfigStore,
+        events: ConfigEvents,
+        commands: mpsc::UnboundedSender<Command>,
+        owner_uid: u32,
+        service_count: usize,
+    ) -> Self {
+        ConfigHandle {
+            path,
+            store,
+            events,
+            commands,
+            owner_uid,
+            service_count,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn store(&self) -> &ConfigStore {
+        &self.store
+    }
+
+    pub fn events(&self) -> &ConfigEvents {
+        &self.events
+    }
+
+    pub fn owner_uid(&self) -> u32 {
+        self.owner_uid
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.service_count
+    }
+
+    /// False once the actor has ended (closed or crashed).
+    pub fn is_alive(&self) -> bool {
+        !self.commands.is_closed()
+    }
+
+    fn unavailable(&self) -> ActorError {
+        ActorError::new(
+            ErrorKind::Failed,
+            format!(
+                "the config {} is unavailable (its actor stopped unexpectedly; see the daemon \
+                 log); retry to reload it",
+                self.path.display()
+            ),
+        )
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ActorError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| self.unavailable())?;
+        answer.await.map_err(|_| self.unavailable())?
+    }
+
+    pub async fn start(&self, services: Vec<String>) -> Result<StartPlan, ActorError> {
+        self.ask(|reply| Command::Start { services, reply }).await
+    }
+
+    /// Resolves once the services are down.
+    pub async fn stop(
+        &self,
+        services: Vec<String>,
+        request: StopIntentRequest,
+    ) -> Result<(), ActorError> {
+        let finished = self
+            .ask(|reply| Command::Stop {
+                services,
+                request,
+                reply,
+            })
+            .await?;
+        finished.await.map_err(|_| self.unavailable())
+    }
+
+    pub async fn restart(&self, services: Vec<String>) -> Result<StartPlan, ActorError> {
+        self.ask(|reply| Command::Restart { services, reply }).await
+    }
+
+    pub async fn ps(&self) -> Result<Vec<ServiceInfo>, ActorError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Ps { reply })
+            .map_err(|_| self.unavailable())?;
+        answer.await.map_err(|_| self.unavailable())
+    }
+
+    /// Running and total service counts; `None` if the actor does not answer
+    /// within a second (status must never hang on one busy config).
+    pub async fn summary(&self) -> Option<ConfigSummaryInfo> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Summary { reply }).ok()?;
+        let (running, services) = tokio::time::timeout(Duration::from_secs(1), answer)
+            .await
+            .ok()?
+            .ok()?;
+        Some(ConfigSummaryInfo { running, services })
+    }
+
+    pub async fn recreate(
+        &self,
+        sys_env: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ActorError> {
+        self.ask(|reply| Command::Recreate { sys_env, reply }).await
+    }
+
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
+    }
+}

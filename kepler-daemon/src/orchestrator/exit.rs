@@ -1,0 +1,147 @@
+//! A service's process ending on its own: reap what is left of its group,
+//! record the exit, and apply the restart policy with backoff.
+
+use std::time::Duration;
+
+use kepler_protocol::ServiceStatus;
+
+use super::{Internal, Orchestrator};
+use crate::config::RestartPolicy;
+use crate::process::{self, ExitStatus};
+use crate::state::StopIntent;
+
+/// A service that stayed up this long has its backoff reset.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// Exit code as shells report it: 128 + N for a death by signal N.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code
+        .or(status.signal.map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+impl Orchestrator {
+    pub(super) fn on_leader_exited(&mut self, name: &str, generation: u64, status: ExitStatus) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.generation != generation {
+            return;
+        }
+        runtime.last_exit = Some(exit_code(status));
+        let Some(pgid) = runtime.pid else { return };
+        // Like a container whose PID 1 exited: the rest of the group goes too,
+        // and the service is finished only once the whole group is gone.
+        let mailbox = self.mailbox.clone();
+        let service = name.to_string();
+        tokio::spawn(async move {
+            process::reap_leftovers(pgid).await;
+            let _ = mailbox.send(Internal::GroupGone {
+                service,
+                generation,
+                status,
+            });
+        });
+    }
+
+    pub(super) fn on_group_gone(&mut self, name: &str, generation: u64, status: ExitStatus) {
+        let policy = self.config.services[name].restart.clone();
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.generation != generation {
+            return;
+        }
+        let code = exit_code(status);
+        let uptime = runtime.started_at.map(|t| t.elapsed()).unwrap_or_default();
+        runtime.pid = None;
+        runtime.start_ticks = None;
+        runtime.last_exit = Some(code);
+        let wants_restart = runtime.desired
+            && match policy.policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => code != 0,
+                RestartPolicy::No => false,
+            };
+        if !wants_restart {
+            runtime.desired = false;
+            self.set_status(name, ServiceStatus::Exited(code), None);
+            return;
+        }
+        if let Some(max) = policy.max_attempts {
+            if runtime.restarts >= max {
+                let reason = format!("gave up after {max} restarts; last {status}");
+                runtime.desired = false;
+                self.set_status(name, ServiceStatus::Failed, Some(reason));
+                return;
+            }
+        }
+        if uptime >= BACKOFF_RESET_AFTER {
+            runtime.backoff_attempt = 0;
+        }
+        let base = policy.delay.as_duration();
+        let delay = base
+            .checked_mul(1u32 << runtime.backoff_attempt.min(20))
+            .unwrap_or(Duration::MAX)
+            .min(policy.max_delay.as_duration().max(base));
+        runtime.backoff_attempt += 1;
+        runtime.restart_pending = true;
+        runtime.generation += 1;
+        let generation = runtime.generation;
+        let reason = (!delay.is_zero()).then(|| format!("restarting in {delay:?}"));
+        self.set_status(name, ServiceStatus::Exited(code), reason);
+        self.propagate_restart(name);
+        if delay.is_zero() {
+            self.on_restart_due(name, generation);
+        } else {
+            let mailbox = self.mailbox.clone();
+            let service = name.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = mailbox.send(Internal::RestartDue {
+                    service,
+                    generation,
+                });
+            });
+        }
+    }
+
+    pub(super) fn on_restart_due(&mut self, name: &str, generation: u64) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.generation != generation || !runtime.restart_pending {
+            return;
+        }
+        runtime.restart_pending = false;
+        runtime.restarts += 1;
+        self.begin_start(name);
+    }
+
+    /// Dependents declared with `restart: true` on `name` are stopped now
+    /// and wait for their condition on `name` again before starting.
+    pub(super) fn propagate_restart(&mut self, name: &str) {
+        let dependents: Vec<String> = self
+            .index
+            .dependents(name)
+            .iter()
+            .filter(|d| {
+                self.index
+                    .dependencies(d)
+                    .iter()
+                    .any(|(dep, edge)| dep == name && edge.restart)
+            })
+            .cloned()
+            .collect();
+        for dependent in dependents {
+            let active = self
+                .services
+                .get(&dependent)
+                .is_some_and(|s| s.pid.is_some() || s.waiting);
+            if active {
+                self.queue_stop(&dependent, None, StopIntent::Restart);
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Service orchestration for one config: dependency-ordered starts, ordered
+//! parallel stops, restart policies with backoff, restart propagation.
+//!
+//! The [`Orchestrator`] is owned by the config actor and mutated only from
+//! its loop, so it holds no locks. Anything slow (a stop's grace period, a
+//! backoff delay, waiting for a process group to vanish) runs in a task that
+//! reports back through the actor's mailbox as an [`Internal`] message tagged
+//! with the service's generation; a report of an older generation is stale.
+//! Every state change is broadcast ([`crate::events`]) and re-evaluates only
+//! the changed service's dependents.
+
+mod exit;
+pub mod modes;
+mod output;
+pub mod recover;
+mod start;
+mod stop;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use kepler_protocol::{ServiceInfo, ServiceStatus};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::BakedConfig;
+use crate::deps::DependencyIndex;
+use crate::events::{ConfigEvents, StateChange};
+use crate::persistence::{ConfigState, ConfigStore, ServiceState};
+use crate::process::{ExitStatus, StopOutcome};
+use crate::state::ServiceRuntime;
+use crate::user::ResolvedUser;
+
+pub use stop::StopIntentRequest;
+
+/// Reports from the orchestrator's own tasks back to its actor.
+#[derive(Debug)]
+pub enum Internal {
+    /// The leader process was reaped.
+    LeaderExited {
+        service: String,
+        generation: u64,
+        status: ExitStatus,
+    },
+    /// After a leader exited on its own, the rest of its group is gone too.
+    GroupGone {
+        service: String,
+        generation: u64,
+        status: ExitStatus,
+    },
+    StopFinished {
+        service: String,
+        generation: u64,
+        outcome: StopOutcome,
+    },
+    RestartDue {
+        service: String,
+        generation: u64,
+    },
+    DependencyTimeout {
+        service: String,
+        generation: u64,
+        dependency: String,
+    },
+}
+
+pub struct Orchestrator {
+    config: Arc<BakedConfig>,
+    store: ConfigStore,
+    index: DependencyIndex,
+    services: HashMap<String, ServiceRuntime>,
+    events: ConfigEvents,
+    mailbox: mpsc::UnboundedSender<Internal>,
+    owner_uid: u32,
+    global_init_done: bool,
+    dirty: bool,
+    stop_waiters: Vec<StopWaiter>,
+    users: HashMap<(String, Option<String>), ResolvedUser>,
+}
+
+/// What a start or restart request needs to wait on.
+#[derive(Debug, Clone)]
+pub struct StartPlan {
+    /// Startup-cluster services among the request, with whether each has a
+    /// healthcheck (then it is ready only once healthy).
+    pub startup: Vec<(String, bool)>,
+    /// Every service's state when the request was handled.
+    pub views: Vec<StateChange>,
+}
+
+/// Someone waiting for a set of services to finish stopping.
+struct StopWaiter {
+    pending: HashSet<String>,
+    done: oneshot::Sender<()>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        config: Arc<BakedConfig>,
+        store: ConfigStore,
+        state: ConfigState,
+        events: ConfigEvents,
+        mailbox: mpsc::UnboundedSender<Internal>,
+    ) -> Self {
+        let index = DependencyIndex::build(&config);
+        let services = config
+            .services
+            .keys()
+            .map(|name| {
+                let saved = state.services.get(name);
+                let runtime = ServiceRuntime {
+                    restarts: saved.map_or(0, |s| s.restarts),
+                    last_exit: saved.and_then(|s| s.last_exit_code),
+                    init_done: saved.is_some_and(|s| s.init_done),
+                    ..Default::default()
+                };
+                (name.clone(), runtime)
+            })
+            .collect();
+        Orchestrator {
+            config,
+            store,
+            index,
+            services,
+            events,
+            mailbox,
+            owner_uid: state.owner_uid,
+            global_init_done: state.global_init_done,
+            dirty: true,
+            stop_waiters: Vec::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Arc<BakedConfig> {
+        &self.config
+    }
+
+    pub fn store(&self) -> &ConfigStore {
+        &self.store
+    }
+
+    pub fn owner_uid(&self) -> u32 {
+        self.owner_uid
+    }
+
+    /// Service states in name order, for `ps`.
+    pub fn infos(&self) -> Vec<ServiceInfo> {
+        let mut names: Vec<&String> = self.services.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| self.services[name].info(name))
+            .collect()
+    }
+
+    /// Where every service stands, plus which of `names` (and their
+    /// dependencies) form the startup cluster, for `--wait` and attached mode.
+    pub fn plan(&self, names: &[String]) -> StartPlan {
+        let roots = self.selection(names);
+        let cluster = self.config.startup_cluster();
+        let startup = self
+            .index
+            .with_dependencies(&roots)
+            .into_iter()
+            .filter(|n| cluster.contains(n.as_str()))
+            .map(|n| {
+                let healthy = self.config.services[&n].healthcheck.is_some();
+                (n, healthy)
+            })
+            .collect();
+        let views = self
+            .services
+            .iter()
+            .map(|(name, s)| StateChange {
+                service: Arc::from(name.as_str()),
+                status: s.status,
+                reason: s.reason.clone(),
+                quiescent: s.is_quiescent(),
+                settled: s.is_settled(),
+            })
+            .collect();
+        StartPlan { startup, views }
+    }
+
+    /// Services with a process or on their way to one.
+    pub fn active_count(&self) -> usize {
+        self.services
+            .values()
+            .filter(|s| !s.is_quiescent() || s.pid.is_some())
+            .count()
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.services.values().filter(|s| s.status.is_up()).count()
+    }
+
+    /// Unknown names are an error listing the config's services.
+    pub fn check_names(&self, names: &[String]) -> Result<(), String> {
+        let unknown: Vec<&str> = names
+            .iter()
+            .filter(|n| !self.services.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut known: Vec<&str> = self.services.keys().map(String::as_str).collect();
+        known.sort();
+        Err(format!(
+            "no service named {} in {}; its services are: {}",
+            unknown
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.config.config_file.display(),
+            known.join(", ")
+        ))
+    }
+
+    /// `names`, or every service when empty.
+    fn selection(&self, names: &[String]) -> Vec<String> {
+        if names.is_empty() {
+            self.index.order().to_vec()
+        } else {
+            names.to_vec()
+        }
+    }
+
+    pub fn handle_internal(&mut self, message: Internal) {
+        match message {
+            Internal::LeaderExited {
+                service,
+                generation,
+                status,
+            } => self.on_leader_exited(&service, generation, status),
+            Internal::GroupGone {
+                service,
+                generation,
+                status,
+            } => self.on_group_gone(&service, generation, status),
+            Internal::StopFinished {
+                service,
+                generation,
+                outcome,
+            } => self.on_stop_finished(&service, generation, outcome),
+            Internal::RestartDue {
+                service,
+                generation,
+            } => self.on_restart_due(&service, generation),
+            Internal::DependencyTimeout {
+                service,
+                generation,
+                dependency,
+            } => self.on_dependency_timeout(&service, generation, &dependency),
+        }
+    }
+
+    /// Records a new status, tells subscribers, and lets the service's
+    /// dependents re-check their conditions.
+    fn set_status(&mut self, name: &str, status: ServiceStatus, reason: Option<String>) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        runtime.status = status;
+        runtime.reason = reason.clone();
+        let quiescent = runtime.is_quiescent();
+        let settled = runtime.is_settled();
+        self.dirty = true;
+        let _ = self.events.states.send(StateChange {
+            service: Arc::from(name),
+            status,
+            reason,
+            quiescent,
+            settled,
+        });
+        let dependents = self.index.dependents(name).to_vec();
+        for dependent in dependents {
+            self.evaluate_waiting(&dependent);
+        }
+    }
+
+    /// Writes `state.json` if anything changed since the last write. Called
+    /// by the actor after each batch of messages, so a burst of transitions
+    /// costs one write.
+    pub fn persist_if_dirty(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let state = ConfigState {
+            owner_uid: self.owner_uid,
+            global_init_done: self.global_init_done,
+            services: self
+                .services
+                .iter()
+                .map(|(name, s)| {
+                    (
+                        name.clone(),
+                        ServiceState {
+                            desired: s.desired,
+                            pgid: s.pid,
+                            start_ticks: s.start_ticks,
+                            restarts: s.restarts,
+                            last_exit_code: s.last_exit,
+                            init_done: s.init_done,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        if let Err(e) = self.store.write_state(&state) {
+            tracing::error!(
+                config = %self.config.config_file.display(),
+                "cannot write state: {e}"
+            );
+        }
+    }
+
+    /// Takes a new baked config (after `recreate`); only valid while nothing runs.
+    pub fn replace_config(&mut self, config: Arc<BakedConfig>) {
+        let state = ConfigState {
+            owner_uid: self.owner_uid,
+            global_init_done: false,
+            services: Default::default(),
+        };
+        let fresh = Orchestrator::new(
+            config,
+            self.store.clone(),
+            state,
+            self.events.clone(),
+            self.mailbox.clone(),
+        );
+        *self = fresh;
+    }
+}

@@ -1,0 +1,97 @@
+//! After a daemon restart: kill whatever survived of the previous daemon's
+//! services, then start again the ones that were wanted up, so no service
+//! ever runs twice.
+
+use std::fs;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::Orchestrator;
+use crate::persistence::ConfigState;
+use crate::process;
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/pid/stat).
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Processes whose process group is `pgid` and whose session is `pgid`
+/// (services lead their own session), i.e. survivors of that service.
+fn survivors(pgid: i32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    // state ppid pgrp session ...
+                    let pgrp: i32 = fields.get(2)?.parse().ok()?;
+                    let session: i32 = fields.get(3)?.parse().ok()?;
+                    Some(pgrp == pgid && session == pgid)
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// Kills the process groups recorded in `state` that still belong to the
+/// previous daemon's services and waits until they are gone.
+pub async fn kill_survivors(state: &ConfigState) {
+    let mut waits = Vec::new();
+    for (name, service) in &state.services {
+        let Some(pgid) = service.pgid.filter(|p| *p > 1) else {
+            continue;
+        };
+        let leader_is_ours = match (start_ticks(pgid), service.start_ticks) {
+            (Some(now), Some(recorded)) => now == recorded,
+            (Some(_), None) => false,
+            // Leader gone: only its group's orphans can still hold the pgid.
+            (None, _) => survivors(pgid),
+        };
+        if !leader_is_ours {
+            continue;
+        }
+        tracing::warn!(
+            service = name,
+            pgid,
+            "killing a process group left by the previous daemon"
+        );
+        let _ = process::signal_group(pgid, Signal::SIGKILL);
+        waits.push(async move {
+            let gone = tokio::time::timeout(Duration::from_secs(10), process::wait_group_gone(pgid));
+            if gone.await.is_err() {
+                tracing::error!(pgid, "process group survived SIGKILL for 10s");
+            }
+        });
+    }
+    futures::future::join_all(waits).await;
+}
+
+impl Orchestrator {
+    /// Starts again every service the saved state says was wanted up.
+    pub fn resume(&mut self, state: &ConfigState) {
+        let wanted: Vec<String> = self
+            .index
+            .order()
+            .iter()
+            .filter(|name| state.services.get(*name).is_some_and(|s| s.desired))
+            .cloned()
+            .collect();
+        if !wanted.is_empty() {
+            tracing::info!(
+                config = %self.config.config_file.display(),
+                services = wanted.len(),
+                "restarting services that were running before the daemon stopped"
+            );
+            self.start(&wanted);
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Starting services: dependency waits (event-driven, with per-edge
+//! timeouts), then spawning.
+
+use std::time::Instant;
+
+use kepler_protocol::ServiceStatus;
+
+use super::{output, Internal, Orchestrator};
+use crate::deps::{self, Readiness};
+use crate::process::{self, OutputMode, ProcessSpec, ResourceLimits};
+use crate::user::{identity_env, resolve_user};
+
+impl Orchestrator {
+    /// Starts `names` (all when empty) and everything they depend on, in
+    /// dependency order. Services already up are left alone.
+    pub fn start(&mut self, names: &[String]) {
+        let roots = self.selection(names);
+        for name in self.index.with_dependencies(&roots) {
+            self.begin_start(&name);
+        }
+    }
+
+    /// Puts one service on its way up: it waits for its dependencies, then
+    /// spawns. A service already up, starting, or stopping is left alone.
+    pub(super) fn begin_start(&mut self, name: &str) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.status.is_up() || runtime.waiting || runtime.stop.is_some() {
+            return;
+        }
+        runtime.desired = true;
+        runtime.restart_pending = false;
+        runtime.waiting = true;
+        runtime.generation += 1;
+        let generation = runtime.generation;
+        let global_timeout = self.config.kepler.timeout;
+        for (dependency, edge) in self.index.dependencies(name) {
+            let Some(timeout) = edge.timeout.or(global_timeout) else {
+                continue;
+            };
+            let mailbox = self.mailbox.clone();
+            let (service, dependency) = (name.to_string(), dependency.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout.as_duration()).await;
+                let _ = mailbox.send(Internal::DependencyTimeout {
+                    service,
+                    generation,
+                    dependency,
+                });
+            });
+        }
+        self.set_status(name, ServiceStatus::Starting, None);
+        self.evaluate_waiting(name);
+    }
+
+    /// Re-checks a waiting service's dependencies: spawn it when all hold,
+    /// fail it when one never can.
+    pub(super) fn evaluate_waiting(&mut self, name: &str) {
+        if !self.services.get(name).is_some_and(|s| s.waiting) {
+            return;
+        }
+        let mut pending = Vec::new();
+        for (dependency, edge) in self.index.dependencies(name) {
+            let Some(dep) = self.services.get(dependency) else {
+                continue;
+            };
+            match deps::check(dependency, dep, edge) {
+                Readiness::Satisfied => {}
+                Readiness::Pending => pending.push(format!(
+                    "waiting for `{dependency}` to be {}",
+                    deps::condition_goal(edge.condition)
+                )),
+                Readiness::Never(why) => {
+                    self.fail(name, format!("cannot start: {why}"));
+                    return;
+                }
+            }
+        }
+        if pending.is_empty() {
+            if let Some(runtime) = self.services.get_mut(name) {
+                runtime.waiting = false;
+            }
+            self.launch(name);
+        } else {
+            let reason = Some(pending.join("; "));
+            let runtime = self.services.get_mut(name).expect("checked above");
+            if runtime.reason != reason {
+                runtime.reason = reason;
+            }
+        }
+    }
+
+    pub(super) fn on_dependency_timeout(&mut self, name: &str, generation: u64, dependency: &str) {
+        let Some(runtime) = self.services.get(name) else {
+            return;
+        };
+        if runtime.generation != generation || !runtime.waiting {
+            return;
+        }
+        let edge = self
+            .index
+            .dependencies(name)
+            .iter()
+            .find(|(d, _)| d == dependency)
+            .map(|(_, e)| e.clone());
+        let Some(edge) = edge else { return };
+        if matches!(
+            self.services.get(dependency).map(|d| deps::check(dependency, d, &edge)),
+            Some(Readiness::Satisfied)
+        ) {
+            return;
+        }
+        let waited = edge.timeout.or(self.config.kepler.timeout);
+        self.fail(
+            name,
+            format!(
+                "timed out after {} waiting for `{dependency}` to be {}",
+                waited.map(|t| t.to_string()).unwrap_or_default(),
+                deps::condition_goal(edge.condition)
+            ),
+        );
+    }
+
+    /// Gives up on a service: it stays down until a user acts.
+    pub(super) fn fail(&mut self, name: &str, reason: String) {
+        if let Some(runtime) = self.services.get_mut(name) {
+            tracing::warn!(service = name, "{reason}");
+            runtime.desired = false;
+            runtime.waiting = false;
+            runtime.restart_pending = false;
+            runtime.generation += 1;
+        }
+        self.set_status(name, ServiceStatus::Failed, Some(reason));
+    }
+
+    /// Spawns the service's process and watches it.
+    fn launch(&mut self, name: &str) {
+        let spec = match self.process_spec(name) {
+            Ok(spec) => spec,
+            Err(reason) => return self.fail(name, reason),
+        };
+        let spawned = match process::spawn(&spec) {
+            Ok(spawned) => spawned,
+            Err(e) => return self.fail(name, e.to_string()),
+        };
+        let runtime = self.services.get_mut(name).expect("service exists");
+        runtime.pid = Some(spawned.pid);
+        runtime.start_ticks = recover::start_ticks(spawned.pid);
+        runtime.started_at = Some(Instant::now());
+        runtime.was_healthy = false;
+        runtime.health_failures = self.config.services[name].healthcheck.as_ref().map(|_| 0);
+        let generation = runtime.generation;
+
+        let service: std::sync::Arc<str> = std::sync::Arc::from(name);
+        if let Some(stdout) = spawned.stdout {
+            output::pump(service.clone(), false, stdout, self.events.logs.clone());
+        }
+        if let Some(stderr) = spawned.stderr {
+            output::pump(service.clone(), true, stderr, self.events.logs.clone());
+        }
+        let mailbox = self.mailbox.clone();
+        let exit = spawned.exit;
+        let service = name.to_string();
+        tokio::spawn(async move {
+            let status = exit.await;
+            let _ = mailbox.send(Internal::LeaderExited {
+                service,
+                generation,
+                status,
+            });
+        });
+        self.set_status(name, ServiceStatus::Running, None);
+    }
+
+    /// What to spawn for a service: its command, final environment, working
+    /// directory, user and limits.
+    fn process_spec(&mut self, name: &str) -> Result<ProcessSpec, String> {
+        let service = &self.config.services[name];
+        let mut env = service.environment.clone();
+        let user = match &service.user {
+            Some(user) => {
+                let key = (user.to_string(), service.group.as_ref().map(|g| g.to_string()));
+                let resolved = match self.users.get(&key) {
+                    Some(resolved) => resolved.clone(),
+                    None => {
+                        let resolved = resolve_user(&key.0, key.1.as_deref())
+                            .map_err(|e| format!("cannot start: {e}"))?;
+                        self.users.insert(key, resolved.clone());
+                        resolved
+                    }
+                };
+                for (key, value) in identity_env(&resolved) {
+                    env.entry(key).or_insert(value);
+                }
+                Some(resolved)
+            }
+            None => None,
+        };
+        Ok(ProcessSpec {
+            argv: service.command.clone(),
+            env,
+            working_dir: service.working_dir.clone(),
+            user,
+            limits: ResourceLimits {
+                memory_bytes: service.limits.memory.map(|m| m.bytes()),
+                cpu_time_secs: service.limits.cpu_time,
+                max_fds: service.limits.max_fds,
+            },
+            stdout: OutputMode::Pipe,
+            stderr: OutputMode::Pipe,
+        })
+    }
+}
+
+use super::recover;

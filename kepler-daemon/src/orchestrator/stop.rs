@@ -1,0 +1,195 @@
+//! Stopping services: dependents before their dependencies, independent
+//! services in parallel, each through signal, grace period, then SIGKILL of
+//! its whole process group.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kepler_protocol::ServiceStatus;
+use nix::sys::signal::Signal;
+use tokio::sync::oneshot;
+
+use super::{Internal, Orchestrator, StopWaiter};
+use crate::process::{self, StopOutcome};
+use crate::state::{StopIntent, StopOrder};
+
+/// What a stop request asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct StopIntentRequest {
+    pub signal: Option<i32>,
+    pub intent: StopIntent,
+}
+
+impl Orchestrator {
+    /// Stops `names` (all when empty). The receiver resolves once every one
+    /// of them is down.
+    pub fn stop(&mut self, names: &[String], request: StopIntentRequest) -> oneshot::Receiver<()> {
+        let selected = self.selection(names);
+        let (done, finished) = oneshot::channel();
+        self.stop_waiters.push(StopWaiter {
+            pending: selected.iter().cloned().collect(),
+            done,
+        });
+        // Queue them all first, so ordering sees the whole set.
+        for name in &selected {
+            self.queue_stop(name, request.signal, request.intent);
+        }
+        self.settle_stop_waiters(&selected);
+        finished
+    }
+
+    /// `kepler restart`: the selection, plus dependents that declared
+    /// `restart: true` on it, go down and come back up.
+    pub fn restart(&mut self, names: &[String]) {
+        let mut selected = self.selection(names);
+        let mut seen: HashSet<String> = selected.iter().cloned().collect();
+        let mut i = 0;
+        while i < selected.len() {
+            let name = selected[i].clone();
+            for dependent in self.index.dependents(&name).to_vec() {
+                let propagates = self
+                    .index
+                    .dependencies(&dependent)
+                    .iter()
+                    .any(|(dep, edge)| dep == &name && edge.restart);
+                if propagates && seen.insert(dependent.clone()) {
+                    selected.push(dependent);
+                }
+            }
+            i += 1;
+        }
+        for name in &selected {
+            self.queue_stop(name, None, StopIntent::Restart);
+        }
+    }
+
+    /// Marks one service to stop. It begins once no dependent that is also
+    /// stopping is still up; a service with no process is settled at once.
+    pub(super) fn queue_stop(&mut self, name: &str, signal: Option<i32>, intent: StopIntent) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if let Some(order) = &mut runtime.stop {
+            // Already stopping; a user stop overrides a restart.
+            if intent == StopIntent::User {
+                order.intent = StopIntent::User;
+                runtime.desired = false;
+            }
+            return;
+        }
+        runtime.desired = intent != StopIntent::User;
+        runtime.restart_pending = false;
+        runtime.waiting = false;
+        runtime.generation += 1;
+        if runtime.pid.is_none() {
+            let was_starting = runtime.status == ServiceStatus::Starting;
+            match intent {
+                StopIntent::Restart => self.begin_start(name),
+                _ if was_starting => self.set_status(name, ServiceStatus::Stopped, None),
+                // Exited or failed services keep showing how they ended.
+                _ => self.dirty = true,
+            }
+            return;
+        }
+        runtime.stop = Some(StopOrder {
+            signal,
+            intent,
+            begun: false,
+        });
+        self.try_begin_stop(name);
+    }
+
+    /// Sends the stop signal once every dependent being stopped is down.
+    fn try_begin_stop(&mut self, name: &str) {
+        let blocked = self.index.dependents(name).iter().any(|d| {
+            self.services
+                .get(d)
+                .is_some_and(|s| s.stop.is_some() && s.pid.is_some())
+        });
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        let (Some(order), Some(pgid)) = (runtime.stop.as_mut(), runtime.pid) else {
+            return;
+        };
+        if blocked || order.begun {
+            return;
+        }
+        order.begun = true;
+        let service = &self.config.services[name];
+        let signal = match order.signal {
+            Some(number) => Signal::try_from(number).unwrap_or(Signal::SIGTERM),
+            None => service.stop_signal.signal(),
+        };
+        let grace = if signal == Signal::SIGKILL {
+            Duration::ZERO
+        } else {
+            service.stop_grace_period.as_duration()
+        };
+        let generation = runtime.generation;
+        let mailbox = self.mailbox.clone();
+        let task_name = name.to_string();
+        tokio::spawn(async move {
+            let outcome = process::stop_group(pgid, signal, grace).await;
+            let _ = mailbox.send(Internal::StopFinished {
+                service: task_name,
+                generation,
+                outcome,
+            });
+        });
+        self.set_status(name, ServiceStatus::Stopping, None);
+    }
+
+    pub(super) fn on_stop_finished(&mut self, name: &str, generation: u64, outcome: StopOutcome) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.generation != generation {
+            return;
+        }
+        let Some(order) = runtime.stop.take() else {
+            return;
+        };
+        runtime.pid = None;
+        runtime.start_ticks = None;
+        runtime.started_at = None;
+        let reason = match outcome {
+            StopOutcome::Killed => Some("killed after the stop grace period".to_string()),
+            StopOutcome::Unkillable => {
+                Some("some processes could not be killed; see the daemon log".to_string())
+            }
+            StopOutcome::AlreadyGone | StopOutcome::Graceful => None,
+        };
+        self.set_status(name, ServiceStatus::Stopped, reason);
+        if order.intent == StopIntent::Restart {
+            self.begin_start(name);
+        }
+        for (dependency, _) in self.index.dependencies(name).to_vec() {
+            self.try_begin_stop(&dependency);
+        }
+        self.settle_stop_waiters(&[name.to_string()]);
+    }
+
+    /// Resolves stop waiters whose services are all down.
+    fn settle_stop_waiters(&mut self, changed: &[String]) {
+        if self.stop_waiters.is_empty() {
+            return;
+        }
+        let down: Vec<&String> = changed
+            .iter()
+            .filter(|n| self.services.get(*n).is_some_and(|s| s.stop.is_none()))
+            .collect();
+        for waiter in &mut self.stop_waiters {
+            for name in &down {
+                waiter.pending.remove(*name);
+            }
+        }
+        let (finished, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stop_waiters)
+            .into_iter()
+            .partition(|w| w.pending.is_empty());
+        self.stop_waiters = waiting;
+        for waiter in finished {
+            let _ = waiter.done.send(());
+        }
+    }
+}

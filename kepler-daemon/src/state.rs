@@ -1,0 +1,115 @@
+//! Runtime state of one service, owned by its config actor.
+
+use std::time::Instant;
+
+use kepler_protocol::{ServiceInfo, ServiceStatus};
+
+/// Why a service is being stopped, which decides what happens once it is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopIntent {
+    /// `kepler stop`: stays down.
+    User,
+    /// `kepler restart` or restart propagation: started again once down.
+    Restart,
+    /// The daemon is shutting down: down now, but started again by the next
+    /// daemon because it is still wanted.
+    Shutdown,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceRuntime {
+    pub status: ServiceStatus,
+    pub reason: Option<String>,
+    /// Leader pid, which is also the process group id.
+    pub pid: Option<i32>,
+    /// Leader start time in clock ticks since boot, to recognise it later.
+    pub start_ticks: Option<u64>,
+    pub started_at: Option<Instant>,
+    /// Automatic restarts so far.
+    pub restarts: u32,
+    /// Bumped on every spawn and every stop; reports from tasks of an older
+    /// generation are stale and ignored.
+    pub generation: u64,
+    /// Wanted up (started and not stopped by the user, not given up on).
+    pub desired: bool,
+    /// An automatic restart is scheduled.
+    pub restart_pending: bool,
+    /// Consecutive quick failures, for the restart backoff.
+    pub backoff_attempt: u32,
+    /// Became healthy at least once since the last spawn.
+    pub was_healthy: bool,
+    pub health_failures: Option<u32>,
+    pub last_exit: Option<i32>,
+    /// Waiting for its dependencies before it can be spawned.
+    pub waiting: bool,
+    /// A stop is queued behind dependents that must stop first, or running.
+    pub stop: Option<StopOrder>,
+    pub init_done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopOrder {
+    pub signal: Option<i32>,
+    pub intent: StopIntent,
+    /// The stop signal has been sent (the service is `stopping`).
+    pub begun: bool,
+}
+
+impl Default for ServiceRuntime {
+    fn default() -> Self {
+        ServiceRuntime {
+            status: ServiceStatus::Stopped,
+            reason: None,
+            pid: None,
+            start_ticks: None,
+            started_at: None,
+            restarts: 0,
+            generation: 0,
+            desired: false,
+            restart_pending: false,
+            backoff_attempt: 0,
+            was_healthy: false,
+            health_failures: None,
+            last_exit: None,
+            waiting: false,
+            stop: None,
+            init_done: false,
+        }
+    }
+}
+
+impl ServiceRuntime {
+    /// Settled: no process, nothing scheduled, nothing will change unless a
+    /// user acts. Dependents waiting on a settled service give up.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self.status,
+            ServiceStatus::Stopped | ServiceStatus::Failed | ServiceStatus::Exited(_)
+        ) && !self.restart_pending
+            && !self.desired
+    }
+
+    /// Terminal for attached mode: nothing running or about to run.
+    pub fn is_quiescent(&self) -> bool {
+        matches!(
+            self.status,
+            ServiceStatus::Stopped | ServiceStatus::Failed | ServiceStatus::Exited(_)
+        ) && !self.restart_pending
+            && !self.waiting
+    }
+
+    pub fn info(&self, name: &str) -> ServiceInfo {
+        ServiceInfo {
+            name: name.to_string(),
+            status: self.status,
+            pid: self.pid.map(|p| p as u32),
+            uptime_secs: self
+                .started_at
+                .filter(|_| self.status.is_up() || self.status == ServiceStatus::Stopping)
+                .map(|t| t.elapsed().as_secs()),
+            restarts: self.restarts,
+            health_failures: self.health_failures,
+            reason: self.reason.clone(),
+        }
+    }
+}
