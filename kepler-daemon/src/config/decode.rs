@@ -239,9 +239,13 @@ pub(crate) fn string_list(node: &Node, path: &str, diag: &mut Diagnostics) -> Op
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
     for (index, item) in items.iter().enumerate() {
-        match text(item, &format!("{path}[{index}]"), diag) {
-            Some(text) => out.push(text.to_owned()),
-            None => ok = false,
+        // The item's path is only built for an error: this loop is hot.
+        match &item.value {
+            NodeValue::Scalar { text, .. } => out.push(text.clone()),
+            _ => {
+                text(item, &format!("{path}[{index}]"), diag);
+                ok = false;
+            }
         }
     }
     ok.then_some(out)

@@ -196,10 +196,16 @@ pub fn parse(text: &str) -> Result<Document, DocumentProblem> {
     })
 }
 
+enum Segment {
+    Root,
+    Key(String),
+    Index(usize),
+}
+
 struct OpenNode {
     node: Node,
     anchor: usize,
-    path: String,
+    segment: Segment,
     /// For a mapping: the key read, waiting for its value.
     pending_key: Option<(String, Mark)>,
 }
@@ -233,38 +239,76 @@ impl Builder {
         })
     }
 
-    /// The YAML path of the node about to be added to the open collection.
-    fn child_path(&self) -> String {
+    /// Where the node about to be added sits in the open collection.
+    fn child_segment(&self) -> Segment {
         match self.stack.last() {
-            None => String::new(),
+            None => Segment::Root,
             Some(open) => match (&open.node.value, &open.pending_key) {
-                (NodeValue::Seq(items), _) => format!("{}[{}]", open.path, items.len()),
-                (_, Some((key, _))) if open.path.is_empty() => key.clone(),
-                (_, Some((key, _))) => format!("{}.{key}", open.path),
-                (_, None) => open.path.clone(),
+                (NodeValue::Seq(items), _) => Segment::Index(items.len()),
+                (_, Some((key, _))) => Segment::Key(key.clone()),
+                (_, None) => Segment::Root,
             },
         }
     }
 
+    /// The YAML path of the innermost open collection, built only when a
+    /// problem needs it.
+    fn open_path(&self) -> String {
+        let mut path = String::new();
+        for open in &self.stack {
+            match &open.segment {
+                Segment::Root => {}
+                Segment::Index(index) => path.push_str(&format!("[{index}]")),
+                Segment::Key(key) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                }
+            }
+        }
+        path
+    }
+
     fn open(&mut self, mark: Mark, tag: Option<NodeTag>, anchor: usize, value: NodeValue) {
-        let path = self.child_path();
+        let segment = self.child_segment();
         self.stack.push(OpenNode {
             node: Node { value, mark, tag },
             anchor,
-            path,
+            segment,
             pending_key: None,
         });
     }
 
     fn close(&mut self) {
-        let Some(mut open) = self.stack.pop() else {
+        let Some(open) = self.stack.last_mut() else {
             return;
         };
+        let mut duplicates = Vec::new();
         if let NodeValue::Map(entries) = &mut open.node.value {
             apply_merge_keys(entries);
-            self.remove_duplicates(entries, &open.path);
+            duplicates = remove_duplicates(entries);
         }
-        self.finish_node(open.node, open.anchor);
+        if !duplicates.is_empty() {
+            let path = self.open_path();
+            for (entry, first_line) in duplicates {
+                self.problems.push(DocumentProblem {
+                    mark: entry.key_mark,
+                    path: if path.is_empty() {
+                        entry.key.clone()
+                    } else {
+                        format!("{path}.{}", entry.key)
+                    },
+                    message: format!(
+                        "duplicate key `{}`; it is already set on line {first_line}",
+                        entry.key
+                    ),
+                });
+            }
+        }
+        if let Some(open) = self.stack.pop() {
+            self.finish_node(open.node, open.anchor);
+        }
     }
 
     fn finish_node(&mut self, node: Node, anchor: usize) {
@@ -298,7 +342,7 @@ impl Builder {
                         NodeValue::Scalar { text, .. } => text,
                         NodeValue::Null => String::new(),
                         _ => {
-                            let path = parent.path.clone();
+                            let path = self.open_path();
                             self.problems.push(DocumentProblem {
                                 mark: node.mark,
                                 path,
@@ -317,37 +361,37 @@ impl Builder {
             _ => {}
         }
     }
+}
 
-    fn remove_duplicates(&mut self, entries: &mut Vec<Entry>, path: &str) {
-        if entries.len() < 2 {
-            return;
-        }
-        let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-        let mut duplicates = Vec::new();
+/// Removes repeated keys (the first one stays) and returns each removed
+/// entry with the line of the key it repeats.
+fn remove_duplicates(entries: &mut Vec<Entry>) -> Vec<(Entry, usize)> {
+    let mut duplicates = Vec::new();
+    if entries.len() <= 16 {
+        // Small mappings (almost all of them): a scan beats hashing.
         for (index, entry) in entries.iter().enumerate() {
-            if let Some(&first) = first_seen.get(entry.key.as_str()) {
-                duplicates.push((index, entries[first].key_mark.line));
-            } else {
-                first_seen.insert(&entry.key, index);
+            if let Some(first) = entries[..index].iter().find(|e| e.key == entry.key) {
+                duplicates.push((index, first.key_mark.line));
             }
         }
-        for &(index, first_line) in duplicates.iter().rev() {
-            let entry = entries.remove(index);
-            let full_path = if path.is_empty() {
-                entry.key.clone()
-            } else {
-                format!("{path}.{}", entry.key)
-            };
-            self.problems.push(DocumentProblem {
-                mark: entry.key_mark,
-                path: full_path,
-                message: format!(
-                    "duplicate key `{}`; it is already set on line {first_line}",
-                    entry.key
-                ),
-            });
+    } else {
+        let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            match first_seen.get(entry.key.as_str()) {
+                Some(&first) => duplicates.push((index, entries[first].key_mark.line)),
+                None => {
+                    first_seen.insert(&entry.key, index);
+                }
+            }
         }
     }
+    let mut removed: Vec<(Entry, usize)> = duplicates
+        .into_iter()
+        .rev()
+        .map(|(index, first_line)| (entries.remove(index), first_line))
+        .collect();
+    removed.reverse();
+    removed
 }
 
 /// Applies YAML merge keys (`<<: *defaults` or `<<: [*a, *b]`): keys written

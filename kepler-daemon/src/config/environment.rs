@@ -73,14 +73,16 @@ pub(crate) fn environment(
     match &node.value {
         NodeValue::Seq(items) => {
             for (index, item) in items.iter().enumerate() {
-                let item_path = format!("{path}[{index}]");
-                let Some(entry) = text(item, &item_path, diag) else {
+                // Built only for errors: this loop is hot in big configs.
+                let item_path = || format!("{path}[{index}]");
+                let NodeValue::Scalar { text: entry, .. } = &item.value else {
+                    text(item, &item_path(), diag);
                     continue;
                 };
                 let Some((key, value)) = entry.split_once('=') else {
                     diag.at(
                         item.mark,
-                        &item_path,
+                        &item_path(),
                         format!("`{entry}` has no `=`; write {entry}=value, or {entry}=${{{entry}}} to pass a system variable"),
                     );
                     continue;
@@ -93,10 +95,11 @@ pub(crate) fn environment(
         }
         NodeValue::Map(entries) => {
             for entry in entries {
-                let entry_path = format!("{path}.{}", entry.key);
+                let entry_path = || format!("{path}.{}", entry.key);
                 let value = match &entry.value.value {
                     NodeValue::Null => "",
-                    _ => match text(&entry.value, &entry_path, diag) {
+                    NodeValue::Scalar { text, .. } => text.as_str(),
+                    _ => match text(&entry.value, &entry_path(), diag) {
                         Some(value) => value,
                         None => continue,
                     },
@@ -130,7 +133,7 @@ fn expand_entry(
     key: &str,
     value: &str,
     node: &Node,
-    path: &str,
+    path: &dyn Fn() -> String,
     scope: &Scope<'_>,
     earlier: &EnvMap,
     diag: &mut Diagnostics,
@@ -138,7 +141,7 @@ fn expand_entry(
     if key.is_empty() || key.contains('\0') {
         diag.at(
             node.mark,
-            path,
+            &path(),
             format!("`{key}` is not a variable name; write KEY=value"),
         );
         return None;
@@ -146,6 +149,6 @@ fn expand_entry(
     scope
         .with(earlier)
         .expand(value)
-        .map_err(|err| diag.at(node.mark, path, err.to_string()))
+        .map_err(|err| diag.at(node.mark, &path(), err.to_string()))
         .ok()
 }

@@ -78,6 +78,11 @@ impl LuaStage {
         })
     }
 
+    /// Whether the document has tags to resolve at all.
+    pub fn active(&self) -> bool {
+        self.has_tags
+    }
+
     /// Whether a Lua block failed; the bake stops at the end of the service.
     pub fn failed(&self) -> bool {
         self.failed

@@ -253,6 +253,9 @@ fn resolve_remaining_lua(
     own_env: &EnvMap,
     cx: &mut BakeContext<'_>,
 ) {
+    if !cx.lua.active() {
+        return;
+    }
     let sys_env = cx.sys_env;
     let full_env = || {
         let mut env = sys_env.clone();
