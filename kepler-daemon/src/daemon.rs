@@ -12,12 +12,16 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::orchestrator::StopIntentRequest;
+use crate::registry::Registry;
 use crate::server;
+use crate::state::StopIntent;
 use crate::state_dir::StateDir;
 
 /// Shared daemon-wide context, handed to every connection.
 pub struct Daemon {
     state_dir: StateDir,
+    registry: Registry,
     started: Instant,
     shutdown: watch::Sender<bool>,
     closing: watch::Sender<bool>,
@@ -26,6 +30,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn new(state_dir: StateDir) -> Arc<Self> {
         Arc::new(Daemon {
+            registry: Registry::new(state_dir.configs_dir()),
             state_dir,
             started: Instant::now(),
             shutdown: watch::channel(false).0,
@@ -35,6 +40,10 @@ impl Daemon {
 
     pub fn state_dir(&self) -> &StateDir {
         &self.state_dir
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn uptime(&self) -> Duration {
@@ -66,6 +75,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(listener)?;
+    daemon.registry.rediscover();
     let server = tokio::spawn(server::serve(listener, daemon.clone()));
     ready();
     tracing::info!(
@@ -83,6 +93,7 @@ pub async fn run(
         _ = raised(&mut shutdown) => tracing::info!("shutdown requested"),
     }
     daemon.request_shutdown();
+    stop_all_services(&daemon).await;
 
     daemon.closing.send_replace(true);
     if let Err(e) = server.await {
@@ -91,6 +102,22 @@ pub async fn run(
     daemon.state_dir().remove_runtime_files();
     tracing::info!("kepler daemon stopped");
     Ok(())
+}
+
+/// Stops every service of every config through its normal stop path, all
+/// configs in parallel. The services stay wanted, so the next daemon starts
+/// them again.
+async fn stop_all_services(daemon: &Daemon) {
+    let stops = daemon.registry.all().into_iter().map(|handle| async move {
+        let request = StopIntentRequest {
+            signal: None,
+            intent: StopIntent::Shutdown,
+        };
+        if let Err(e) = handle.stop(Vec::new(), request).await {
+            tracing::error!(config = %handle.path().display(), "stopping services failed: {e}");
+        }
+    });
+    futures::future::join_all(stops).await;
 }
 
 /// Resolves once a boolean signal (shutdown, closing) is raised. Dropping the

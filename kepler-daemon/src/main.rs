@@ -1,6 +1,8 @@
 //! `kepler-daemon`: the root daemon that runs Kepler's services.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::os::unix::net::UnixListener;
 use std::process::ExitCode;
 
@@ -26,12 +28,36 @@ struct Args {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Validate a config and print its baked form, without a daemon, without
+    /// writing anything. Exit 1 with every error found.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         None => serve(args.detach),
+        Some(Command::Check { file }) => check(&file),
+    }
+}
+
+fn check(file: &Path) -> ExitCode {
+    // The environment of whoever runs the check stands in for the CLI's.
+    let sys_env: BTreeMap<String, String> = std::env::vars().collect();
+    let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    match kepler_daemon::config::bake(&path, &sys_env) {
+        Ok(baked) => {
+            print!("{}", kepler_daemon::config::render_snapshot(&baked.config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -98,6 +124,14 @@ fn serve(detach: bool) -> ExitCode {
         return fail(format!("cannot write {}: {e}", state.pid_path().display()));
     }
 
+    // Orphaned grandchildren of services are reparented to us and reaped, and
+    // many services mean many pipes.
+    if let Err(e) = kepler_daemon::process::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    if let Err(e) = kepler_daemon::process::raise_fd_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

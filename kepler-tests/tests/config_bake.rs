@@ -264,7 +264,6 @@ fn lua_sys_env() -> BTreeMap<String, String> {
 }
 
 #[test]
-#[ignore = "needs lua_eval"]
 fn lua_blocks_see_the_env_of_their_stage() {
     let dir = Dir::new();
     dir.write("app.env", "FROM_FILE=f\n");
@@ -285,7 +284,6 @@ fn lua_blocks_see_the_env_of_their_stage() {
 }
 
 #[test]
-#[ignore = "needs lua_eval"]
 fn a_lua_value_of_the_wrong_type_is_a_validation_error_at_the_tag() {
     let dir = Dir::new();
     let file = dir.write(
@@ -303,7 +301,6 @@ fn a_lua_value_of_the_wrong_type_is_a_validation_error_at_the_tag() {
 }
 
 #[test]
-#[ignore = "needs lua_eval"]
 fn lua_blocks_run_in_file_order_sharing_global() {
     let dir = Dir::new();
     let file = dir.write(

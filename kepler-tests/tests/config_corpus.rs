@@ -131,7 +131,6 @@ fn every_good_config_bakes_and_round_trips_through_the_snapshot() {
 }
 
 #[test]
-#[ignore = "needs lua_eval"]
 fn every_good_lua_config_bakes_and_round_trips_through_the_snapshot() {
     check_all_good(true);
 }

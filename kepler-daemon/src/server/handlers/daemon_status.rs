@@ -1,16 +1,29 @@
 //! `kepler daemon status`: pid, version, uptime and loaded configs.
 
-use kepler_protocol::{DaemonStatus, Response};
+use kepler_protocol::{ConfigSummary, DaemonStatus, Response};
 
 use super::RequestContext;
 
 pub async fn handle(ctx: &RequestContext) -> Response {
     let daemon = &ctx.daemon;
+    let mut configs = Vec::new();
+    for handle in daemon.registry().all() {
+        // Non-root callers see only their own configs.
+        if !ctx.caller.is_root() && handle.owner_uid() != ctx.caller.uid {
+            continue;
+        }
+        let summary = handle.summary().await;
+        configs.push(ConfigSummary {
+            path: handle.path().to_path_buf(),
+            services: summary.as_ref().map_or(handle.service_count(), |s| s.services),
+            running: summary.map_or(0, |s| s.running),
+        });
+    }
     Response::DaemonStatus(DaemonStatus {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: daemon.uptime().as_secs(),
         state_dir: daemon.state_dir().root().to_path_buf(),
-        configs: Vec::new(),
+        configs,
     })
 }

@@ -1,8 +1,14 @@
 //! Request dispatch: one file per request kind, each turning a request into a
 //! response (and, for long operations, events) for one caller.
 
+mod config_access;
 mod daemon_status;
+mod prune;
+mod ps;
+mod recreate;
 mod shutdown;
+mod start;
+mod stop;
 
 use std::sync::Arc;
 
@@ -10,7 +16,15 @@ use kepler_protocol::{Event, Request, RequestId, Response, ServerMessage};
 use tokio::sync::mpsc;
 
 use super::Caller;
+use crate::config_actor::ActorError;
 use crate::daemon::Daemon;
+
+fn error_response(error: ActorError) -> Response {
+    Response::Error {
+        kind: error.kind,
+        message: error.message,
+    }
+}
 
 /// Everything a handler may use: the daemon, the checked caller, and a way to
 /// push events tagged with this request's id.
@@ -60,10 +74,35 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         Request::Ping => Response::Pong,
         Request::DaemonStatus => daemon_status::handle(&ctx).await,
         Request::Shutdown => shutdown::handle(&ctx).await,
-        other => Response::Error {
-            kind: kepler_protocol::ErrorKind::Failed,
-            message: format!("{other:?} is not served by this daemon build yet"),
-        },
+        Request::Start {
+            config,
+            services,
+            mode,
+        } => start::handle(&ctx, config, services, mode, start::Verb::Start)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Restart {
+            config,
+            services,
+            mode,
+        } => start::handle(&ctx, config, services, mode, start::Verb::Restart)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Stop {
+            config,
+            services,
+            signal,
+            clean: _,
+        } => stop::handle(&ctx, config, services, signal)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Recreate { config } => recreate::handle(&ctx, config)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Prune { force, dry_run } => prune::handle(&ctx, force, dry_run)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Ps { config } => ps::handle(&ctx, config).await.unwrap_or_else(error_response),
     };
     ctx.respond(response).await;
 }

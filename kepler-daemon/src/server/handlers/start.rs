@@ -1,0 +1,50 @@
+//! `kepler start` and `kepler restart`, in all three modes.
+
+use std::time::Duration;
+
+use kepler_protocol::{ConfigRef, Response, StartMode};
+
+use super::config_access::config_for;
+use super::RequestContext;
+use crate::config_actor::ActorError;
+use crate::orchestrator::modes::{self, Subscriptions};
+
+#[derive(Clone, Copy)]
+pub enum Verb {
+    Start,
+    Restart,
+}
+
+pub async fn handle(
+    ctx: &RequestContext,
+    config: ConfigRef,
+    services: Vec<String>,
+    mode: StartMode,
+    verb: Verb,
+) -> Result<Response, ActorError> {
+    let handle = config_for(ctx, &config).await?;
+    // Subscribe before acting, so no event of this request is missed.
+    let subscriptions = Subscriptions {
+        states: handle.events().states.subscribe(),
+        logs: matches!(mode, StartMode::Attached).then(|| handle.events().logs.subscribe()),
+    };
+    let plan = match verb {
+        Verb::Start => handle.start(services).await?,
+        Verb::Restart => handle.restart(services).await?,
+    };
+    match mode {
+        StartMode::Detached => {}
+        StartMode::Wait { timeout_ms } => {
+            modes::wait_for_startup(
+                subscriptions.states,
+                plan,
+                timeout_ms.map(Duration::from_millis),
+            )
+            .await?
+        }
+        StartMode::Attached => {
+            modes::follow_until_quiescent(subscriptions, plan, |event| ctx.emit(event)).await?
+        }
+    }
+    Ok(Response::Done)
+}
