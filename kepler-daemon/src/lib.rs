@@ -17,4 +17,5 @@ pub mod lua_eval;
 pub mod process;
 pub mod server;
 pub mod state_dir;
+pub mod unprivileged_bake;
 pub mod user;

@@ -79,8 +79,12 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
         Command::Summary { reply } => {
             let _ = reply.send((orchestrator.running_count(), orchestrator.infos().len()));
         }
-        Command::Recreate { sys_env, reply } => {
-            let _ = reply.send(recreate(orchestrator, sys_env).await);
+        Command::Recreate {
+            caller,
+            sys_env,
+            reply,
+        } => {
+            let _ = reply.send(recreate(orchestrator, &caller, sys_env).await);
         }
         Command::Close => {}
     }
@@ -89,6 +93,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
 /// Bakes the config again from its source file and swaps the snapshot in.
 async fn recreate(
     orchestrator: &mut Orchestrator,
+    caller: &crate::server::Caller,
     sys_env: std::collections::BTreeMap<String, String>,
 ) -> Result<(), ActorError> {
     let active = orchestrator.active_count();
@@ -103,7 +108,7 @@ async fn recreate(
         ));
     }
     let path = orchestrator.config().config_file.clone();
-    let baked = crate::registry::bake_blocking(path, sys_env).await?;
+    let baked = crate::registry::bake_for(caller, &path, sys_env).await?;
     orchestrator
         .store()
         .write_bake(&baked)
