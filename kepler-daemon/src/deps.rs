@@ -153,10 +153,11 @@ mod tests {
     }
 
     fn runtime(status: ServiceStatus, settled: bool) -> ServiceRuntime {
-        let mut rt = ServiceRuntime::default();
-        rt.status = status;
-        rt.desired = !settled;
-        rt
+        ServiceRuntime {
+            status,
+            desired: !settled,
+            ..Default::default()
+        }
     }
 
     #[test]
