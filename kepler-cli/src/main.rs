@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // Usage errors exit 1 like every other failure; help and version exit 0.
@@ -46,4 +47,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Rust ignores SIGPIPE, which turns `kepler ps | head` into a panic on a
+/// closed stdout; like other Unix tools, end quietly instead.
+fn restore_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: runs first in main, before any other thread exists, and
+    // installs the default disposition, not a handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
