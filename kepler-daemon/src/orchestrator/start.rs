@@ -154,10 +154,10 @@ impl Orchestrator {
 
         let service: std::sync::Arc<str> = std::sync::Arc::from(name);
         if let Some(stdout) = spawned.stdout {
-            output::pump(service.clone(), false, stdout, self.events.logs.clone());
+            output::pump(service.clone(), false, stdout, self.events.clone());
         }
         if let Some(stderr) = spawned.stderr {
-            output::pump(service.clone(), true, stderr, self.events.logs.clone());
+            output::pump(service.clone(), true, stderr, self.events.clone());
         }
         let mailbox = self.mailbox.clone();
         let exit = spawned.exit;

@@ -77,7 +77,12 @@ impl Orchestrator {
             }
             return;
         }
-        runtime.desired = intent != StopIntent::User;
+        match intent {
+            StopIntent::User => runtime.desired = false,
+            StopIntent::Restart => runtime.desired = true,
+            // What was wanted stays wanted, for the next daemon to resume.
+            StopIntent::Shutdown => {}
+        }
         runtime.restart_pending = false;
         runtime.waiting = false;
         runtime.generation += 1;

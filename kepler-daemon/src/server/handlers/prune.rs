@@ -48,6 +48,8 @@ pub async fn handle(ctx: &RequestContext, force: bool, dry_run: bool) -> Result<
             continue;
         }
         if dry_run {
+            // In a dry run, `removed` says what a real run would remove.
+            entry.removed = true;
             entry.note = if running > 0 {
                 format!("would stop {running} service(s) and remove")
             } else {
