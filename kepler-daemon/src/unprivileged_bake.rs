@@ -68,7 +68,8 @@ pub async fn bake_as(
     sys_env: &BTreeMap<String, String>,
 ) -> Result<Baked, ActorError> {
     let failed = |message: String| ActorError::new(ErrorKind::Failed, message);
-    let exe = std::env::current_exe().map_err(|e| failed(format!("cannot find kepler-daemon: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| failed(format!("cannot find kepler-daemon: {e}")))?;
     let mut groups = caller.groups.clone();
     if !groups.contains(&caller.gid) {
         groups.push(caller.gid);
@@ -81,7 +82,10 @@ pub async fn bake_as(
             path.to_string_lossy().into_owned(),
         ],
         env: sys_env.clone(),
-        working_dir: path.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into()),
+        working_dir: path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| "/".into()),
         user: Some(ResolvedUser {
             uid: caller.uid,
             gid: caller.gid,
@@ -93,7 +97,8 @@ pub async fn bake_as(
         stdout: OutputMode::Pipe,
         stderr: OutputMode::Pipe,
     };
-    let spawned = process::spawn(&spec).map_err(|e| failed(format!("cannot start the bake worker: {e}")))?;
+    let spawned =
+        process::spawn(&spec).map_err(|e| failed(format!("cannot start the bake worker: {e}")))?;
     let pgid = spawned.pid;
     let work = async move {
         let mut stdout = Vec::new();

@@ -431,7 +431,12 @@ impl Kepler {
         let rows: Vec<serde_json::Value> =
             serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("ps --json: {e}\n{run}"));
         rows.into_iter()
-            .map(|row| (row["service"].as_str().unwrap().to_string(), ServiceRow(row)))
+            .map(|row| {
+                (
+                    row["service"].as_str().unwrap().to_string(),
+                    ServiceRow(row),
+                )
+            })
             .collect()
     }
 
@@ -476,7 +481,12 @@ impl Kepler {
     }
 
     /// Waits until the file's lines satisfy `condition`; returns them.
-    pub fn wait_for_lines(&self, name: &str, what: &str, condition: impl Fn(&[String]) -> bool) -> Vec<String> {
+    pub fn wait_for_lines(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let path = self.dir().join(name);
         let read = || -> Vec<String> {
             fs::read_to_string(&path)

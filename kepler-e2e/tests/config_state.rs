@@ -30,7 +30,10 @@ fn the_snapshot_is_used_until_recreate_even_if_the_file_and_env_change() {
     fs::remove_file(kepler.dir().join("greeting.txt")).unwrap();
 
     // Edit the source and the environment: the baked snapshot still rules.
-    kepler.write("kepler.yaml", &GREETER.replace("greeting.txt", "edited.txt"));
+    kepler.write(
+        "kepler.yaml",
+        &GREETER.replace("greeting.txt", "edited.txt"),
+    );
     kepler
         .run_with_env(&["start", "-d", "--wait"], &[("GREETING", "second")])
         .success();
@@ -58,10 +61,7 @@ fn the_state_dir_holds_the_copy_the_snapshot_and_the_source_path() {
     let kepler = Kepler::started();
     let source = kepler.write("kepler.yaml", GREETER);
     kepler.write(".env", "A=1\n");
-    kepler.write(
-        "kepler.yaml",
-        &format!("{GREETER}    env_file: .env\n"),
-    );
+    kepler.write("kepler.yaml", &format!("{GREETER}    env_file: .env\n"));
     kepler.kepler(&["start", "-d", "--wait"]).success();
     let dir = fs::read_dir(kepler.state_dir().join("configs"))
         .unwrap()
@@ -69,8 +69,17 @@ fn the_state_dir_holds_the_copy_the_snapshot_and_the_source_path() {
         .unwrap()
         .unwrap()
         .path();
-    for file in ["config.yaml", "expanded_config.yaml", "source_path.txt", "state.json"] {
-        assert!(dir.join(file).is_file(), "{file} missing in {}", dir.display());
+    for file in [
+        "config.yaml",
+        "expanded_config.yaml",
+        "source_path.txt",
+        "state.json",
+    ] {
+        assert!(
+            dir.join(file).is_file(),
+            "{file} missing in {}",
+            dir.display()
+        );
     }
     assert_eq!(
         fs::read_to_string(dir.join("source_path.txt")).unwrap(),
@@ -88,8 +97,12 @@ fn prune_dry_run_deletes_nothing_and_prune_removes_stopped_configs() {
     let kepler = Kepler::started();
     kepler.write("a/kepler.yaml", GREETER);
     kepler.write("b/kepler.yaml", GREETER);
-    kepler.kepler(&["-f", "a/kepler.yaml", "start", "-d", "--wait"]).success();
-    kepler.kepler(&["-f", "b/kepler.yaml", "start", "-d", "--wait"]).success();
+    kepler
+        .kepler(&["-f", "a/kepler.yaml", "start", "-d", "--wait"])
+        .success();
+    kepler
+        .kepler(&["-f", "b/kepler.yaml", "start", "-d", "--wait"])
+        .success();
     kepler.kepler(&["-f", "b/kepler.yaml", "stop"]).success();
     assert_eq!(configs_in(&kepler), 2);
 
@@ -102,7 +115,10 @@ fn prune_dry_run_deletes_nothing_and_prune_removes_stopped_configs() {
 
     kepler.kepler(&["prune"]).success().stdout_has("removed");
     assert_eq!(configs_in(&kepler), 1, "only the running config stays");
-    assert_eq!(kepler.service("a/kepler.yaml", "greeter").status(), "running");
+    assert_eq!(
+        kepler.service("a/kepler.yaml", "greeter").status(),
+        "running"
+    );
 
     kepler.kepler(&["prune", "--force"]).success();
     assert_eq!(configs_in(&kepler), 0);

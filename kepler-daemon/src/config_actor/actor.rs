@@ -67,8 +67,8 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             let result = orchestrator
                 .check_names(&services)
                 .map(|()| {
-                    orchestrator.restart(&services);
-                    orchestrator.plan(&services)
+                    let restarted = orchestrator.restart(&services);
+                    orchestrator.plan(&restarted)
                 })
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
             let _ = reply.send(result);
@@ -109,10 +109,9 @@ async fn recreate(
     }
     let path = orchestrator.config().config_file.clone();
     let baked = crate::registry::bake_for(caller, &path, sys_env).await?;
-    orchestrator
-        .store()
-        .write_bake(&baked)
-        .map_err(|e| ActorError::new(ErrorKind::Failed, format!("cannot write the snapshot: {e}")))?;
+    orchestrator.store().write_bake(&baked).map_err(|e| {
+        ActorError::new(ErrorKind::Failed, format!("cannot write the snapshot: {e}"))
+    })?;
     orchestrator.replace_config(std::sync::Arc::new(baked.config));
     Ok(())
 }

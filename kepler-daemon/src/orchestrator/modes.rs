@@ -102,7 +102,11 @@ pub async fn wait_for_startup(
                     {
                         let mut names: Vec<&String> = pending.iter().collect();
                         names.sort();
-                        names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                        names
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ),
             )),

@@ -15,18 +15,17 @@ use crate::events::ConfigEvents;
 /// Longest line kept as one; longer ones are split, never dropped.
 const MAX_LINE: usize = 64 * 1024;
 
-pub fn pump(
-    service: Arc<str>,
-    stderr: bool,
-    pipe: pipe::Receiver,
-    events: ConfigEvents,
-) {
+pub fn pump(service: Arc<str>, stderr: bool, pipe: pipe::Receiver, events: ConfigEvents) {
     tokio::spawn(async move {
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
         let mut line = Vec::new();
         loop {
             line.clear();
-            match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
+            match (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+                .await
+            {
                 Ok(0) => break,
                 Ok(_) => {
                     if line.last() == Some(&b'\n') {

@@ -106,7 +106,9 @@ impl Orchestrator {
             .map(|(_, e)| e.clone());
         let Some(edge) = edge else { return };
         if matches!(
-            self.services.get(dependency).map(|d| deps::check(dependency, d, &edge)),
+            self.services
+                .get(dependency)
+                .map(|d| deps::check(dependency, d, &edge)),
             Some(Readiness::Satisfied)
         ) {
             return;

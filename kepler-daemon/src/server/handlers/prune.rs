@@ -12,7 +12,11 @@ use crate::orchestrator::StopIntentRequest;
 use crate::persistence::ConfigStore;
 use crate::state::StopIntent;
 
-pub async fn handle(ctx: &RequestContext, force: bool, dry_run: bool) -> Result<Response, ActorError> {
+pub async fn handle(
+    ctx: &RequestContext,
+    force: bool,
+    dry_run: bool,
+) -> Result<Response, ActorError> {
     let registry = ctx.daemon.registry();
     let mut report = Vec::new();
     let Ok(entries) = fs::read_dir(registry.configs_dir()) else {
