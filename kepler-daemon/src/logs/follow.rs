@@ -3,11 +3,13 @@
 //!
 //! No polling and no re-reading of files: a follower is woken by the
 //! broadcast. Joining the stored tail with live lines: the follower subscribes
-//! first, then the tail is read; a line published after the subscription may
-//! also be in that tail, so the follower skips live lines whose timestamp is
-//! among the tail's (timestamps are unique within a config). Lines are
-//! published only after they are written, so a line published before the
-//! subscription is already in the file and in the tail.
+//! first, then the tail is read. Lines are published only after they are
+//! written, so a line published before the subscription is on disk and
+//! covered by the tail. A line published after it may be on disk too: the
+//! follower skips live lines whose timestamp is among the tail's (timestamps
+//! are unique within a config), and, when the tail was full, lines older than
+//! its oldest line (they were written before the tail was read and fall
+//! outside the window the client asked for; they stay on disk).
 //!
 //! Every published batch carries the sequence number of its first line (per
 //! config, counting only lines published while someone listens). A follower
@@ -71,6 +73,7 @@ impl Publisher {
             include_hooks,
             expected_seq: *next_seq,
             already_read: HashSet::new(),
+            skip_before: 0,
             queue: VecDeque::new(),
         }
     }
@@ -94,18 +97,26 @@ pub struct Follower {
     expected_seq: u64,
     /// Timestamps of the tail read at subscription, to skip duplicates.
     already_read: HashSet<u64>,
+    /// Live lines stamped before this are older than a full tail's window.
+    skip_before: u64,
     queue: VecDeque<LogLine>,
 }
 
 impl Follower {
-    pub(crate) fn skip_already_read(&mut self, lines: &[LogLine]) {
+    /// Makes the follower continue after `lines`, the tail of `requested`
+    /// lines read after subscribing.
+    pub(crate) fn continue_after(&mut self, lines: &[LogLine], requested: usize) {
         self.already_read
             .extend(lines.iter().map(|line| line.timestamp_us));
+        if lines.len() >= requested {
+            self.skip_before = lines.iter().map(|l| l.timestamp_us).min().unwrap_or(0);
+        }
     }
 
     fn wants(&self, line: &LogLine) -> bool {
         (self.include_hooks || line.origin == Origin::Service)
             && (self.services.is_empty() || self.services.contains(&line.service))
+            && line.timestamp_us >= self.skip_before
             && !self.already_read.contains(&line.timestamp_us)
     }
 

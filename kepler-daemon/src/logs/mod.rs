@@ -135,10 +135,13 @@ pub struct LogStore {
     inner: Arc<StoreInner>,
 }
 
+/// A file's writer, shared by the service's pump and its hooks' pumps.
+pub(crate) type SharedWriter = Arc<Mutex<FileWriter>>;
+
 pub(crate) struct StoreInner {
     pub(crate) dir: PathBuf,
     pub(crate) clock: LogClock,
-    pub(crate) writers: Mutex<HashMap<(String, Stream), Arc<Mutex<FileWriter>>>>,
+    pub(crate) writers: Mutex<HashMap<(String, Stream), SharedWriter>>,
     pub(crate) publisher: Publisher,
     /// Bumped after every write that reached a file, so tests and tools can
     /// wait for "it is on disk" as an event.
@@ -209,8 +212,8 @@ impl LogStore {
     }
 
     /// Subscribes to new lines, then reads the newest `tail` lines already
-    /// stored; the follower skips live lines that the tail already holds, so
-    /// the two join without gap or duplicate.
+    /// stored; the follower skips live lines that the tail already holds or
+    /// that are older than it, so the two join without gap or duplicate.
     pub async fn follow(
         &self,
         services: &[String],
@@ -230,7 +233,7 @@ impl LogStore {
                     source: io::Error::other(e),
                 })??
         };
-        follower.skip_already_read(&lines);
+        follower.continue_after(&lines, tail);
         Ok((lines, follower))
     }
 
