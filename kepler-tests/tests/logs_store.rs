@@ -641,3 +641,27 @@ async fn timestamps_stay_unique_and_ordered_across_a_daemon_restart() {
         (1..=1010).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_broken_log_file_never_stops_the_pipe_from_draining() {
+    let (_dir, store) = store();
+    let path = stdout_path(&store, "web");
+    // A symlink where the log file should be: O_NOFOLLOW refuses it.
+    let target = store.dir().join("elsewhere");
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let mut follower = store.subscribe(&[], true);
+    let (mut tx, pump) = stdout_pump(&store, "web");
+    tx.write_all(numbered(1..=1000).as_bytes()).await.unwrap();
+    next_lines(&mut follower, 1000).await;
+    assert!(!target.exists(), "the symlink was not followed");
+
+    // Once the path is usable again, the writer reopens it.
+    std::fs::remove_file(&path).unwrap();
+    tx.write_all(numbered(1001..=1002).as_bytes())
+        .await
+        .unwrap();
+    next_lines(&mut follower, 2).await;
+    let report = finish(tx, pump).await;
+    assert_eq!(report.lines, 1002);
+    assert_eq!(records_in(&path), [b"line 001001", b"line 001002"]);
+}

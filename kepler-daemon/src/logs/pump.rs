@@ -9,6 +9,9 @@
 //! microseconds per read (reads are up to 1 MiB, so it is amortised when the
 //! service is chatty) and keeps a slow disk, a `max_size` rewrite or a writer
 //! lock held by a hook's pump off the tokio workers that drain other pipes.
+//! Measured with `examples/log_throughput.rs` (1M lines of 90 bytes): writing
+//! inline in the task and hopping to the blocking pool were within noise of
+//! each other (190-300 ms on a busy 2-core machine), so isolation wins.
 //!
 //! A partial last line is stored at EOF; a line longer than
 //! [`MAX_LINE_BYTES`] is stored as several records. With a buffer, pending
