@@ -9,6 +9,7 @@ pub mod deps;
 pub mod detach;
 pub mod env;
 pub mod events;
+pub mod logs;
 pub mod lua_eval;
 pub mod orchestrator;
 pub mod persistence;

@@ -1,0 +1,153 @@
+//! Server-side cursors, so a client can fetch a large log in pages.
+//!
+//! A cursor is small: the selection (services, hooks or not) and the
+//! timestamp of the last line handed out. Each page reopens the files and
+//! binary-searches to just after that timestamp, so cursors survive
+//! truncations and clears and hold no file descriptors between pages.
+//! Cursors idle for [`CURSOR_IDLE`] are dropped (checked lazily whenever the
+//! registry is used, no timer); at most [`MAX_CURSORS`] live per config, and
+//! opening one more evicts the least recently used.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{lock, reader, LogError, LogLine};
+
+pub const CURSOR_IDLE: Duration = Duration::from_secs(60);
+pub const MAX_CURSORS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LogCursorId(pub u64);
+
+/// One page of lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// More lines were stored when the page was read; when false, asking
+    /// again later returns lines written since.
+    pub more: bool,
+}
+
+struct CursorState {
+    services: Vec<String>,
+    include_hooks: bool,
+    after: Option<u64>,
+    last_used: Instant,
+}
+
+struct Table {
+    next_id: u64,
+    cursors: HashMap<u64, CursorState>,
+}
+
+pub struct CursorRegistry {
+    dir: PathBuf,
+    limit: usize,
+    idle: Duration,
+    table: Mutex<Table>,
+}
+
+impl CursorRegistry {
+    pub fn new(dir: PathBuf) -> Self {
+        Self::with_limits(dir, MAX_CURSORS, CURSOR_IDLE)
+    }
+
+    pub fn with_limits(dir: PathBuf, limit: usize, idle: Duration) -> Self {
+        CursorRegistry {
+            dir,
+            limit: limit.max(1),
+            idle,
+            table: Mutex::new(Table {
+                next_id: 1,
+                cursors: HashMap::new(),
+            }),
+        }
+    }
+
+    /// A cursor at the start of the selected services' logs (empty: all).
+    pub fn open(&self, services: &[String], include_hooks: bool) -> LogCursorId {
+        self.open_at(services, include_hooks, Instant::now())
+    }
+
+    /// [`open`](Self::open) at a given time (lets tests move the clock).
+    pub fn open_at(&self, services: &[String], include_hooks: bool, now: Instant) -> LogCursorId {
+        let mut table = lock(&self.table);
+        self.expire(&mut table, now);
+        if table.cursors.len() >= self.limit {
+            let oldest = table
+                .cursors
+                .iter()
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                table.cursors.remove(&oldest);
+            }
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        table.cursors.insert(
+            id,
+            CursorState {
+                services: services.to_vec(),
+                include_hooks,
+                after: None,
+                last_used: now,
+            },
+        );
+        LogCursorId(id)
+    }
+
+    /// The next `n` lines of cursor `id`. Blocking (reads files).
+    pub fn next_page(&self, id: LogCursorId, n: usize) -> Result<LogPage, LogError> {
+        self.next_page_at(id, n, Instant::now())
+    }
+
+    /// [`next_page`](Self::next_page) at a given time.
+    pub fn next_page_at(
+        &self,
+        id: LogCursorId,
+        n: usize,
+        now: Instant,
+    ) -> Result<LogPage, LogError> {
+        let (services, include_hooks, after) = {
+            let mut table = lock(&self.table);
+            self.expire(&mut table, now);
+            let cursor = table
+                .cursors
+                .get_mut(&id.0)
+                .ok_or(LogError::UnknownCursor(id.0, self.idle))?;
+            cursor.last_used = now;
+            (cursor.services.clone(), cursor.include_hooks, cursor.after)
+        };
+        // Read without holding the table: other cursors stay usable.
+        let mut merge = reader::read_after(&self.dir, &services, include_hooks, after)?;
+        let lines: Vec<LogLine> = merge.by_ref().take(n).collect();
+        let more = merge.next().is_some();
+        if let Some(last) = lines.last() {
+            if let Some(cursor) = lock(&self.table).cursors.get_mut(&id.0) {
+                cursor.after = Some(last.timestamp_us);
+            }
+        }
+        Ok(LogPage { lines, more })
+    }
+
+    pub fn close(&self, id: LogCursorId) {
+        lock(&self.table).cursors.remove(&id.0);
+    }
+
+    /// Live cursors (after dropping expired ones as of `now`).
+    pub fn count_at(&self, now: Instant) -> usize {
+        let mut table = lock(&self.table);
+        self.expire(&mut table, now);
+        table.cursors.len()
+    }
+
+    fn expire(&self, table: &mut Table, now: Instant) {
+        let idle = self.idle;
+        table
+            .cursors
+            .retain(|_, c| now.saturating_duration_since(c.last_used) < idle);
+    }
+}

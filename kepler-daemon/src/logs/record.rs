@@ -1,0 +1,239 @@
+//! The on-disk line format and the file names.
+//!
+//! A log file is a sequence of records, one per line of output:
+//!
+//! ```text
+//! <timestamp: 16 lowercase hex digits, unix µs> <origin> <raw bytes of the line>\n
+//! 0006189a3c2f4e10 - listening on :8080
+//! 0006189a3c2f5a77 pre_start migrating database
+//! ```
+//!
+//! `<origin>` is `-` for the service's own output, or the hook's name
+//! (restricted to `[A-Za-z0-9_.:-]`, other bytes become `_`). The payload is
+//! the line exactly as read, non-UTF-8 included; it never contains `\n`
+//! because lines are split on `\n`, so every `\n` in a file ends a record.
+//! That makes the format cheap to write (a fixed-width header and a copy), and
+//! lets readers walk backwards from the end with `memrchr`. Lines longer than
+//! [`MAX_LINE_BYTES`] are stored as several records.
+//!
+//! Files are `<service>.stdout.log` and `<service>.stderr.log`; output of
+//! global hooks goes to the reserved service [`GLOBAL_SERVICE`], which user
+//! services cannot be named since service names start with a letter or digit.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use super::{Origin, Stream};
+
+/// The longest line stored as one record; longer lines are split.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Service name under which global hooks' output is stored.
+pub const GLOBAL_SERVICE: &str = "_kepler";
+
+const TS_DIGITS: usize = 16;
+/// Tag of lines written by the service itself.
+const SERVICE_TAG: &[u8] = b"-";
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+pub fn log_path(dir: &Path, service: &str, stream: Stream) -> PathBuf {
+    dir.join(format!("{service}.{}.log", stream.as_str()))
+}
+
+/// Splits a file name into service and stream, for `<service>.<stream>.log`.
+pub fn parse_file_name(name: &str) -> Option<(&str, Stream)> {
+    let stem = name.strip_suffix(".log")?;
+    let (service, stream) = if let Some(s) = stem.strip_suffix(".stdout") {
+        (s, Stream::Stdout)
+    } else {
+        (stem.strip_suffix(".stderr")?, Stream::Stderr)
+    };
+    // Temp files of a truncation start with a dot.
+    (!service.is_empty() && !service.starts_with('.')).then_some((service, stream))
+}
+
+/// The origin field as written to disk.
+pub fn origin_tag(origin: &Origin) -> Cow<'static, [u8]> {
+    match origin {
+        Origin::Service => Cow::Borrowed(SERVICE_TAG),
+        Origin::Hook(name) => {
+            let mut tag: Vec<u8> = name
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b':' | b'-' => b,
+                    _ => b'_',
+                })
+                .collect();
+            if tag.is_empty() || tag == SERVICE_TAG {
+                tag.insert(0, b'_');
+            }
+            Cow::Owned(tag)
+        }
+    }
+}
+
+/// Bytes a record of `payload_len` bytes takes on disk.
+pub fn encoded_len(tag: &[u8], payload_len: usize) -> usize {
+    TS_DIGITS + 1 + tag.len() + 1 + payload_len + 1
+}
+
+/// Appends one record to `out`. `payload` must not contain `\n`.
+pub fn encode(out: &mut Vec<u8>, timestamp_us: u64, tag: &[u8], payload: &[u8]) {
+    debug_assert!(!payload.contains(&b'\n'));
+    let mut header = [0u8; TS_DIGITS + 1];
+    for (i, digit) in header[..TS_DIGITS].iter_mut().enumerate() {
+        *digit = HEX[((timestamp_us >> ((TS_DIGITS - 1 - i) * 4)) & 0xf) as usize];
+    }
+    header[TS_DIGITS] = b' ';
+    out.extend_from_slice(&header);
+    out.extend_from_slice(tag);
+    out.push(b' ');
+    out.extend_from_slice(payload);
+    out.push(b'\n');
+}
+
+/// One record as read from a file, borrowing the file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub timestamp_us: u64,
+    /// `None` for the service's own output, else the hook's name.
+    pub hook: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+impl Record<'_> {
+    pub fn origin(&self) -> Origin {
+        match self.hook {
+            None => Origin::Service,
+            Some(name) => Origin::Hook(String::from_utf8_lossy(name).into_owned()),
+        }
+    }
+}
+
+/// Reads the timestamp at the start of a record.
+pub fn parse_timestamp(record: &[u8]) -> Option<u64> {
+    let digits = record.get(..TS_DIGITS)?;
+    let mut ts = 0u64;
+    for &d in digits {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return None,
+        };
+        ts = (ts << 4) | u64::from(v);
+    }
+    Some(ts)
+}
+
+/// Parses one record given without its `\n`; `None` if it is not a record
+/// (e.g. garbage left by a crash in the middle of a write).
+pub fn parse(record: &[u8]) -> Option<Record<'_>> {
+    let timestamp_us = parse_timestamp(record)?;
+    if record.get(TS_DIGITS) != Some(&b' ') {
+        return None;
+    }
+    let rest = &record[TS_DIGITS + 1..];
+    let space = memchr::memchr(b' ', rest)?;
+    let (tag, payload) = (&rest[..space], &rest[space + 1..]);
+    let hook = match tag {
+        [] => return None,
+        SERVICE_TAG => None,
+        name => Some(name),
+    };
+    Some(Record {
+        timestamp_us,
+        hook,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(ts: u64, origin: &Origin, payload: &[u8]) -> (u64, Origin, Vec<u8>) {
+        let mut out = Vec::new();
+        let tag = origin_tag(origin);
+        encode(&mut out, ts, &tag, payload);
+        assert_eq!(out.len(), encoded_len(&tag, payload.len()));
+        assert_eq!(out.last(), Some(&b'\n'));
+        assert_eq!(memchr::memchr_iter(b'\n', &out).count(), 1);
+        let rec = parse(&out[..out.len() - 1]).expect("parses");
+        (rec.timestamp_us, rec.origin(), rec.payload.to_vec())
+    }
+
+    #[test]
+    fn record_round_trips_timestamp_origin_and_bytes() {
+        let hook = Origin::Hook("pre_start".into());
+        assert_eq!(
+            round_trip(1_700_000_000_123_456, &hook, b"hello world"),
+            (1_700_000_000_123_456, hook, b"hello world".to_vec())
+        );
+        assert_eq!(
+            round_trip(u64::MAX, &Origin::Service, b"x y  z"),
+            (u64::MAX, Origin::Service, b"x y  z".to_vec())
+        );
+    }
+
+    #[test]
+    fn record_keeps_non_utf8_bytes_and_carriage_returns() {
+        let payload = b"\xff\xfe caf\xc3\xa9 \x00\x1b[31m red\r";
+        let (_, _, bytes) = round_trip(7, &Origin::Service, payload);
+        assert_eq!(bytes, payload);
+    }
+
+    #[test]
+    fn record_stores_empty_lines() {
+        assert_eq!(round_trip(1, &Origin::Service, b"").2, b"");
+        let mut out = Vec::new();
+        encode(&mut out, 1, b"-", b"");
+        assert_eq!(out, b"0000000000000001 - \n");
+    }
+
+    #[test]
+    fn record_of_maximum_length_round_trips() {
+        let payload = vec![b'a'; MAX_LINE_BYTES];
+        assert_eq!(round_trip(3, &Origin::Service, &payload).2, payload);
+    }
+
+    #[test]
+    fn hook_names_are_sanitised_so_they_cannot_break_the_header() {
+        assert_eq!(
+            &*origin_tag(&Origin::Hook("bad name\n".into())),
+            b"bad_name_"
+        );
+        assert_eq!(&*origin_tag(&Origin::Hook("-".into())), b"_-");
+        assert_eq!(&*origin_tag(&Origin::Hook(String::new())), b"_");
+        let (_, origin, _) = round_trip(1, &Origin::Hook("-".into()), b"x");
+        assert_eq!(origin, Origin::Hook("_-".into()));
+    }
+
+    #[test]
+    fn garbage_is_not_a_record() {
+        assert!(parse(b"").is_none());
+        assert!(parse(b"0000000000000001").is_none());
+        assert!(parse(b"000000000000000g - x").is_none());
+        assert!(parse(b"0000000000000001 -").is_none());
+        assert!(parse(b"0000000000000001  x").is_none());
+    }
+
+    #[test]
+    fn file_names_map_to_service_and_stream() {
+        assert_eq!(
+            parse_file_name("web.stdout.log"),
+            Some(("web", Stream::Stdout))
+        );
+        assert_eq!(
+            parse_file_name("a.b.stderr.log"),
+            Some(("a.b", Stream::Stderr))
+        );
+        assert_eq!(parse_file_name(".web.stdout.log.tmp"), None);
+        assert_eq!(parse_file_name(".web.stdout.log"), None);
+        assert_eq!(parse_file_name("web.log"), None);
+        assert_eq!(
+            log_path(Path::new("/x"), "_kepler", Stream::Stderr),
+            PathBuf::from("/x/_kepler.stderr.log")
+        );
+    }
+}
