@@ -12,3 +12,4 @@ pub mod process;
 pub mod server;
 pub mod state_dir;
 pub mod user;
+pub mod watcher;
