@@ -35,6 +35,7 @@
 
 use std::collections::HashSet;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::thread::{self, JoinHandle};
@@ -57,6 +58,10 @@ pub const MAX_PATHS_PER_EVENT: usize = 32;
 pub const MAX_BURST_FACTOR: u32 = 20;
 /// ... but never sooner than this.
 pub const MIN_MAX_BURST: Duration = Duration::from_secs(2);
+
+/// Longer debounce windows are cut to this; it also keeps deadline
+/// arithmetic far from overflow.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(3600);
 
 /// Bounds the scan of a newly appeared directory (entries visited).
 const NEW_DIR_SCAN_LIMIT: usize = 10_000;
@@ -161,7 +166,12 @@ impl WatchHandle {
 impl Drop for WatchHandle {
     fn drop(&mut self) {
         // Stop the source first so nothing new is queued, then the thread.
-        drop(self.watcher.take());
+        // notify's drop unwraps a send to its own event loop thread; should
+        // that thread have died, the daemon must still not panic.
+        let watcher = self.watcher.take();
+        if catch_unwind(AssertUnwindSafe(move || drop(watcher))).is_err() {
+            tracing::error!(service = %self.service, "file watcher failed to shut down cleanly");
+        }
         let _ = self.stop.send(Message::Stop);
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -177,12 +187,14 @@ enum Message {
 }
 
 /// Starts watching `spec.root` and sends one [`WatchEvent`] per burst of
-/// matching changes on `on_change`. Needs no tokio runtime.
+/// matching changes on `on_change`. Needs no tokio runtime. `debounce` is
+/// capped at [`MAX_DEBOUNCE`].
 pub fn watch(
     spec: WatchSpec,
     debounce: Duration,
     on_change: mpsc::UnboundedSender<WatchEvent>,
 ) -> Result<WatchHandle, WatchError> {
+    let debounce = debounce.min(MAX_DEBOUNCE);
     let filter = ChangeFilter::new(&spec)?;
     let root = filter.root.clone();
     let service = spec.service;
@@ -499,6 +511,17 @@ impl Debouncer {
 
     fn record(&self, event: &Event, burst: &mut Option<Burst>) {
         let now = Instant::now();
+        let gone = matches!(
+            event.kind,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+        );
+        if gone && event.paths.contains(&self.filter.root) {
+            tracing::warn!(
+                service = %self.service,
+                root = %self.filter.root.display(),
+                "the watched directory was removed or moved away; its changes are no longer seen"
+            );
+        }
         if event.need_rescan() {
             tracing::warn!(service = %self.service, "file watcher missed events (queue overflow)");
             let current = burst.get_or_insert_with(|| Burst::new(now));

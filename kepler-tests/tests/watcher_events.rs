@@ -9,7 +9,9 @@ mod process_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kepler_daemon::watcher::{
     watch, WatchError, WatchEvent, WatchHandle, WatchSpec, DEFAULT_DEBOUNCE, MAX_PATHS_PER_EVENT,
@@ -150,6 +152,30 @@ async fn rewriting_one_file_100_times_gives_one_event_listing_it_once() {
     w.expect_event(&["main.ts"]).await;
     w.write("after.ts");
     w.expect_event(&["after.ts"]).await;
+}
+
+#[tokio::test]
+async fn a_burst_that_never_goes_quiet_is_still_reported() {
+    let mut w = watched(&["*.log.ts"]);
+    let path = w.path("busy.log.ts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            // Every 20 ms: never quiet for the 100 ms debounce.
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(8) {
+                fs::write(&path, b"tick").expect("write");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let event = w.next_event().await;
+    let still_writing = !writer.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(still_writing, "the event only came once the writes stopped");
+    assert_eq!(event.paths, [w.path("busy.log.ts")]);
 }
 
 #[tokio::test]
