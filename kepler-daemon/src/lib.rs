@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod detach;
 pub mod env;
+pub mod health;
 pub mod lua_eval;
 pub mod process;
 pub mod server;
