@@ -240,3 +240,56 @@ impl fmt::Display for Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(url: &str) -> Result<HttpTarget, HealthSpecError> {
+        HttpTarget::parse(url, "web")
+    }
+
+    #[test]
+    fn http_urls_become_a_prepared_request() {
+        let target = http("http://localhost:8080/health?deep=1#frag").unwrap();
+        assert_eq!(target.endpoint.to_string(), "localhost:8080");
+        let request = String::from_utf8(target.request.to_vec()).unwrap();
+        assert!(
+            request.starts_with("GET /health?deep=1 HTTP/1.1\r\nHost: localhost:8080\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with("Connection: close\r\n\r\n"));
+
+        let bare = http("http://[::1]").unwrap();
+        assert_eq!(bare.endpoint.to_string(), "[::1]:80");
+        assert!(bare
+            .request
+            .starts_with(b"GET / HTTP/1.1\r\nHost: [::1]\r\n"));
+        let query = http("http://10.0.0.1:81?x").unwrap();
+        assert!(query.request.starts_with(b"GET /?x HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn unusable_urls_and_addresses_are_refused() {
+        assert!(matches!(
+            http("https://x/"),
+            Err(HealthSpecError::HttpsUnsupported { .. })
+        ));
+        assert!(matches!(
+            http("ftp://x/"),
+            Err(HealthSpecError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            http("http://:80/"),
+            Err(HealthSpecError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            http("http://a b/"),
+            Err(HealthSpecError::BadUrl { .. })
+        ));
+        assert!(Endpoint::parse("db:5432", None).is_ok());
+        assert!(Endpoint::parse("db", None).is_err());
+        assert!(Endpoint::parse("db:0", None).is_err());
+        assert!(Endpoint::parse("[::1", None).is_err());
+    }
+}

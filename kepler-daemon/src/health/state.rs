@@ -102,7 +102,7 @@ impl HealthTracker {
                 Some(reason)
             }
         };
-        (previous != self.status || before != self.failures).then(|| HealthChange {
+        (previous != self.status || before != self.failures).then_some(HealthChange {
             previous,
             status: self.status,
             consecutive_failures: self.failures,
