@@ -9,6 +9,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -18,6 +19,10 @@ use super::probe::{ProbeGroups, Prober};
 use super::spec::HealthSpec;
 use super::state::{HealthStatus, HealthTracker};
 use crate::process::{wait_group_gone, KILL_TIMEOUT};
+
+/// The shortest interval honoured. The config refuses 0s; this only keeps a
+/// hand-made spec from turning a runner into a busy loop.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A change of a service's health: a status transition, a change of its
 /// consecutive failure count, or both.
@@ -107,6 +112,7 @@ async fn run(
         start_period,
         target,
     } = spec;
+    let interval = interval.max(MIN_INTERVAL);
     let started = Instant::now();
     let mut prober = Prober::new(target, timeout, groups);
     let mut tracker = HealthTracker::new(retries);
