@@ -20,7 +20,7 @@
 //! while the service has never been healthy, but a success there makes it
 //! healthy at once; `retries` consecutive failures make it unhealthy.
 //!
-//! Split: [`spec`] prepares, [`probe`] runs one probe (with [`http`] for the
+//! Split: [`spec`] prepares, `probe` runs one probe (with `http` for the
 //! `http:` kind), [`state`] decides, [`runner`] loops.
 
 mod http;

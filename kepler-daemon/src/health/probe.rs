@@ -108,7 +108,7 @@ async fn probe_tcp(endpoint: &Endpoint, limit: Duration) -> Result<(), String> {
 async fn probe_command(
     spec: &ProcessSpec,
     limit: Duration,
-    groups: &Arc<ProbeGroups>,
+    groups: &ProbeGroups,
     stdout_tail: &mut OutputTail,
     stderr_tail: &mut OutputTail,
 ) -> Result<(), String> {
