@@ -9,6 +9,7 @@ pub mod deps;
 pub mod detach;
 pub mod env;
 pub mod events;
+pub mod health;
 pub mod hooks;
 pub mod logs;
 pub mod lua_eval;
