@@ -12,7 +12,7 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::orchestrator::StopIntentRequest;
+use crate::orchestrator::{modes, StopIntentRequest};
 use crate::registry::Registry;
 use crate::server;
 use crate::state::StopIntent;
@@ -113,11 +113,19 @@ async fn stop_all_services(daemon: &Daemon) {
             signal: None,
             intent: StopIntent::Shutdown,
         };
-        if let Err(e) = handle.stop(Vec::new(), request).await {
+        if let Err(e) = modes::stop_config(&handle, Vec::new(), request, false).await {
             tracing::error!(config = %handle.path().display(), "stopping services failed: {e}");
         }
     });
     futures::future::join_all(stops).await;
+    // Buffered log lines reach the disk before the daemon exits.
+    let stores: Vec<_> = daemon
+        .registry
+        .all()
+        .iter()
+        .map(|h| h.logs().clone())
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || stores.iter().for_each(|s| s.flush())).await;
 }
 
 /// Resolves once a boolean signal (shutdown, closing) is raised. Dropping the

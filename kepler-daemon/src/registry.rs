@@ -85,8 +85,12 @@ impl Registry {
             let state = store.read_state().unwrap_or_default();
             let path = config.config_file.clone();
             tracing::info!(config = %path.display(), "found config");
-            let handle = config_actor::spawn(config, store, state, true);
-            self.configs.insert(path, handle);
+            match config_actor::spawn(config, store, state, true) {
+                Ok(handle) => {
+                    self.configs.insert(path, handle);
+                }
+                Err(e) => tracing::error!("skipping {}: {e}", path.display()),
+            }
         }
     }
 
@@ -132,7 +136,7 @@ impl Registry {
             };
             (baked.config, state)
         };
-        let handle = config_actor::spawn(baked_config, store, state, false);
+        let handle = config_actor::spawn(baked_config, store, state, false)?;
         self.configs.insert(config.path.clone(), handle.clone());
         Ok(handle)
     }

@@ -45,6 +45,10 @@ pub struct ServiceRuntime {
     /// A stop is queued behind dependents that must stop first, or running.
     pub stop: Option<StopOrder>,
     pub init_done: bool,
+    /// The next launch is a restart (runs `post_restart` after spawning).
+    pub restarting: bool,
+    /// `pre_restart` already ran (before the stop of a user restart).
+    pub pre_restart_done: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,8 @@ impl Default for ServiceRuntime {
             waiting: false,
             stop: None,
             init_done: false,
+            restarting: false,
+            pre_restart_done: false,
         }
     }
 }

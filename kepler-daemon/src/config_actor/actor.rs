@@ -4,16 +4,27 @@ use kepler_protocol::ErrorKind;
 use tokio::sync::mpsc;
 
 use super::command::{ActorError, Command};
+use crate::health::HealthEvent;
 use crate::orchestrator::recover;
 use crate::orchestrator::{Internal, Orchestrator};
 use crate::persistence::ConfigState;
+use crate::watcher::WatchEvent;
 
-pub async fn run(
-    mut orchestrator: Orchestrator,
-    mut inbox: mpsc::UnboundedReceiver<Command>,
-    mut internal: mpsc::UnboundedReceiver<Internal>,
-    resume: Option<ConfigState>,
-) {
+/// Everything an actor listens to.
+pub struct Inboxes {
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub internal: mpsc::UnboundedReceiver<Internal>,
+    pub health: mpsc::UnboundedReceiver<HealthEvent>,
+    pub watch: mpsc::UnboundedReceiver<WatchEvent>,
+}
+
+pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Option<ConfigState>) {
+    let Inboxes {
+        commands: mut inbox,
+        mut internal,
+        mut health,
+        mut watch,
+    } = inboxes;
     if let Some(state) = resume {
         recover::kill_survivors(&state).await;
         orchestrator.resume(&state);
@@ -30,6 +41,8 @@ pub async fn run(
                     orchestrator.handle_internal(message);
                 }
             }
+            Some(event) = health.recv() => orchestrator.on_health(event),
+            Some(event) = watch.recv() => orchestrator.on_files_changed(event),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
                 Some(command) => handle(&mut orchestrator, command).await,
@@ -50,6 +63,8 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
                     orchestrator.plan(&services)
                 })
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
+            // Acknowledged only once the new state is on disk.
+            orchestrator.persist_if_dirty();
             let _ = reply.send(result);
         }
         Command::Stop {
@@ -71,6 +86,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
                     orchestrator.plan(&restarted)
                 })
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
+            orchestrator.persist_if_dirty();
             let _ = reply.send(result);
         }
         Command::Ps { reply } => {
@@ -86,6 +102,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
         } => {
             let _ = reply.send(recreate(orchestrator, &caller, sys_env).await);
         }
+        Command::GlobalHook { kind, reply } => orchestrator.run_global_hook(kind, reply),
         Command::Close => {}
     }
 }

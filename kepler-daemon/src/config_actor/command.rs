@@ -52,6 +52,11 @@ pub enum Command {
         sys_env: BTreeMap<String, String>,
         reply: Reply<()>,
     },
+    /// Runs a global hook; answers when it has finished.
+    GlobalHook {
+        kind: crate::config::GlobalHookKind,
+        reply: Reply<()>,
+    },
     /// Ends the actor (after prune); nothing may be running.
     Close,
 }

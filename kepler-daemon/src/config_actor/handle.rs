@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::command::{ActorError, Command, Reply};
 use crate::events::ConfigEvents;
+use crate::logs::LogStore;
 use crate::orchestrator::{StartPlan, StopIntentRequest};
 use crate::persistence::ConfigStore;
 
@@ -16,6 +17,7 @@ pub struct ConfigHandle {
     path: PathBuf,
     store: ConfigStore,
     events: ConfigEvents,
+    logs: LogStore,
     commands: mpsc::UnboundedSender<Command>,
     owner_uid: u32,
     service_count: usize,
@@ -31,6 +33,7 @@ impl ConfigHandle {
         path: PathBuf,
         store: ConfigStore,
         events: ConfigEvents,
+        logs: LogStore,
         commands: mpsc::UnboundedSender<Command>,
         owner_uid: u32,
         service_count: usize,
@@ -39,6 +42,7 @@ impl ConfigHandle {
             path,
             store,
             events,
+            logs,
             commands,
             owner_uid,
             service_count,
@@ -55,6 +59,15 @@ impl ConfigHandle {
 
     pub fn events(&self) -> &ConfigEvents {
         &self.events
+    }
+
+    pub fn logs(&self) -> &LogStore {
+        &self.logs
+    }
+
+    /// Runs a global hook (`on_init` at most once per bake).
+    pub async fn global_hook(&self, kind: crate::config::GlobalHookKind) -> Result<(), ActorError> {
+        self.ask(|reply| Command::GlobalHook { kind, reply }).await
     }
 
     pub fn owner_uid(&self) -> u32 {

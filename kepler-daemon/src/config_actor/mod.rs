@@ -18,9 +18,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use kepler_protocol::ErrorKind;
+
 use crate::config::BakedConfig;
 use crate::events::ConfigEvents;
-use crate::orchestrator::Orchestrator;
+use crate::logs::LogStore;
+use crate::orchestrator::{Channels, Orchestrator};
 use crate::persistence::{ConfigState, ConfigStore};
 
 /// Starts the actor for `config`. With `resume`, process groups left by a
@@ -31,11 +34,19 @@ pub fn spawn(
     store: ConfigStore,
     state: ConfigState,
     resume: bool,
-) -> ConfigHandle {
+) -> Result<ConfigHandle, ActorError> {
     let path: PathBuf = config.config_file.clone();
+    let logs = LogStore::open(store.logs_dir()).map_err(|e| {
+        ActorError::new(
+            ErrorKind::Failed,
+            format!("cannot open the logs of {}: {e}", path.display()),
+        )
+    })?;
     let events = ConfigEvents::new();
     let (commands, inbox) = mpsc::unbounded_channel();
-    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+    let (mailbox, internal) = mpsc::unbounded_channel();
+    let (health, health_events) = mpsc::unbounded_channel();
+    let (watch, watch_events) = mpsc::unbounded_channel();
     let owner_uid = state.owner_uid;
     let service_count = config.services.len();
     let orchestrator = Orchestrator::new(
@@ -43,13 +54,30 @@ pub fn spawn(
         store.clone(),
         state.clone(),
         events.clone(),
-        internal_tx,
+        logs.clone(),
+        Channels {
+            mailbox,
+            health,
+            watch,
+        },
     );
     tokio::spawn(actor::run(
         orchestrator,
-        inbox,
-        internal_rx,
+        actor::Inboxes {
+            commands: inbox,
+            internal,
+            health: health_events,
+            watch: watch_events,
+        },
         resume.then_some(state),
     ));
-    ConfigHandle::new(path, store, events, commands, owner_uid, service_count)
+    Ok(ConfigHandle::new(
+        path,
+        store,
+        events,
+        logs,
+        commands,
+        owner_uid,
+        service_count,
+    ))
 }

@@ -293,3 +293,18 @@ impl LogStore {
         &self.inner.cursors
     }
 }
+
+impl From<LogLine> for kepler_protocol::LogLine {
+    fn from(line: LogLine) -> Self {
+        kepler_protocol::LogLine {
+            service: line.service,
+            hook: match line.origin {
+                Origin::Service => None,
+                Origin::Hook(name) => Some(name),
+            },
+            stderr: line.stream == Stream::Stderr,
+            timestamp_us: line.timestamp_us,
+            bytes: line.bytes,
+        }
+    }
+}

@@ -83,6 +83,33 @@ impl LogSink {
         }
     }
 
+    /// Stores and publishes lines that did not come through a pipe (a hook's
+    /// output, Kepler's own notes), each split at newlines. Blocking, but a
+    /// few lines cost one small write.
+    pub fn write_lines<'a>(&self, lines: impl IntoIterator<Item = &'a [u8]>) {
+        let mut batch = LineBatch {
+            data: Vec::new(),
+            ranges: Vec::new(),
+        };
+        for line in lines {
+            for part in line.split(|b| *b == b'\n') {
+                for chunk in part
+                    .chunks(MAX_LINE_BYTES)
+                    .chain(part.is_empty().then_some(&[][..]))
+                {
+                    let start = batch.data.len();
+                    batch.data.extend_from_slice(chunk);
+                    batch.ranges.push((start, batch.data.len()));
+                }
+            }
+        }
+        if batch.ranges.is_empty() {
+            return;
+        }
+        let first = self.store(now_us(), &batch);
+        self.publish(first, &batch);
+    }
+
     /// Stamps and stores a batch; returns its first timestamp. Blocking.
     fn store(&self, now_us: u64, batch: &LineBatch) -> u64 {
         let count = batch.ranges.len() as u64;

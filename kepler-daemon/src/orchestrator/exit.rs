@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use kepler_protocol::ServiceStatus;
 
+use super::output::{self, RetentionPoint};
 use super::{Internal, Orchestrator};
-use crate::config::RestartPolicy;
+use crate::config::{RestartPolicy, ServiceHookKind};
 use crate::process::{self, ExitStatus};
 use crate::state::StopIntent;
 
@@ -28,12 +29,16 @@ impl Orchestrator {
         }
         runtime.last_exit = Some(exit_code(status));
         let Some(pgid) = runtime.pid else { return };
+        self.stop_health(name);
+        let pumps = self.take_pumps(name);
         // Like a container whose PID 1 exited: the rest of the group goes too,
-        // and the service is finished only once the whole group is gone.
+        // and the service is finished only once the whole group is gone and
+        // its output is stored.
         let mailbox = self.mailbox.clone();
         let service = name.to_string();
         tokio::spawn(async move {
             process::reap_leftovers(pgid).await;
+            output::drain(pumps).await;
             let _ = mailbox.send(Internal::GroupGone {
                 service,
                 generation,
@@ -51,6 +56,11 @@ impl Orchestrator {
             return;
         }
         let code = exit_code(status);
+        self.apply_retention(name, RetentionPoint::Exit);
+        self.fire_hook(name, ServiceHookKind::PostExit);
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
         let uptime = runtime.started_at.map(|t| t.elapsed()).unwrap_or_default();
         runtime.pid = None;
         runtime.start_ticks = None;
@@ -113,14 +123,14 @@ impl Orchestrator {
         }
         runtime.restart_pending = false;
         runtime.restarts += 1;
+        runtime.restarting = true;
+        self.apply_retention(name, RetentionPoint::Restart);
         self.begin_start(name);
     }
 
-    /// Dependents declared with `restart: true` on `name` are stopped now
-    /// and wait for their condition on `name` again before starting.
-    pub(super) fn propagate_restart(&mut self, name: &str) {
-        let dependents: Vec<String> = self
-            .index
+    /// Dependents that declared `restart: true` on `name`.
+    pub(super) fn restart_dependents(&self, name: &str) -> Vec<String> {
+        self.index
             .dependents(name)
             .iter()
             .filter(|d| {
@@ -130,7 +140,13 @@ impl Orchestrator {
                     .any(|(dep, edge)| dep == name && edge.restart)
             })
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Dependents declared with `restart: true` on `name` are stopped now
+    /// and wait for their condition on `name` again before starting.
+    pub(super) fn propagate_restart(&mut self, name: &str) {
+        let dependents = self.restart_dependents(name);
         let active: Vec<String> = dependents
             .into_iter()
             .filter(|d| {

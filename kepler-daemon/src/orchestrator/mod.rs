@@ -10,11 +10,14 @@
 //! the changed service's dependents.
 
 mod exit;
+mod health;
+mod hooks;
 pub mod modes;
 mod output;
 pub mod recover;
 mod start;
 mod stop;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,13 +25,18 @@ use std::sync::Arc;
 use kepler_protocol::{ServiceInfo, ServiceStatus};
 use tokio::sync::{mpsc, oneshot};
 
+use tokio::task::JoinHandle;
+
 use crate::config::BakedConfig;
 use crate::deps::DependencyIndex;
 use crate::events::{ConfigEvents, StateChange};
+use crate::health::{HealthEvent, HealthHandle};
+use crate::logs::{LogStore, PumpReport};
 use crate::persistence::{ConfigState, ConfigStore, ServiceState};
 use crate::process::{ExitStatus, StopOutcome};
 use crate::state::ServiceRuntime;
 use crate::user::ResolvedUser;
+use crate::watcher::{WatchEvent, WatchHandle};
 
 pub use stop::StopIntentRequest;
 
@@ -61,6 +69,24 @@ pub enum Internal {
         generation: u64,
         dependency: String,
     },
+    /// The hooks that precede a spawn (`on_init`, `pre_restart`, `pre_start`)
+    /// finished.
+    LaunchHooksDone {
+        service: String,
+        generation: u64,
+        ran_init: bool,
+        result: Result<(), String>,
+    },
+    /// The global `on_init` hook succeeded.
+    GlobalInitDone,
+}
+
+/// Where the orchestrator's tasks, probes and watchers report to its actor.
+#[derive(Clone)]
+pub struct Channels {
+    pub mailbox: mpsc::UnboundedSender<Internal>,
+    pub health: mpsc::UnboundedSender<HealthEvent>,
+    pub watch: mpsc::UnboundedSender<WatchEvent>,
 }
 
 pub struct Orchestrator {
@@ -69,7 +95,13 @@ pub struct Orchestrator {
     index: DependencyIndex,
     services: HashMap<String, ServiceRuntime>,
     events: ConfigEvents,
+    logs: LogStore,
     mailbox: mpsc::UnboundedSender<Internal>,
+    channels: Channels,
+    /// Pipe pumps of each running process, awaited before its exit is recorded.
+    pumps: HashMap<String, Vec<JoinHandle<PumpReport>>>,
+    health: HashMap<String, HealthHandle>,
+    watches: HashMap<String, WatchHandle>,
     owner_uid: u32,
     global_init_done: bool,
     dirty: bool,
@@ -99,7 +131,8 @@ impl Orchestrator {
         store: ConfigStore,
         state: ConfigState,
         events: ConfigEvents,
-        mailbox: mpsc::UnboundedSender<Internal>,
+        logs: LogStore,
+        channels: Channels,
     ) -> Self {
         let index = DependencyIndex::build(&config);
         let services = config
@@ -122,7 +155,12 @@ impl Orchestrator {
             index,
             services,
             events,
-            mailbox,
+            logs,
+            mailbox: channels.mailbox.clone(),
+            channels,
+            pumps: HashMap::new(),
+            health: HashMap::new(),
+            watches: HashMap::new(),
             owner_uid: state.owner_uid,
             global_init_done: state.global_init_done,
             dirty: true,
@@ -133,6 +171,10 @@ impl Orchestrator {
 
     pub fn config(&self) -> &Arc<BakedConfig> {
         &self.config
+    }
+
+    pub fn logs(&self) -> &LogStore {
+        &self.logs
     }
 
     pub fn store(&self) -> &ConfigStore {
@@ -253,6 +295,16 @@ impl Orchestrator {
                 generation,
                 dependency,
             } => self.on_dependency_timeout(&service, generation, &dependency),
+            Internal::LaunchHooksDone {
+                service,
+                generation,
+                ran_init,
+                result,
+            } => self.on_launch_hooks_done(&service, generation, ran_init, result),
+            Internal::GlobalInitDone => {
+                self.global_init_done = true;
+                self.dirty = true;
+            }
         }
     }
 
@@ -329,7 +381,8 @@ impl Orchestrator {
             self.store.clone(),
             state,
             self.events.clone(),
-            self.mailbox.clone(),
+            self.logs.clone(),
+            self.channels.clone(),
         );
         *self = fresh;
     }

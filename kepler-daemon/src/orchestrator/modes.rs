@@ -10,16 +10,19 @@ use std::time::Duration;
 use kepler_protocol::{ErrorKind, Event, ServiceStatus};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::StartPlan;
+use super::{StartPlan, StopIntentRequest};
+use crate::config::GlobalHookKind;
 use crate::config_actor::ActorError;
-use crate::events::{StateChange, StreamItem};
+use crate::config_actor::ConfigHandle;
+use crate::events::StateChange;
+use crate::logs::{FollowEvent, Follower};
 
 /// Subscriptions taken before the request is sent to the actor, so no event
 /// of the request can be missed.
 pub struct Subscriptions {
     pub states: broadcast::Receiver<StateChange>,
-    /// Output and state changes in order; attached mode only.
-    pub stream: Option<broadcast::Receiver<StreamItem>>,
+    /// The config's output; attached mode only.
+    pub logs: Option<Follower>,
 }
 
 /// Waits until every startup-cluster service of the plan is ready: up (or
@@ -116,7 +119,9 @@ pub async fn wait_for_startup(
 
 /// Streams output and state changes through `emit` until every service of
 /// the config is quiescent. Returns early (Ok) if `emit` reports the client
-/// has gone.
+/// has gone. A service's output is stored before its exit is recorded, so
+/// preferring output whenever both are ready keeps a service's last lines
+/// ahead of the line saying it exited.
 pub async fn follow_until_quiescent<F, Fut>(
     subscriptions: Subscriptions,
     plan: StartPlan,
@@ -126,9 +131,8 @@ where
     F: FnMut(Event) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut stream = subscriptions
-        .stream
-        .expect("attached mode subscribes to the stream");
+    let Subscriptions { mut states, logs } = subscriptions;
+    let mut logs = logs.expect("attached mode follows the logs");
     let mut busy: HashSet<Arc<str>> = plan
         .views
         .iter()
@@ -136,33 +140,106 @@ where
         .map(|v| v.service.clone())
         .collect();
     loop {
-        if busy.is_empty() && stream.is_empty() {
+        if busy.is_empty() && states.is_empty() {
             return Ok(());
         }
-        let event = match stream.recv().await {
-            Ok(StreamItem::Log(line)) => Event::Log((*line).clone()),
-            Ok(StreamItem::State(change)) => {
-                if change.quiescent {
-                    busy.remove(&change.service);
-                } else {
-                    busy.insert(change.service.clone());
-                }
-                Event::ServiceState {
-                    service: change.service.to_string(),
-                    status: change.status,
-                    reason: change.reason,
-                }
-            }
-            Err(RecvError::Lagged(missed)) => Event::Progress {
-                message: format!(
-                    "(output too fast: {missed} lines or state changes not shown; `kepler logs` \
-                     and `kepler ps` have them)"
-                ),
+        let event = tokio::select! {
+            biased;
+            Some(line) = logs.next() => match line {
+                FollowEvent::Line(line) => Event::Log(line.into()),
+                FollowEvent::Missed(missed) => Event::Progress {
+                    message: format!("(output too fast: {missed} lines not shown; `kepler logs` has them)"),
+                },
             },
-            Err(RecvError::Closed) => return Ok(()),
+            change = states.recv() => match change {
+                Ok(change) => {
+                    if change.quiescent {
+                        busy.remove(&change.service);
+                    } else {
+                        busy.insert(change.service.clone());
+                    }
+                    Event::ServiceState {
+                        service: change.service.to_string(),
+                        status: change.status,
+                        reason: change.reason,
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => Event::Progress {
+                    message: format!("({missed} state changes not shown; `kepler ps` has the current state)"),
+                },
+                Err(RecvError::Closed) => return Ok(()),
+            },
         };
         if !emit(event).await {
             return Ok(());
         }
     }
+}
+
+/// Whether any service of the config has a process or is on its way to one.
+async fn anything_active(handle: &ConfigHandle) -> Result<bool, ActorError> {
+    Ok(handle.ps().await?.iter().any(|s| {
+        !matches!(
+            s.status,
+            ServiceStatus::Stopped | ServiceStatus::Exited(_) | ServiceStatus::Failed
+        )
+    }))
+}
+
+/// The global hooks around a stop: `pre_stop`, the stop itself, `post_stop`,
+/// then `pre_cleanup` when asked. Used by `kepler stop` and by the daemon's
+/// own shutdown, so both take the same path.
+pub async fn stop_config(
+    handle: &ConfigHandle,
+    services: Vec<String>,
+    request: StopIntentRequest,
+    clean: bool,
+) -> Result<(), ActorError> {
+    let whole_config = services.is_empty();
+    let hooks = whole_config && anything_active(handle).await?;
+    if hooks {
+        handle.global_hook(GlobalHookKind::PreStop).await?;
+    }
+    handle.stop(services, request).await?;
+    if hooks {
+        handle.global_hook(GlobalHookKind::PostStop).await?;
+    }
+    if clean {
+        handle.global_hook(GlobalHookKind::PreCleanup).await?;
+    }
+    Ok(())
+}
+
+/// The global hooks before a start or restart: `on_init` the first time,
+/// then `pre_start` (or `pre_restart`).
+pub async fn before_start(handle: &ConfigHandle, restart: bool) -> Result<(), ActorError> {
+    handle.global_hook(GlobalHookKind::OnInit).await?;
+    let kind = if restart {
+        GlobalHookKind::PreRestart
+    } else {
+        GlobalHookKind::PreStart
+    };
+    handle.global_hook(kind).await
+}
+
+/// Runs `post_start` (or `post_restart`) once the startup cluster is ready,
+/// in the background, so `-d` returns at once.
+pub fn after_start(
+    handle: ConfigHandle,
+    states: broadcast::Receiver<StateChange>,
+    plan: StartPlan,
+    restart: bool,
+) {
+    let kind = if restart {
+        GlobalHookKind::PostRestart
+    } else {
+        GlobalHookKind::PostStart
+    };
+    tokio::spawn(async move {
+        if wait_for_startup(states, plan, None).await.is_ok() {
+            if let Err(e) = handle.global_hook(kind).await {
+                tracing::warn!(config = %handle.path().display(), "{e}");
+            }
+        }
+    });
 }

@@ -1,58 +1,103 @@
-//! Draining a service's stdout/stderr pipes into the config's log broadcast.
-//!
-//! Every pipe is read to its end by its own task, so a chatty service never
-//! blocks on a full pipe and never delays another service's output.
+//! A service's output: pipes pumped into the config's log store, drained
+//! before an exit is recorded, and the retention policies.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use kepler_protocol::LogLine;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
 
-use crate::events::ConfigEvents;
+use super::Orchestrator;
+use crate::config::Retention;
+use crate::logs::{self, LogSettings, LogSink, Origin, PumpReport, Stream, GLOBAL_SERVICE};
 
-/// Longest line kept as one; longer ones are split, never dropped.
-const MAX_LINE: usize = 64 * 1024;
+/// How long a finished service's pipes may take to drain before its exit is
+/// recorded anyway (a process that escaped its group can hold them open).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn pump(service: Arc<str>, stderr: bool, pipe: pipe::Receiver, events: ConfigEvents) {
-    tokio::spawn(async move {
-        let mut reader = BufReader::with_capacity(64 * 1024, pipe);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match (&mut reader)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut line)
-                .await
-            {
-                Ok(0) => break,
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
-                    }
-                    events.publish_log(LogLine {
-                        service: service.to_string(),
-                        hook: None,
-                        stderr,
-                        timestamp_us: now_us(),
-                        bytes: line.clone(),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(%service, "cannot read output: {e}");
-                    break;
-                }
+/// When a retention policy applies.
+#[derive(Debug, Clone, Copy)]
+pub enum RetentionPoint {
+    Start,
+    Stop,
+    Restart,
+    Exit,
+}
+
+/// Waits for a service's pumps to reach the end of their pipes (bounded).
+pub async fn drain(pumps: Vec<JoinHandle<PumpReport>>) {
+    let all = futures::future::join_all(pumps);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, all).await;
+}
+
+impl Orchestrator {
+    /// The service's `logs:` settings as the log store takes them.
+    pub(super) fn log_settings(&self, name: &str) -> LogSettings {
+        let logs = match self.config.services.get(name) {
+            Some(service) => &service.logs,
+            None => &self.config.kepler.logs,
+        };
+        LogSettings {
+            store_stdout: logs.store.stdout,
+            store_stderr: logs.store.stderr,
+            buffer_size: logs.buffer_size.bytes() as usize,
+            max_size: logs.max_size.map(|s| s.bytes()),
+        }
+    }
+
+    /// Where output of `service` (or of the config itself) written by
+    /// `origin` goes.
+    pub(super) fn sink(&self, service: Option<&str>, stream: Stream, origin: Origin) -> LogSink {
+        let name = service.unwrap_or(GLOBAL_SERVICE);
+        let settings = self.log_settings(name);
+        self.logs.sink(name, stream, origin, &settings)
+    }
+
+    /// Starts pumping a new process's pipes into the store.
+    pub(super) fn pump_output(
+        &mut self,
+        name: &str,
+        stdout: Option<pipe::Receiver>,
+        stderr: Option<pipe::Receiver>,
+    ) {
+        let mut pumps = Vec::with_capacity(2);
+        if let Some(pipe) = stdout {
+            let sink = self.sink(Some(name), Stream::Stdout, Origin::Service);
+            pumps.push(tokio::spawn(logs::pump(pipe, sink)));
+        }
+        if let Some(pipe) = stderr {
+            let sink = self.sink(Some(name), Stream::Stderr, Origin::Service);
+            pumps.push(tokio::spawn(logs::pump(pipe, sink)));
+        }
+        self.pumps.insert(name.to_string(), pumps);
+    }
+
+    pub(super) fn take_pumps(&mut self, name: &str) -> Vec<JoinHandle<PumpReport>> {
+        self.pumps.remove(name).unwrap_or_default()
+    }
+
+    /// Clears the service's logs if its policy says so at `point`.
+    pub(super) fn apply_retention(&self, name: &str, point: RetentionPoint) {
+        let Some(service) = self.config.services.get(name) else {
+            return;
+        };
+        let retention = &service.logs.retention;
+        let policy = match point {
+            RetentionPoint::Start => retention.on_start,
+            RetentionPoint::Stop => retention.on_stop,
+            RetentionPoint::Restart => retention.on_restart,
+            RetentionPoint::Exit => retention.on_exit,
+        };
+        if policy == Retention::Clear {
+            if let Err(e) = self.logs.clear(name) {
+                tracing::warn!(service = name, "cannot clear logs: {e}");
             }
         }
-    });
-}
+    }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    /// Writes a line of Kepler's own into a service's log (e.g. why it was
+    /// restarted), tagged so `--no-hook` hides it like hook output.
+    pub(super) fn note(&self, name: &str, origin: &str, text: &str) {
+        self.sink(Some(name), Stream::Stdout, Origin::Hook(origin.to_string()))
+            .write_lines([text.as_bytes()]);
+    }
 }
-
-use tokio::io::AsyncReadExt;

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use kepler_protocol::ServiceStatus;
 
-use super::{output, Internal, Orchestrator};
+use super::output::RetentionPoint;
+use super::{Internal, Orchestrator};
+use crate::config::ServiceHookKind;
 use crate::deps::{self, Readiness};
 use crate::process::{self, OutputMode, ProcessSpec, ResourceLimits};
 use crate::user::{identity_env, resolve_user, ResolvedUser};
@@ -16,6 +18,13 @@ impl Orchestrator {
     pub fn start(&mut self, names: &[String]) {
         let roots = self.selection(names);
         for name in self.index.with_dependencies(&roots) {
+            let idle = self
+                .services
+                .get(&name)
+                .is_some_and(|s| !s.status.is_up() && !s.waiting && s.stop.is_none());
+            if idle {
+                self.apply_retention(&name, RetentionPoint::Start);
+            }
             self.begin_start(&name);
         }
     }
@@ -50,6 +59,7 @@ impl Orchestrator {
                 });
             });
         }
+        self.ensure_watch(name);
         self.set_status(name, ServiceStatus::Starting, None);
         self.evaluate_waiting(name);
     }
@@ -81,7 +91,7 @@ impl Orchestrator {
             if let Some(runtime) = self.services.get_mut(name) {
                 runtime.waiting = false;
             }
-            self.launch(name);
+            self.prepare_launch(name);
         } else {
             let reason = Some(pending.join("; "));
             let runtime = self.services.get_mut(name).expect("checked above");
@@ -136,6 +146,70 @@ impl Orchestrator {
         self.set_status(name, ServiceStatus::Failed, Some(reason));
     }
 
+    /// Runs the hooks that must succeed before the spawn (`on_init` once,
+    /// `pre_restart` for an automatic restart, `pre_start`), then launches.
+    fn prepare_launch(&mut self, name: &str) {
+        let runtime = &self.services[name];
+        let mut kinds = Vec::new();
+        if !runtime.init_done {
+            kinds.push(ServiceHookKind::OnInit);
+        }
+        if runtime.restarting && !runtime.pre_restart_done {
+            kinds.push(ServiceHookKind::PreRestart);
+        }
+        kinds.push(ServiceHookKind::PreStart);
+        let generation = runtime.generation;
+        let hooks = match self.service_hooks(name, &kinds) {
+            Ok(hooks) => hooks,
+            Err(reason) => return self.fail(name, reason),
+        };
+        let runs_init = !self.services[name].init_done
+            && self.config.services[name]
+                .hooks
+                .contains_key(&ServiceHookKind::OnInit);
+        if hooks.is_empty() {
+            return self.launch(name);
+        }
+        if let Some(runtime) = self.services.get_mut(name) {
+            runtime.reason = Some("running its start hooks".into());
+        }
+        let mailbox = self.mailbox.clone();
+        let service = name.to_string();
+        tokio::spawn(async move {
+            let result = super::hooks::run_in_order(hooks).await;
+            let _ = mailbox.send(Internal::LaunchHooksDone {
+                service,
+                generation,
+                ran_init: runs_init,
+                result,
+            });
+        });
+    }
+
+    pub(super) fn on_launch_hooks_done(
+        &mut self,
+        name: &str,
+        generation: u64,
+        ran_init: bool,
+        result: Result<(), String>,
+    ) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.generation != generation || runtime.status != ServiceStatus::Starting {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                if ran_init {
+                    runtime.init_done = true;
+                }
+                self.launch(name);
+            }
+            Err(e) => self.fail(name, format!("cannot start: {e}")),
+        }
+    }
+
     /// Spawns the service's process and watches it.
     fn launch(&mut self, name: &str) {
         let spec = match self.process_spec(name) {
@@ -147,6 +221,9 @@ impl Orchestrator {
             Err(e) => return self.fail(name, e.to_string()),
         };
         let runtime = self.services.get_mut(name).expect("service exists");
+        let restarted = std::mem::take(&mut runtime.restarting);
+        runtime.pre_restart_done = false;
+        runtime.reason = None;
         runtime.pid = Some(spawned.pid);
         runtime.start_ticks = recover::start_ticks(spawned.pid);
         runtime.started_at = Some(Instant::now());
@@ -154,13 +231,8 @@ impl Orchestrator {
         runtime.health_failures = self.config.services[name].healthcheck.as_ref().map(|_| 0);
         let generation = runtime.generation;
 
-        let service: std::sync::Arc<str> = std::sync::Arc::from(name);
-        if let Some(stdout) = spawned.stdout {
-            output::pump(service.clone(), false, stdout, self.events.clone());
-        }
-        if let Some(stderr) = spawned.stderr {
-            output::pump(service.clone(), true, stderr, self.events.clone());
-        }
+        self.pump_output(name, spawned.stdout, spawned.stderr);
+        self.start_health(name, generation, &spec);
         let mailbox = self.mailbox.clone();
         let exit = spawned.exit;
         let service = name.to_string();
@@ -173,6 +245,10 @@ impl Orchestrator {
             });
         });
         self.set_status(name, ServiceStatus::Running, None);
+        self.fire_hook(name, ServiceHookKind::PostStart);
+        if restarted {
+            self.fire_hook(name, ServiceHookKind::PostRestart);
+        }
     }
 
     /// Who a service (and, by default, its hooks and probes) runs as: its

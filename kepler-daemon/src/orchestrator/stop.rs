@@ -9,7 +9,9 @@ use kepler_protocol::ServiceStatus;
 use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
 
+use super::output::{self, RetentionPoint};
 use super::{Internal, Orchestrator, StopWaiter};
+use crate::config::ServiceHookKind;
 use crate::process::{self, StopOutcome};
 use crate::state::{StopIntent, StopOrder};
 
@@ -145,10 +147,28 @@ impl Orchestrator {
             service.stop_grace_period.as_duration()
         };
         let generation = runtime.generation;
+        let intent = order.intent;
+        let mut kinds = Vec::new();
+        if intent == StopIntent::Restart {
+            kinds.push(ServiceHookKind::PreRestart);
+            runtime.pre_restart_done = true;
+        }
+        kinds.push(ServiceHookKind::PreStop);
+        let hooks = self.service_hooks(name, &kinds).unwrap_or_else(|e| {
+            tracing::warn!(service = name, "{e}");
+            Vec::new()
+        });
+        self.stop_health(name);
+        let pumps = self.take_pumps(name);
         let mailbox = self.mailbox.clone();
         let task_name = name.to_string();
         tokio::spawn(async move {
+            // A failing pre-stop hook is logged; the stop goes ahead.
+            if let Err(e) = super::hooks::run_in_order(hooks).await {
+                tracing::warn!(service = %task_name, "{e}");
+            }
             let outcome = process::stop_group(pgid, signal, grace).await;
+            output::drain(pumps).await;
             let _ = mailbox.send(Internal::StopFinished {
                 service: task_name,
                 generation,
@@ -179,8 +199,20 @@ impl Orchestrator {
             StopOutcome::AlreadyGone | StopOutcome::Graceful => None,
         };
         self.set_status(name, ServiceStatus::Stopped, reason);
-        if order.intent == StopIntent::Restart {
-            self.begin_start(name);
+        match order.intent {
+            StopIntent::User => {
+                self.apply_retention(name, RetentionPoint::Stop);
+                self.stop_watch(name);
+                self.fire_hook(name, ServiceHookKind::PostStop);
+            }
+            StopIntent::Restart => {
+                self.apply_retention(name, RetentionPoint::Restart);
+                if let Some(runtime) = self.services.get_mut(name) {
+                    runtime.restarting = true;
+                }
+                self.begin_start(name);
+            }
+            StopIntent::Shutdown => {}
         }
         for (dependency, _) in self.index.dependencies(name).to_vec() {
             self.try_begin_stop(&dependency);

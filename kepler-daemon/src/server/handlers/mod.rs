@@ -92,8 +92,8 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             config,
             services,
             signal,
-            clean: _,
-        } => stop::handle(&ctx, config, services, signal)
+            clean,
+        } => stop::handle(&ctx, config, services, signal, clean)
             .await
             .unwrap_or_else(error_response),
         Request::Recreate { config } => recreate::handle(&ctx, config)

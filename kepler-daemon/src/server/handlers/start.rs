@@ -23,15 +23,20 @@ pub async fn handle(
     verb: Verb,
 ) -> Result<Response, ActorError> {
     let handle = config_for(ctx, &config).await?;
+    let restart = matches!(verb, Verb::Restart);
+    // A failing global pre_start (or on_init) hook starts nothing.
+    modes::before_start(&handle, restart).await?;
     // Subscribe before acting, so no event of this request is missed.
     let subscriptions = Subscriptions {
         states: handle.events().states.subscribe(),
-        stream: matches!(mode, StartMode::Attached).then(|| handle.events().stream.subscribe()),
+        logs: matches!(mode, StartMode::Attached).then(|| handle.logs().subscribe(&[], true)),
     };
+    let hooks_states = handle.events().states.subscribe();
     let plan = match verb {
         Verb::Start => handle.start(services).await?,
         Verb::Restart => handle.restart(services).await?,
     };
+    modes::after_start(handle.clone(), hooks_states, plan.clone(), restart);
     match mode {
         StartMode::Detached => {}
         StartMode::Wait { timeout_ms } => {

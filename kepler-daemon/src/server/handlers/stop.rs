@@ -5,7 +5,7 @@ use kepler_protocol::{ConfigRef, Response};
 use super::config_access::config_for;
 use super::RequestContext;
 use crate::config_actor::ActorError;
-use crate::orchestrator::StopIntentRequest;
+use crate::orchestrator::{modes, StopIntentRequest};
 use crate::state::StopIntent;
 
 pub async fn handle(
@@ -13,16 +13,13 @@ pub async fn handle(
     config: ConfigRef,
     services: Vec<String>,
     signal: Option<i32>,
+    clean: bool,
 ) -> Result<Response, ActorError> {
     let handle = config_for(ctx, &config).await?;
-    handle
-        .stop(
-            services,
-            StopIntentRequest {
-                signal,
-                intent: StopIntent::User,
-            },
-        )
-        .await?;
+    let request = StopIntentRequest {
+        signal,
+        intent: StopIntent::User,
+    };
+    modes::stop_config(&handle, services, request, clean).await?;
     Ok(Response::Done)
 }

@@ -1,0 +1,158 @@
+//! Lifecycle hooks as the orchestrator runs them.
+//!
+//! Pre-hooks gate what follows (a failing `pre_start` keeps the service
+//! down), post-hooks are fire-and-forget (a failure is logged and nothing
+//! else changes). Output goes to the owning service's log (global hooks to
+//! the config's own `_kepler` log), tagged with the hook's name.
+
+use kepler_protocol::ErrorKind;
+use tokio::sync::oneshot;
+
+use super::{Internal, Orchestrator};
+use crate::config::{GlobalHookKind, HookConfig, ServiceHookKind};
+use crate::config_actor::ActorError;
+use crate::hooks::{run_hook, HookRun};
+use crate::logs::{LogSink, Origin, Stream};
+use crate::user::resolve_user;
+
+/// A hook ready to run, with where its output goes.
+pub struct PreparedHook {
+    run: HookRun,
+    stdout: LogSink,
+    stderr: LogSink,
+}
+
+impl PreparedHook {
+    /// Runs the hook; its output is stored as it arrives.
+    pub async fn run(self) -> Result<(), String> {
+        let PreparedHook {
+            run,
+            stdout,
+            stderr,
+        } = self;
+        let result = run_hook(&run, |line| {
+            let sink = if line.stderr { &stderr } else { &stdout };
+            sink.write_lines([line.bytes.as_slice()]);
+        })
+        .await;
+        result.map_err(|e| {
+            let message = e.to_string();
+            stderr.write_lines([message.as_bytes()]);
+            message
+        })
+    }
+}
+
+/// Runs hooks one after another, stopping at the first failure.
+pub async fn run_in_order(hooks: Vec<PreparedHook>) -> Result<(), String> {
+    for hook in hooks {
+        hook.run().await?;
+    }
+    Ok(())
+}
+
+impl Orchestrator {
+    fn prepare(
+        &mut self,
+        service: Option<&str>,
+        name: &str,
+        hook: &HookConfig,
+    ) -> Result<PreparedHook, String> {
+        let user = match (&hook.user, service) {
+            (Some(user), _) => {
+                let resolved = resolve_user(
+                    &user.to_string(),
+                    hook.group.as_ref().map(|g| g.to_string()).as_deref(),
+                )
+                .map_err(|e| format!("hook {name}: {e}"))?;
+                if self.owner_uid != 0 && (resolved.uid == 0 || resolved.gid == 0) {
+                    return Err(format!(
+                        "hook {name} refused: this config belongs to uid {}, so nothing in it \
+                         may run as root",
+                        self.owner_uid
+                    ));
+                }
+                Some(resolved)
+            }
+            // Without its own user a hook runs as its service does.
+            (None, Some(service)) => self.service_user(service)?,
+            (None, None) if self.owner_uid != 0 => {
+                Some(resolve_user(&self.owner_uid.to_string(), None).map_err(|e| e.to_string())?)
+            }
+            (None, None) => None,
+        };
+        Ok(PreparedHook {
+            run: HookRun::new(name, service, hook, user),
+            stdout: self.sink(service, Stream::Stdout, Origin::Hook(name.to_string())),
+            stderr: self.sink(service, Stream::Stderr, Origin::Hook(name.to_string())),
+        })
+    }
+
+    /// The service's hooks of these kinds that are configured, in order.
+    pub(super) fn service_hooks(
+        &mut self,
+        service: &str,
+        kinds: &[ServiceHookKind],
+    ) -> Result<Vec<PreparedHook>, String> {
+        let config = self.config.clone();
+        let hooks = &config.services[service].hooks;
+        kinds
+            .iter()
+            .filter_map(|kind| hooks.get(kind).map(|hook| (kind, hook)))
+            .map(|(kind, hook)| self.prepare(Some(service), kind.name(), hook))
+            .collect()
+    }
+
+    /// Fire-and-forget: runs a service's post-hook; failures are logged.
+    pub(super) fn fire_hook(&mut self, service: &str, kind: ServiceHookKind) {
+        match self.service_hooks(service, &[kind]) {
+            Ok(hooks) => {
+                for hook in hooks {
+                    let service = service.to_string();
+                    tokio::spawn(async move {
+                        if let Err(e) = hook.run().await {
+                            tracing::warn!(service, "{e}");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(service, "{e}"),
+        }
+    }
+
+    /// Runs a global hook and answers once it has finished. `on_init` runs
+    /// only once per bake; an unconfigured hook answers at once.
+    pub fn run_global_hook(
+        &mut self,
+        kind: GlobalHookKind,
+        reply: oneshot::Sender<Result<(), ActorError>>,
+    ) {
+        let once = kind == GlobalHookKind::OnInit;
+        if once && self.global_init_done {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let config = self.config.clone();
+        let Some(hook) = config.kepler.hooks.get(&kind) else {
+            let _ = reply.send(Ok(()));
+            return;
+        };
+        let prepared = match self.prepare(None, kind.name(), hook) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let _ = reply.send(Err(ActorError::new(ErrorKind::Failed, e)));
+                return;
+            }
+        };
+        let mailbox = self.mailbox.clone();
+        tokio::spawn(async move {
+            let result = prepared.run().await;
+            if once && result.is_ok() {
+                let _ = mailbox.send(Internal::GlobalInitDone);
+            }
+            let _ = reply.send(
+                result.map_err(|e| ActorError::new(ErrorKind::Failed, format!("global {e}"))),
+            );
+        });
+    }
+}
