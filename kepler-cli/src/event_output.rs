@@ -18,6 +18,11 @@ const KEPLER_PREFIX: &str = "kepler";
 pub fn render_event(event: &Event, paint: Paint) -> String {
     match event {
         Event::Log(line) => render_log_line(line, paint),
+        Event::Logs(lines) => lines
+            .iter()
+            .map(|line| render_log_line(line, paint))
+            .collect::<Vec<_>>()
+            .join("\n"),
         Event::ServiceState {
             service,
             status,

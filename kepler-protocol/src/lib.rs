@@ -14,7 +14,7 @@ pub mod response;
 pub use codec::{BincodeCodec, FrameError, MAX_FRAME_LEN};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
 pub use message::{ClientMessage, RequestId, ServerMessage};
-pub use request::{ConfigRef, Request, StartMode};
+pub use request::{ConfigRef, LogRange, Request, StartMode};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
     ServiceInfo, ServiceStatus,

@@ -40,6 +40,27 @@ pub enum Request {
     Prune { force: bool, dry_run: bool },
     /// Service states of one config, or of every loaded config.
     Ps { config: Option<ConfigRef> },
+    /// Stored output of services (all when empty), merged in time order.
+    /// Without `follow` the answer is a `LogPage`; a long log continues with
+    /// `LogsPage`. With `follow`, lines are pushed as `Event::Logs` until the
+    /// client goes away.
+    Logs {
+        config: ConfigRef,
+        services: Vec<String>,
+        range: LogRange,
+        include_hooks: bool,
+        follow: bool,
+    },
+    /// The next page of a log opened by `Logs`.
+    LogsPage { config: ConfigRef, cursor: u64 },
+}
+
+/// Which stored lines `Logs` starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRange {
+    All,
+    Head(usize),
+    Tail(usize),
 }
 
 /// Which config a request is about, and the environment of the CLI that sent it.

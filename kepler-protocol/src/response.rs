@@ -16,6 +16,12 @@ pub enum Response {
     },
     Ps(Vec<ConfigServices>),
     Pruned(Vec<PrunedConfig>),
+    /// Log lines, oldest first; `cursor` is set when more can be asked for
+    /// with `Request::LogsPage`.
+    LogPage {
+        lines: Vec<LogLine>,
+        cursor: Option<u64>,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -136,6 +142,8 @@ pub enum Event {
     },
     /// A line of a service's (or hook's) output.
     Log(LogLine),
+    /// Several lines at once (log follow).
+    Logs(Vec<LogLine>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

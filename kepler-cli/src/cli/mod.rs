@@ -55,6 +55,9 @@ pub enum Command {
     Recreate,
     /// List the services of the config and their states.
     Ps(PsArgs),
+    /// Show the stored output of services (all when none are named),
+    /// merged in time order.
+    Logs(LogsArgs),
     /// Remove the state of configs that have nothing running.
     Prune(PruneArgs),
     /// Check the config file and print it as the daemon would run it.
@@ -64,6 +67,27 @@ pub enum Command {
         /// The shell to complete for.
         shell: Shell,
     },
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct LogsArgs {
+    /// Keep printing new lines as they are written (Ctrl+C to stop).
+    #[arg(long, conflicts_with = "head")]
+    pub follow: bool,
+    /// Only the first N lines.
+    #[arg(long, value_name = "N", conflicts_with = "tail")]
+    pub head: Option<usize>,
+    /// Only the last N lines (with --follow: start with them; default 10000).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Hide lines written by hooks and Kepler's own notes.
+    #[arg(long)]
+    pub no_hook: bool,
+    /// Show the time each line was stored.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Services to show (default: all).
+    pub services: Vec<String>,
 }
 
 /// How `start` and `restart` keep the terminal.

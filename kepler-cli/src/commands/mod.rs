@@ -5,6 +5,7 @@ mod attach;
 mod check;
 mod completions;
 mod daemon;
+mod logs;
 mod prune;
 mod ps;
 mod recreate;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restart(args) => restart::run(file, args).await,
         Command::Recreate => recreate::run(file).await,
         Command::Ps(args) => ps::run(file, args).await,
+        Command::Logs(args) => logs::run(file, args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Check => check::run(file),
         Command::Completions { shell } => completions::run(shell),

@@ -3,6 +3,7 @@
 
 mod config_access;
 mod daemon_status;
+mod logs;
 mod prune;
 mod ps;
 mod recreate;
@@ -103,6 +104,18 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             .await
             .unwrap_or_else(error_response),
         Request::Ps { config } => ps::handle(&ctx, config)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Logs {
+            config,
+            services,
+            range,
+            include_hooks,
+            follow,
+        } => logs::handle(&ctx, config, services, range, include_hooks, follow)
+            .await
+            .unwrap_or_else(error_response),
+        Request::LogsPage { config, cursor } => logs::page(&ctx, config, cursor)
             .await
             .unwrap_or_else(error_response),
     };

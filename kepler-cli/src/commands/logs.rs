@@ -1,0 +1,144 @@
+//! `kepler logs [--follow] [--head N | --tail N] [--no-hook] [--timestamps]
+//! [service...]`: stored output as `service | line`, coloured per service on
+//! a terminal. A whole log is fetched page by page; `--follow` then receives
+//! new lines as the daemon stores them, until Ctrl+C.
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use kepler_protocol::{Event, LogLine, LogRange, Request, Response, ServerMessage};
+
+use crate::cli::LogsArgs;
+use crate::client::{into_result, Client};
+use crate::config_ref::config_ref;
+use crate::event_output::{render_event, render_log_line};
+use crate::style::Paint;
+
+pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
+    let config = config_ref(file)?;
+    let mut client = Client::connect().await?;
+    let range = match (args.head, args.tail) {
+        (Some(n), _) => LogRange::Head(n),
+        (_, Some(n)) => LogRange::Tail(n),
+        _ => LogRange::All,
+    };
+    let printer = Printer {
+        paint: Paint::for_stdout(),
+        timestamps: args.timestamps,
+    };
+    let request = Request::Logs {
+        config: config.clone(),
+        services: args.services,
+        range,
+        include_hooks: !args.no_hook,
+        follow: args.follow,
+    };
+    if args.follow {
+        return follow(&mut client, request, printer).await;
+    }
+    let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    let mut response = client.request(request).await?;
+    loop {
+        let Response::LogPage { lines, cursor } = response else {
+            bail!("unexpected answer from the daemon: {response:?}");
+        };
+        for line in &lines {
+            if printer.write(&mut out, line).is_err() {
+                // The reader went away (e.g. `| head`): stop quietly.
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        let Some(cursor) = cursor else { break };
+        response = client
+            .request(Request::LogsPage {
+                config: config.clone(),
+                cursor,
+            })
+            .await?;
+    }
+    let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints pushed lines until Ctrl+C (exit 0) or the daemon ends the stream.
+async fn follow(client: &mut Client, request: Request, printer: Printer) -> Result<ExitCode> {
+    let id = client.send(request).await?;
+    let mut out = io::stdout().lock();
+    loop {
+        let message = tokio::select! {
+            message = client.next_message() => message?,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        match message {
+            ServerMessage::Event { id: got, event } if got == id => {
+                let written = match &event {
+                    Event::Logs(lines) => lines.iter().try_for_each(|l| printer.write(&mut out, l)),
+                    Event::Log(line) => printer.write(&mut out, line),
+                    other => writeln!(out, "{}", render_event(other, printer.paint)),
+                };
+                if written.and_then(|()| out.flush()).is_err() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            ServerMessage::Response { id: got, response } if got == id => {
+                into_result(response)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Printer {
+    paint: Paint,
+    timestamps: bool,
+}
+
+impl Printer {
+    fn write(&self, out: &mut impl Write, line: &LogLine) -> io::Result<()> {
+        if self.timestamps {
+            write!(out, "{} ", timestamp(line.timestamp_us))?;
+        }
+        writeln!(out, "{}", render_log_line(line, self.paint))
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2026-11-23T18:19:25.123456Z`.
+fn timestamp(micros: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(micros)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        assert_eq!(timestamp(1_000_000_123_456), "2001-09-09T01:46:40.123456Z");
+    }
+
+    #[test]
+    fn a_line_prints_with_its_time_when_asked() {
+        let line = LogLine {
+            service: "web".into(),
+            hook: None,
+            stderr: false,
+            timestamp_us: 0,
+            bytes: b"hello".to_vec(),
+        };
+        let mut out = Vec::new();
+        let printer = Printer {
+            paint: Paint::PLAIN,
+            timestamps: true,
+        };
+        printer.write(&mut out, &line).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1970-01-01T00:00:00.000000Z web | hello\n"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! `kepler logs`: stored output merged in time order, paged through
+//! server-side cursors, or followed live (pushed, never polled).
+
+use kepler_protocol::{ConfigRef, ErrorKind, Event, LogLine, LogRange, Response};
+
+use super::config_access::config_for;
+use super::RequestContext;
+use crate::config_actor::{ActorError, ConfigHandle};
+use crate::logs::{self, FollowEvent, LogCursorId, LogStore};
+
+/// Lines per page of a paged read and per event of a follow's backlog.
+const PAGE: usize = 5000;
+/// Lines a follow without `--tail` starts with.
+const FOLLOW_BACKLOG: usize = 10_000;
+
+fn failed(e: impl std::fmt::Display) -> ActorError {
+    ActorError::new(ErrorKind::Failed, e.to_string())
+}
+
+/// Unknown service names are an error listing the config's services.
+async fn check_services(handle: &ConfigHandle, services: &[String]) -> Result<(), ActorError> {
+    if services.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<String> = handle.ps().await?.into_iter().map(|s| s.name).collect();
+    let unknown: Vec<&String> = services.iter().filter(|s| !known.contains(s)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ActorError::new(
+        ErrorKind::NotFound,
+        format!(
+            "no service named {} in {}; its services are: {}",
+            unknown
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            handle.path().display(),
+            known.join(", ")
+        ),
+    ))
+}
+
+fn wire(lines: Vec<logs::LogLine>) -> Vec<LogLine> {
+    lines.into_iter().map(LogLine::from).collect()
+}
+
+pub async fn handle(
+    ctx: &RequestContext,
+    config: ConfigRef,
+    services: Vec<String>,
+    range: LogRange,
+    include_hooks: bool,
+    follow: bool,
+) -> Result<Response, ActorError> {
+    let handle = config_for(ctx, &config).await?;
+    check_services(&handle, &services).await?;
+    let store = handle.logs().clone();
+    if follow {
+        return follow_logs(ctx, &store, services, range, include_hooks).await;
+    }
+    let dir = store.dir().to_path_buf();
+    let page = match range {
+        LogRange::Tail(n) => {
+            tokio::task::spawn_blocking(move || logs::tail(&dir, &services, n, include_hooks))
+                .await
+                .map_err(failed)?
+                .map_err(failed)?
+        }
+        LogRange::Head(n) => {
+            tokio::task::spawn_blocking(move || logs::head(&dir, &services, n, include_hooks))
+                .await
+                .map_err(failed)?
+                .map_err(failed)?
+        }
+        LogRange::All => {
+            let id = store.cursors().open(&services, include_hooks);
+            return next_page(&store, id).await;
+        }
+    };
+    Ok(Response::LogPage {
+        lines: wire(page),
+        cursor: None,
+    })
+}
+
+pub async fn page(
+    ctx: &RequestContext,
+    config: ConfigRef,
+    cursor: u64,
+) -> Result<Response, ActorError> {
+    let handle = config_for(ctx, &config).await?;
+    next_page(handle.logs(), LogCursorId(cursor)).await
+}
+
+async fn next_page(store: &LogStore, id: LogCursorId) -> Result<Response, ActorError> {
+    let reader = store.clone();
+    let page = tokio::task::spawn_blocking(move || reader.cursors().next_page(id, PAGE))
+        .await
+        .map_err(failed)?
+        .map_err(|e| ActorError::new(ErrorKind::NotFound, e.to_string()))?;
+    if !page.more {
+        store.cursors().close(id);
+    }
+    Ok(Response::LogPage {
+        lines: wire(page.lines),
+        cursor: page.more.then_some(id.0),
+    })
+}
+
+async fn follow_logs(
+    ctx: &RequestContext,
+    store: &LogStore,
+    services: Vec<String>,
+    range: LogRange,
+    include_hooks: bool,
+) -> Result<Response, ActorError> {
+    let backlog = match range {
+        LogRange::Tail(n) => n,
+        LogRange::All | LogRange::Head(_) => FOLLOW_BACKLOG,
+    };
+    let (lines, mut follower) = store
+        .follow(&services, backlog, include_hooks)
+        .await
+        .map_err(failed)?;
+    for chunk in wire(lines).chunks(PAGE) {
+        if !ctx.emit(Event::Logs(chunk.to_vec())).await {
+            return Ok(Response::Done);
+        }
+    }
+    let mut closing = ctx.daemon.closing_connections();
+    loop {
+        let event = tokio::select! {
+            event = follower.next() => event,
+            _ = crate::daemon::raised(&mut closing) => return Ok(Response::Done),
+        };
+        let event = match event {
+            Some(FollowEvent::Line(line)) => Event::Logs(vec![line.into()]),
+            Some(FollowEvent::Missed(n)) => Event::Progress {
+                message: format!("({n} lines were written too fast to follow; they are stored)"),
+            },
+            None => return Ok(Response::Done),
+        };
+        if !ctx.emit(event).await {
+            return Ok(Response::Done);
+        }
+    }
+}
