@@ -1,0 +1,252 @@
+//! Log capture, storage policies and `kepler logs`, through the real binaries.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+
+use kepler_e2e::{Kepler, DEADLINE};
+use nix::sys::signal::Signal;
+
+fn lines_of(run: &kepler_e2e::Run) -> Vec<String> {
+    run.success();
+    run.stdout.lines().map(String::from).collect()
+}
+
+/// A service that prints `count` numbered lines then stays up.
+fn counter(count: usize, extra: &str) -> String {
+    format!(
+        "services:\n  counter:\n    command: [\"sh\", \"-c\", \"i=1; while [ $i -le {count} ]; do echo line $i; i=$((i+1)); done; echo done; sleep 1000\"]\n{extra}"
+    )
+}
+
+fn wait_for_log_line(kepler: &Kepler, needle: &str) {
+    kepler_e2e::wait_until(&format!("`{needle}` in kepler logs"), DEADLINE, || {
+        kepler.kepler(&["logs"]).stdout.contains(needle)
+    });
+}
+
+#[test]
+fn stdout_and_stderr_are_captured_with_a_partial_last_line() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo out; echo err >&2; printf 'no newline'\"]\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    kepler.wait_for_service("kepler.yaml", "app", "exited", |r| r.status() == "exited");
+    let lines = lines_of(&kepler.kepler(&["logs"]));
+    assert!(lines.contains(&"app | out".to_string()), "{lines:?}");
+    assert!(lines.contains(&"app | err".to_string()), "{lines:?}");
+    assert!(lines.contains(&"app | no newline".to_string()), "{lines:?}");
+}
+
+#[test]
+fn head_tail_and_service_filters_merge_in_time_order() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  a:\n    command: [\"sh\", \"-c\", \"echo a1; sleep 0.05; echo a2; sleep 1000\"]\n  b:\n    command: [\"sh\", \"-c\", \"sleep 0.02; echo b1; sleep 0.05; echo b2; sleep 1000\"]\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "a2");
+    wait_for_log_line(&kepler, "b2");
+    assert_eq!(
+        lines_of(&kepler.kepler(&["logs"])),
+        ["a | a1", "b | b1", "a | a2", "b | b2"]
+    );
+    assert_eq!(lines_of(&kepler.kepler(&["logs", "--head", "2"])), ["a | a1", "b | b1"]);
+    assert_eq!(lines_of(&kepler.kepler(&["logs", "--tail", "1"])), ["b | b2"]);
+    assert_eq!(lines_of(&kepler.kepler(&["logs", "b"])), ["b | b1", "b | b2"]);
+    kepler
+        .kepler(&["logs", "nope"])
+        .failure()
+        .stderr_has("no service named `nope`");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn hook_lines_are_tagged_and_hidden_by_no_hook() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo serving; sleep 1000\"]\n    hooks:\n      pre_start:\n        run: echo preparing\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "serving");
+    let all = lines_of(&kepler.kepler(&["logs"]));
+    assert_eq!(all, ["app[pre_start] | preparing", "app | serving"]);
+    assert_eq!(lines_of(&kepler.kepler(&["logs", "--no-hook"])), ["app | serving"]);
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn a_whole_log_larger_than_one_page_is_printed_complete_and_in_order() {
+    let kepler = Kepler::started();
+    kepler.write("kepler.yaml", &counter(12_000, ""));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "counter | done");
+    let lines = lines_of(&kepler.kepler(&["logs", "--no-hook"]));
+    assert_eq!(lines.len(), 12_001);
+    assert_eq!(lines[0], "counter | line 1");
+    assert_eq!(lines[11_999], "counter | line 12000");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn max_size_keeps_the_newest_lines() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        &counter(20_000, "    logs:\n      max_size: 64K\n"),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "counter | done");
+    let lines = lines_of(&kepler.kepler(&["logs"]));
+    assert!(lines.len() < 20_000, "nothing was truncated: {}", lines.len());
+    assert_eq!(lines.last().unwrap(), "counter | done");
+    assert_eq!(lines[lines.len() - 2], "counter | line 20000");
+    // What is kept is the newest run of lines, without holes.
+    let first: usize = lines[0].trim_start_matches("counter | line ").parse().unwrap();
+    assert_eq!(lines.len() - 1, 20_000 - first + 1);
+    let file = kepler.state_dir().join("configs");
+    let dir = std::fs::read_dir(file).unwrap().next().unwrap().unwrap().path();
+    let size = std::fs::metadata(dir.join("logs/counter.stdout.log")).unwrap().len();
+    assert!(size <= 64 * 1024, "log file is {size} bytes");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn store_false_keeps_nothing_and_store_stdout_false_keeps_stderr() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  quiet:\n    command: [\"sh\", \"-c\", \"echo hidden; echo also >&2\"]\n    logs:\n      store: false\n  errs:\n    command: [\"sh\", \"-c\", \"echo hidden; echo kept >&2\"]\n    logs:\n      store:\n        stdout: false\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    kepler.wait_for_service("kepler.yaml", "quiet", "exited", |r| r.status() == "exited");
+    kepler.wait_for_service("kepler.yaml", "errs", "exited", |r| r.status() == "exited");
+    assert_eq!(lines_of(&kepler.kepler(&["logs"])), ["errs | kept"]);
+}
+
+#[test]
+fn retention_defaults_clear_on_stop_and_retain_on_restart_and_exit() {
+    let kepler = Kepler::started();
+    kepler.write("kepler.yaml", &counter(1, ""));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "counter | done");
+    kepler.kepler(&["restart", "-d", "--wait"]).success();
+    kepler_e2e::wait_until("two runs in the log", DEADLINE, || {
+        kepler.kepler(&["logs"]).stdout.matches("counter | done").count() == 2
+    });
+    kepler.kepler(&["stop"]).success();
+    assert_eq!(kepler.kepler(&["logs"]).stdout, "", "on_stop: clear is the default");
+}
+
+#[test]
+fn retention_policies_can_be_turned_around() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  keep:\n    command: [\"sh\", \"-c\", \"echo keep-run; sleep 1000\"]\n    logs:\n      retention:\n        on_stop: retain\n        on_start: clear\n  exiter:\n    command: [\"sh\", \"-c\", \"echo exit-run\"]\n    logs:\n      retention:\n        on_exit: clear\n        on_stop: retain\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait", "keep"]).success();
+    wait_for_log_line(&kepler, "keep-run");
+    kepler.kepler(&["stop"]).success();
+    assert!(kepler.kepler(&["logs", "keep"]).stdout.contains("keep-run"), "on_stop: retain");
+    kepler.kepler(&["start", "-d", "--wait", "keep"]).success();
+    wait_for_log_line(&kepler, "keep-run");
+    assert_eq!(
+        kepler.kepler(&["logs", "keep"]).stdout.matches("keep-run").count(),
+        1,
+        "on_start: clear drops the previous run"
+    );
+    kepler.kepler(&["start", "-d", "exiter"]).success();
+    kepler.wait_for_service("kepler.yaml", "exiter", "exited", |r| r.status() == "exited");
+    assert!(
+        !kepler.kepler(&["logs", "exiter"]).stdout.contains("exit-run"),
+        "on_exit: clear"
+    );
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn follow_prints_existing_then_new_lines_across_a_restart() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo run-$(cat n 2>/dev/null || echo 1); sleep 1000\"]\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "run-1");
+    let mut follower = kepler
+        .command("kepler")
+        .args(["logs", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    assert_eq!(lines.recv_timeout(DEADLINE).unwrap(), "app | run-1");
+    kepler.write("n", "2");
+    kepler.kepler(&["restart", "-d", "--wait"]).success();
+    assert_eq!(lines.recv_timeout(DEADLINE).unwrap(), "app | run-2");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(follower.id() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(follower.wait().unwrap().code(), Some(0), "Ctrl+C ends follow cleanly");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn logs_survive_a_daemon_sigkill_and_restart() {
+    let mut kepler = Kepler::started();
+    kepler.write("kepler.yaml", &counter(500, ""));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "counter | done");
+    kepler.signal_daemon(Signal::SIGKILL);
+    kepler.reap_killed_daemon();
+    kepler.start_daemon();
+    let lines = lines_of(&kepler.kepler(&["logs", "--head", "501"]));
+    assert_eq!(lines.len(), 501);
+    assert_eq!(lines[0], "counter | line 1");
+    assert_eq!(lines[500], "counter | done");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn logs_survive_a_clean_daemon_restart() {
+    let kepler = Kepler::new();
+    kepler.kepler(&["daemon", "start", "-d"]).success();
+    kepler.write("kepler.yaml", &counter(3, ""));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "counter | done");
+    kepler.kepler(&["daemon", "stop"]).success();
+    kepler.kepler(&["daemon", "start", "-d"]).success();
+    let out = kepler.kepler(&["logs", "--head", "4"]);
+    out.success().stdout_has("counter | line 1").stdout_has("counter | done");
+    kepler.kepler(&["stop"]).success();
+    kepler.kepler(&["daemon", "stop"]).success();
+}
+
+#[test]
+fn an_overlong_line_is_split_not_dropped() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  wide:\n    command: [\"sh\", \"-c\", \"printf '%0150000d' 0 | tr 0 x; echo; echo after\"]\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    kepler.wait_for_service("kepler.yaml", "wide", "exited", |r| r.status() == "exited");
+    let lines = lines_of(&kepler.kepler(&["logs"]));
+    let xs: usize = lines
+        .iter()
+        .filter(|l| l.starts_with("wide | x"))
+        .map(|l| l.len() - "wide | ".len())
+        .sum();
+    assert_eq!(xs, 150_000, "every byte kept");
+    assert!(lines.iter().filter(|l| l.starts_with("wide | x")).count() >= 3);
+    assert_eq!(lines.last().unwrap(), "wide | after");
+}
