@@ -54,9 +54,18 @@ fn head_tail_and_service_filters_merge_in_time_order() {
         lines_of(&kepler.kepler(&["logs"])),
         ["a | a1", "b | b1", "a | a2", "b | b2"]
     );
-    assert_eq!(lines_of(&kepler.kepler(&["logs", "--head", "2"])), ["a | a1", "b | b1"]);
-    assert_eq!(lines_of(&kepler.kepler(&["logs", "--tail", "1"])), ["b | b2"]);
-    assert_eq!(lines_of(&kepler.kepler(&["logs", "b"])), ["b | b1", "b | b2"]);
+    assert_eq!(
+        lines_of(&kepler.kepler(&["logs", "--head", "2"])),
+        ["a | a1", "b | b1"]
+    );
+    assert_eq!(
+        lines_of(&kepler.kepler(&["logs", "--tail", "1"])),
+        ["b | b2"]
+    );
+    assert_eq!(
+        lines_of(&kepler.kepler(&["logs", "b"])),
+        ["b | b1", "b | b2"]
+    );
     kepler
         .kepler(&["logs", "nope"])
         .failure()
@@ -75,7 +84,10 @@ fn hook_lines_are_tagged_and_hidden_by_no_hook() {
     wait_for_log_line(&kepler, "serving");
     let all = lines_of(&kepler.kepler(&["logs"]));
     assert_eq!(all, ["app[pre_start] | preparing", "app | serving"]);
-    assert_eq!(lines_of(&kepler.kepler(&["logs", "--no-hook"])), ["app | serving"]);
+    assert_eq!(
+        lines_of(&kepler.kepler(&["logs", "--no-hook"])),
+        ["app | serving"]
+    );
     kepler.kepler(&["stop"]).success();
 }
 
@@ -102,15 +114,29 @@ fn max_size_keeps_the_newest_lines() {
     kepler.kepler(&["start", "-d", "--wait"]).success();
     wait_for_log_line(&kepler, "counter | done");
     let lines = lines_of(&kepler.kepler(&["logs"]));
-    assert!(lines.len() < 20_000, "nothing was truncated: {}", lines.len());
+    assert!(
+        lines.len() < 20_000,
+        "nothing was truncated: {}",
+        lines.len()
+    );
     assert_eq!(lines.last().unwrap(), "counter | done");
     assert_eq!(lines[lines.len() - 2], "counter | line 20000");
     // What is kept is the newest run of lines, without holes.
-    let first: usize = lines[0].trim_start_matches("counter | line ").parse().unwrap();
+    let first: usize = lines[0]
+        .trim_start_matches("counter | line ")
+        .parse()
+        .unwrap();
     assert_eq!(lines.len() - 1, 20_000 - first + 1);
     let file = kepler.state_dir().join("configs");
-    let dir = std::fs::read_dir(file).unwrap().next().unwrap().unwrap().path();
-    let size = std::fs::metadata(dir.join("logs/counter.stdout.log")).unwrap().len();
+    let dir = std::fs::read_dir(file)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let size = std::fs::metadata(dir.join("logs/counter.stdout.log"))
+        .unwrap()
+        .len();
     assert!(size <= 64 * 1024, "log file is {size} bytes");
     kepler.kepler(&["stop"]).success();
 }
@@ -136,10 +162,19 @@ fn retention_defaults_clear_on_stop_and_retain_on_restart_and_exit() {
     wait_for_log_line(&kepler, "counter | done");
     kepler.kepler(&["restart", "-d", "--wait"]).success();
     kepler_e2e::wait_until("two runs in the log", DEADLINE, || {
-        kepler.kepler(&["logs"]).stdout.matches("counter | done").count() == 2
+        kepler
+            .kepler(&["logs"])
+            .stdout
+            .matches("counter | done")
+            .count()
+            == 2
     });
     kepler.kepler(&["stop"]).success();
-    assert_eq!(kepler.kepler(&["logs"]).stdout, "", "on_stop: clear is the default");
+    assert_eq!(
+        kepler.kepler(&["logs"]).stdout,
+        "",
+        "on_stop: clear is the default"
+    );
 }
 
 #[test]
@@ -152,18 +187,30 @@ fn retention_policies_can_be_turned_around() {
     kepler.kepler(&["start", "-d", "--wait", "keep"]).success();
     wait_for_log_line(&kepler, "keep-run");
     kepler.kepler(&["stop"]).success();
-    assert!(kepler.kepler(&["logs", "keep"]).stdout.contains("keep-run"), "on_stop: retain");
+    assert!(
+        kepler.kepler(&["logs", "keep"]).stdout.contains("keep-run"),
+        "on_stop: retain"
+    );
     kepler.kepler(&["start", "-d", "--wait", "keep"]).success();
     wait_for_log_line(&kepler, "keep-run");
     assert_eq!(
-        kepler.kepler(&["logs", "keep"]).stdout.matches("keep-run").count(),
+        kepler
+            .kepler(&["logs", "keep"])
+            .stdout
+            .matches("keep-run")
+            .count(),
         1,
         "on_start: clear drops the previous run"
     );
     kepler.kepler(&["start", "-d", "exiter"]).success();
-    kepler.wait_for_service("kepler.yaml", "exiter", "exited", |r| r.status() == "exited");
+    kepler.wait_for_service("kepler.yaml", "exiter", "exited", |r| {
+        r.status() == "exited"
+    });
     assert!(
-        !kepler.kepler(&["logs", "exiter"]).stdout.contains("exit-run"),
+        !kepler
+            .kepler(&["logs", "exiter"])
+            .stdout
+            .contains("exit-run"),
         "on_exit: clear"
     );
     kepler.kepler(&["stop"]).success();
@@ -195,8 +242,16 @@ fn follow_prints_existing_then_new_lines_across_a_restart() {
     kepler.write("n", "2");
     kepler.kepler(&["restart", "-d", "--wait"]).success();
     assert_eq!(lines.recv_timeout(DEADLINE).unwrap(), "app | run-2");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(follower.id() as i32), Signal::SIGINT).unwrap();
-    assert_eq!(follower.wait().unwrap().code(), Some(0), "Ctrl+C ends follow cleanly");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follower.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(
+        follower.wait().unwrap().code(),
+        Some(0),
+        "Ctrl+C ends follow cleanly"
+    );
     kepler.kepler(&["stop"]).success();
 }
 
@@ -226,7 +281,9 @@ fn logs_survive_a_clean_daemon_restart() {
     kepler.kepler(&["daemon", "stop"]).success();
     kepler.kepler(&["daemon", "start", "-d"]).success();
     let out = kepler.kepler(&["logs", "--head", "4"]);
-    out.success().stdout_has("counter | line 1").stdout_has("counter | done");
+    out.success()
+        .stdout_has("counter | line 1")
+        .stdout_has("counter | done");
     kepler.kepler(&["stop"]).success();
     kepler.kepler(&["daemon", "stop"]).success();
 }

@@ -70,7 +70,10 @@ fn lua_results_are_baked_once_and_change_only_on_recreate() {
 #[test]
 fn require_loads_a_module_beside_the_config() {
     let kepler = Kepler::started();
-    kepler.write("lib/ports.lua", "local M = {}\nfunction M.http() return '7070' end\nreturn M\n");
+    kepler.write(
+        "lib/ports.lua",
+        "local M = {}\nfunction M.http() return '7070' end\nreturn M\n",
+    );
     kepler.write(
         "kepler.yaml",
         "services:\n  web:\n    command: !lua |\n      local ports = require('lib.ports')\n      return {'sh', '-c', 'echo ' .. ports.http() .. ' > out.txt; sleep 1000'}\n",
@@ -83,7 +86,10 @@ fn require_loads_a_module_beside_the_config() {
 #[test]
 fn a_runtime_error_in_a_lua_file_points_at_that_file_and_line() {
     let kepler = Kepler::started();
-    kepler.write("gen.lua", "local x = 1\nlocal y = 2\nerror('boom from gen')\n");
+    kepler.write(
+        "gen.lua",
+        "local x = 1\nlocal y = 2\nerror('boom from gen')\n",
+    );
     kepler.write(
         "kepler.yaml",
         "services:\n  web:\n    command: !lua_file gen.lua\n",
@@ -127,8 +133,13 @@ fn forbidden_globals_are_absent_and_ctx_is_read_only() {
 #[test]
 fn an_endless_script_is_stopped_while_other_configs_keep_running() {
     let kepler = Kepler::started();
-    kepler.write("ok/kepler.yaml", "services:\n  steady:\n    command: [sleep, '1000']\n");
-    kepler.kepler(&["-f", "ok/kepler.yaml", "start", "-d", "--wait"]).success();
+    kepler.write(
+        "ok/kepler.yaml",
+        "services:\n  steady:\n    command: [sleep, '1000']\n",
+    );
+    kepler
+        .kepler(&["-f", "ok/kepler.yaml", "start", "-d", "--wait"])
+        .success();
     let steady = kepler.service("ok/kepler.yaml", "steady").pid();
 
     kepler.write(

@@ -181,13 +181,19 @@ impl ChildSetup {
             }
         }
         // SAFETY: `empty` is initialised by sigemptyset before use.
+        // Every handler is now the default, so unblocking is safe.
+        let empty = [0u64; 8];
         let rc = unsafe {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, ptr::null_mut())
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                empty.as_ptr(),
+                ptr::null_mut::<libc::c_void>(),
+                sigset_size,
+            )
         };
         if rc != 0 {
-            return Err(tagged(Stage::Signals, 0, rc));
+            return Err(tagged(Stage::Signals, 0, last_errno()));
         }
         Ok(())
     }

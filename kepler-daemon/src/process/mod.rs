@@ -28,6 +28,7 @@
 //! see [`reaper`] for why.
 
 mod child;
+mod launch;
 pub mod limits;
 pub mod reaper;
 pub mod signal;

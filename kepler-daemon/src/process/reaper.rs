@@ -215,23 +215,25 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Reaper {
-    /// Runs `spawn` (a std `Command::spawn`) so that the new child cannot be
-    /// reaped before its exit waiter is registered.
-    pub fn track(
+    /// Runs a launcher that returns a new child's pid with a result of its
+    /// own, and registers the pid before any reap can happen (the reaper
+    /// takes `spawning` exclusively around each reap). The pid is registered
+    /// even if the result says the exec failed: the child then exits and is
+    /// reaped here like any other.
+    pub fn track_pid<T>(
         &self,
-        spawn: impl FnOnce() -> io::Result<std::process::Child>,
-    ) -> io::Result<(std::process::Child, ExitWaiter)> {
-        let child = {
+        launch: impl FnOnce() -> io::Result<(i32, T)>,
+    ) -> io::Result<(T, ExitWaiter)> {
+        let tracked = {
             let _spawning = self.spawning.read().unwrap_or_else(PoisonError::into_inner);
-            let child = spawn()?;
-            let pid = child.id() as i32;
+            let (pid, result) = launch()?;
             let (sender, status) = oneshot::channel();
             lock(&self.registry).exits.insert(pid, sender);
-            (child, ExitWaiter { pid, status })
+            (result, ExitWaiter { pid, status })
         };
         *lock(&self.spawned) += 1;
         self.spawned_changed.notify_one();
-        Ok(child)
+        Ok(tracked)
     }
 
     fn watch_group(&'static self, pgid: i32) -> GroupWatch {

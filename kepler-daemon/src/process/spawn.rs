@@ -4,24 +4,23 @@
 //!
 //! Program lookup: a name containing `/` is used as is (relative names are
 //! resolved inside `working_dir`). A bare name is searched in the service's
-//! own `PATH` when its environment has one (std hands that lookup to
-//! `execvp` in the child, after the user switch). When the environment has
-//! no `PATH`, the name is searched here, in the daemon, in
-//! [`DEFAULT_SEARCH_PATH`]; no `PATH` is added to the service's environment.
+//! own `PATH` when its environment has one, else in [`DEFAULT_SEARCH_PATH`];
+//! the search happens here, in the daemon, and no `PATH` is added to the
+//! service's environment. The child itself is started by [`super::launch`].
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
 use super::child::{decode_error, ChildFailure, ChildSetup, Stage};
+use super::launch::{self, Launch};
 use super::limits::ResourceLimits;
 use super::reaper::{reaper, ExitWaiter};
 use super::stop::signal_group;
@@ -56,15 +55,6 @@ pub enum OutputMode {
     Null,
 }
 
-impl OutputMode {
-    fn stdio(self) -> Stdio {
-        match self {
-            OutputMode::Pipe => Stdio::piped(),
-            OutputMode::Null => Stdio::null(),
-        }
-    }
-}
-
 /// A started service process.
 #[derive(Debug)]
 pub struct Spawned {
@@ -90,10 +80,10 @@ pub enum SpawnError {
     #[error("cannot start `{program}`: process spawning needs a tokio runtime")]
     NoRuntime { program: String },
     #[error(
-        "cannot start `{program}`: not found in {DEFAULT_SEARCH_PATH} (the service environment \
-         has no PATH); use an absolute path or set PATH in `environment`"
+        "cannot start `{program}`: not found in {searched}; use an absolute path, or set PATH \
+         in `environment` to the directory that holds it"
     )]
-    NotFound { program: String },
+    NotFound { program: String, searched: String },
     #[error(
         "cannot start `{program}`: {source}; check `command` and PATH in the service environment, \
          and that the program is executable by the service user"
@@ -155,9 +145,9 @@ pub enum SpawnError {
 /// Starts `spec` as the leader of a new session and process group. Must be
 /// called inside a tokio runtime (the output pipes are registered with it).
 ///
-/// This blocks the calling thread for the fork and until the child has
-/// called `exec` (std reports a failed exec as this function's error),
-/// typically well under a millisecond.
+/// This blocks the calling thread until the child has called `exec` (a
+/// failed exec is this function's error), typically well under a
+/// millisecond, whatever the size of the daemon.
 pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     let name = spec.argv.first().ok_or(SpawnError::EmptyCommand)?;
     let program = || name.clone();
@@ -178,31 +168,43 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
         source,
     })?;
 
-    let mut command = Command::new(&executable);
-    command
-        .arg0(name)
-        .args(&spec.argv[1..])
-        .env_clear()
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(spec.stdout.stdio())
-        .stderr(spec.stderr.stdio());
-    let setup = Arc::new(setup);
-    let child_setup = Arc::clone(&setup);
-    // SAFETY: `apply` only makes async-signal-safe syscalls on data prepared
-    // above; it neither allocates nor takes locks.
-    unsafe {
-        command.pre_exec(move || child_setup.apply());
+    let launch_failed = |source: io::Error| SpawnError::Io {
+        program: program(),
+        source,
+    };
+    let to_c = |text: &[u8]| CString::new(text).expect("checked for NUL bytes above");
+    let argv: Vec<CString> = spec.argv.iter().map(|a| to_c(a.as_bytes())).collect();
+    let envp: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
+        .collect();
+    let stdin = open_null(false).map_err(launch_failed)?;
+    let (stdout_read, stdout_write) = output_ends(spec.stdout).map_err(launch_failed)?;
+    let (stderr_read, stderr_write) = output_ends(spec.stderr).map_err(launch_failed)?;
+    let launch = Launch {
+        program: to_c(executable.as_os_str().as_bytes()),
+        argv,
+        envp,
+        setup: &setup,
+        stdin: &stdin,
+        stdout: &stdout_write,
+        stderr: &stderr_write,
+    };
+    let (exec_error, exit) = reaper
+        .track_pid(|| launch::launch(&launch))
+        .map_err(launch_failed)?;
+    // The child has its own copies now; ours must close so EOF can come.
+    drop(launch);
+    drop((stdin, stdout_write, stderr_write));
+    if let Some(err) = exec_error {
+        return Err(explain(err, name, spec, &setup));
     }
-
-    let (mut child, exit) = reaper
-        .track(|| command.spawn())
-        .map_err(|err| explain(err, name, spec, &setup))?;
     let pid = exit.pid();
 
     let pipes = (|| {
-        let stdout = child.stdout.take().map(into_receiver).transpose()?;
-        let stderr = child.stderr.take().map(into_receiver).transpose()?;
+        let stdout = stdout_read.map(pipe::Receiver::from_owned_fd).transpose()?;
+        let stderr = stderr_read.map(pipe::Receiver::from_owned_fd).transpose()?;
         Ok::<_, io::Error>((stdout, stderr))
     })();
     match pipes {
@@ -223,8 +225,25 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     }
 }
 
-fn into_receiver(pipe: impl Into<OwnedFd>) -> io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd(pipe.into())
+/// `/dev/null`, for stdin or a discarded output.
+fn open_null(write: bool) -> io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/null")?;
+    Ok(file.into())
+}
+
+/// The daemon's read end (if piped) and the child's write end of an output.
+fn output_ends(mode: OutputMode) -> io::Result<(Option<OwnedFd>, OwnedFd)> {
+    match mode {
+        OutputMode::Pipe => {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            Ok((Some(read), write))
+        }
+        OutputMode::Null => Ok((None, open_null(true)?)),
+    }
 }
 
 /// std would report a NUL byte as an opaque "nul byte found" and accept
@@ -259,15 +278,24 @@ fn check_no_nul(spec: &ProcessSpec) -> Result<(), SpawnError> {
 
 /// See the module docs for the lookup rules.
 fn resolve_program(name: &str, env: &BTreeMap<String, String>) -> Result<PathBuf, SpawnError> {
-    if name.contains('/') || env.contains_key("PATH") {
+    if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
-    DEFAULT_SEARCH_PATH
+    let search = env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_SEARCH_PATH);
+    search
         .split(':')
+        .filter(|dir| !dir.is_empty())
         .map(|dir| Path::new(dir).join(name))
         .find(|candidate| is_executable_file(candidate))
         .ok_or_else(|| SpawnError::NotFound {
             program: name.to_owned(),
+            searched: match env.get("PATH") {
+                Some(path) => format!("the service's PATH ({path})"),
+                None => format!("{DEFAULT_SEARCH_PATH} (the service environment has no PATH)"),
+            },
         })
 }
 
