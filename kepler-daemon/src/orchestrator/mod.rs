@@ -340,6 +340,11 @@ impl Orchestrator {
             return;
         }
         self.dirty = false;
+        for runtime in self.services.values_mut() {
+            if let (Some(pid), None) = (runtime.pid, runtime.start_ticks) {
+                runtime.start_ticks = recover::start_ticks(pid);
+            }
+        }
         let state = ConfigState {
             owner_uid: self.owner_uid,
             global_init_done: self.global_init_done,

@@ -225,7 +225,9 @@ impl Orchestrator {
         runtime.pre_restart_done = false;
         runtime.reason = None;
         runtime.pid = Some(spawned.pid);
-        runtime.start_ticks = recover::start_ticks(spawned.pid);
+        // Read lazily when state is persisted: right now the child is in
+        // exec and reading its /proc entry would wait for it.
+        runtime.start_ticks = None;
         runtime.started_at = Some(Instant::now());
         runtime.was_healthy = false;
         runtime.health_failures = self.config.services[name].healthcheck.as_ref().map(|_| 0);
@@ -310,4 +312,3 @@ impl Orchestrator {
     }
 }
 
-use super::recover;
