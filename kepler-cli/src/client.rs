@@ -1,7 +1,8 @@
 //! The CLI's side of a connection: connect, say hello, send requests.
 //!
 //! Connection failures are turned into messages that say what to do: start the
-//! daemon, or join the `kepler` group.
+//! daemon, or join the `kepler` group. Requests carry ids, so one connection
+//! can have several running at once; `send` and `next_message` expose that.
 
 use std::io;
 use std::path::PathBuf;
@@ -103,30 +104,52 @@ impl Client {
         request: Request,
         mut on_event: impl FnMut(Event),
     ) -> Result<Response> {
+        let id = self.send(request).await?;
+        loop {
+            match self.next_message().await? {
+                ServerMessage::Event { id: got, event } if got == id => on_event(event),
+                ServerMessage::Response { id: got, response } if got == id => {
+                    return into_result(response)
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends `request` without waiting for its answer and returns its id, so
+    /// a caller can have several requests running on this connection (e.g. a
+    /// stop while an attached start is still streaming).
+    pub async fn send(&mut self, request: Request) -> Result<RequestId> {
         let id = self.next_id;
         self.next_id += 1;
         self.framed
             .send(ClientMessage { id, request })
             .await
             .context("cannot send the request to the daemon")?;
-        loop {
-            match self.framed.next().await {
-                Some(Ok(ServerMessage::Event { id: got, event })) if got == id => on_event(event),
-                Some(Ok(ServerMessage::Response { id: got, response })) if got == id => {
-                    return match response {
-                        Response::Error { message, .. } => Err(anyhow!(message)),
-                        other => Ok(other),
-                    };
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => bail!("lost the connection to the daemon: {e}"),
-                None => bail!("the daemon closed the connection before answering"),
-            }
+        Ok(id)
+    }
+
+    /// The next message of any request. Cancel-safe: a message is never lost
+    /// when this future is dropped in a `select!`.
+    pub async fn next_message(&mut self) -> Result<ServerMessage> {
+        match self.framed.next().await {
+            Some(Ok(message)) => Ok(message),
+            Some(Err(e)) => bail!("lost the connection to the daemon: {e}"),
+            None => bail!("the daemon closed the connection before answering"),
         }
     }
 
     /// Waits until the daemon closes the connection.
     pub async fn closed(mut self) {
         while let Some(Ok(_)) = self.framed.next().await {}
+    }
+}
+
+/// A final response as a result: `Response::Error` becomes an error carrying
+/// the daemon's message, which is what the user sees.
+pub fn into_result(response: Response) -> Result<Response> {
+    match response {
+        Response::Error { message, .. } => Err(anyhow!(message)),
+        other => Ok(other),
     }
 }

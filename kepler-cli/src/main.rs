@@ -1,18 +1,35 @@
 //! `kepler`: the command-line client of the Kepler daemon.
 //!
-//! It parses the command line, sends one request over the daemon's socket and
-//! renders the answer. All the work happens in the daemon.
+//! It parses the command line, sends requests over the daemon's socket and
+//! renders the answers. All the work happens in the daemon.
 
 mod cli;
 mod client;
 mod commands;
+mod config_ref;
+mod daemon_binary;
+mod event_output;
+mod human_time;
+mod style;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    restore_sigpipe();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors exit 1 like every other failure; help and version exit 0.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,4 +47,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Rust ignores SIGPIPE, which turns `kepler ps | head` into a panic on a
+/// closed stdout; like other Unix tools, end quietly instead.
+fn restore_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: runs first in main, before any other thread exists, and
+    // installs the default disposition, not a handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

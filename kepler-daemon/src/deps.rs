@@ -58,7 +58,10 @@ impl DependencyIndex {
     }
 
     pub fn dependents(&self, service: &str) -> &[String] {
-        self.dependents.get(service).map(Vec::as_slice).unwrap_or(&[])
+        self.dependents
+            .get(service)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn order(&self) -> &[String] {
@@ -111,7 +114,11 @@ pub fn check(dep_name: &str, dep: &ServiceRuntime, edge: &DependencyEdge) -> Rea
             _ => false,
         },
     };
-    if satisfied {
+    if dep.stop.is_some() {
+        // Going down (perhaps to restart): whatever it satisfies now is about
+        // to change.
+        Readiness::Pending
+    } else if satisfied {
         Readiness::Satisfied
     } else if dep.is_settled() {
         Readiness::Never(format!(
@@ -153,45 +160,80 @@ mod tests {
     }
 
     fn runtime(status: ServiceStatus, settled: bool) -> ServiceRuntime {
-        let mut rt = ServiceRuntime::default();
-        rt.status = status;
-        rt.desired = !settled;
-        rt
+        ServiceRuntime {
+            status,
+            desired: !settled,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn started_is_satisfied_by_any_up_state() {
         let e = edge(DependencyCondition::ServiceStarted, None);
-        for s in [ServiceStatus::Running, ServiceStatus::Healthy, ServiceStatus::Unhealthy] {
+        for s in [
+            ServiceStatus::Running,
+            ServiceStatus::Healthy,
+            ServiceStatus::Unhealthy,
+        ] {
             assert_eq!(check("db", &runtime(s, false), &e), Readiness::Satisfied);
         }
-        assert_eq!(check("db", &runtime(ServiceStatus::Starting, false), &e), Readiness::Pending);
+        assert_eq!(
+            check("db", &runtime(ServiceStatus::Starting, false), &e),
+            Readiness::Pending
+        );
     }
 
     #[test]
     fn a_settled_dependency_makes_the_condition_impossible() {
         let e = edge(DependencyCondition::ServiceCompletedSuccessfully, None);
-        assert_eq!(check("job", &runtime(ServiceStatus::Exited(0), true), &e), Readiness::Satisfied);
+        assert_eq!(
+            check("job", &runtime(ServiceStatus::Exited(0), true), &e),
+            Readiness::Satisfied
+        );
         match check("job", &runtime(ServiceStatus::Exited(3), true), &e) {
             Readiness::Never(why) => assert!(why.contains("exited (3)"), "{why}"),
             other => panic!("{other:?}"),
         }
         // Still going to restart: keep waiting.
-        assert_eq!(check("job", &runtime(ServiceStatus::Exited(3), false), &e), Readiness::Pending);
+        assert_eq!(
+            check("job", &runtime(ServiceStatus::Exited(3), false), &e),
+            Readiness::Pending
+        );
     }
 
     #[test]
     fn failed_and_stopped_honour_exit_code_filters() {
         let failed = edge(DependencyCondition::ServiceFailed, Some("[5, '10:12']"));
-        assert_eq!(check("a", &runtime(ServiceStatus::Exited(5), true), &failed), Readiness::Satisfied);
-        assert_eq!(check("a", &runtime(ServiceStatus::Exited(11), true), &failed), Readiness::Satisfied);
-        assert!(matches!(check("a", &runtime(ServiceStatus::Exited(6), true), &failed), Readiness::Never(_)));
+        assert_eq!(
+            check("a", &runtime(ServiceStatus::Exited(5), true), &failed),
+            Readiness::Satisfied
+        );
+        assert_eq!(
+            check("a", &runtime(ServiceStatus::Exited(11), true), &failed),
+            Readiness::Satisfied
+        );
+        assert!(matches!(
+            check("a", &runtime(ServiceStatus::Exited(6), true), &failed),
+            Readiness::Never(_)
+        ));
         let stopped = edge(DependencyCondition::ServiceStopped, None);
-        assert_eq!(check("a", &runtime(ServiceStatus::Stopped, true), &stopped), Readiness::Satisfied);
-        assert_eq!(check("a", &runtime(ServiceStatus::Exited(0), true), &stopped), Readiness::Satisfied);
+        assert_eq!(
+            check("a", &runtime(ServiceStatus::Stopped, true), &stopped),
+            Readiness::Satisfied
+        );
+        assert_eq!(
+            check("a", &runtime(ServiceStatus::Exited(0), true), &stopped),
+            Readiness::Satisfied
+        );
         let filtered = edge(DependencyCondition::ServiceStopped, Some("[0]"));
-        assert_eq!(check("a", &runtime(ServiceStatus::Exited(0), true), &filtered), Readiness::Satisfied);
-        assert!(matches!(check("a", &runtime(ServiceStatus::Stopped, true), &filtered), Readiness::Never(_)));
+        assert_eq!(
+            check("a", &runtime(ServiceStatus::Exited(0), true), &filtered),
+            Readiness::Satisfied
+        );
+        assert!(matches!(
+            check("a", &runtime(ServiceStatus::Stopped, true), &filtered),
+            Readiness::Never(_)
+        ));
     }
 
     #[test]

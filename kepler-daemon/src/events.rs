@@ -22,19 +22,36 @@ pub struct StateChange {
     pub settled: bool,
 }
 
-/// The two broadcasts of one config.
+/// One item of a config's combined stream, in the order things happened.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    State(StateChange),
+    Log(Arc<LogLine>),
+}
+
+/// The broadcasts of one config: state changes alone (for waiters), and
+/// state changes interleaved with output (for attached mode and followers).
 #[derive(Debug, Clone)]
 pub struct ConfigEvents {
     pub states: broadcast::Sender<StateChange>,
-    pub logs: broadcast::Sender<Arc<LogLine>>,
+    pub stream: broadcast::Sender<StreamItem>,
 }
 
 impl ConfigEvents {
     pub fn new() -> Self {
         ConfigEvents {
             states: broadcast::channel(CHANNEL_CAPACITY).0,
-            logs: broadcast::channel(CHANNEL_CAPACITY).0,
+            stream: broadcast::channel(CHANNEL_CAPACITY).0,
         }
+    }
+
+    pub fn publish_state(&self, change: StateChange) {
+        let _ = self.stream.send(StreamItem::State(change.clone()));
+        let _ = self.states.send(change);
+    }
+
+    pub fn publish_log(&self, line: LogLine) {
+        let _ = self.stream.send(StreamItem::Log(Arc::new(line)));
     }
 }
 

@@ -4,17 +4,18 @@
 
 pub mod config;
 pub mod config_actor;
-pub mod deps;
-pub mod events;
-pub mod orchestrator;
-pub mod persistence;
-pub mod registry;
-pub mod state;
 pub mod daemon;
+pub mod deps;
 pub mod detach;
 pub mod env;
+pub mod events;
 pub mod lua_eval;
+pub mod orchestrator;
+pub mod persistence;
 pub mod process;
+pub mod registry;
 pub mod server;
+pub mod state;
 pub mod state_dir;
+pub mod unprivileged_bake;
 pub mod user;

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +34,10 @@ enum Command {
     Check {
         /// The config file.
         file: PathBuf,
+        /// Print the bake as JSON for the daemon (used when the daemon bakes
+        /// a non-root user's config with that user's rights).
+        #[arg(long, hide = true)]
+        transfer: bool,
     },
 }
 
@@ -41,15 +45,22 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         None => serve(args.detach),
-        Some(Command::Check { file }) => check(&file),
+        Some(Command::Check { file, transfer }) => check(&file, transfer),
     }
 }
 
-fn check(file: &Path) -> ExitCode {
+fn check(file: &Path, transfer: bool) -> ExitCode {
     // The environment of whoever runs the check stands in for the CLI's.
     let sys_env: BTreeMap<String, String> = std::env::vars().collect();
     let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     match kepler_daemon::config::bake(&path, &sys_env) {
+        Ok(baked) if transfer => {
+            let transfer = kepler_daemon::unprivileged_bake::Transfer::from_baked(&baked);
+            match serde_json::to_writer(std::io::stdout().lock(), &transfer) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("cannot write the bake: {e}")),
+            }
+        }
         Ok(baked) => {
             print!("{}", kepler_daemon::config::render_snapshot(&baked.config));
             ExitCode::SUCCESS

@@ -124,7 +124,11 @@ impl ConfigStore {
     }
 
     fn ensure_dirs(&self) -> io::Result<()> {
-        for dir in [self.root.clone(), self.root.join(ENV_FILES), self.logs_dir()] {
+        for dir in [
+            self.root.clone(),
+            self.root.join(ENV_FILES),
+            self.logs_dir(),
+        ] {
             match fs::DirBuilder::new().mode(0o770).create(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -227,7 +231,10 @@ mod tests {
         write_atomic(&path, b"new").unwrap();
         // The link was replaced, the file it pointed at was not written through.
         assert_eq!(fs::read(&victim).unwrap(), b"keep");
-        assert!(!fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

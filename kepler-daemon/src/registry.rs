@@ -36,6 +36,20 @@ pub async fn bake_blocking(
         .map_err(|errors| ActorError::new(ErrorKind::InvalidConfig, errors.to_string()))
 }
 
+/// Bakes with the caller's rights: in-process for root, in a worker process
+/// running as the caller otherwise.
+pub async fn bake_for(
+    caller: &Caller,
+    path: &Path,
+    sys_env: BTreeMap<String, String>,
+) -> Result<Baked, ActorError> {
+    if caller.is_root() {
+        bake_blocking(path.to_path_buf(), sys_env).await
+    } else {
+        crate::unprivileged_bake::bake_as(caller, path, &sys_env).await
+    }
+}
+
 impl Registry {
     pub fn new(configs_dir: PathBuf) -> Self {
         Registry {
@@ -103,7 +117,7 @@ impl Registry {
                 .map_err(|e| ActorError::new(ErrorKind::Failed, e))?;
             (snapshot, store.read_state().unwrap_or_default())
         } else {
-            let baked = bake_blocking(config.path.clone(), config.sys_env.clone()).await?;
+            let baked = bake_for(caller, &config.path, config.sys_env.clone()).await?;
             fs::create_dir_all(&self.configs_dir)
                 .and_then(|()| store.write_bake(&baked))
                 .map_err(|e| {

@@ -274,6 +274,13 @@ impl Kepler {
         self.run(self.command("kepler").args(args), args)
     }
 
+    /// Runs `kepler <args>` as root with extra environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.command("kepler");
+        command.args(args).envs(env.iter().copied());
+        self.run(&mut command, args)
+    }
+
     /// Runs `kepler <args>` as `user`.
     pub fn kepler_as(&self, user: &TestUser, args: &[&str]) -> Run {
         let mut command = self.command("kepler");
@@ -392,6 +399,110 @@ pub fn process_alive(pid: i32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// A service's row of `kepler ps --json`.
+#[derive(Debug, Clone)]
+pub struct ServiceRow(pub serde_json::Value);
+
+impl ServiceRow {
+    pub fn status(&self) -> &str {
+        self.0["status"].as_str().unwrap_or("")
+    }
+    pub fn exit_code(&self) -> Option<i64> {
+        self.0["exit_code"].as_i64()
+    }
+    pub fn pid(&self) -> Option<i32> {
+        self.0["pid"].as_i64().map(|p| p as i32)
+    }
+    pub fn restarts(&self) -> u64 {
+        self.0["restarts"].as_u64().unwrap_or(0)
+    }
+    pub fn reason(&self) -> &str {
+        self.0["reason"].as_str().unwrap_or("")
+    }
+}
+
+impl Kepler {
+    /// `kepler -f <file> ps --json`, by service name.
+    pub fn ps(&self, file: &str) -> std::collections::BTreeMap<String, ServiceRow> {
+        let run = self.kepler(&["-f", file, "ps", "--json"]);
+        run.success();
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("ps --json: {e}\n{run}"));
+        rows.into_iter()
+            .map(|row| {
+                (
+                    row["service"].as_str().unwrap().to_string(),
+                    ServiceRow(row),
+                )
+            })
+            .collect()
+    }
+
+    /// One service's row.
+    pub fn service(&self, file: &str, name: &str) -> ServiceRow {
+        self.ps(file)
+            .remove(name)
+            .unwrap_or_else(|| panic!("no service {name} in {file}"))
+    }
+
+    /// Waits until `name` in `file` satisfies `condition`, printing its last
+    /// state on timeout.
+    pub fn wait_for_service(
+        &self,
+        file: &str,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&ServiceRow) -> bool,
+    ) -> ServiceRow {
+        let start = Instant::now();
+        loop {
+            let row = self.service(file, name);
+            if condition(&row) {
+                return row;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {name} to be {what}; last: {:?}",
+                row.0
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `path` (in the scratch dir) exists and returns its contents.
+    pub fn wait_for_file(&self, name: &str) -> String {
+        let path = self.dir().join(name);
+        wait_until(&format!("{} to exist", path.display()), DEADLINE, || {
+            fs::read_to_string(&path).is_ok_and(|s| !s.is_empty())
+        });
+        fs::read_to_string(path).unwrap()
+    }
+
+    /// Waits until the file's lines satisfy `condition`; returns them.
+    pub fn wait_for_lines(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let path = self.dir().join(name);
+        let read = || -> Vec<String> {
+            fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect()
+        };
+        wait_until(what, DEADLINE, || condition(&read()));
+        read()
+    }
+}
+
+/// True while any process of group `pgid` exists (zombies included).
+pub fn group_alive(pgid: i32) -> bool {
+    kill(Pid::from_raw(-pgid), None).is_ok()
 }
 
 /// Pids whose parent is `parent`.

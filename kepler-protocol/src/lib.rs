@@ -16,8 +16,8 @@ pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
 pub use message::{ClientMessage, RequestId, ServerMessage};
 pub use request::{ConfigRef, Request, StartMode};
 pub use response::{
-    ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig,
-    Response, ServiceInfo, ServiceStatus,
+    ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
+    ServiceInfo, ServiceStatus,
 };
 
 /// Name of the socket file inside the daemon's state directory.

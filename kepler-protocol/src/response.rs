@@ -11,10 +11,15 @@ pub enum Response {
     Done,
     DaemonStatus(DaemonStatus),
     /// The daemon accepted `Shutdown` and will exit once its services are stopped.
-    ShuttingDown { pid: u32 },
+    ShuttingDown {
+        pid: u32,
+    },
     Ps(Vec<ConfigServices>),
     Pruned(Vec<PrunedConfig>),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,13 +42,22 @@ async fn a_dependency_chain_starts_in_order_and_stops_completely() {
         Request::Start {
             config: config.clone(),
             services: vec![],
-            mode: StartMode::Wait { timeout_ms: Some(10_000) },
+            mode: StartMode::Wait {
+                timeout_ms: Some(10_000),
+            },
         },
     )
     .await;
     assert_eq!(answer(&mut frames, 1).await, Response::Done);
 
-    send(&mut frames, 2, Request::Ps { config: Some(config.clone()) }).await;
+    send(
+        &mut frames,
+        2,
+        Request::Ps {
+            config: Some(config.clone()),
+        },
+    )
+    .await;
     let Response::Ps(configs) = answer(&mut frames, 2).await else {
         panic!("expected ps")
     };

@@ -1,15 +1,71 @@
 //! One module per verb: each builds its request and renders the answer.
+//! `attach` follows an attached start or restart.
 
+mod attach;
+mod check;
+mod completions;
 mod daemon;
+mod prune;
+mod ps;
+mod recreate;
+mod restart;
+mod start;
+mod stop;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
+use kepler_protocol::Request;
 
 use crate::cli::{Cli, Command};
+use crate::client::Client;
+use crate::event_output::print_event;
+use crate::style::Paint;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let file = cli.file.as_deref();
     match cli.command {
         Command::Daemon(command) => daemon::run(command).await,
+        Command::Start(args) => start::run(file, args).await,
+        Command::Stop(args) => stop::run(file, args).await,
+        Command::Restart(args) => restart::run(file, args).await,
+        Command::Recreate => recreate::run(file).await,
+        Command::Ps(args) => ps::run(file, args).await,
+        Command::Prune(args) => prune::run(args).await,
+        Command::Check => check::run(file),
+        Command::Completions { shell } => completions::run(shell),
+    }
+}
+
+/// Sends `request`, printing whatever events the daemon pushes for it
+/// (progress, state changes) before its final answer.
+async fn request_printing_events(client: &mut Client, request: Request) -> Result<()> {
+    let paint = Paint::for_stdout();
+    client
+        .request_with_events(request, |event| {
+            // A closed stdout must not stop the request half-way.
+            let _ = print_event(&event, paint);
+        })
+        .await?;
+    Ok(())
+}
+
+/// "all services", or the names the user gave: "web, db".
+fn services_phrase(services: &[String]) -> String {
+    if services.is_empty() {
+        "all services".into()
+    } else {
+        services.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_named_or_all() {
+        assert_eq!(services_phrase(&[]), "all services");
+        assert_eq!(services_phrase(&["web".into(), "db".into()]), "web, db");
     }
 }

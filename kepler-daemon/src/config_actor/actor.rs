@@ -67,8 +67,8 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             let result = orchestrator
                 .check_names(&services)
                 .map(|()| {
-                    orchestrator.restart(&services);
-                    orchestrator.plan(&services)
+                    let restarted = orchestrator.restart(&services);
+                    orchestrator.plan(&restarted)
                 })
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
             let _ = reply.send(result);
@@ -79,8 +79,12 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
         Command::Summary { reply } => {
             let _ = reply.send((orchestrator.running_count(), orchestrator.infos().len()));
         }
-        Command::Recreate { sys_env, reply } => {
-            let _ = reply.send(recreate(orchestrator, sys_env).await);
+        Command::Recreate {
+            caller,
+            sys_env,
+            reply,
+        } => {
+            let _ = reply.send(recreate(orchestrator, &caller, sys_env).await);
         }
         Command::Close => {}
     }
@@ -89,6 +93,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
 /// Bakes the config again from its source file and swaps the snapshot in.
 async fn recreate(
     orchestrator: &mut Orchestrator,
+    caller: &crate::server::Caller,
     sys_env: std::collections::BTreeMap<String, String>,
 ) -> Result<(), ActorError> {
     let active = orchestrator.active_count();
@@ -103,11 +108,10 @@ async fn recreate(
         ));
     }
     let path = orchestrator.config().config_file.clone();
-    let baked = crate::registry::bake_blocking(path, sys_env).await?;
-    orchestrator
-        .store()
-        .write_bake(&baked)
-        .map_err(|e| ActorError::new(ErrorKind::Failed, format!("cannot write the snapshot: {e}")))?;
+    let baked = crate::registry::bake_for(caller, &path, sys_env).await?;
+    orchestrator.store().write_bake(&baked).map_err(|e| {
+        ActorError::new(ErrorKind::Failed, format!("cannot write the snapshot: {e}"))
+    })?;
     orchestrator.replace_config(std::sync::Arc::new(baked.config));
     Ok(())
 }

@@ -48,6 +48,7 @@ pub enum Command {
         reply: oneshot::Sender<(usize, usize)>,
     },
     Recreate {
+        caller: crate::server::Caller,
         sys_env: BTreeMap<String, String>,
         reply: Reply<()>,
     },

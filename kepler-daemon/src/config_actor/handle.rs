@@ -135,9 +135,15 @@ impl ConfigHandle {
 
     pub async fn recreate(
         &self,
+        caller: crate::server::Caller,
         sys_env: std::collections::BTreeMap<String, String>,
     ) -> Result<(), ActorError> {
-        self.ask(|reply| Command::Recreate { sys_env, reply }).await
+        self.ask(|reply| Command::Recreate {
+            caller,
+            sys_env,
+            reply,
+        })
+        .await
     }
 
     pub fn close(&self) {

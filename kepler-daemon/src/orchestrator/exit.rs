@@ -15,10 +15,7 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 
 /// Exit code as shells report it: 128 + N for a death by signal N.
 pub fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code
-        .or(status.signal.map(|s| 128 + s))
-        .unwrap_or(-1)
+    status.code.or(status.signal.map(|s| 128 + s)).unwrap_or(-1)
 }
 
 impl Orchestrator {
@@ -134,14 +131,14 @@ impl Orchestrator {
             })
             .cloned()
             .collect();
-        for dependent in dependents {
-            let active = self
-                .services
-                .get(&dependent)
-                .is_some_and(|s| s.pid.is_some() || s.waiting);
-            if active {
-                self.queue_stop(&dependent, None, StopIntent::Restart);
-            }
-        }
+        let active: Vec<String> = dependents
+            .into_iter()
+            .filter(|d| {
+                self.services
+                    .get(d)
+                    .is_some_and(|s| s.pid.is_some() || s.waiting)
+            })
+            .collect();
+        self.stop_all_of(&active, None, StopIntent::Restart);
     }
 }

@@ -267,7 +267,7 @@ impl Orchestrator {
         let quiescent = runtime.is_quiescent();
         let settled = runtime.is_settled();
         self.dirty = true;
-        let _ = self.events.states.send(StateChange {
+        self.events.publish_state(StateChange {
             service: Arc::from(name),
             status,
             reason,

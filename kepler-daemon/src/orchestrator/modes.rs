@@ -12,13 +12,14 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::StartPlan;
 use crate::config_actor::ActorError;
-use crate::events::StateChange;
+use crate::events::{StateChange, StreamItem};
 
 /// Subscriptions taken before the request is sent to the actor, so no event
 /// of the request can be missed.
 pub struct Subscriptions {
     pub states: broadcast::Receiver<StateChange>,
-    pub logs: Option<broadcast::Receiver<Arc<kepler_protocol::LogLine>>>,
+    /// Output and state changes in order; attached mode only.
+    pub stream: Option<broadcast::Receiver<StreamItem>>,
 }
 
 /// Waits until every startup-cluster service of the plan is ready: up (or
@@ -101,7 +102,11 @@ pub async fn wait_for_startup(
                     {
                         let mut names: Vec<&String> = pending.iter().collect();
                         names.sort();
-                        names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                        names
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ),
             )),
@@ -121,8 +126,9 @@ where
     F: FnMut(Event) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let Subscriptions { mut states, logs } = subscriptions;
-    let mut logs = logs.expect("attached mode subscribes to logs");
+    let mut stream = subscriptions
+        .stream
+        .expect("attached mode subscribes to the stream");
     let mut busy: HashSet<Arc<str>> = plan
         .views
         .iter()
@@ -130,44 +136,33 @@ where
         .map(|v| v.service.clone())
         .collect();
     loop {
-        if busy.is_empty() && states.is_empty() && logs.is_empty() {
+        if busy.is_empty() && stream.is_empty() {
             return Ok(());
         }
-        tokio::select! {
-            biased;
-            line = logs.recv() => match line {
-                Ok(line) => {
-                    if !emit(Event::Log((*line).clone())).await {
-                        return Ok(());
-                    }
+        let event = match stream.recv().await {
+            Ok(StreamItem::Log(line)) => Event::Log((*line).clone()),
+            Ok(StreamItem::State(change)) => {
+                if change.quiescent {
+                    busy.remove(&change.service);
+                } else {
+                    busy.insert(change.service.clone());
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    let message = format!("(output too fast: {missed} lines not shown; `kepler logs` has them)");
-                    if !emit(Event::Progress { message }).await {
-                        return Ok(());
-                    }
+                Event::ServiceState {
+                    service: change.service.to_string(),
+                    status: change.status,
+                    reason: change.reason,
                 }
-                Err(RecvError::Closed) => return Ok(()),
+            }
+            Err(RecvError::Lagged(missed)) => Event::Progress {
+                message: format!(
+                    "(output too fast: {missed} lines or state changes not shown; `kepler logs` \
+                     and `kepler ps` have them)"
+                ),
             },
-            change = states.recv() => match change {
-                Ok(change) => {
-                    if change.quiescent {
-                        busy.remove(&change.service);
-                    } else {
-                        busy.insert(change.service.clone());
-                    }
-                    let event = Event::ServiceState {
-                        service: change.service.to_string(),
-                        status: change.status,
-                        reason: change.reason,
-                    };
-                    if !emit(event).await {
-                        return Ok(());
-                    }
-                }
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return Ok(()),
-            },
+            Err(RecvError::Closed) => return Ok(()),
+        };
+        if !emit(event).await {
+            return Ok(());
         }
     }
 }

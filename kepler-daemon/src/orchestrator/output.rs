@@ -9,35 +9,35 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kepler_protocol::LogLine;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
-use tokio::sync::broadcast;
+
+use crate::events::ConfigEvents;
 
 /// Longest line kept as one; longer ones are split, never dropped.
 const MAX_LINE: usize = 64 * 1024;
 
-pub fn pump(
-    service: Arc<str>,
-    stderr: bool,
-    pipe: pipe::Receiver,
-    logs: broadcast::Sender<Arc<LogLine>>,
-) {
+pub fn pump(service: Arc<str>, stderr: bool, pipe: pipe::Receiver, events: ConfigEvents) {
     tokio::spawn(async move {
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
         let mut line = Vec::new();
         loop {
             line.clear();
-            match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
+            match (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+                .await
+            {
                 Ok(0) => break,
                 Ok(_) => {
                     if line.last() == Some(&b'\n') {
                         line.pop();
                     }
-                    let _ = logs.send(Arc::new(LogLine {
+                    events.publish_log(LogLine {
                         service: service.to_string(),
                         hook: None,
                         stderr,
                         timestamp_us: now_us(),
                         bytes: line.clone(),
-                    }));
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(%service, "cannot read output: {e}");

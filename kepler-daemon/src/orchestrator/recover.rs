@@ -66,7 +66,8 @@ pub async fn kill_survivors(state: &ConfigState) {
         );
         let _ = process::signal_group(pgid, Signal::SIGKILL);
         waits.push(async move {
-            let gone = tokio::time::timeout(Duration::from_secs(10), process::wait_group_gone(pgid));
+            let gone =
+                tokio::time::timeout(Duration::from_secs(10), process::wait_group_gone(pgid));
             if gone.await.is_err() {
                 tracing::error!(pgid, "process group survived SIGKILL for 10s");
             }

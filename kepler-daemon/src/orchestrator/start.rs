@@ -8,7 +8,7 @@ use kepler_protocol::ServiceStatus;
 use super::{output, Internal, Orchestrator};
 use crate::deps::{self, Readiness};
 use crate::process::{self, OutputMode, ProcessSpec, ResourceLimits};
-use crate::user::{identity_env, resolve_user};
+use crate::user::{identity_env, resolve_user, ResolvedUser};
 
 impl Orchestrator {
     /// Starts `names` (all when empty) and everything they depend on, in
@@ -106,7 +106,9 @@ impl Orchestrator {
             .map(|(_, e)| e.clone());
         let Some(edge) = edge else { return };
         if matches!(
-            self.services.get(dependency).map(|d| deps::check(dependency, d, &edge)),
+            self.services
+                .get(dependency)
+                .map(|d| deps::check(dependency, d, &edge)),
             Some(Readiness::Satisfied)
         ) {
             return;
@@ -154,10 +156,10 @@ impl Orchestrator {
 
         let service: std::sync::Arc<str> = std::sync::Arc::from(name);
         if let Some(stdout) = spawned.stdout {
-            output::pump(service.clone(), false, stdout, self.events.logs.clone());
+            output::pump(service.clone(), false, stdout, self.events.clone());
         }
         if let Some(stderr) = spawned.stderr {
-            output::pump(service.clone(), true, stderr, self.events.logs.clone());
+            output::pump(service.clone(), true, stderr, self.events.clone());
         }
         let mailbox = self.mailbox.clone();
         let exit = spawned.exit;
@@ -173,30 +175,49 @@ impl Orchestrator {
         self.set_status(name, ServiceStatus::Running, None);
     }
 
+    /// Who a service (and, by default, its hooks and probes) runs as: its
+    /// `user:`; in a config owned by a non-root user, that owner when unset.
+    /// Nothing in such a config may run as root: membership of the `kepler`
+    /// group must never be a way to become root.
+    pub(super) fn service_user(&mut self, name: &str) -> Result<Option<ResolvedUser>, String> {
+        let service = &self.config.services[name];
+        let spec = match (&service.user, self.owner_uid) {
+            (Some(user), _) => Some(user.to_string()),
+            (None, 0) => None,
+            (None, owner) => Some(owner.to_string()),
+        };
+        let Some(spec) = spec else { return Ok(None) };
+        let key = (spec, service.group.as_ref().map(|g| g.to_string()));
+        let resolved = match self.users.get(&key) {
+            Some(resolved) => resolved.clone(),
+            None => {
+                let resolved = resolve_user(&key.0, key.1.as_deref())
+                    .map_err(|e| format!("cannot start: {e}"))?;
+                self.users.insert(key.clone(), resolved.clone());
+                resolved
+            }
+        };
+        if self.owner_uid != 0 && (resolved.uid == 0 || resolved.gid == 0) {
+            return Err(format!(
+                "refused: this config belongs to uid {}, so its services may not run as root \
+                 (user `{}`); only root's configs may",
+                self.owner_uid, key.0
+            ));
+        }
+        Ok(Some(resolved))
+    }
+
     /// What to spawn for a service: its command, final environment, working
     /// directory, user and limits.
     fn process_spec(&mut self, name: &str) -> Result<ProcessSpec, String> {
+        let user = self.service_user(name)?;
         let service = &self.config.services[name];
         let mut env = service.environment.clone();
-        let user = match &service.user {
-            Some(user) => {
-                let key = (user.to_string(), service.group.as_ref().map(|g| g.to_string()));
-                let resolved = match self.users.get(&key) {
-                    Some(resolved) => resolved.clone(),
-                    None => {
-                        let resolved = resolve_user(&key.0, key.1.as_deref())
-                            .map_err(|e| format!("cannot start: {e}"))?;
-                        self.users.insert(key, resolved.clone());
-                        resolved
-                    }
-                };
-                for (key, value) in identity_env(&resolved) {
-                    env.entry(key).or_insert(value);
-                }
-                Some(resolved)
+        if let Some(resolved) = &user {
+            for (key, value) in identity_env(resolved) {
+                env.entry(key).or_insert(value);
             }
-            None => None,
-        };
+        }
         Ok(ProcessSpec {
             argv: service.command.clone(),
             env,

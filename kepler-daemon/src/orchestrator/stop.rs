@@ -30,17 +30,14 @@ impl Orchestrator {
             pending: selected.iter().cloned().collect(),
             done,
         });
-        // Queue them all first, so ordering sees the whole set.
-        for name in &selected {
-            self.queue_stop(name, request.signal, request.intent);
-        }
+        self.stop_all_of(&selected, request.signal, request.intent);
         self.settle_stop_waiters(&selected);
         finished
     }
 
     /// `kepler restart`: the selection, plus dependents that declared
-    /// `restart: true` on it, go down and come back up.
-    pub fn restart(&mut self, names: &[String]) {
+    /// `restart: true` on it, go down and come back up. Returns that set.
+    pub fn restart(&mut self, names: &[String]) -> Vec<String> {
         let mut selected = self.selection(names);
         let mut seen: HashSet<String> = selected.iter().cloned().collect();
         let mut i = 0;
@@ -58,13 +55,28 @@ impl Orchestrator {
             }
             i += 1;
         }
-        for name in &selected {
-            self.queue_stop(name, None, StopIntent::Restart);
+        self.stop_all_of(&selected, None, StopIntent::Restart);
+        selected
+    }
+
+    /// Queues every stop of a set before beginning any, so a service never
+    /// goes down while a dependent in the same set is still up.
+    pub(super) fn stop_all_of(
+        &mut self,
+        names: &[String],
+        signal: Option<i32>,
+        intent: StopIntent,
+    ) {
+        for name in names {
+            self.queue_stop(name, signal, intent);
+        }
+        for name in names {
+            self.try_begin_stop(name);
         }
     }
 
-    /// Marks one service to stop. It begins once no dependent that is also
-    /// stopping is still up; a service with no process is settled at once.
+    /// Marks one service to stop (see [`Self::try_begin_stop`] for when it
+    /// begins); a service with no process is settled at once.
     pub(super) fn queue_stop(&mut self, name: &str, signal: Option<i32>, intent: StopIntent) {
         let Some(runtime) = self.services.get_mut(name) else {
             return;
@@ -77,7 +89,12 @@ impl Orchestrator {
             }
             return;
         }
-        runtime.desired = intent != StopIntent::User;
+        match intent {
+            StopIntent::User => runtime.desired = false,
+            StopIntent::Restart => runtime.desired = true,
+            // What was wanted stays wanted, for the next daemon to resume.
+            StopIntent::Shutdown => {}
+        }
         runtime.restart_pending = false;
         runtime.waiting = false;
         runtime.generation += 1;
@@ -96,11 +113,12 @@ impl Orchestrator {
             intent,
             begun: false,
         });
-        self.try_begin_stop(name);
+        // Shown as stopping from now on, even while it waits for dependents.
+        self.set_status(name, ServiceStatus::Stopping, None);
     }
 
     /// Sends the stop signal once every dependent being stopped is down.
-    fn try_begin_stop(&mut self, name: &str) {
+    pub(super) fn try_begin_stop(&mut self, name: &str) {
         let blocked = self.index.dependents(name).iter().any(|d| {
             self.services
                 .get(d)

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use kepler_protocol::{Request, Response};
 
 use crate::client::Client;
+use crate::human_time::human_duration;
 
 pub async fn run() -> Result<ExitCode> {
     let mut client = Client::connect().await?;
@@ -32,14 +33,4 @@ pub async fn run() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn human_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
 }

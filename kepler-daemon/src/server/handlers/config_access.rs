@@ -6,14 +6,21 @@ use super::RequestContext;
 use crate::config_actor::{ActorError, ConfigHandle};
 
 /// The config's actor, loaded on first use, if the caller owns it (or is root).
-pub async fn config_for(ctx: &RequestContext, config: &ConfigRef) -> Result<ConfigHandle, ActorError> {
+pub async fn config_for(
+    ctx: &RequestContext,
+    config: &ConfigRef,
+) -> Result<ConfigHandle, ActorError> {
     if ctx.daemon.is_shutting_down() {
         return Err(ActorError::new(
             ErrorKind::ShuttingDown,
             "the daemon is shutting down and takes no new work",
         ));
     }
-    let handle = ctx.daemon.registry().get_or_load(config, &ctx.caller).await?;
+    let handle = ctx
+        .daemon
+        .registry()
+        .get_or_load(config, &ctx.caller)
+        .await?;
     ensure_owner(ctx, &handle)?;
     Ok(handle)
 }

@@ -15,7 +15,9 @@ pub async fn handle(ctx: &RequestContext) -> Response {
         let summary = handle.summary().await;
         configs.push(ConfigSummary {
             path: handle.path().to_path_buf(),
-            services: summary.as_ref().map_or(handle.service_count(), |s| s.services),
+            services: summary
+                .as_ref()
+                .map_or(handle.service_count(), |s| s.services),
             running: summary.map_or(0, |s| s.running),
         });
     }

@@ -102,7 +102,9 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         Request::Prune { force, dry_run } => prune::handle(&ctx, force, dry_run)
             .await
             .unwrap_or_else(error_response),
-        Request::Ps { config } => ps::handle(&ctx, config).await.unwrap_or_else(error_response),
+        Request::Ps { config } => ps::handle(&ctx, config)
+            .await
+            .unwrap_or_else(error_response),
     };
     ctx.respond(response).await;
 }

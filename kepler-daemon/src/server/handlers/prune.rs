@@ -12,7 +12,11 @@ use crate::orchestrator::StopIntentRequest;
 use crate::persistence::ConfigStore;
 use crate::state::StopIntent;
 
-pub async fn handle(ctx: &RequestContext, force: bool, dry_run: bool) -> Result<Response, ActorError> {
+pub async fn handle(
+    ctx: &RequestContext,
+    force: bool,
+    dry_run: bool,
+) -> Result<Response, ActorError> {
     let registry = ctx.daemon.registry();
     let mut report = Vec::new();
     let Ok(entries) = fs::read_dir(registry.configs_dir()) else {
@@ -48,6 +52,8 @@ pub async fn handle(ctx: &RequestContext, force: bool, dry_run: bool) -> Result<
             continue;
         }
         if dry_run {
+            // In a dry run, `removed` says what a real run would remove.
+            entry.removed = true;
             entry.note = if running > 0 {
                 format!("would stop {running} service(s) and remove")
             } else {

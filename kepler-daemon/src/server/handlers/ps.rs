@@ -6,7 +6,10 @@ use super::config_access::config_for;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 
-pub async fn handle(ctx: &RequestContext, config: Option<ConfigRef>) -> Result<Response, ActorError> {
+pub async fn handle(
+    ctx: &RequestContext,
+    config: Option<ConfigRef>,
+) -> Result<Response, ActorError> {
     let handles = match config {
         Some(config) => vec![config_for(ctx, &config).await?],
         // Non-root callers see only the configs they own.

@@ -8,6 +8,8 @@ use crate::config_actor::ActorError;
 
 pub async fn handle(ctx: &RequestContext, config: ConfigRef) -> Result<Response, ActorError> {
     let handle = config_for(ctx, &config).await?;
-    handle.recreate(config.sys_env).await?;
+    handle
+        .recreate((*ctx.caller).clone(), config.sys_env)
+        .await?;
     Ok(Response::Done)
 }

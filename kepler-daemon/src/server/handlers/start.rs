@@ -26,7 +26,7 @@ pub async fn handle(
     // Subscribe before acting, so no event of this request is missed.
     let subscriptions = Subscriptions {
         states: handle.events().states.subscribe(),
-        logs: matches!(mode, StartMode::Attached).then(|| handle.events().logs.subscribe()),
+        stream: matches!(mode, StartMode::Attached).then(|| handle.events().stream.subscribe()),
     };
     let plan = match verb {
         Verb::Start => handle.start(services).await?,

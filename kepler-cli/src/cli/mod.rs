@@ -1,0 +1,236 @@
+//! The command line, as clap derives it.
+//!
+//! Values with a grammar of their own (durations, signals) are parsed here by
+//! clap value parsers, so a bad value is reported before anything is sent.
+
+mod duration;
+mod signal;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+pub use duration::parse_duration;
+pub use signal::parse_signal;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kepler",
+    version,
+    about = "Run your services in dependency order, keep them healthy, keep their logs",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Config file (default: kepler.yaml, then kepler.yml, in the current directory).
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Print more detail about what is happening.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage the Kepler daemon itself.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Start services (all when none are named) and what they depend on.
+    ///
+    /// Without -d, follows their output until every service has stopped or
+    /// failed; Ctrl+C stops them (press it twice to leave without waiting).
+    Start(StartArgs),
+    /// Stop services (all when none are named); dependents stop first.
+    Stop(StopArgs),
+    /// Stop then start services (all when none are named).
+    ///
+    /// Without -d, follows their output like `kepler start`.
+    Restart(StartArgs),
+    /// Bake the config again from its file; every service must be stopped.
+    Recreate,
+    /// List the services of the config and their states.
+    Ps(PsArgs),
+    /// Remove the state of configs that have nothing running.
+    Prune(PruneArgs),
+    /// Check the config file and print it as the daemon would run it.
+    Check,
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
+}
+
+/// How `start` and `restart` keep the terminal.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct StartArgs {
+    /// Return once the services are launched; startup goes on in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+
+    /// With -d: return once the startup cluster is ready, or fail naming what failed.
+    #[arg(long, requires = "detach")]
+    pub wait: bool,
+
+    /// With --wait: give up after this long (e.g. 500ms, 30s, 5m, 1h, 1d).
+    #[arg(long, requires = "wait", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Services to act on (default: all).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct StopArgs {
+    /// Signal to send instead of each service's stop_signal (e.g. TERM, SIGKILL, 9).
+    #[arg(short, long, value_name = "SIGNAL", value_parser = parse_signal)]
+    pub signal: Option<i32>,
+
+    /// Run the pre_cleanup hook after stopping.
+    #[arg(long)]
+    pub clean: bool,
+
+    /// Services to stop (default: all).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct PsArgs {
+    /// Show the services of every loaded config, not just this one.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct PruneArgs {
+    /// Also remove the state of configs whose source file still exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Start the daemon (must be root). Runs in the foreground unless -d.
+    Start {
+        /// Run in the background; returns once the daemon answers.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Stop every service of every config, then stop the daemon.
+    Stop,
+    /// Stop the daemon if it runs, then start it again.
+    Restart {
+        /// Run in the background; returns once the daemon answers.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Show the daemon's pid, version, uptime and loaded configs.
+    Status,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kepler").chain(args.iter().copied()))
+    }
+
+    fn start_args(args: &[&str]) -> StartArgs {
+        match parse(args).expect("valid command line").command {
+            Command::Start(args) | Command::Restart(args) => args,
+            other => panic!("expected start or restart, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wait_without_detach_is_rejected() {
+        let err = parse(&["start", "--wait"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{err}");
+        assert!(err.to_string().contains("--detach"), "{err}");
+    }
+
+    #[test]
+    fn timeout_without_wait_is_rejected() {
+        let err = parse(&["start", "-d", "--timeout", "5s"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{err}");
+        assert!(err.to_string().contains("--wait"), "{err}");
+        let err = parse(&["restart", "--timeout", "5s"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{err}");
+    }
+
+    #[test]
+    fn detach_wait_and_timeout_together_are_accepted() {
+        let args = start_args(&["start", "-d", "--wait", "--timeout", "90s", "web", "db"]);
+        assert!(args.detach && args.wait);
+        assert_eq!(args.timeout, Some(Duration::from_secs(90)));
+        assert_eq!(args.services, ["web", "db"]);
+        let args = start_args(&["restart", "-d", "--wait"]);
+        assert!(args.detach && args.wait && args.timeout.is_none());
+    }
+
+    #[test]
+    fn a_bad_timeout_is_rejected_naming_the_value() {
+        let err = parse(&["start", "-d", "--wait", "--timeout", "soon"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn stop_takes_a_signal_clean_and_services() {
+        match parse(&["stop", "-s", "kill", "--clean", "web"])
+            .unwrap()
+            .command
+        {
+            Command::Stop(args) => {
+                assert_eq!(args.signal, Some(9));
+                assert!(args.clean);
+                assert_eq!(args.services, ["web"]);
+            }
+            other => panic!("expected stop, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_signal_is_rejected_naming_the_value() {
+        let err = parse(&["stop", "--signal", "SIGNOPE"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("SIGNOPE"), "{err}");
+    }
+
+    #[test]
+    fn file_is_accepted_after_the_verb() {
+        let cli = parse(&["ps", "-f", "other.yml", "--all"]).unwrap();
+        assert_eq!(cli.file, Some(PathBuf::from("other.yml")));
+        assert!(matches!(
+            cli.command,
+            Command::Ps(PsArgs {
+                all: true,
+                json: false
+            })
+        ));
+    }
+}

@@ -1,0 +1,66 @@
+//! Following an attached `start` or `restart`: print the request's events
+//! until the daemon's final answer, which comes once every service has
+//! reached a terminal state.
+//!
+//! The first Ctrl+C sends a stop for the same services on the same connection
+//! and keeps printing (the stopping services' output is still streamed); the
+//! second one leaves at once with exit status 130, services left as they are.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use kepler_protocol::{Request, RequestId, ServerMessage};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::client::{into_result, Client};
+use crate::event_output::print_event;
+use crate::style::Paint;
+
+/// Exit status after a second Ctrl+C, as shells report death by SIGINT.
+const INTERRUPTED: u8 = 130;
+
+/// Sends `request` and prints its events until its final response; `stop`
+/// is sent on the first Ctrl+C. Ok(0) on `Done`; the daemon's message as
+/// the error on `Error`.
+pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Result<ExitCode> {
+    // Installed before sending, so a Ctrl+C from here on is never the default
+    // "exit at once".
+    let mut interrupts =
+        signal(SignalKind::interrupt()).context("cannot listen for Ctrl+C (SIGINT)")?;
+    let paint = Paint::for_stdout();
+    let request_id = client.send(request).await?;
+    let mut stop_id: Option<RequestId> = None;
+    let mut stop_answered = false;
+    let mut outcome = None;
+    // Both answers are awaited, so a failed stop is reported before exiting.
+    while outcome.is_none() || (stop_id.is_some() && !stop_answered) {
+        tokio::select! {
+            message = client.next_message() => match message? {
+                ServerMessage::Event { id, event } if id == request_id || Some(id) == stop_id => {
+                    print_event(&event, paint).context("cannot write to stdout")?;
+                }
+                ServerMessage::Response { id, response } if id == request_id => {
+                    outcome = Some(into_result(response));
+                }
+                ServerMessage::Response { id, response } if Some(id) == stop_id => {
+                    stop_answered = true;
+                    if let Err(e) = into_result(response) {
+                        eprintln!("error: cannot stop the services: {e:#}");
+                    }
+                }
+                _ => {}
+            },
+            _ = interrupts.recv() => {
+                if stop_id.is_some() {
+                    return Ok(ExitCode::from(INTERRUPTED));
+                }
+                eprintln!("stopping services... (press Ctrl+C again to exit without waiting)");
+                stop_id = Some(client.send(stop.clone()).await?);
+            }
+        }
+    }
+    match outcome {
+        Some(Err(e)) => Err(e),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,121 @@
+//! `kepler start [-d [--wait [--timeout T]]] [service...]`.
+//!
+//! Exit status: `-d` and `-d --wait` exit 0 once the daemon answers and 1 on
+//! its error. Attached (no `-d`) exits 0 when the daemon reports every
+//! service in a terminal state, 1 on its error, 130 after a second Ctrl+C.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use kepler_protocol::{ConfigRef, Request, StartMode};
+
+use super::{attach, request_printing_events, services_phrase};
+use crate::cli::StartArgs;
+use crate::client::Client;
+use crate::config_ref::config_ref;
+
+pub async fn run(file: Option<&Path>, args: StartArgs) -> Result<ExitCode> {
+    let config = config_ref(file)?;
+    let request = Request::Start {
+        config: config.clone(),
+        services: args.services.clone(),
+        mode: start_mode(&args),
+    };
+    run_in_mode(request, config, &args, Wording::START).await
+}
+
+/// What the confirmations of `start` and `restart` say.
+pub(super) struct Wording {
+    /// Present participle, for `-d`: "starting".
+    pub ongoing: &'static str,
+    /// Past participle, for `-d --wait`: "started".
+    pub done: &'static str,
+}
+
+impl Wording {
+    const START: Wording = Wording {
+        ongoing: "starting",
+        done: "started",
+    };
+}
+
+pub(super) fn start_mode(args: &StartArgs) -> StartMode {
+    match (args.detach, args.wait) {
+        (false, _) => StartMode::Attached,
+        (true, false) => StartMode::Detached,
+        (true, true) => StartMode::Wait {
+            // Saturates rather than wraps: a timeout of centuries is no timeout.
+            timeout_ms: args
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        },
+    }
+}
+
+/// Sends a start or restart `request` and follows it as its mode says.
+pub(super) async fn run_in_mode(
+    request: Request,
+    config: ConfigRef,
+    args: &StartArgs,
+    wording: Wording,
+) -> Result<ExitCode> {
+    let mut client = Client::connect().await?;
+    let what = services_phrase(&args.services);
+    match start_mode(args) {
+        StartMode::Attached => {
+            let stop = Request::Stop {
+                config,
+                services: args.services.clone(),
+                signal: None,
+                clean: false,
+            };
+            attach::follow(&mut client, request, stop).await
+        }
+        StartMode::Detached => {
+            request_printing_events(&mut client, request).await?;
+            println!(
+                "{} {what} in the background; `kepler ps` shows their state",
+                wording.ongoing
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        StartMode::Wait { .. } => {
+            request_printing_events(&mut client, request).await?;
+            println!("{} {what}", wording.done);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn args(detach: bool, wait: bool, timeout: Option<Duration>) -> StartArgs {
+        StartArgs {
+            detach,
+            wait,
+            timeout,
+            services: vec![],
+        }
+    }
+
+    #[test]
+    fn flags_choose_the_start_mode() {
+        assert_eq!(start_mode(&args(false, false, None)), StartMode::Attached);
+        assert_eq!(start_mode(&args(true, false, None)), StartMode::Detached);
+        assert_eq!(
+            start_mode(&args(true, true, None)),
+            StartMode::Wait { timeout_ms: None }
+        );
+        assert_eq!(
+            start_mode(&args(true, true, Some(Duration::from_secs(30)))),
+            StartMode::Wait {
+                timeout_ms: Some(30_000)
+            }
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! How events pushed by the daemon look: a service's output as
+//! `web | line` (`web[pre_start] | line` for a hook), and state changes and
+//! progress as dim `kepler | ...` lines.
+//!
+//! With colour, each service's name has its own colour and the bar of a line
+//! the service wrote to stderr is red. Rendering is pure, so tests can pin it.
+
+use std::io::{self, Write};
+
+use kepler_protocol::{Event, LogLine, ServiceStatus};
+
+use crate::style::{self, Paint};
+
+/// The prefix of lines that come from Kepler rather than from a service.
+const KEPLER_PREFIX: &str = "kepler";
+
+/// The event as lines of text (without the final newline).
+pub fn render_event(event: &Event, paint: Paint) -> String {
+    match event {
+        Event::Log(line) => render_log_line(line, paint),
+        Event::ServiceState {
+            service,
+            status,
+            reason,
+        } => render_state(service, *status, reason.as_deref(), paint),
+        Event::Progress { message } => {
+            paint.paint(&format!("{KEPLER_PREFIX} | {message}"), style::dim())
+        }
+    }
+}
+
+/// Writes the event to stdout as [`render_event`] shows it.
+pub fn print_event(event: &Event, paint: Paint) -> io::Result<()> {
+    writeln!(io::stdout().lock(), "{}", render_event(event, paint))
+}
+
+/// `service | text`, once per line if the bytes hold several. Bytes that are
+/// not UTF-8 are shown lossily.
+pub fn render_log_line(line: &LogLine, paint: Paint) -> String {
+    let service_style = style::service_style(&line.service);
+    let mut prefix = paint.paint(&line.service, service_style);
+    if let Some(hook) = &line.hook {
+        prefix.push_str(&paint.paint(&format!("[{hook}]"), style::dim()));
+    }
+    let bar_style = if line.stderr {
+        style::error()
+    } else {
+        service_style
+    };
+    let bar = paint.paint("|", bar_style);
+    let text = String::from_utf8_lossy(&line.bytes);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    text.split('\n')
+        .map(|part| {
+            let part = part.strip_suffix('\r').unwrap_or(part);
+            format!("{prefix} {bar} {part}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `kepler | web exited (1)`, or `kepler | web failed: why` with a reason.
+fn render_state(
+    service: &str,
+    status: ServiceStatus,
+    reason: Option<&str>,
+    paint: Paint,
+) -> String {
+    let head = paint.paint(&format!("{KEPLER_PREFIX} | {service}"), style::dim());
+    let status_style = if style::went_wrong(status) {
+        style::error()
+    } else {
+        style::dim()
+    };
+    let mut tail = status.name();
+    if let Some(reason) = reason {
+        tail = format!("{tail}: {reason}");
+    }
+    format!("{head} {}", paint.paint(&tail, status_style))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(service: &str, hook: Option<&str>, stderr: bool, bytes: &[u8]) -> Event {
+        Event::Log(LogLine {
+            service: service.into(),
+            hook: hook.map(Into::into),
+            stderr,
+            timestamp_us: 0,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_log_line_is_prefixed_with_its_service() {
+        let line = log("web", None, false, b"listening on :8080");
+        assert_eq!(
+            render_event(&line, Paint::PLAIN),
+            "web | listening on :8080"
+        );
+    }
+
+    #[test]
+    fn stderr_lines_look_the_same_without_colour() {
+        let line = log("web", None, true, b"warning: slow\n");
+        assert_eq!(render_event(&line, Paint::PLAIN), "web | warning: slow");
+    }
+
+    #[test]
+    fn a_hook_line_names_the_hook_after_the_service() {
+        let line = log("db", Some("pre_start"), false, b"migrating");
+        assert_eq!(
+            render_event(&line, Paint::PLAIN),
+            "db[pre_start] | migrating"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_shown_lossily() {
+        let line = log("web", None, false, b"caf\xe9\r\n");
+        assert_eq!(render_event(&line, Paint::PLAIN), "web | caf\u{fffd}");
+    }
+
+    #[test]
+    fn several_lines_in_one_event_each_get_the_prefix() {
+        let line = log("web", None, false, b"one\ntwo\n");
+        assert_eq!(render_event(&line, Paint::PLAIN), "web | one\nweb | two");
+    }
+
+    #[test]
+    fn with_colour_the_prefix_has_the_service_colour_and_the_text_does_not() {
+        let line = log("web", None, false, b"hello");
+        let painted = render_event(&line, Paint::COLOUR);
+        let name = Paint::COLOUR.paint("web", style::service_style("web"));
+        let bar = Paint::COLOUR.paint("|", style::service_style("web"));
+        assert_eq!(painted, format!("{name} {bar} hello"));
+        assert_ne!(name, "web");
+    }
+
+    #[test]
+    fn with_colour_a_stderr_line_has_a_red_bar() {
+        let line = log("web", None, true, b"oops");
+        let painted = render_event(&line, Paint::COLOUR);
+        assert!(
+            painted.contains(&Paint::COLOUR.paint("|", style::error())),
+            "{painted:?}"
+        );
+    }
+
+    #[test]
+    fn services_with_different_colours_get_different_prefixes() {
+        let other = ["db", "cache", "worker", "api", "queue"]
+            .into_iter()
+            .find(|name| style::service_style(name) != style::service_style("web"))
+            .expect("the palette has more than one colour");
+        let web = render_event(&log("web", None, false, b"x"), Paint::COLOUR);
+        let them = render_event(&log(other, None, false, b"x"), Paint::COLOUR);
+        assert_ne!(web.replace("web", ""), them.replace(other, ""));
+    }
+
+    #[test]
+    fn a_state_change_is_a_short_kepler_line() {
+        let event = Event::ServiceState {
+            service: "web".into(),
+            status: ServiceStatus::Exited(1),
+            reason: None,
+        };
+        assert_eq!(
+            render_event(&event, Paint::PLAIN),
+            "kepler | web exited (1)"
+        );
+        let event = Event::ServiceState {
+            service: "api".into(),
+            status: ServiceStatus::Failed,
+            reason: Some("dependency db failed".into()),
+        };
+        assert_eq!(
+            render_event(&event, Paint::PLAIN),
+            "kepler | api failed: dependency db failed"
+        );
+    }
+
+    #[test]
+    fn progress_is_a_kepler_line() {
+        let event = Event::Progress {
+            message: "baking kepler.yaml".into(),
+        };
+        assert_eq!(
+            render_event(&event, Paint::PLAIN),
+            "kepler | baking kepler.yaml"
+        );
+        assert!(render_event(&event, Paint::COLOUR).starts_with('\x1b'));
+    }
+}

@@ -1,0 +1,180 @@
+//! `start` attached, `-d`, `-d --wait [--timeout]`, and `ps`.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kepler_e2e::{group_alive, Kepler, DEADLINE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+#[test]
+fn attached_start_streams_output_and_exits_once_everything_has_settled() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  one:\n    command: [\"sh\", \"-c\", \"echo hello from one\"]\n  two:\n    command: [\"sh\", \"-c\", \"echo oops >&2; exit 3\"]\n    depends_on:\n      one:\n        condition: service_completed_successfully\n",
+    );
+    let run = kepler.kepler(&["start"]);
+    run.success()
+        .stdout_has("one | hello from one")
+        .stdout_has("two | oops")
+        .stdout_has("kepler | two exited (3)");
+    let first = run.stdout.find("hello from one").unwrap();
+    assert!(run.stdout.find("two | oops").unwrap() > first, "{run}");
+}
+
+#[test]
+fn ctrl_c_stops_the_attached_services_and_waits_for_them() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  web:\n    command: [\"sh\", \"-c\", \"trap 'echo web got TERM; exit 0' TERM; echo web ready; while :; do sleep 0.05; done\"]\n",
+    );
+    let mut child = kepler
+        .command("kepler")
+        .arg("start")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_line = |needle: &str| loop {
+        let line = lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
+        if line.contains(needle) {
+            return;
+        }
+    };
+    wait_line("web ready");
+    let pid = kepler.service("kepler.yaml", "web").pid().unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    wait_line("web got TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!group_alive(pid));
+    assert_eq!(kepler.service("kepler.yaml", "web").status(), "stopped");
+}
+
+#[test]
+fn wait_fails_naming_the_service_that_failed_during_startup() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  db:\n    command: [sleep, '1000']\n  api:\n    command: [\"./missing-server\"]\n    depends_on: [db]\n",
+    );
+    kepler
+        .kepler(&["start", "-d", "--wait"])
+        .failure()
+        .stderr_has("`api` failed during startup")
+        .stderr_has("missing-server");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn wait_timeout_fails_listing_what_was_not_ready() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  job:\n    command: [sleep, '1000']\n  app:\n    command: [sleep, '1000']\n    depends_on:\n      job:\n        condition: service_completed_successfully\n",
+    );
+    let started = std::time::Instant::now();
+    kepler
+        .kepler(&["start", "-d", "--wait", "--timeout", "400ms"])
+        .failure()
+        .stderr_has("timed out")
+        .stderr_has("`app`");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn detached_start_returns_before_the_services_are_up() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  job:\n    command: [\"sh\", \"-c\", \"sleep 0.5\"]\n  app:\n    command: [sleep, '1000']\n    depends_on:\n      job:\n        condition: service_completed_successfully\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    assert_eq!(kepler.service("kepler.yaml", "app").status(), "starting");
+    kepler.wait_for_service("kepler.yaml", "app", "running", |r| r.status() == "running");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn starting_one_service_starts_what_it_depends_on_only() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  db:\n    command: [sleep, '1000']\n  web:\n    command: [sleep, '1000']\n    depends_on: [db]\n  other:\n    command: [sleep, '1000']\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait", "web"]).success();
+    let ps = kepler.ps("kepler.yaml");
+    assert_eq!(ps["db"].status(), "running");
+    assert_eq!(ps["web"].status(), "running");
+    assert_eq!(ps["other"].status(), "stopped");
+    kepler.kepler(&["stop", "web"]).success();
+    assert_eq!(kepler.service("kepler.yaml", "db").status(), "running");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn unknown_service_names_are_refused_listing_the_real_ones() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  db:\n    command: [sleep, '1000']\n",
+    );
+    kepler
+        .kepler(&["start", "-d", "dbb"])
+        .failure()
+        .stderr_has("no service named `dbb`")
+        .stderr_has("db");
+}
+
+#[test]
+fn ps_all_and_json_cover_every_loaded_config() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "a/kepler.yaml",
+        "services:\n  alpha:\n    command: [sleep, '1000']\n",
+    );
+    kepler.write(
+        "b/kepler.yaml",
+        "services:\n  beta:\n    command: [\"sh\", \"-c\", \"exit 2\"]\n",
+    );
+    kepler
+        .kepler(&["-f", "a/kepler.yaml", "start", "-d", "--wait"])
+        .success();
+    kepler
+        .kepler(&["-f", "b/kepler.yaml", "start", "-d"])
+        .success();
+    kepler.wait_for_service("b/kepler.yaml", "beta", "exited", |r| {
+        r.status() == "exited"
+    });
+    let table = kepler.kepler(&["ps", "--all"]);
+    table
+        .success()
+        .stdout_has("CONFIG")
+        .stdout_has("alpha")
+        .stdout_has("running")
+        .stdout_has("beta")
+        .stdout_has("exited (2)");
+    let json = kepler.kepler(&["ps", "--all", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    let beta = rows.iter().find(|r| r["service"] == "beta").unwrap();
+    assert_eq!(beta["exit_code"], 2);
+    assert!(beta["config"].as_str().unwrap().ends_with("b/kepler.yaml"));
+    let alpha = rows.iter().find(|r| r["service"] == "alpha").unwrap();
+    assert!(alpha["pid"].as_u64().is_some());
+    kepler.kepler(&["-f", "a/kepler.yaml", "stop"]).success();
+}
