@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,3 +81,5 @@ class Kepler(Peer):
         except PeerError:
             pass
         kill_and_wait(pid)
+        # The daemon restores what was wanted from its state dir; each scenario starts blank.
+        shutil.rmtree(self.state_dir, ignore_errors=True)
