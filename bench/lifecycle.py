@@ -319,11 +319,12 @@ def median_of(results: dict, peer: str, key: str) -> float | None:
     return entry.get("median")
 
 
-def compare(kepler: float | None, peers: list[float], unit: str) -> str:
+def compare(kepler: float | None, peers: list[float], key: str) -> str:
     if kepler is None or not peers:
         return ""
     best = min(peers)
-    better, worse = ("faster", "slower") if unit == "ms" else ("less", "more")
+    timed = key.startswith(("start", "stop", "chain", "respawn"))
+    better, worse = ("faster", "slower") if timed else ("less", "more")
     if kepler <= 0:
         return f"{better} (kepler ~0)"
     factor = best / kepler
@@ -344,7 +345,7 @@ def report(results: dict, peers: list[str]) -> str:
         if "kepler" in peers:
             verdict = f"<= {target} {unit}  " + ("-" if k is None else "PASS" if k <= target else "MISS")
         lines.append(f"{label:<32}" + "".join(f"{c:>13}" for c in cells)
-                     + f"   {compare(k, others, unit) if 'kepler' in peers else '':<22}{verdict}")
+                     + f"   {compare(k, others, key) if 'kepler' in peers else '':<22}{verdict}")
     for what in ("start", "stop"):
         ratios = []
         for p in peers:
