@@ -20,6 +20,17 @@ pub struct StateChange {
     pub quiescent: bool,
     /// Will not change unless someone acts (given up, stopped by the user).
     pub settled: bool,
+    /// When it happened, in microseconds since the epoch, to order state
+    /// changes among log lines.
+    pub at_us: u64,
+}
+
+/// Now, in microseconds since the epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// The state-change broadcast of one config; output is followed through the

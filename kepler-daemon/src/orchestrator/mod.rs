@@ -219,6 +219,7 @@ impl Orchestrator {
                 reason: s.reason.clone(),
                 quiescent: s.is_quiescent(),
                 settled: s.is_settled(),
+                at_us: 0,
             })
             .collect();
         StartPlan { startup, views }
@@ -325,6 +326,7 @@ impl Orchestrator {
             reason,
             quiescent,
             settled,
+            at_us: crate::events::now_us(),
         });
         let dependents = self.index.dependents(name).to_vec();
         for dependent in dependents {

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kepler_protocol::{ErrorKind, Event, ServiceStatus};
-use tokio::sync::broadcast::{self, error::RecvError};
+use futures::FutureExt;
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 
 use super::{StartPlan, StopIntentRequest};
 use crate::config::GlobalHookKind;
@@ -119,9 +123,9 @@ pub async fn wait_for_startup(
 
 /// Streams output and state changes through `emit` until every service of
 /// the config is quiescent. Returns early (Ok) if `emit` reports the client
-/// has gone. A service's output is stored before its exit is recorded, so
-/// preferring output whenever both are ready keeps a service's last lines
-/// ahead of the line saying it exited.
+/// has gone. Output and state changes are merged by time; a service's
+/// output is stored before its exit is recorded, so its last lines always
+/// come before the line saying it exited.
 pub async fn follow_until_quiescent<F, Fut>(
     subscriptions: Subscriptions,
     plan: StartPlan,
@@ -139,19 +143,46 @@ where
         .filter(|v| !v.quiescent)
         .map(|v| v.service.clone())
         .collect();
+    // A two-way merge by time: one item held back from each source, the
+    // older one goes first.
+    let mut held_log: Option<FollowEvent> = None;
+    let mut held_state: Option<Result<StateChange, RecvError>> = None;
     loop {
-        if busy.is_empty() && states.is_empty() {
-            return Ok(());
+        if held_log.is_none() {
+            held_log = logs.next().now_or_never().flatten();
         }
-        let event = tokio::select! {
-            biased;
-            Some(line) = logs.next() => match line {
+        if held_state.is_none() {
+            held_state = match states.try_recv() {
+                Ok(change) => Some(Ok(change)),
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                Err(TryRecvError::Empty) => None,
+            };
+        }
+        if held_log.is_none() && held_state.is_none() {
+            if busy.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                Some(line) = logs.next() => held_log = Some(line),
+                change = states.recv() => held_state = Some(change),
+            }
+            continue;
+        }
+        let log_first = match (&held_log, &held_state) {
+            (Some(FollowEvent::Line(line)), Some(Ok(change))) => line.timestamp_us <= change.at_us,
+            (Some(_), _) => true,
+            (None, _) => false,
+        };
+        let event = if log_first {
+            match held_log.take().expect("held") {
                 FollowEvent::Line(line) => Event::Log(line.into()),
                 FollowEvent::Missed(missed) => Event::Progress {
                     message: format!("(output too fast: {missed} lines not shown; `kepler logs` has them)"),
                 },
-            },
-            change = states.recv() => match change {
+            }
+        } else {
+            match held_state.take().expect("held") {
                 Ok(change) => {
                     if change.quiescent {
                         busy.remove(&change.service);
@@ -168,7 +199,7 @@ where
                     message: format!("({missed} state changes not shown; `kepler ps` has the current state)"),
                 },
                 Err(RecvError::Closed) => return Ok(()),
-            },
+            }
         };
         if !emit(event).await {
             return Ok(());
