@@ -202,3 +202,36 @@ fn an_unknown_user_fails_the_service_naming_the_user() {
     assert!(app.reason().contains("does not exist"), "{:?}", app.0);
     assert_eq!(app.pid(), None);
 }
+
+#[test]
+fn hooks_get_home_user_and_logname_of_the_user_they_run_as() {
+    let kepler = Kepler::started();
+    kepler.shared_dir("out");
+    kepler.write(
+        "kepler.yaml",
+        r#"services:
+  app:
+    command: ["sleep", "1000"]
+    user: kepler-test-a
+    hooks:
+      pre_start:
+        run: echo $USER $HOME $LOGNAME > out/pre_start
+      post_start:
+        run: echo $USER $HOME $LOGNAME > out/post_start
+        user: kepler-test-b
+"#,
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    for (file, user) in [
+        ("out/pre_start", "kepler-test-a"),
+        ("out/post_start", "kepler-test-b"),
+    ] {
+        let entry = User::from_name(user).unwrap().unwrap();
+        assert_eq!(
+            kepler.wait_for_file(file).trim(),
+            format!("{user} {} {user}", entry.dir.display()),
+            "{file}"
+        );
+    }
+    kepler.kepler(&["stop"]).success();
+}
