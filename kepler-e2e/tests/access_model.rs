@@ -262,3 +262,56 @@ fn recreate_by_root_bakes_a_members_config_with_the_members_rights() {
         .kepler_as(&member, &["-f", "mine.yaml", "stop"])
         .success();
 }
+
+#[test]
+fn a_members_config_runs_only_as_the_member_with_groups_the_member_has() {
+    let kepler = Kepler::started();
+    let member = TestUser::member();
+    kepler.shared_dir("out");
+    kepler.write(
+        "mine.yaml",
+        r#"services:
+  own_group:
+    command: ["sleep", "1000"]
+    group: kepler
+  shadow_group:
+    command: ["sh", "-c", "cat /etc/shadow > out/shadow; exec sleep 1000"]
+    group: shadow
+  other_user:
+    command: ["sh", "-c", "id -u > out/other_user; exec sleep 1000"]
+    user: kepler-test-b
+  other_hook_user:
+    command: ["sleep", "1000"]
+    hooks:
+      pre_start:
+        run: id -u > out/other_hook_user
+        user: kepler-test-b
+"#,
+    );
+    kepler
+        .kepler_as(&member, &["-f", "mine.yaml", "start", "-d", "--wait"])
+        .failure();
+    // A group the member has is fine.
+    let own = kepler.wait_for_service("mine.yaml", "own_group", "running", |r| {
+        r.status() == "running"
+    });
+    assert_eq!(proc_status(own.pid().unwrap(), "Gid")[1], {
+        nix::unistd::Group::from_name("kepler")
+            .unwrap()
+            .unwrap()
+            .gid
+            .to_string()
+    });
+    // Another group or user would lend the member rights it does not have.
+    for name in ["shadow_group", "other_user", "other_hook_user"] {
+        let row = kepler.wait_for_service("mine.yaml", name, "failed", |r| r.status() == "failed");
+        assert!(row.reason().contains("refused"), "{name}: {:?}", row.0);
+        assert_eq!(row.pid(), None, "{name}: {:?}", row.0);
+    }
+    for file in ["shadow", "other_user", "other_hook_user"] {
+        assert!(!kepler.dir().join("out").join(file).exists(), "{file}");
+    }
+    kepler
+        .kepler_as(&member, &["-f", "mine.yaml", "stop"])
+        .success();
+}
