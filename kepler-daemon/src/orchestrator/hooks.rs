@@ -72,6 +72,8 @@ impl Orchestrator {
                         self.owner_uid
                     ));
                 }
+                self.within_owner_rights(&resolved)
+                    .map_err(|e| format!("hook {name} {e}"))?;
                 Some(resolved)
             }
             // Without its own user a hook runs as its service does.
