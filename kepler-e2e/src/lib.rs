@@ -562,3 +562,54 @@ impl Drop for Kepler {
         }
     }
 }
+
+impl Kepler {
+    /// A directory inside the scratch dir that every user may write, where
+    /// services and hooks running as other users leave their evidence.
+    pub fn shared_dir(&self, name: &str) -> PathBuf {
+        let path = self.dir().join(name);
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+        path
+    }
+
+    /// Everything `kepler -f <file> logs <args...>` prints.
+    pub fn logs(&self, file: &str, args: &[&str]) -> String {
+        let mut all = vec!["-f", file, "logs"];
+        all.extend_from_slice(args);
+        let run = self.kepler(&all);
+        run.success();
+        run.stdout.clone()
+    }
+
+    /// Waits until `kepler -f <file> logs` contains `fragment`; returns the logs.
+    pub fn wait_for_log(&self, file: &str, fragment: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let last = self.logs(file, &[]);
+            if last.contains(fragment) {
+                return last;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {fragment:?} in the logs of {file}:\n{last}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The fields of one line of `/proc/<pid>/status` (e.g. `Uid` gives real,
+/// effective, saved and filesystem uid).
+pub fn proc_status(pid: i32, key: &str) -> Vec<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let prefix = format!("{key}:");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status:\n{status}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}

@@ -107,6 +107,30 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
     }
 }
 
+/// Who a rebake runs as: the config's owner, not whoever asked. Root
+/// recreating a member's config must not lend the member its rights (e.g.
+/// an `env_file` only root may read).
+fn owner_identity(
+    owner_uid: u32,
+    caller: &crate::server::Caller,
+) -> Result<crate::server::Caller, ActorError> {
+    if caller.uid == owner_uid {
+        return Ok(caller.clone());
+    }
+    let owner = crate::user::resolve_user(&owner_uid.to_string(), None).map_err(|e| {
+        ActorError::new(
+            ErrorKind::Failed,
+            format!("cannot rebake as the config's owner (uid {owner_uid}): {e}"),
+        )
+    })?;
+    Ok(crate::server::Caller {
+        pid: caller.pid,
+        uid: owner.uid,
+        gid: owner.gid,
+        groups: owner.supplementary,
+    })
+}
+
 /// Bakes the config again from its source file and swaps the snapshot in.
 async fn recreate(
     orchestrator: &mut Orchestrator,
@@ -125,7 +149,8 @@ async fn recreate(
         ));
     }
     let path = orchestrator.config().config_file.clone();
-    let baked = crate::registry::bake_for(caller, &path, sys_env).await?;
+    let baker = owner_identity(orchestrator.owner_uid(), caller)?;
+    let baked = crate::registry::bake_for(&baker, &path, sys_env).await?;
     orchestrator.store().write_bake(&baked).map_err(|e| {
         ActorError::new(ErrorKind::Failed, format!("cannot write the snapshot: {e}"))
     })?;

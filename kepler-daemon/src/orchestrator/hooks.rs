@@ -13,7 +13,7 @@ use crate::config::{GlobalHookKind, HookConfig, ServiceHookKind};
 use crate::config_actor::ActorError;
 use crate::hooks::{run_hook, HookRun};
 use crate::logs::{LogSink, Origin, Stream};
-use crate::user::resolve_user;
+use crate::user::{identity_env, resolve_user};
 
 /// A hook ready to run, with where its output goes.
 pub struct PreparedHook {
@@ -72,6 +72,8 @@ impl Orchestrator {
                         self.owner_uid
                     ));
                 }
+                self.within_owner_rights(&resolved)
+                    .map_err(|e| format!("hook {name} {e}"))?;
                 Some(resolved)
             }
             // Without its own user a hook runs as its service does.
@@ -81,8 +83,16 @@ impl Orchestrator {
             }
             (None, None) => None,
         };
+        let mut run = HookRun::new(name, service, hook, user);
+        // Like its service, a hook gets the identity of whoever it runs as,
+        // unless its environment sets it.
+        if let Some(resolved) = &run.user {
+            for (key, value) in identity_env(resolved) {
+                run.env.entry(key).or_insert(value);
+            }
+        }
         Ok(PreparedHook {
-            run: HookRun::new(name, service, hook, user),
+            run,
             stdout: self.sink(service, Stream::Stdout, Origin::Hook(name.to_string())),
             stderr: self.sink(service, Stream::Stderr, Origin::Hook(name.to_string())),
         })

@@ -282,7 +282,47 @@ impl Orchestrator {
                 self.owner_uid, key.0
             ));
         }
+        self.within_owner_rights(&resolved)?;
         Ok(Some(resolved))
+    }
+
+    /// In a config owned by a non-root user, a process may run only as that
+    /// user and with groups it has: `group: shadow` or `user: someone-else`
+    /// would lend a `kepler` group member rights it does not have.
+    pub(super) fn within_owner_rights(&mut self, resolved: &ResolvedUser) -> Result<(), String> {
+        if self.owner_uid == 0 {
+            return Ok(());
+        }
+        let owner = self.owner_uid;
+        if resolved.uid != owner {
+            return Err(format!(
+                "refused: this config belongs to uid {owner}, so what it runs may run only as \
+                 that user, not as uid {}; only root's configs may name other users",
+                resolved.uid
+            ));
+        }
+        let key = (owner.to_string(), None);
+        let own = match self.users.get(&key) {
+            Some(own) => own.clone(),
+            None => {
+                let own = resolve_user(&key.0, None).map_err(|e| format!("cannot start: {e}"))?;
+                self.users.insert(key, own.clone());
+                own
+            }
+        };
+        let foreign: Vec<String> = std::iter::once(resolved.gid)
+            .chain(resolved.supplementary.iter().copied())
+            .filter(|g| *g != own.gid && !own.supplementary.contains(g))
+            .map(|g| g.to_string())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(format!(
+                "refused: this config belongs to uid {owner}, which is not in group(s) {}; \
+                 only root's configs may use groups their owner does not have",
+                foreign.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// What to spawn for a service: its command, final environment, working
