@@ -241,13 +241,12 @@ fn recreate_by_root_bakes_a_members_config_with_the_members_rights() {
     );
     let run = kepler.kepler_as(&member, &["-f", "mine.yaml", "recreate"]);
     run.failure().stderr_has("secret.env");
-    // Root asking for the rebake must not lend its rights to the member.
-    let run = kepler.kepler(&["-f", "mine.yaml", "recreate"]);
-    run.failure().stderr_has("secret.env");
-    assert!(
-        run.stderr.to_lowercase().contains("permission denied"),
-        "{run}"
-    );
+    // Root asking for the rebake must not lend its rights (or its
+    // environment) to the member's config: only the owner may recreate.
+    kepler
+        .kepler(&["-f", "mine.yaml", "recreate"])
+        .failure()
+        .stderr_has("only its owner may recreate it");
     kepler
         .kepler_as(&member, &["-f", "mine.yaml", "start", "-d", "--wait"])
         .success();
@@ -313,5 +312,32 @@ fn a_members_config_runs_only_as_the_member_with_groups_the_member_has() {
     }
     kepler
         .kepler_as(&member, &["-f", "mine.yaml", "stop"])
+        .success();
+}
+
+#[test]
+fn file_watching_never_reveals_names_in_directories_the_owner_cannot_list() {
+    use std::os::unix::fs::PermissionsExt;
+    let kepler = Kepler::started();
+    let member = TestUser::member();
+    let tree = kepler.shared_dir("tree");
+    let private = tree.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    kepler.write(
+        "watcher.yaml",
+        "services:\n  app:\n    command: [sleep, '1000']\n    working_dir: tree\n    restart:\n      policy: always\n      watch: [\"**/*.txt\"]\n",
+    );
+    kepler
+        .kepler_as(&member, &["-f", "watcher.yaml", "start", "-d", "--wait"])
+        .success();
+    std::fs::write(private.join("root-only-secret-name.txt"), "x").unwrap();
+    // A visible change afterwards proves the watcher saw the burst.
+    std::fs::write(tree.join("visible.txt"), "x").unwrap();
+    kepler.wait_for_log("watcher.yaml", "visible.txt");
+    let logs = kepler.kepler(&["-f", "watcher.yaml", "logs"]);
+    assert!(!logs.stdout.contains("root-only-secret-name"), "{logs}");
+    kepler
+        .kepler_as(&member, &["-f", "watcher.yaml", "stop"])
         .success();
 }

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kepler_protocol::{ErrorKind, Event, ServiceStatus};
 use futures::FutureExt;
+use kepler_protocol::{ErrorKind, Event, ServiceStatus};
 use tokio::sync::broadcast::{
     self,
     error::{RecvError, TryRecvError},
@@ -178,7 +178,9 @@ where
             match held_log.take().expect("held") {
                 FollowEvent::Line(line) => Event::Log(line.into()),
                 FollowEvent::Missed(missed) => Event::Progress {
-                    message: format!("(output too fast: {missed} lines not shown; `kepler logs` has them)"),
+                    message: format!(
+                        "(output too fast: {missed} lines not shown; `kepler logs` has them)"
+                    ),
                 },
             }
         } else {
@@ -196,7 +198,9 @@ where
                     }
                 }
                 Err(RecvError::Lagged(missed)) => Event::Progress {
-                    message: format!("({missed} state changes not shown; `kepler ps` has the current state)"),
+                    message: format!(
+                        "({missed} state changes not shown; `kepler ps` has the current state)"
+                    ),
                 },
                 Err(RecvError::Closed) => return Ok(()),
             }

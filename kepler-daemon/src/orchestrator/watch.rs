@@ -45,10 +45,24 @@ impl Orchestrator {
         self.watches.remove(name);
     }
 
-    pub fn on_files_changed(&mut self, event: WatchEvent) {
+    pub fn on_files_changed(&mut self, mut event: WatchEvent) {
         let name = event.service.clone();
         if !self.watches.contains_key(&name) {
             return;
+        }
+        // The watcher runs as root; a non-root owner learns only of changes
+        // in directories it could list itself.
+        if self.owner_uid != 0 {
+            let owner = match crate::user::resolve_user(&self.owner_uid.to_string(), None) {
+                Ok(owner) => owner,
+                Err(_) => return,
+            };
+            event
+                .paths
+                .retain(|path| owner_can_list_dirs_of(&owner, path));
+            if event.paths.is_empty() {
+                return;
+            }
         }
         let Some(runtime) = self.services.get(&name) else {
             return;
@@ -78,4 +92,24 @@ impl Orchestrator {
             runtime.reason = Some(format!("restarted: {}", named.join(", ")));
         }
     }
+}
+
+/// True if every directory above `path` can be searched and read by `user`,
+/// judged from mode bits, owner and group as the kernel would.
+fn owner_can_list_dirs_of(user: &crate::user::ResolvedUser, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors().skip(1).all(|dir| {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return false;
+        };
+        let mode = meta.mode();
+        let bits = if meta.uid() == user.uid {
+            mode >> 6
+        } else if meta.gid() == user.gid || user.supplementary.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        bits & 0o5 == 0o5
+    })
 }

@@ -1,6 +1,6 @@
 //! `kepler recreate`: bake the config again; refused while anything runs.
 
-use kepler_protocol::{ConfigRef, Response};
+use kepler_protocol::{ConfigRef, ErrorKind, Response};
 
 use super::config_access::config_for;
 use super::RequestContext;
@@ -8,6 +8,19 @@ use crate::config_actor::ActorError;
 
 pub async fn handle(ctx: &RequestContext, config: ConfigRef) -> Result<Response, ActorError> {
     let handle = config_for(ctx, &config).await?;
+    // The bake captures the caller's environment as the config's system
+    // environment; someone else's (even root's) must not end up in it.
+    if handle.owner_uid() != ctx.caller.uid {
+        return Err(ActorError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}; only its owner may recreate it, since recreate bakes the \
+                 caller's environment into the config",
+                handle.path().display(),
+                handle.owner_uid()
+            ),
+        ));
+    }
     handle
         .recreate((*ctx.caller).clone(), config.sys_env)
         .await?;
