@@ -1,15 +1,15 @@
-//! What a service's child does between `fork` and `exec`.
+//! What a service's child does between its clone and `exec`.
 //!
-//! The daemon is multi-threaded, so after `fork` the child may only make
-//! async-signal-safe calls: no allocation, no locks, no NSS lookups.
-//! [`ChildSetup::prepare`] therefore computes everything in the parent and
-//! [`ChildSetup::apply`] only issues syscalls on that data.
+//! The child shares the daemon's memory (see `launch`), so it may only make
+//! raw system calls: no allocation, no locks, no NSS lookups, no glibc
+//! wrapper that talks to other threads. [`ChildSetup::prepare`] therefore
+//! computes everything in the parent and [`ChildSetup::apply`] only issues
+//! syscalls on that data.
 //!
-//! std forwards the raw errno of a failed `pre_exec` to the parent as the
-//! spawn error. To tell the person *which* step failed (a limit, the user
-//! switch, `working_dir`), the child tags the errno with its [`Stage`] and
-//! the parent decodes it with [`decode_error`]; untagged errors come from
-//! `exec` itself.
+//! The launcher hands a failed step's errno back to the parent. To tell the
+//! person *which* step failed (a limit, the user switch, `working_dir`), the
+//! child tags the errno with its [`Stage`] and the parent decodes it with
+//! [`decode_error`]; untagged errors come from `exec` itself.
 
 use std::ffi::CString;
 use std::io;
@@ -91,7 +91,7 @@ pub(super) fn decode_error(err: &io::Error) -> Option<ChildFailure> {
     })
 }
 
-/// Everything the child needs, prepared before `fork`.
+/// Everything the child needs, prepared before the clone.
 pub(super) struct ChildSetup {
     limits: Vec<LimitSetting>,
     identity: Option<Identity>,
@@ -124,7 +124,7 @@ impl ChildSetup {
         })
     }
 
-    /// Runs in the forked child. Order matters: limits are set while still
+    /// Runs in the cloned child. Order matters: limits are set while still
     /// root (raising a hard limit needs privilege); `working_dir` is entered
     /// as the service user so it must be reachable by that user; signals are
     /// reset last so a stop request during setup still kills the child.
@@ -205,22 +205,27 @@ impl ChildSetup {
 }
 
 impl Identity {
+    /// Raw system calls only: glibc's set*id wrappers signal every thread of
+    /// the process so they all switch together, and the vfork-style child
+    /// shares the daemon's thread list, so they would signal the daemon.
     fn apply(&self) -> io::Result<()> {
         // SAFETY: `groups` is a live slice of gid_t of the given length.
-        if unsafe { libc::setgroups(self.groups.len(), self.groups.as_ptr()) } < 0 {
+        let groups =
+            unsafe { libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) };
+        if groups < 0 {
             return Err(tagged(Stage::Groups, 0, last_errno()));
         }
-        // SAFETY: plain syscall on an integer.
-        if unsafe { libc::setgid(self.gid) } < 0 {
+        // SAFETY: plain syscall on an integer; affects only this task.
+        if unsafe { libc::syscall(libc::SYS_setgid, self.gid) } < 0 {
             return Err(tagged(Stage::Gid, 0, last_errno()));
         }
-        // SAFETY: plain syscall on an integer.
-        if unsafe { libc::setuid(self.uid) } < 0 {
+        // SAFETY: plain syscall on an integer; affects only this task.
+        if unsafe { libc::syscall(libc::SYS_setuid, self.uid) } < 0 {
             return Err(tagged(Stage::Uid, 0, last_errno()));
         }
         // SAFETY: plain syscall on an integer; succeeding here means the drop
         // did not stick and we refuse to run the service.
-        if self.uid != 0 && unsafe { libc::setuid(0) } == 0 {
+        if self.uid != 0 && unsafe { libc::syscall(libc::SYS_setuid, 0) } == 0 {
             return Err(tagged(Stage::RegainedRoot, 0, 0));
         }
         Ok(())
