@@ -199,6 +199,28 @@ fn watch<V: Debug>(
     }
 }
 
+thread_local! {
+    static IN_CASE: Cell<bool> = const { Cell::new(false) };
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps panics inside a case quiet (proptest catches them, and shrinking
+/// would print hundreds) but remembers where the last one happened, which
+/// the report needs; panics outside cases print as usual.
+fn install_panic_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_CASE.with(Cell::get) {
+                LAST_PANIC.with(|last| *last.borrow_mut() = Some(info.to_string()));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs one hand-written input under the watchdog: a hang or a runaway
 /// allocation ends the process with the input printed, as in [`fuzz`].
 pub fn guarded<V, T>(name: &'static str, input: &V, work: impl FnOnce() -> T) -> T
@@ -214,6 +236,15 @@ where
 
 // ---------------------------------------------------------------------------
 // The loop
+
+/// Clears [`IN_CASE`] when a case ends, by return or by panic.
+struct CaseFlag;
+
+impl Drop for CaseFlag {
+    fn drop(&mut self) {
+        IN_CASE.with(|flag| flag.set(false));
+    }
+}
 
 /// One fuzz target's settings.
 pub struct Target {
@@ -278,6 +309,7 @@ where
     let seed = run_seed();
     let first_batch: u64 = env_number("KEPLER_FUZZ_FIRST_BATCH").unwrap_or(0);
     let watchdog = Watchdog::start(target.name, seed);
+    install_panic_hook();
     let tried = AtomicU64::new(0);
     let started = Instant::now();
     let mut batch = first_batch;
@@ -295,6 +327,10 @@ where
         let outcome = runner.run(&strategy, |input| {
             tried.fetch_add(1, Ordering::Relaxed);
             watchdog.started(input.clone());
+            IN_CASE.with(|flag| flag.set(true));
+            // Reset on unwind too: the guard's drop runs while proptest
+            // catches the panic.
+            let _quiet = CaseFlag;
             let result = check(&input);
             watchdog.finished();
             result
@@ -304,6 +340,11 @@ where
                 TestError::Fail(reason, input) => format!("{reason}\nminimal input:\n{input:#?}"),
                 TestError::Abort(reason) => format!("aborted: {reason}"),
             };
+            let panic = LAST_PANIC
+                .with(|last| last.borrow_mut().take())
+                .map(|panic| format!("\nlast panic: {panic}"))
+                .unwrap_or_default();
+            let detail = format!("{detail}{panic}");
             panic!(
                 "FUZZ FINDING in {}: {detail}\n\
                  replay: KEPLER_FUZZ_SEED={seed} KEPLER_FUZZ_FIRST_BATCH={batch}",
