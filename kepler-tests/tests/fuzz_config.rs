@@ -446,7 +446,7 @@ fn check_bake(input: &ConfigInput) -> Result<(), TestCaseError> {
 fn fuzz_config_mutated_corpus_bakes_or_fails_cleanly() {
     let target = Target {
         name: "config/mutated-corpus",
-        batch: 128,
+        batch: 64,
     };
     fuzz(target, mutated_corpus(), check_bake);
 }
@@ -455,7 +455,7 @@ fn fuzz_config_mutated_corpus_bakes_or_fails_cleanly() {
 fn fuzz_config_random_text_bakes_or_fails_cleanly() {
     let target = Target {
         name: "config/random-text",
-        batch: 256,
+        batch: 128,
     };
     fuzz(target, random_text(), check_bake);
 }

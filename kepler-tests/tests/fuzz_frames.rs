@@ -403,7 +403,7 @@ fn check_decoders(wire: &Wire) -> Result<(), TestCaseError> {
 fn fuzz_frames_hostile_bytes_never_panic_loop_or_overallocate() {
     let target = Target {
         name: "frames/decode",
-        batch: 1024,
+        batch: 256,
     };
     let input = prop_oneof![1 => random_bytes(), 2 => mutated_session()];
     fuzz(target, input, check_decoders);
@@ -413,7 +413,7 @@ fn fuzz_frames_hostile_bytes_never_panic_loop_or_overallocate() {
 fn fuzz_frames_valid_requests_round_trip_in_any_chunking() {
     let target = Target {
         name: "frames/round-trip",
-        batch: 512,
+        batch: 128,
     };
     let input = (vec(client_message(), 1..4), chunk_size());
     fuzz(target, input, |(messages, chunk)| {

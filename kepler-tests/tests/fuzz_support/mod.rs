@@ -116,7 +116,8 @@ pub fn peak_allocation<T>(work: impl FnOnce() -> T) -> (T, usize) {
 // Watchdog
 
 enum Beat {
-    Started,
+    /// An input of this batch started.
+    Started(u64),
     Finished,
 }
 
@@ -143,9 +144,9 @@ impl<V: Debug + Send + 'static> Watchdog<V> {
         Self { beats, current }
     }
 
-    fn started(&self, input: V) {
+    fn started(&self, batch: u64, input: V) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(input);
-        let _ = self.beats.send(Beat::Started);
+        let _ = self.beats.send(Beat::Started(batch));
     }
 
     fn finished(&self) {
@@ -163,9 +164,13 @@ fn watch<V: Debug>(
     // itself (printing would allocate inside the allocator).
     const TICK: Duration = Duration::from_millis(50);
     let mut running_since: Option<Instant> = None;
+    let mut batch = 0;
     loop {
         match beats.recv_timeout(TICK) {
-            Ok(Beat::Started) => running_since = Some(Instant::now()),
+            Ok(Beat::Started(of)) => {
+                running_since = Some(Instant::now());
+                batch = of;
+            }
             Ok(Beat::Finished) => running_since = None,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -192,12 +197,16 @@ fn watch<V: Debug>(
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "\nFUZZ FINDING in {target}: an input {what}.\n\
-                 seed: KEPLER_FUZZ_SEED={seed}\ninput:\n{input}\n"
+                 replay: KEPLER_FUZZ_SEED={seed} KEPLER_FUZZ_FIRST_BATCH={batch}\n\
+                 input:\n{input}\n"
             );
             std::process::exit(101);
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Panics
 
 thread_local! {
     static IN_CASE: Cell<bool> = const { Cell::new(false) };
@@ -228,7 +237,7 @@ where
     V: Clone + Debug + Send + 'static,
 {
     let watchdog = Watchdog::start(name, 0);
-    watchdog.started(input.clone());
+    watchdog.started(0, input.clone());
     let result = work();
     watchdog.finished();
     result
@@ -254,7 +263,7 @@ pub struct Target {
 }
 
 fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
-    let value = std::env::var(name).ok()?;
+    let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
     Some(
         value
             .trim()
@@ -326,7 +335,7 @@ where
         let mut runner = TestRunner::new_with_rng(config, rng);
         let outcome = runner.run(&strategy, |input| {
             tried.fetch_add(1, Ordering::Relaxed);
-            watchdog.started(input.clone());
+            watchdog.started(batch, input.clone());
             IN_CASE.with(|flag| flag.set(true));
             // Reset on unwind too: the guard's drop runs while proptest
             // catches the panic.
