@@ -62,13 +62,15 @@ impl Notifier {
         self.send_or_warn("READY=1\nSTATUS=accepting connections");
     }
 
-    /// The daemon has begun to stop; systemd shows the unit as deactivating
+    /// The daemon is going away; systemd shows the unit as deactivating
     /// even when the stop came over the socket rather than from systemctl.
     pub fn stopping(&self) {
         self.send_or_warn("STOPPING=1\nSTATUS=stopping");
     }
 
-    /// Sends `STOPPING=1` once `shutdown` is raised. Needs a tokio runtime.
+    /// Sends `STOPPING=1` once `shutdown` is raised (the daemon passes its
+    /// connections-closing signal, the one of its shutdown signals it
+    /// exposes). Needs a tokio runtime.
     pub fn stopping_when_raised(&self, mut shutdown: watch::Receiver<bool>) {
         if !self.is_enabled() {
             return;
