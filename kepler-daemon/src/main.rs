@@ -143,6 +143,8 @@ fn serve(detach: bool) -> ExitCode {
     if let Err(e) = kepler_daemon::process::raise_fd_limit() {
         tracing::warn!("cannot raise the open-file limit: {e}");
     }
+    // Taken before the runtime's threads exist: it edits the environment.
+    let notifier = kepler_daemon::notify::Notifier::from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -151,10 +153,13 @@ fn serve(detach: bool) -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     let daemon = Daemon::new(state);
+    let closing = daemon.closing_connections();
     let result = runtime.block_on(daemon::run(listener, daemon, move || {
         if let Some(pipe) = ready_pipe {
             pipe.signal();
         }
+        notifier.ready();
+        notifier.stopping_when_raised(closing);
     }));
     drop(lock);
     match result {
