@@ -50,6 +50,26 @@ def loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
+def thread_ns(pid: int) -> dict[int, tuple[str, int]]:
+    """Per live thread: (name, on-CPU ns from schedstat)."""
+    threads = {}
+    for task in os.scandir(f"/proc/{pid}/task"):
+        try:
+            name = Path(task.path, "comm").read_text().strip()
+            threads[int(task.name)] = (name, int(Path(task.path, "schedstat").read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            pass
+    return threads
+
+
+def cpu_by_thread_name(before: dict, after: dict) -> dict[str, float]:
+    """ms on CPU per thread name between two thread_ns snapshots (threads that died are missed)."""
+    by_name: dict[str, float] = {}
+    for tid, (name, ns) in after.items():
+        by_name[name] = by_name.get(name, 0) + (ns - before.get(tid, (name, 0))[1]) / 1e6
+    return dict(sorted(((n, round(ms, 1)) for n, ms in by_name.items()), key=lambda kv: -kv[1]))
+
+
 class KeplerYaml(Kepler):
     """Kepler with a kepler.yaml written whole, for keys the shared renderer has no field for.
     The daemon reads the file at `start`, so it replaces the one the base peer wrote in `open`."""
@@ -182,15 +202,18 @@ class Bench:
                        f"{len(names)} services to be {want}", timeout=120, every=0.5)
             time.sleep(2)  # past the start-up burst
             hits0 = probe_count(port) if port else 0
+            threads0 = thread_ns(peer.daemon_pid())
             cpu = idle_cpu_ms(peer.daemon_pid(), seconds)
+            by_thread = cpu_by_thread_name(threads0, thread_ns(peer.daemon_pid()))
             hits = (probe_count(port) - hits0) if port else 0
             still = peer.statuses().count(want)
         finally:
             peer.close()
         percent = cpu["ms"] / (seconds * 1000) * 100
         log(f"  [{label}] daemon CPU {cpu['ms']:.0f} ms over {seconds:.0f} s = {percent:.2f}% of a core"
-            + (f", {hits} probes answered" if port else ""))
+            + (f", {hits} probes answered" if port else "") + f"; ms by thread: {by_thread}")
         return {"median": percent, "unit": "% of one core", "cpu_ms": cpu, "seconds": seconds,
+                "cpu_ms_by_thread_name": by_thread,
                 "probes": hits, f"{want}_at_end": still}
 
     def health_cost(self) -> dict:
