@@ -36,7 +36,8 @@ class Kepler(Peer):
         self.count = 0
 
     def version(self) -> str:
-        repo = self.cli.parent.parent.parent
+        # The repo this file is in: the binary may live in any CARGO_TARGET_DIR.
+        repo = Path(__file__).resolve().parents[2]
         rev = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         )
