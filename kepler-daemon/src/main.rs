@@ -135,6 +135,11 @@ fn serve(detach: bool) -> ExitCode {
         return fail(format!("cannot write {}: {e}", state.pid_path().display()));
     }
 
+    // Configs are baked in limited worker processes started from this binary.
+    match std::env::current_exe() {
+        Ok(exe) => kepler_daemon::unprivileged_bake::use_worker(exe),
+        Err(e) => tracing::warn!("cannot find my own binary, baking in-process: {e}"),
+    }
     // Orphaned grandchildren of services are reparented to us and reaped, and
     // many services mean many pipes.
     if let Err(e) = kepler_daemon::process::become_subreaper() {

@@ -36,14 +36,14 @@ pub async fn bake_blocking(
         .map_err(|errors| ActorError::new(ErrorKind::InvalidConfig, errors.to_string()))
 }
 
-/// Bakes with the caller's rights: in-process for root, in a worker process
-/// running as the caller otherwise.
+/// Bakes with the caller's rights, in a limited worker process (in-process
+/// only for root when no worker is configured, as in library tests).
 pub async fn bake_for(
     caller: &Caller,
     path: &Path,
     sys_env: BTreeMap<String, String>,
 ) -> Result<Baked, ActorError> {
-    if caller.is_root() {
+    if caller.is_root() && !crate::unprivileged_bake::worker_configured() {
         bake_blocking(path.to_path_buf(), sys_env).await
     } else {
         crate::unprivileged_bake::bake_as(caller, path, &sys_env).await

@@ -27,6 +27,8 @@ pub struct ServiceRuntime {
     pub started_at: Option<Instant>,
     /// Automatic restarts so far.
     pub restarts: u32,
+    /// Automatic restarts since the user last started it, for `max_attempts`.
+    pub attempts: u32,
     /// Bumped on every spawn and every stop; reports from tasks of an older
     /// generation are stale and ignored.
     pub generation: u64,
@@ -68,6 +70,7 @@ impl Default for ServiceRuntime {
             start_ticks: None,
             started_at: None,
             restarts: 0,
+            attempts: 0,
             generation: 0,
             desired: false,
             restart_pending: false,

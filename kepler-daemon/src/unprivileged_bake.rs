@@ -1,11 +1,12 @@
-//! Baking a config on behalf of a non-root caller, with the caller's rights.
+//! Baking a config in a worker process, with the caller's rights.
 //!
 //! Baking reads the config, its env files and Lua modules, and runs Lua. Done
 //! by the root daemon for a non-root caller, it would read any file on the
-//! machine (`env_file: /etc/shadow`) on their behalf. So the daemon runs a
-//! copy of itself (`kepler-daemon check --transfer FILE`) as the caller's
-//! uid, gid and groups, with the caller's environment, and takes back the
-//! baked result as JSON on its stdout.
+//! machine (`env_file: /etc/shadow`) on their behalf; done inside the daemon
+//! at all, a hostile config could cost it memory or time. So the daemon runs
+//! a copy of itself (`kepler-daemon check --transfer FILE`) as the caller's
+//! uid, gid and groups, with the caller's environment, under memory and CPU
+//! limits, and takes back the baked result as JSON on its stdout.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,25 @@ use crate::user::ResolvedUser;
 const BAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest answer accepted from a worker.
 const MAX_OUTPUT: u64 = 64 * 1024 * 1024;
+
+/// Address space a bake worker may use (Lua alone is capped at 64 MiB).
+const WORKER_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
+/// CPU seconds a bake worker may use.
+const WORKER_CPU_SECS: u64 = 30;
+
+static WORKER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every bake run in a worker started from `exe` (the daemon binary
+/// calls this at start-up). Without it, root's bakes run in-process, which is
+/// what in-process tests of the library need.
+pub fn use_worker(exe: PathBuf) {
+    let _ = WORKER.set(exe);
+}
+
+/// Whether bakes for root also go through a worker.
+pub fn worker_configured() -> bool {
+    WORKER.get().is_some()
+}
 
 /// What a bake worker prints.
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,19 +81,29 @@ impl Transfer {
     }
 }
 
-/// Bakes `path` as `caller` in a separate process.
+/// Bakes `path` as `caller` in a separate, limited process.
 pub async fn bake_as(
     caller: &Caller,
     path: &Path,
     sys_env: &BTreeMap<String, String>,
 ) -> Result<Baked, ActorError> {
     let failed = |message: String| ActorError::new(ErrorKind::Failed, message);
-    let exe =
-        std::env::current_exe().map_err(|e| failed(format!("cannot find kepler-daemon: {e}")))?;
+    let exe = match WORKER.get() {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| failed(format!("cannot find kepler-daemon: {e}")))?,
+    };
     let mut groups = caller.groups.clone();
     if !groups.contains(&caller.gid) {
         groups.push(caller.gid);
     }
+    let user = (!caller.is_root()).then(|| ResolvedUser {
+        uid: caller.uid,
+        gid: caller.gid,
+        supplementary: groups,
+        name: None,
+        home: None,
+    });
     let spec = ProcessSpec {
         argv: vec![
             exe.to_string_lossy().into_owned(),
@@ -86,14 +116,12 @@ pub async fn bake_as(
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| "/".into()),
-        user: Some(ResolvedUser {
-            uid: caller.uid,
-            gid: caller.gid,
-            supplementary: groups,
-            name: None,
-            home: None,
-        }),
-        limits: ResourceLimits::default(),
+        user,
+        limits: ResourceLimits {
+            memory_bytes: Some(WORKER_MEMORY),
+            cpu_time_secs: Some(WORKER_CPU_SECS),
+            max_fds: None,
+        },
         stdout: OutputMode::Pipe,
         stderr: OutputMode::Pipe,
     };

@@ -341,3 +341,13 @@ fn file_watching_never_reveals_names_in_directories_the_owner_cannot_list() {
         .kepler_as(&member, &["-f", "watcher.yaml", "stop"])
         .success();
 }
+
+#[test]
+fn only_root_may_stop_the_daemon() {
+    let kepler = Kepler::started();
+    kepler
+        .kepler_as(&TestUser::member(), &["daemon", "stop"])
+        .failure()
+        .stderr_has("only root may");
+    kepler.kepler(&["daemon", "status"]).success();
+}

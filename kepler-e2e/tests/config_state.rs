@@ -185,3 +185,33 @@ fn daemon_status_lists_loaded_configs_and_finds_them_again_after_a_restart() {
         .stdout_has(&canonical.to_string_lossy())
         .stdout_has("1 services, 0 running");
 }
+
+#[test]
+fn hostile_configs_fail_with_an_error_and_the_daemon_keeps_serving() {
+    let kepler = Kepler::started();
+    let mut bomb = String::from("x-l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n");
+    for level in 1..=8 {
+        let items = vec![format!("*l{}", level - 1); 10].join(", ");
+        bomb.push_str(&format!("x-l{level}: &l{level} [{items}]\n"));
+    }
+    bomb.push_str("services:\n  web:\n    command: [sleep, '1']\n");
+    kepler.write("bomb.yaml", &bomb);
+    kepler
+        .kepler(&["-f", "bomb.yaml", "start", "-d"])
+        .failure()
+        .stderr_has("aliases here expand to more than");
+    kepler.write("deep.yaml", &format!("{}x\n", "- ".repeat(100_000)));
+    kepler
+        .kepler(&["-f", "deep.yaml", "start", "-d"])
+        .failure()
+        .stderr_has("nested deeper than");
+    kepler.write(
+        "fifo.yaml",
+        "services:\n  web:\n    command: [sleep, '1']\n    env_file: /dev/zero\n",
+    );
+    kepler
+        .kepler(&["-f", "fifo.yaml", "start", "-d"])
+        .failure()
+        .stderr_has("not a regular file");
+    kepler.kepler(&["daemon", "status"]).success();
+}

@@ -118,3 +118,24 @@ fn a_missing_binary_fails_with_the_os_error() {
     assert_eq!(row.status(), "failed");
     assert!(row.reason().contains("/nonexistent/binary"), "{:?}", row.0);
 }
+
+#[test]
+fn a_start_by_the_user_gives_max_attempts_a_fresh_count() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo run >> runs.txt; exit 3\"]\n    restart:\n      policy: on-failure\n      delay: 10ms\n      max_attempts: 1\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    let row = kepler.wait_for_service("kepler.yaml", "app", "failed", |r| r.status() == "failed");
+    assert!(
+        row.reason().contains("gave up after 1 restart;"),
+        "{:?}",
+        row.0
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    kepler.wait_for_lines("runs.txt", "four runs", |l| l.len() == 4);
+    kepler.wait_for_service("kepler.yaml", "app", "failed again", |r| {
+        r.status() == "failed"
+    });
+}

@@ -58,7 +58,7 @@ pub enum Command {
     /// Show the stored output of services (all when none are named),
     /// merged in time order.
     Logs(LogsArgs),
-    /// Remove the state of configs that have nothing running.
+    /// Remove the state of configs that have nothing running (--force: all).
     Prune(PruneArgs),
     /// Check the config file and print it as the daemon would run it.
     Check,
@@ -138,7 +138,7 @@ pub struct PsArgs {
 
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct PruneArgs {
-    /// Also remove the state of configs whose source file still exists.
+    /// Also stop configs that still have services running, then remove them.
     #[arg(long)]
     pub force: bool,
 

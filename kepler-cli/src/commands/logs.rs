@@ -118,7 +118,10 @@ mod tests {
 
     #[test]
     fn timestamps_are_utc_with_microseconds() {
-        assert_eq!(timestamp(1_000_000_000_123_456), "2001-09-09T01:46:40.123456Z");
+        assert_eq!(
+            timestamp(1_000_000_000_123_456),
+            "2001-09-09T01:46:40.123456Z"
+        );
     }
 
     #[test]

@@ -144,11 +144,23 @@ pub fn parse(text: &str) -> Result<Document, DocumentProblem> {
                 }
             }
             Event::Alias(id) => {
-                let node = builder.anchors.get(&id).cloned().ok_or(DocumentProblem {
+                let anchored = builder.anchors.get(&id).ok_or(DocumentProblem {
                     mark,
                     path: String::new(),
                     message: "alias to an anchor that is not defined before it".to_owned(),
                 })?;
+                builder.alias_copies += size_of(anchored, ALIAS_BUDGET);
+                if builder.alias_copies > ALIAS_BUDGET {
+                    return Err(DocumentProblem {
+                        mark,
+                        path: String::new(),
+                        message: format!(
+                            "aliases here expand to more than {ALIAS_BUDGET} values; \
+                             use fewer nested anchors"
+                        ),
+                    });
+                }
+                let node = anchored.clone();
                 builder.finish_node(node, 0);
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -177,10 +189,28 @@ pub fn parse(text: &str) -> Result<Document, DocumentProblem> {
                 builder.finish_node(Node { value, mark, tag }, anchor);
             }
             Event::SequenceStart(anchor, tag) => {
+                if builder.stack.len() >= MAX_DEPTH {
+                    return Err(DocumentProblem {
+                        mark,
+                        path: String::new(),
+                        message: format!(
+                            "lists and mappings are nested deeper than {MAX_DEPTH} levels"
+                        ),
+                    });
+                }
                 let tag = builder.tag(tag);
                 builder.open(mark, tag, anchor, NodeValue::Seq(Vec::new()));
             }
             Event::MappingStart(anchor, tag) => {
+                if builder.stack.len() >= MAX_DEPTH {
+                    return Err(DocumentProblem {
+                        mark,
+                        path: String::new(),
+                        message: format!(
+                            "lists and mappings are nested deeper than {MAX_DEPTH} levels"
+                        ),
+                    });
+                }
                 let tag = builder.tag(tag);
                 builder.open(mark, tag, anchor, NodeValue::Map(Vec::new()));
             }
@@ -210,9 +240,41 @@ struct OpenNode {
     pending_key: Option<(String, Mark)>,
 }
 
+/// Values that aliases may copy in, in all: beyond it, a few lines of
+/// nested anchors could expand into gigabytes.
+const ALIAS_BUDGET: usize = 100_000;
+/// Deepest nesting of lists and mappings accepted; a config needs a handful,
+/// and a pathological depth would exhaust the stack when the tree is dropped.
+const MAX_DEPTH: usize = 64;
+
+/// Number of values in `node`, counting at most up to `limit`.
+fn size_of(node: &Node, limit: usize) -> usize {
+    let mut count = 1;
+    let mut stack = vec![node];
+    while let Some(node) = stack.pop() {
+        if count > limit {
+            break;
+        }
+        match &node.value {
+            NodeValue::Seq(items) => {
+                count += items.len();
+                stack.extend(items.iter());
+            }
+            NodeValue::Map(entries) => {
+                count += entries.len();
+                stack.extend(entries.iter().map(|e| &e.value));
+            }
+            NodeValue::Null | NodeValue::Scalar { .. } => {}
+        }
+    }
+    count
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<OpenNode>,
+    /// What aliases have copied in so far, against [`ALIAS_BUDGET`].
+    alias_copies: usize,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     problems: Vec<DocumentProblem>,

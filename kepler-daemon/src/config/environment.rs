@@ -26,7 +26,7 @@ pub(crate) fn read_env_file(
         return (None, EnvMap::new());
     };
     let file = resolve_path(&cx.config_dir, &written);
-    let contents = match std::fs::read_to_string(&file) {
+    let contents = match read_bounded(&file) {
         Ok(contents) => contents,
         Err(err) => {
             cx.diag.at(
@@ -151,4 +151,32 @@ fn expand_entry(
         .expand(value)
         .map_err(|err| diag.at(node.mark, &path(), err.to_string()))
         .ok()
+}
+
+/// Largest env file read.
+const MAX_ENV_FILE: u64 = 1024 * 1024;
+
+/// Reads an env file that must be a regular file of at most
+/// [`MAX_ENV_FILE`] bytes. Opened without blocking, so naming a FIFO or a
+/// device cannot hang or flood the bake.
+fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_ENV_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB",
+            MAX_ENV_FILE / 1024
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_ENV_FILE + 1).read_to_string(&mut text)?;
+    Ok(text)
 }

@@ -77,8 +77,9 @@ impl Orchestrator {
             return;
         }
         if let Some(max) = policy.max_attempts {
-            if runtime.restarts >= max {
-                let reason = format!("gave up after {max} restarts; last {status}");
+            if runtime.attempts >= max {
+                let plural = if max == 1 { "" } else { "s" };
+                let reason = format!("gave up after {max} restart{plural}; last {status}");
                 runtime.desired = false;
                 self.set_status(name, ServiceStatus::Failed, Some(reason));
                 return;
@@ -123,6 +124,7 @@ impl Orchestrator {
         }
         runtime.restart_pending = false;
         runtime.restarts += 1;
+        runtime.attempts += 1;
         runtime.restarting = true;
         self.apply_retention(name, RetentionPoint::Restart);
         self.begin_start(name);

@@ -24,6 +24,10 @@ impl Orchestrator {
                 .is_some_and(|s| !s.status.is_up() && !s.waiting && s.stop.is_none());
             if idle {
                 self.apply_retention(&name, RetentionPoint::Start);
+                // A start by the user gives `max_attempts` a fresh count.
+                if let Some(runtime) = self.services.get_mut(&name) {
+                    runtime.attempts = 0;
+                }
             }
             self.begin_start(&name);
         }
