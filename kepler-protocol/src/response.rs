@@ -153,6 +153,8 @@ pub struct LogLine {
     pub hook: Option<String>,
     pub stderr: bool,
     pub timestamp_us: u64,
-    /// Raw bytes; shown lossily when they are not UTF-8.
+    /// Raw bytes; shown lossily when they are not UTF-8. Encoded as one
+    /// byte string, not a sequence of numbers (a large log is mostly this).
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }

@@ -39,11 +39,24 @@ pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
     if args.follow {
         return follow(&mut client, request, printer).await;
     }
-    let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    let mut out = BufWriter::with_capacity(1024 * 1024, io::stdout().lock());
     let mut response = client.request(request).await?;
     loop {
         let Response::LogPage { lines, cursor } = response else {
             bail!("unexpected answer from the daemon: {response:?}");
+        };
+        // Ask for the next page before printing this one, so the daemon
+        // reads while we print.
+        let next = match cursor {
+            Some(cursor) => Some(
+                client
+                    .send(Request::LogsPage {
+                        config: config.clone(),
+                        cursor,
+                    })
+                    .await?,
+            ),
+            None => None,
         };
         for line in &lines {
             if printer.write(&mut out, line).is_err() {
@@ -51,13 +64,15 @@ pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        let Some(cursor) = cursor else { break };
-        response = client
-            .request(Request::LogsPage {
-                config: config.clone(),
-                cursor,
-            })
-            .await?;
+        let Some(id) = next else { break };
+        response = loop {
+            match client.next_message().await? {
+                ServerMessage::Response { id: got, response } if got == id => {
+                    break into_result(response)?
+                }
+                _ => continue,
+            }
+        };
     }
     let _ = out.flush();
     Ok(ExitCode::SUCCESS)
@@ -103,7 +118,22 @@ impl Printer {
         if self.timestamps {
             write!(out, "{} ", timestamp(line.timestamp_us))?;
         }
-        writeln!(out, "{}", render_log_line(line, self.paint))
+        if self.paint.enabled() || line.bytes.contains(&b'\n') {
+            return writeln!(out, "{}", render_log_line(line, self.paint));
+        }
+        // Plain output of a single line, the common case when piping a
+        // large log: no intermediate strings.
+        out.write_all(line.service.as_bytes())?;
+        if let Some(hook) = &line.hook {
+            write!(out, "[{hook}]")?;
+        }
+        out.write_all(b" | ")?;
+        let text = match std::str::from_utf8(&line.bytes) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&line.bytes),
+        };
+        out.write_all(text.strip_suffix('\r').unwrap_or(&text).as_bytes())?;
+        out.write_all(b"\n")
     }
 }
 

@@ -8,8 +8,9 @@ use super::RequestContext;
 use crate::config_actor::{ActorError, ConfigHandle};
 use crate::logs::{self, FollowEvent, LogCursorId, LogStore};
 
-/// Lines per page of a paged read and per event of a follow's backlog.
-const PAGE: usize = 5000;
+/// Lines per page of a paged read and per event of a follow's backlog
+/// (a page of 90-byte lines is about 6 MB, well inside a frame).
+const PAGE: usize = 50_000;
 /// Lines a follow without `--tail` starts with.
 const FOLLOW_BACKLOG: usize = 10_000;
 
