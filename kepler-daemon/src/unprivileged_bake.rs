@@ -97,7 +97,7 @@ pub async fn bake_as(
     if !groups.contains(&caller.gid) {
         groups.push(caller.gid);
     }
-    let user = (!caller.is_root()).then(|| ResolvedUser {
+    let user = (!caller.is_root()).then_some(ResolvedUser {
         uid: caller.uid,
         gid: caller.gid,
         supplementary: groups,
