@@ -189,28 +189,12 @@ pub fn parse(text: &str) -> Result<Document, DocumentProblem> {
                 builder.finish_node(Node { value, mark, tag }, anchor);
             }
             Event::SequenceStart(anchor, tag) => {
-                if builder.stack.len() >= MAX_DEPTH {
-                    return Err(DocumentProblem {
-                        mark,
-                        path: String::new(),
-                        message: format!(
-                            "lists and mappings are nested deeper than {MAX_DEPTH} levels"
-                        ),
-                    });
-                }
+                builder.check_depth(mark)?;
                 let tag = builder.tag(tag);
                 builder.open(mark, tag, anchor, NodeValue::Seq(Vec::new()));
             }
             Event::MappingStart(anchor, tag) => {
-                if builder.stack.len() >= MAX_DEPTH {
-                    return Err(DocumentProblem {
-                        mark,
-                        path: String::new(),
-                        message: format!(
-                            "lists and mappings are nested deeper than {MAX_DEPTH} levels"
-                        ),
-                    });
-                }
+                builder.check_depth(mark)?;
                 let tag = builder.tag(tag);
                 builder.open(mark, tag, anchor, NodeValue::Map(Vec::new()));
             }
@@ -284,6 +268,18 @@ struct Builder {
 }
 
 impl Builder {
+    /// Refuses to open a list or mapping deeper than [`MAX_DEPTH`].
+    fn check_depth(&self, mark: Mark) -> Result<(), DocumentProblem> {
+        if self.stack.len() < MAX_DEPTH {
+            return Ok(());
+        }
+        Err(DocumentProblem {
+            mark,
+            path: String::new(),
+            message: format!("lists and mappings are nested deeper than {MAX_DEPTH} levels"),
+        })
+    }
+
     fn tag(&mut self, tag: Option<Tag>) -> Option<NodeTag> {
         let tag = tag?;
         self.has_tags = true;
