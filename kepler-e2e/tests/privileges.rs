@@ -187,20 +187,35 @@ fn limits_are_applied_to_the_service_process() {
 }
 
 #[test]
-fn an_unknown_user_fails_the_service_naming_the_user() {
+fn unknown_users_and_groups_are_config_errors_at_their_line() {
     let kepler = Kepler::started();
     kepler.write(
         "kepler.yaml",
-        "services:\n  app:\n    command: [\"sleep\", \"1000\"]\n    user: kepler-no-such-user\n",
+        "services:\n  app:\n    command: [\"sleep\", \"1000\"]\n    user: kepler-no-such-user\n  db:\n    command: [\"sleep\", \"1000\"]\n    group: kepler-no-such-group\n    hooks:\n      pre_start:\n        run: \"true\"\n        user: kepler-nobody-either\n",
     );
+    // Refused when the config is loaded, with every problem at its line;
+    // nothing is started and no state is written.
     kepler
         .kepler(&["start", "-d", "--wait"])
         .failure()
+        .stderr_has(
+            "kepler.yaml:4:11: services.app.user: user `kepler-no-such-user` does not exist",
+        )
+        .stderr_has("kepler.yaml:7")
+        .stderr_has("kepler-no-such-group")
+        .stderr_has("kepler.yaml:11")
+        .stderr_has("kepler-nobody-either");
+    assert!(
+        !kepler.state_dir().join("configs").exists()
+            || std::fs::read_dir(kepler.state_dir().join("configs"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    kepler
+        .kepler(&["check"])
+        .failure()
         .stderr_has("kepler-no-such-user");
-    let app = kepler.wait_for_service("kepler.yaml", "app", "failed", |r| r.status() == "failed");
-    assert!(app.reason().contains("kepler-no-such-user"), "{:?}", app.0);
-    assert!(app.reason().contains("does not exist"), "{:?}", app.0);
-    assert_eq!(app.pid(), None);
 }
 
 #[test]

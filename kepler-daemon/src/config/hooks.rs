@@ -120,6 +120,9 @@ fn hook(
     } else {
         base.group.cloned()
     };
+    if map.get("user").is_some() {
+        super::service::check_identity(&map, user.as_ref(), None, &mut cx.diag);
+    }
     let working_dir = match map.get("working_dir") {
         Some(node) => resolve_path(
             base.working_dir,

@@ -6,6 +6,7 @@ use super::decode::{expanded, expanded_parsed, fields, keyword, parsed, whole_nu
 use super::dependency::{depends_on, DependencyRef};
 use super::document::{Mark, Node, NodeValue};
 use super::environment::{environment, read_env_file};
+use super::error::Diagnostics;
 use super::expand::Scope;
 use super::healthcheck::healthcheck;
 use super::hooks::{argv, hooks, HookBase};
@@ -177,6 +178,7 @@ pub(crate) fn bake_service(
     let group: Option<GroupSpec> = map
         .get("group")
         .and_then(|n| expanded_parsed(n, &map.path("group"), &scope, &mut cx.diag));
+    check_identity(&map, user.as_ref(), group.as_ref(), &mut cx.diag);
     let depends_on = map
         .get("depends_on")
         .map(|n| {
@@ -440,4 +442,26 @@ pub(crate) fn check_service_name(name: &str, mark: Mark, cx: &mut BakeContext<'_
         ),
     );
     false
+}
+
+/// Unknown users and groups are config errors, reported at the field, rather
+/// than a failure when the service is spawned. Names are looked up in the
+/// system's user database (the bake runs with the caller's rights).
+pub(crate) fn check_identity(
+    map: &Fields<'_>,
+    user: Option<&UserSpec>,
+    group: Option<&GroupSpec>,
+    diag: &mut Diagnostics,
+) {
+    if user.is_none() && group.is_none() {
+        return;
+    }
+    let user_text = user.map_or_else(|| "0".to_owned(), |u| u.to_string());
+    let group_text = group.map(|g| g.to_string());
+    if let Err(e) = crate::user::resolve_user(&user_text, group_text.as_deref()) {
+        let field = if user.is_some() { "user" } else { "group" };
+        if let Some(node) = map.get(field) {
+            diag.at(node.mark, &map.path(field), e.to_string());
+        }
+    }
 }
