@@ -235,17 +235,15 @@ fn topological_order_puts_dependencies_first() {
     assert_eq!(order.len(), 7);
     assert!(position("db") < position("migrate") && position("migrate") < position("api"));
     assert!(position("batch") < position("report"));
+    // The index the orchestrator reacts with: dependents of each service.
+    let index = kepler_daemon::deps::DependencyIndex::build(&config);
     assert_eq!(
-        config.dependents_of("db"),
+        index.dependents("db"),
         ["alert", "api", "batch", "migrate", "watchdog"]
     );
-    assert_eq!(
-        config
-            .transitive_dependents_of("batch")
-            .into_iter()
-            .collect::<Vec<_>>(),
-        ["report"]
-    );
+    // Everything that depends on batch, transitively, is report alone.
+    assert_eq!(index.dependents("batch"), ["report"]);
+    assert!(index.dependents("report").is_empty());
 }
 
 #[test]

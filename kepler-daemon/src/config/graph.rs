@@ -1,7 +1,7 @@
 //! The dependency graph of a baked config: start order, dependents, the
 //! startup cluster, and cycle finding for validation.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::snapshot::BakedConfig;
 
@@ -50,30 +50,6 @@ impl BakedConfig {
             );
         }
         order
-    }
-
-    /// The services that list `name` in their `depends_on`, in name order.
-    pub fn dependents_of(&self, name: &str) -> Vec<&str> {
-        self.services
-            .iter()
-            .filter(|(_, s)| s.depends_on.contains_key(name))
-            .map(|(n, _)| n.as_str())
-            .collect()
-    }
-
-    /// Every service that depends on `name` directly or through others.
-    pub fn transitive_dependents_of(&self, name: &str) -> BTreeSet<&str> {
-        let dependents = self.dependents_map();
-        let mut found = BTreeSet::new();
-        let mut queue: VecDeque<&str> = VecDeque::from([name]);
-        while let Some(current) = queue.pop_front() {
-            for dependent in dependents.get(current).into_iter().flatten() {
-                if found.insert(*dependent) {
-                    queue.push_back(dependent);
-                }
-            }
-        }
-        found
     }
 
     /// The startup cluster: services whose every dependency edge is waited
