@@ -42,26 +42,35 @@ pub fn print_event(event: &Event, paint: Paint) -> io::Result<()> {
 /// `service | text`, once per line if the bytes hold several. Bytes that are
 /// not UTF-8 are shown lossily.
 pub fn render_log_line(line: &LogLine, paint: Paint) -> String {
-    let service_style = style::service_style(&line.service);
-    let mut prefix = paint.paint(&line.service, service_style);
-    if let Some(hook) = &line.hook {
-        prefix.push_str(&paint.paint(&format!("[{hook}]"), style::dim()));
-    }
-    let bar_style = if line.stderr {
-        style::error()
-    } else {
-        service_style
-    };
-    let bar = paint.paint("|", bar_style);
+    let prefix = line_prefix(&line.service, line.hook.as_deref(), line.stderr, paint);
     let text = String::from_utf8_lossy(&line.bytes);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     text.split('\n')
         .map(|part| {
             let part = part.strip_suffix('\r').unwrap_or(part);
-            format!("{prefix} {bar} {part}")
+            format!("{prefix}{part}")
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What comes before the text of a line: `web | `, `db[pre_start] | `; with
+/// colour, the name in the service's colour and a red bar for stderr.
+pub fn line_prefix(service: &str, hook: Option<&str>, stderr: bool, paint: Paint) -> String {
+    let service_style = style::service_style(service);
+    let mut prefix = paint.paint(service, service_style);
+    if let Some(hook) = hook {
+        prefix.push_str(&paint.paint(&format!("[{hook}]"), style::dim()));
+    }
+    let bar_style = if stderr {
+        style::error()
+    } else {
+        service_style
+    };
+    prefix.push(' ');
+    prefix.push_str(&paint.paint("|", bar_style));
+    prefix.push(' ');
+    prefix
 }
 
 /// `kepler | web exited (1)`, or `kepler | web failed: why` with a reason.

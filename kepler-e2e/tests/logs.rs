@@ -93,15 +93,53 @@ fn hook_lines_are_tagged_and_hidden_by_no_hook() {
 
 #[test]
 fn a_whole_log_larger_than_one_page_is_printed_complete_and_in_order() {
+    // Pages stop at 50,000 lines or 8 MiB of text: `many` passes the first
+    // bound, `wide` (150 lines of 60,000 bytes) the second, and stderr adds a
+    // third file to the merge.
     let kepler = Kepler::started();
-    kepler.write("kepler.yaml", &counter(12_000, ""));
-    kepler.kepler(&["start", "-d", "--wait"]).success();
-    wait_for_log_line(&kepler, "counter | done");
-    let lines = lines_of(&kepler.kepler(&["logs", "--no-hook"]));
-    assert_eq!(lines.len(), 12_001);
-    assert_eq!(lines[0], "counter | line 1");
-    assert_eq!(lines[11_999], "counter | line 12000");
-    kepler.kepler(&["stop"]).success();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  many:\n    command: [\"sh\", \"-c\", \"seq 1 60000 | sed 's/^/line /'; seq 1 1000 | sed 's/^/err /' >&2; echo done\"]\n  wide:\n    command: [\"sh\", \"-c\", \"i=1; while [ $i -le 150 ]; do printf '%060000d\\\\n' $i; i=$((i+1)); done; echo done\"]\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    for service in ["many", "wide"] {
+        kepler.wait_for_service("kepler.yaml", service, "exited", |r| r.status() == "exited");
+    }
+    let run = kepler.kepler(&["logs", "--timestamps"]);
+    let lines = lines_of(&run);
+    assert_eq!(lines.len(), 60_000 + 1000 + 150 + 2);
+    let text = |prefix: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+            .filter(|rest| rest.starts_with(prefix))
+            .map(|rest| &rest[prefix.len()..])
+            .collect()
+    };
+    let many = text("many | line ");
+    assert_eq!(many.len(), 60_000);
+    assert!(many
+        .iter()
+        .enumerate()
+        .all(|(i, n)| *n == (i + 1).to_string()));
+    let errs = text("many | err ");
+    assert!(errs
+        .iter()
+        .enumerate()
+        .all(|(i, n)| *n == (i + 1).to_string()));
+    assert_eq!(errs.len(), 1000);
+    let wide = text("wide | ");
+    assert_eq!(wide.len(), 151);
+    for (i, line) in wide[..150].iter().enumerate() {
+        assert_eq!(line.len(), 60_000, "wide line {} kept whole", i + 1);
+        assert_eq!(line.trim_start_matches('0'), (i + 1).to_string());
+    }
+    // One time order over every file and page.
+    let stamps: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "lines in time order"
+    );
 }
 
 #[test]

@@ -7,12 +7,14 @@
 
 pub mod codec;
 pub mod handshake;
+pub mod log_batch;
 pub mod message;
 pub mod request;
 pub mod response;
 
 pub use codec::{BincodeCodec, FrameError, MAX_FRAME_LEN};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
+pub use log_batch::{LogBatch, LogLineRef, LogSource};
 pub use message::{ClientMessage, RequestId, ServerMessage};
 pub use request::{ConfigRef, LogRange, Request, StartMode};
 pub use response::{

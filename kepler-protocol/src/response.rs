@@ -19,7 +19,7 @@ pub enum Response {
     /// Log lines, oldest first; `cursor` is set when more can be asked for
     /// with `Request::LogsPage`.
     LogPage {
-        lines: Vec<LogLine>,
+        lines: crate::LogBatch,
         cursor: Option<u64>,
     },
     Error {

@@ -107,11 +107,15 @@ fn numbered(range: std::ops::RangeInclusive<u32>) -> String {
 }
 
 fn number_of(line: &LogLine) -> u32 {
-    std::str::from_utf8(&line.bytes)
+    number_in(&line.bytes)
+}
+
+fn number_in(bytes: &[u8]) -> u32 {
+    std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.strip_prefix("line "))
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not a numbered line: {line:?}"))
+        .unwrap_or_else(|| panic!("not a numbered line: {:?}", String::from_utf8_lossy(bytes)))
 }
 
 fn stdout_path(store: &LogStore, service: &str) -> std::path::PathBuf {
@@ -566,7 +570,12 @@ async fn cursor_pages_through_a_log_and_expires_when_idle() {
     let mut pages = Vec::new();
     loop {
         let page = cursors.next_page_at(id, 100, now).unwrap();
-        pages.push(page.lines.iter().map(number_of).collect::<Vec<_>>());
+        pages.push(
+            page.lines
+                .iter()
+                .map(|l| number_in(l.bytes))
+                .collect::<Vec<_>>(),
+        );
         if !page.more {
             break;
         }
@@ -583,7 +592,10 @@ async fn cursor_pages_through_a_log_and_expires_when_idle() {
     finish(tx, pump).await;
     let page = cursors.next_page_at(id, 100, now).unwrap();
     assert_eq!(
-        page.lines.iter().map(number_of).collect::<Vec<_>>(),
+        page.lines
+            .iter()
+            .map(|l| number_in(l.bytes))
+            .collect::<Vec<_>>(),
         (251..=260).collect::<Vec<_>>()
     );
 

@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
-use kepler_protocol::{Event, LogLine, LogRange, Request, Response, ServerMessage};
+use kepler_protocol::{Event, LogBatch, LogLine, LogRange, Request, Response, ServerMessage};
 
 use crate::cli::LogsArgs;
 use crate::client::{into_result, Client};
 use crate::config_ref::config_ref;
-use crate::event_output::{render_event, render_log_line};
+use crate::event_output::{line_prefix, render_event};
 use crate::style::Paint;
 
 pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
@@ -58,11 +58,9 @@ pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
             ),
             None => None,
         };
-        for line in &lines {
-            if printer.write(&mut out, line).is_err() {
-                // The reader went away (e.g. `| head`): stop quietly.
-                return Ok(ExitCode::SUCCESS);
-            }
+        if printer.write_batch(&mut out, &lines).is_err() {
+            // The reader went away (e.g. `| head`): stop quietly.
+            return Ok(ExitCode::SUCCESS);
         }
         let Some(id) = next else { break };
         response = loop {
@@ -114,26 +112,52 @@ struct Printer {
 }
 
 impl Printer {
+    /// Prints a page; each origin's prefix is rendered once per page.
+    fn write_batch(&self, out: &mut impl Write, batch: &LogBatch) -> io::Result<()> {
+        let prefixes: Vec<String> = batch
+            .sources()
+            .iter()
+            .map(|s| line_prefix(&s.service, s.hook.as_deref(), s.stderr, self.paint))
+            .collect();
+        for line in batch {
+            let prefix = &prefixes[line.source_id as usize];
+            self.write_text(out, prefix, line.timestamp_us, line.bytes)?;
+        }
+        Ok(())
+    }
+
     fn write(&self, out: &mut impl Write, line: &LogLine) -> io::Result<()> {
-        if self.timestamps {
-            write!(out, "{} ", timestamp(line.timestamp_us))?;
-        }
-        if self.paint.enabled() || line.bytes.contains(&b'\n') {
-            return writeln!(out, "{}", render_log_line(line, self.paint));
-        }
-        // Plain output of a single line, the common case when piping a
-        // large log: no intermediate strings.
-        out.write_all(line.service.as_bytes())?;
-        if let Some(hook) = &line.hook {
-            write!(out, "[{hook}]")?;
-        }
-        out.write_all(b" | ")?;
-        let text = match std::str::from_utf8(&line.bytes) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(&line.bytes),
+        let prefix = line_prefix(&line.service, line.hook.as_deref(), line.stderr, self.paint);
+        self.write_text(out, &prefix, line.timestamp_us, &line.bytes)
+    }
+
+    /// `prefix text`, once per line if `bytes` holds several; bytes that are
+    /// not UTF-8 are shown lossily, a trailing `\r` is dropped.
+    fn write_text(
+        &self,
+        out: &mut impl Write,
+        prefix: &str,
+        timestamp_us: u64,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let mut write_part = |part: &[u8]| -> io::Result<()> {
+            if self.timestamps {
+                write!(out, "{} ", timestamp(timestamp_us))?;
+            }
+            out.write_all(prefix.as_bytes())?;
+            let part = part.strip_suffix(b"\r").unwrap_or(part);
+            match std::str::from_utf8(part) {
+                Ok(_) => out.write_all(part)?,
+                Err(_) => out.write_all(String::from_utf8_lossy(part).as_bytes())?,
+            }
+            out.write_all(b"\n")
         };
-        out.write_all(text.strip_suffix('\r').unwrap_or(&text).as_bytes())?;
-        out.write_all(b"\n")
+        // Stored lines never hold `\n`; lines pushed live may.
+        if !bytes.contains(&b'\n') {
+            return write_part(bytes);
+        }
+        bytes.split(|&b| b == b'\n').try_for_each(write_part)
     }
 }
 
@@ -172,6 +196,36 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "1970-01-01T00:00:00.000000Z web | hello\n"
+        );
+    }
+
+    #[test]
+    fn a_page_prints_each_line_with_its_origin_lossily_and_without_carriage_returns() {
+        let lines = [
+            ("web", None, false, &b"up\r"[..]),
+            ("db", Some("pre_start"), false, b"migrating"),
+            ("web", None, true, b"caf\xe9"),
+            ("web", None, false, b"one\ntwo"),
+        ];
+        let batch: LogBatch = lines
+            .iter()
+            .map(|(service, hook, stderr, bytes)| LogLine {
+                service: service.to_string(),
+                hook: hook.map(String::from),
+                stderr: *stderr,
+                timestamp_us: 0,
+                bytes: bytes.to_vec(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        let printer = Printer {
+            paint: Paint::PLAIN,
+            timestamps: false,
+        };
+        printer.write_batch(&mut out, &batch).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "web | up\ndb[pre_start] | migrating\nweb | caf\u{fffd}\nweb | one\nweb | two\n"
         );
     }
 }

@@ -13,18 +13,26 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{lock, reader, LogError, LogLine};
+use kepler_protocol::LogBatch;
+
+use super::reader::{self, PageLimit};
+use super::{lock, LogError};
 
 pub const CURSOR_IDLE: Duration = Duration::from_secs(60);
 pub const MAX_CURSORS: usize = 64;
+/// Bytes of line text a page stops at, well inside a frame whatever the
+/// line lengths.
+pub const PAGE_TEXT_BYTES: usize = 8 * 1024 * 1024;
+const PAGE_LINES_RESERVED: usize = 64 * 1024;
+const PAGE_TEXT_RESERVED: usize = 6 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LogCursorId(pub u64);
 
-/// One page of lines, oldest first.
+/// One page of lines, oldest first, in the form they travel in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogPage {
-    pub lines: Vec<LogLine>,
+    pub lines: LogBatch,
     /// More lines were stored when the page was read; when false, asking
     /// again later returns lines written since.
     pub more: bool,
@@ -99,7 +107,8 @@ impl CursorRegistry {
         LogCursorId(id)
     }
 
-    /// The next `n` lines of cursor `id`. Blocking (reads files).
+    /// The next `n` lines of cursor `id` (fewer once the page holds
+    /// [`PAGE_TEXT_BYTES`]). Blocking (reads files).
     pub fn next_page(&self, id: LogCursorId, n: usize) -> Result<LogPage, LogError> {
         self.next_page_at(id, n, Instant::now())
     }
@@ -123,11 +132,18 @@ impl CursorRegistry {
         };
         // Read without holding the table: other cursors stay usable.
         let mut merge = reader::read_after(&self.dir, &services, include_hooks, after)?;
-        let lines: Vec<LogLine> = merge.by_ref().take(n).collect();
-        let more = merge.next().is_some();
-        if let Some(last) = lines.last() {
+        // Room for a page of typical lines up front: growing a multi-megabyte
+        // buffer line by line showed in profiles.
+        let mut lines = LogBatch::with_capacity(n.min(PAGE_LINES_RESERVED), PAGE_TEXT_RESERVED);
+        let limit = PageLimit {
+            lines: n,
+            text_bytes: PAGE_TEXT_BYTES,
+        };
+        let last = merge.fill(&mut lines, limit);
+        let more = merge.has_more();
+        if let Some(last) = last {
             if let Some(cursor) = lock(&self.table).cursors.get_mut(&id.0) {
-                cursor.after = Some(last.timestamp_us);
+                cursor.after = Some(last);
             }
         }
         Ok(LogPage { lines, more })

@@ -11,16 +11,19 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Record};
+use kepler_protocol::{LogBatch, LogSource};
+
 use super::{io_error, LogError, LogLine, Stream};
 
 /// Bytes read per step when walking a file backwards.
 const BACK_BLOCK: usize = 64 * 1024;
-/// Buffer of a forward reader.
+/// Buffer of a forward reader; also bounds the longest record it can read
+/// (a line of `MAX_LINE_BYTES` plus its header fits many times over).
 const FORWARD_BUFFER: usize = 256 * 1024;
 
 /// The log files in `dir` as (service, stream), sorted; none if `dir` is missing.
@@ -242,14 +245,13 @@ pub fn read_after(
         };
         file.seek(SeekFrom::Start(start))
             .map_err(io_error(&sel.path))?;
-        sources.push(ForwardSource {
-            reader: BufReader::with_capacity(FORWARD_BUFFER, file),
-            record: Vec::new(),
-            path: sel.path,
-            service: sel.service,
-            stream: sel.stream,
+        sources.push(ForwardSource::new(
+            file,
+            sel.path,
+            sel.service,
+            sel.stream,
             include_hooks,
-        });
+        ));
     }
     Ok(LogMerge::new(sources))
 }
@@ -303,64 +305,217 @@ fn first_at(file: &File, x: u64, len: u64) -> io::Result<Option<(u64, u64)>> {
     )))
 }
 
-/// A file read forwards, record by record.
+/// A file read forwards, record by record, through a buffer of whole
+/// blocks: the current record is parsed in place, and is copied only by
+/// whoever takes it.
 struct ForwardSource {
-    reader: BufReader<File>,
-    record: Vec<u8>,
+    file: File,
+    /// Bytes read and not yet consumed start at `buf[start]`, end at `filled`.
+    buf: Box<[u8]>,
+    start: usize,
+    filled: usize,
+    eof: bool,
+    current: Option<Current>,
     path: PathBuf,
     service: String,
     stream: Stream,
     include_hooks: bool,
 }
 
+/// The record at `ForwardSource::start`, as offsets into its buffer.
+#[derive(Clone, Copy)]
+struct Current {
+    timestamp_us: u64,
+    /// Hook name range, or `None` for the service's own line.
+    hook: Option<(usize, usize)>,
+    payload: (usize, usize),
+    /// Offset just past the record's `\n`.
+    next: usize,
+}
+
 impl ForwardSource {
-    /// The next wanted line; `None` at the end (or on a read error, logged).
-    fn next_line(&mut self) -> Option<LogLine> {
+    fn new(
+        file: File,
+        path: PathBuf,
+        service: String,
+        stream: Stream,
+        include_hooks: bool,
+    ) -> Self {
+        let mut source = ForwardSource {
+            file,
+            buf: vec![0; FORWARD_BUFFER].into_boxed_slice(),
+            start: 0,
+            filled: 0,
+            eof: false,
+            current: None,
+            path,
+            service,
+            stream,
+            include_hooks,
+        };
+        source.find_record();
+        source
+    }
+
+    /// The current record, borrowed from the buffer.
+    fn record(&self) -> Option<Record<'_>> {
+        let c = self.current?;
+        Some(Record {
+            timestamp_us: c.timestamp_us,
+            hook: c.hook.map(|(a, b)| &self.buf[a..b]),
+            payload: &self.buf[c.payload.0..c.payload.1],
+        })
+    }
+
+    fn advance(&mut self) {
+        if let Some(c) = self.current.take() {
+            self.start = c.next;
+            self.find_record();
+        }
+    }
+
+    /// Moves `current` to the next wanted record at or after `start`; none
+    /// at the end of the file (or on a read error, logged). Bytes after the
+    /// last `\n` are a write in progress, not a record yet.
+    fn find_record(&mut self) {
         loop {
-            self.record.clear();
-            match self.reader.read_until(b'\n', &mut self.record) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(path = %self.path.display(), "reading log file failed: {e}");
-                    return None;
+            let pending = &self.buf[self.start..self.filled];
+            let Some(len) = memchr::memchr(b'\n', pending) else {
+                if self.eof || !self.refill() {
+                    return;
                 }
-            }
-            // Without `\n`: a write in progress, not a record yet.
-            let Some((b'\n', raw)) = self.record.split_last() else {
-                return None;
-            };
-            let Some(rec) = record::parse(raw) else {
                 continue;
             };
-            if self.include_hooks || rec.hook.is_none() {
-                return Some(to_line(&rec, &self.service, self.stream));
+            let (at, next) = (self.start, self.start + len + 1);
+            if let Some(rec) = record::parse(&pending[..len]) {
+                if self.include_hooks || rec.hook.is_none() {
+                    let payload_at = at + record::payload_offset(&rec);
+                    self.current = Some(Current {
+                        timestamp_us: rec.timestamp_us,
+                        hook: rec.hook.map(|h| {
+                            (at + record::HOOK_OFFSET, at + record::HOOK_OFFSET + h.len())
+                        }),
+                        payload: (payload_at, at + len),
+                        next,
+                    });
+                    return;
+                }
+            }
+            self.start = next;
+        }
+    }
+
+    /// Reads more of the file after the unconsumed bytes; false at the end.
+    fn refill(&mut self) -> bool {
+        if self.start == 0 && self.filled == self.buf.len() {
+            // A whole buffer without a `\n` is no record (records are at most
+            // a line plus a header): skip it as debris.
+            self.filled = 0;
+        }
+        self.buf.copy_within(self.start..self.filled, 0);
+        self.filled -= self.start;
+        self.start = 0;
+        loop {
+            match self.file.read(&mut self.buf[self.filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return false;
+                }
+                Ok(n) => {
+                    self.filled += n;
+                    return true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), "reading log file failed: {e}");
+                    self.eof = true;
+                    return false;
+                }
             }
         }
     }
 }
 
-/// A k-way merge of forward readers by timestamp; memory is one buffered
-/// block and one pending line per file.
+/// How much one [`LogMerge::fill`] may take.
+#[derive(Debug, Clone, Copy)]
+pub struct PageLimit {
+    pub lines: usize,
+    /// Bytes of line text; a page holds at least one line whatever its size.
+    pub text_bytes: usize,
+}
+
+/// The batch source ids given to the origins of one file: (hook, id).
+type OriginIds = Vec<(Option<Box<[u8]>>, u32)>;
+
+/// A k-way merge of forward readers by timestamp; memory is one buffer per
+/// file. Iterating yields owned lines; [`fill`](Self::fill) copies records
+/// straight into a wire batch.
 pub struct LogMerge {
     sources: Vec<ForwardSource>,
-    heads: Vec<Option<LogLine>>,
     order: BinaryHeap<Reverse<(u64, usize)>>,
 }
 
 impl LogMerge {
-    fn new(mut sources: Vec<ForwardSource>) -> Self {
-        let heads: Vec<_> = sources.iter_mut().map(ForwardSource::next_line).collect();
-        let order = heads
+    fn new(sources: Vec<ForwardSource>) -> Self {
+        let order = sources
             .iter()
             .enumerate()
-            .filter_map(|(i, head)| head.as_ref().map(|l| Reverse((l.timestamp_us, i))))
+            .filter_map(|(i, s)| s.current.map(|c| Reverse((c.timestamp_us, i))))
             .collect();
-        LogMerge {
-            sources,
-            heads,
-            order,
+        LogMerge { sources, order }
+    }
+
+    /// The source holding the oldest pending record, taken off the heap;
+    /// hand it back with [`requeue`](Self::requeue) once advanced.
+    fn pop(&mut self) -> Option<usize> {
+        self.order.pop().map(|Reverse((_, i))| i)
+    }
+
+    fn requeue(&mut self, i: usize) {
+        if let Some(c) = self.sources[i].current {
+            self.order.push(Reverse((c.timestamp_us, i)));
         }
+    }
+
+    /// Whether any line is left.
+    pub fn has_more(&self) -> bool {
+        !self.order.is_empty()
+    }
+
+    /// Moves lines into `batch` until `limit` is reached or the files end;
+    /// returns the timestamp of the last line moved.
+    pub fn fill(&mut self, batch: &mut LogBatch, limit: PageLimit) -> Option<u64> {
+        // Each file's origins get a batch source id once: (hook, id) pairs.
+        let mut ids: Vec<OriginIds> = vec![Vec::new(); self.sources.len()];
+        let mut last = None;
+        while batch.len() < limit.lines && (batch.is_empty() || batch.text_len() < limit.text_bytes)
+        {
+            let Some(i) = self.pop() else { break };
+            let source = &mut self.sources[i];
+            let rec = source.record().expect("a queued source has a record");
+            let (ts, hook) = (rec.timestamp_us, rec.hook);
+            let known = ids[i]
+                .iter()
+                .find(|(h, _)| h.as_deref() == hook)
+                .map(|(_, id)| *id);
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    let id = batch.add_source(LogSource {
+                        service: source.service.clone(),
+                        hook: hook.map(|h| String::from_utf8_lossy(h).into_owned()),
+                        stderr: source.stream == Stream::Stderr,
+                    });
+                    ids[i].push((hook.map(Into::into), id));
+                    id
+                }
+            };
+            batch.push_line(id, ts, rec.payload);
+            last = Some(ts);
+            source.advance();
+            self.requeue(i);
+        }
+        last
     }
 }
 
@@ -368,12 +523,13 @@ impl Iterator for LogMerge {
     type Item = LogLine;
 
     fn next(&mut self) -> Option<LogLine> {
-        let Reverse((_, i)) = self.order.pop()?;
-        let next = self.sources[i].next_line();
-        if let Some(line) = &next {
-            self.order.push(Reverse((line.timestamp_us, i)));
-        }
-        std::mem::replace(&mut self.heads[i], next)
+        let i = self.pop()?;
+        let source = &mut self.sources[i];
+        let rec = source.record().expect("a queued source has a record");
+        let line = to_line(&rec, &source.service, source.stream);
+        source.advance();
+        self.requeue(i);
+        Some(line)
     }
 }
 
@@ -465,6 +621,95 @@ mod tests {
         let (_dir, file) = file_with(&recs, b"0000000000000005 - parti");
         let got = backwards(file);
         assert_eq!(got, vec![b"last".to_vec(), vec![], big, b"first".to_vec()]);
+    }
+
+    fn dir_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, data) in files {
+            std::fs::write(dir.path().join(name), data).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn forward_reader_crosses_buffer_refills_skips_debris_and_a_write_in_progress() {
+        // Lengths that put record ends on every side of the 256 KiB refills.
+        let payloads: Vec<Vec<u8>> = (0..400u32)
+            .map(|i| vec![b'a' + (i % 26) as u8; (i as usize * 7919) % 70_000])
+            .collect();
+        let mut data = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            encode(&mut data, i as u64 + 1, b"-", p);
+            if i == 200 {
+                data.extend_from_slice(b"torn debris without a header\n");
+            }
+        }
+        data.extend_from_slice(b"0000000000009999 - not finished");
+        let dir = dir_with(&[("x.stdout.log", data)]);
+        let got: Vec<Vec<u8>> = read_all(dir.path(), &[], true)
+            .expect("read")
+            .map(|l| l.bytes)
+            .collect();
+        assert_eq!(got.len(), payloads.len());
+        assert!(got == payloads, "every record, in order, exactly");
+    }
+
+    #[test]
+    fn a_page_merges_files_and_hooks_into_one_batch_and_stops_at_its_limits() {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        for ts in 1..=9u64 {
+            match ts % 3 {
+                0 => encode(&mut err, ts, b"-", format!("err {ts}").as_bytes()),
+                1 => encode(&mut out, ts, b"-", format!("out {ts}").as_bytes()),
+                _ => encode(&mut out, ts, b"pre_start", format!("hook {ts}").as_bytes()),
+            }
+        }
+        let dir = dir_with(&[("web.stdout.log", out), ("web.stderr.log", err)]);
+        let mut merge = read_all(dir.path(), &[], true).expect("read");
+        let mut batch = LogBatch::new();
+        let limit = PageLimit {
+            lines: 5,
+            text_bytes: usize::MAX,
+        };
+        assert_eq!(merge.fill(&mut batch, limit), Some(5));
+        assert!(merge.has_more());
+        let shown: Vec<String> = batch
+            .iter()
+            .map(|l| {
+                let hook = l.source.hook.as_deref().unwrap_or("-");
+                let text = String::from_utf8_lossy(l.bytes);
+                format!("{} {} {hook} {text}", l.timestamp_us, l.source.stderr)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "1 false - out 1",
+                "2 false pre_start hook 2",
+                "3 true - err 3",
+                "4 false - out 4",
+                "5 false pre_start hook 5"
+            ]
+        );
+        assert_eq!(batch.sources().len(), 3, "each origin named once");
+
+        // The byte limit ends a page after the line that reaches it.
+        let mut batch = LogBatch::new();
+        let limit = PageLimit {
+            lines: 100,
+            text_bytes: 5,
+        };
+        assert_eq!(merge.fill(&mut batch, limit), Some(6));
+        assert_eq!(batch.len(), 1);
+        let mut rest = LogBatch::new();
+        let limit = PageLimit {
+            lines: 100,
+            text_bytes: usize::MAX,
+        };
+        assert_eq!(merge.fill(&mut rest, limit), Some(9));
+        assert_eq!(rest.len(), 3);
+        assert!(!merge.has_more());
     }
 
     #[test]

@@ -101,6 +101,14 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
 }
 
+/// Where the origin tag starts in a record.
+pub const HOOK_OFFSET: usize = TS_DIGITS + 1;
+
+/// Where the payload of `rec` starts in its record.
+pub fn payload_offset(rec: &Record<'_>) -> usize {
+    HOOK_OFFSET + rec.hook.map_or(SERVICE_TAG.len(), <[u8]>::len) + 1
+}
+
 impl Record<'_> {
     pub fn origin(&self) -> Origin {
         match self.hook {
@@ -110,20 +118,37 @@ impl Record<'_> {
     }
 }
 
-/// Reads the timestamp at the start of a record.
-pub fn parse_timestamp(record: &[u8]) -> Option<u64> {
-    let digits = record.get(..TS_DIGITS)?;
-    let mut ts = 0u64;
-    for &d in digits {
-        let v = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            b'A'..=b'F' => d - b'A' + 10,
-            _ => return None,
-        };
-        ts = (ts << 4) | u64::from(v);
+/// Value of each byte as a hex digit, or `INVALID`.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    Some(ts)
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+const INVALID: u8 = 0x10;
+
+/// Reads the timestamp at the start of a record. On the path of every line
+/// read back, hence a table and one check at the end instead of a branch per
+/// digit.
+pub fn parse_timestamp(record: &[u8]) -> Option<u64> {
+    let digits: &[u8; TS_DIGITS] = record.get(..TS_DIGITS)?.try_into().ok()?;
+    let mut ts = 0u64;
+    let mut bad = 0u8;
+    for &d in digits {
+        let v = HEX_VALUE[d as usize];
+        bad |= v;
+        ts = (ts << 4) | u64::from(v & 0xf);
+    }
+    (bad & INVALID == 0).then_some(ts)
 }
 
 /// Parses one record given without its `\n`; `None` if it is not a record
@@ -134,6 +159,14 @@ pub fn parse(record: &[u8]) -> Option<Record<'_>> {
         return None;
     }
     let rest = &record[TS_DIGITS + 1..];
+    // Most lines are the service's own: skip the search for their tag's end.
+    if let [b'-', b' ', payload @ ..] = rest {
+        return Some(Record {
+            timestamp_us,
+            hook: None,
+            payload,
+        });
+    }
     let space = memchr::memchr(b' ', rest)?;
     let (tag, payload) = (&rest[..space], &rest[space + 1..]);
     let hook = match tag {

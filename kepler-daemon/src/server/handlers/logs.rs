@@ -8,8 +8,8 @@ use super::RequestContext;
 use crate::config_actor::{ActorError, ConfigHandle};
 use crate::logs::{self, FollowEvent, LogCursorId, LogStore};
 
-/// Lines per page of a paged read and per event of a follow's backlog
-/// (a page of 90-byte lines is about 6 MB, well inside a frame).
+/// Lines per page of a paged read (a page also stops at
+/// [`logs::cursor::PAGE_TEXT_BYTES`]) and per event of a follow's backlog.
 const PAGE: usize = 50_000;
 /// Lines a follow without `--tail` starts with.
 const FOLLOW_BACKLOG: usize = 10_000;
@@ -81,7 +81,7 @@ pub async fn handle(
         }
     };
     Ok(Response::LogPage {
-        lines: wire(page),
+        lines: page.into_iter().map(LogLine::from).collect(),
         cursor: None,
     })
 }
@@ -105,7 +105,7 @@ async fn next_page(store: &LogStore, id: LogCursorId) -> Result<Response, ActorE
         store.cursors().close(id);
     }
     Ok(Response::LogPage {
-        lines: wire(page.lines),
+        lines: page.lines,
         cursor: page.more.then_some(id.0),
     })
 }
