@@ -3,8 +3,10 @@
 //! probes against a tiny HTTP server in this process, runs SECONDS (default
 //! 20), and prints the CPU time used.
 //!
-//! The runners live on a multi-threaded runtime like the daemon's; the
-//! server runs on its own thread with its own runtime, which measures its
+//! The runners live where the daemon puts them (`health::start` runs them
+//! on the probe thread); this process's multi-threaded runtime only
+//! receives their events. The server runs on its own thread with its own
+//! runtime, which measures its
 //! own CPU time (`RUSAGE_THREAD`) so it can be subtracted from the
 //! process's. The remainder is the runners' cost (tokio's idle workers and
 //! timer included). `--host localhost` probes by name, which adds a resolver

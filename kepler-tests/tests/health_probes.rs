@@ -505,3 +505,29 @@ async fn probe_that_cannot_start_fails_with_the_spawn_error() {
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn probes_go_on_while_the_callers_runtime_is_busy() {
+    // Runners live on the daemon's probe thread: this test's single-threaded
+    // runtime is kept busy (never yields) while a std listener counts probes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let (handle, _events) = start(&check(HealthProbe::Tcp(format!("127.0.0.1:{port}")), 3));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probes stalled while the caller's runtime was busy"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.stop().await;
+}

@@ -8,9 +8,10 @@
 //! and the first probe runs one `interval` after the start (as in Docker).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
@@ -57,13 +58,46 @@ pub struct HealthHandle {
     groups: Arc<ProbeGroups>,
 }
 
-/// Starts probing `spec` on the current tokio runtime (like
-/// [`tokio::spawn`], this must be called from within one). Events go to
-/// `events`; the runner ends by itself once their receiver is dropped.
+/// Starts probing `spec` on the probe thread (see [`probe_runtime`]), or on
+/// the current tokio runtime if that thread could not be started (like
+/// [`tokio::spawn`], this must then be called from within one). Events go
+/// to `events`; the runner ends by itself once their receiver is dropped.
 pub fn start(spec: HealthSpec, events: mpsc::UnboundedSender<HealthEvent>) -> HealthHandle {
     let groups = Arc::new(ProbeGroups::default());
-    let task = tokio::spawn(run(spec, events, Arc::clone(&groups)));
+    let runner = run(spec, events, Arc::clone(&groups));
+    let task = match probe_runtime() {
+        Some(runtime) => runtime.spawn(runner),
+        None => tokio::spawn(runner),
+    };
     HealthHandle { task, groups }
+}
+
+/// The runtime all health checks share: a single thread of its own.
+///
+/// A probe is a timer and a few socket events, and spends its time waiting
+/// on the kernel. On the daemon's multi-threaded runtime each of those
+/// events also woke an idle worker to come and steal the task; with 100
+/// one-second HTTP checks those cross-thread wakeups were most of what the
+/// daemon spent. One thread serves every probe without them; the only
+/// work a probe does on it is its own, short (a command probe's spawn).
+fn probe_runtime() -> Option<&'static Handle> {
+    static RUNTIME: OnceLock<Option<Handle>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| tracing::warn!("cannot build the health-check runtime: {e}"))
+                .ok()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("kepler-health".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .map_err(|e| tracing::warn!("cannot start the health-check thread: {e}"))
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
 }
 
 impl HealthHandle {
