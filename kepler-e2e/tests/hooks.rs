@@ -119,7 +119,8 @@ fn an_exit_runs_post_exit_and_the_automatic_restart_runs_the_restart_hooks() {
         "kepler.yaml",
         &format!(
             "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo spawn >> events.txt; if [ -e once ]; then exec sleep 1000; fi; touch once; exit 3\"]\n    restart: on-failure\n    hooks:\n{}{}{}{}{}",
-            hook("post_exit"),
+            // Slow on purpose: the restart must wait for it, not overtake it.
+            "      post_exit:\n        run: sleep 0.3; echo post_exit >> events.txt\n",
             hook("pre_restart"),
             hook("pre_start"),
             hook("post_start"),
@@ -136,6 +137,10 @@ fn an_exit_runs_post_exit_and_the_automatic_restart_runs_the_restart_hooks() {
     let second_pre_start = lines.iter().rposition(|l| l == "pre_start").unwrap();
     let second_spawn = lines.iter().rposition(|l| l == "spawn").unwrap();
     assert!(first_spawn < post_exit, "{lines:?}");
+    assert!(
+        post_exit < pre_restart,
+        "post_exit ends before the restart: {lines:?}"
+    );
     assert!(
         pre_restart < second_pre_start && second_pre_start < second_spawn,
         "{lines:?}"

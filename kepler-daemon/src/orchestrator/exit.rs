@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kepler_protocol::ServiceStatus;
 
+use super::hooks::{run_post_hooks, spawn_post_hooks};
 use super::output::{self, RetentionPoint};
 use super::{Internal, Orchestrator};
 use crate::config::{RestartPolicy, ServiceHookKind};
@@ -57,8 +58,11 @@ impl Orchestrator {
         }
         let code = exit_code(status);
         self.apply_retention(name, RetentionPoint::Exit);
-        self.fire_hook(name, ServiceHookKind::PostExit);
+        // An automatic restart waits for post_exit to finish (as systemd's
+        // ExecStopPost runs before a restart); otherwise it runs on its own.
+        let post_exit = self.post_hooks(name, ServiceHookKind::PostExit);
         let Some(runtime) = self.services.get_mut(name) else {
+            spawn_post_hooks(name.to_string(), post_exit);
             return;
         };
         let uptime = runtime.started_at.map(|t| t.elapsed()).unwrap_or_default();
@@ -74,6 +78,7 @@ impl Orchestrator {
         if !wants_restart {
             runtime.desired = false;
             self.set_status(name, ServiceStatus::Exited(code), None);
+            spawn_post_hooks(name.to_string(), post_exit);
             return;
         }
         if let Some(max) = policy.max_attempts {
@@ -82,6 +87,7 @@ impl Orchestrator {
                 let reason = format!("gave up after {max} restart{plural}; last {status}");
                 runtime.desired = false;
                 self.set_status(name, ServiceStatus::Failed, Some(reason));
+                spawn_post_hooks(name.to_string(), post_exit);
                 return;
             }
         }
@@ -100,13 +106,15 @@ impl Orchestrator {
         let reason = (!delay.is_zero()).then(|| format!("restarting in {delay:?}"));
         self.set_status(name, ServiceStatus::Exited(code), reason);
         self.propagate_restart(name);
-        if delay.is_zero() {
+        if delay.is_zero() && post_exit.is_empty() {
             self.on_restart_due(name, generation);
         } else {
             let mailbox = self.mailbox.clone();
             let service = name.to_string();
+            let due = tokio::time::Instant::now() + delay;
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
+                run_post_hooks(&service, post_exit).await;
+                tokio::time::sleep_until(due).await;
                 let _ = mailbox.send(Internal::RestartDue {
                     service,
                     generation,

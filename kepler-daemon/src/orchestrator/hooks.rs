@@ -43,6 +43,23 @@ impl PreparedHook {
     }
 }
 
+/// Runs post-hooks one after another; a failure is logged (its message is
+/// already in the service's log) and the rest still run.
+pub async fn run_post_hooks(service: &str, hooks: Vec<PreparedHook>) {
+    for hook in hooks {
+        if let Err(e) = hook.run().await {
+            tracing::warn!(service, "{e}");
+        }
+    }
+}
+
+/// [`run_post_hooks`] in a task of their own, when nothing waits for them.
+pub fn spawn_post_hooks(service: String, hooks: Vec<PreparedHook>) {
+    if !hooks.is_empty() {
+        tokio::spawn(async move { run_post_hooks(&service, hooks).await });
+    }
+}
+
 /// Runs hooks one after another, stopping at the first failure.
 pub async fn run_in_order(hooks: Vec<PreparedHook>) -> Result<(), String> {
     for hook in hooks {
@@ -115,19 +132,17 @@ impl Orchestrator {
 
     /// Fire-and-forget: runs a service's post-hook; failures are logged.
     pub(super) fn fire_hook(&mut self, service: &str, kind: ServiceHookKind) {
-        match self.service_hooks(service, &[kind]) {
-            Ok(hooks) => {
-                for hook in hooks {
-                    let service = service.to_string();
-                    tokio::spawn(async move {
-                        if let Err(e) = hook.run().await {
-                            tracing::warn!(service, "{e}");
-                        }
-                    });
-                }
-            }
-            Err(e) => tracing::warn!(service, "{e}"),
-        }
+        let hooks = self.post_hooks(service, kind);
+        spawn_post_hooks(service.to_string(), hooks);
+    }
+
+    /// A service's post-hook of `kind`, if configured and it can be
+    /// prepared (a failure to prepare it is logged).
+    pub(super) fn post_hooks(&mut self, service: &str, kind: ServiceHookKind) -> Vec<PreparedHook> {
+        self.service_hooks(service, &[kind]).unwrap_or_else(|e| {
+            tracing::warn!(service, "{e}");
+            Vec::new()
+        })
     }
 
     /// Runs a global hook and answers once it has finished. `on_init` runs
