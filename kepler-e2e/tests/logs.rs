@@ -293,6 +293,86 @@ fn follow_prints_existing_then_new_lines_across_a_restart() {
     kepler.kepler(&["stop"]).success();
 }
 
+/// `kepler logs --follow` with its output lines sent down a channel.
+fn spawn_follower(kepler: &Kepler) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut follower = kepler
+        .command("kepler")
+        .args(["logs", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (follower, lines)
+}
+
+#[test]
+fn follow_carries_on_across_max_size_truncations() {
+    let kepler = Kepler::started();
+    // Waits to be told to go, so the follower is live before the burst;
+    // 3000 lines of ~25 bytes cut a 16 KiB file several times.
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo ready; while [ ! -e go ]; do sleep 0.02; done; seq 1 3000 | sed 's/^/line /'; echo done; sleep 1000\"]\n    logs:\n      max_size: 16K\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "app | ready");
+    let (mut follower, lines) = spawn_follower(&kepler);
+    assert_eq!(lines.recv_timeout(DEADLINE).unwrap(), "app | ready");
+    kepler.write("go", "");
+    let mut numbers = Vec::new();
+    loop {
+        let line = lines.recv_timeout(DEADLINE).expect("the follower goes on");
+        if line == "app | done" {
+            break;
+        }
+        if let Some(n) = line.strip_prefix("app | line ") {
+            numbers.push(n.parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(
+        numbers,
+        (1..=3000).collect::<Vec<_>>(),
+        "every line, once, in order"
+    );
+    let stored = lines_of(&kepler.kepler(&["logs"]));
+    assert!(
+        !stored.contains(&"app | line 1".to_string()) && stored.len() < 3000,
+        "the file was truncated meanwhile ({} lines kept)",
+        stored.len()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follower.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(follower.wait().unwrap().code(), Some(0));
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn buffered_lines_reach_the_log_when_the_service_goes_quiet() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo one; echo two >&2; echo three; sleep 1000\"]\n    logs:\n      buffer_size: 16K\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "app | three");
+    let mut lines = lines_of(&kepler.kepler(&["logs"]));
+    // stdout and stderr are separate pipes: only each one's order is fixed.
+    let stdout_order: Vec<&String> = lines.iter().filter(|l| !l.ends_with("two")).collect();
+    assert_eq!(stdout_order, ["app | one", "app | three"]);
+    lines.sort();
+    assert_eq!(lines, ["app | one", "app | three", "app | two"]);
+    kepler.kepler(&["stop"]).success();
+}
+
 #[test]
 fn logs_survive_a_daemon_sigkill_and_restart() {
     let mut kepler = Kepler::started();
