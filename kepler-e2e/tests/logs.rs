@@ -140,6 +140,23 @@ fn a_whole_log_larger_than_one_page_is_printed_complete_and_in_order() {
         stamps.windows(2).all(|w| w[0] < w[1]),
         "lines in time order"
     );
+
+    // A head or tail longer than a page is paged too, and is exactly the
+    // first or last lines of the whole log.
+    let whole = lines_of(&kepler.kepler(&["logs"]));
+    for (flag, n) in [
+        ("--head", 55_000),
+        ("--tail", 55_000),
+        ("--tail", 150),
+        ("--head", 61_200),
+    ] {
+        let part = lines_of(&kepler.kepler(&["logs", flag, &n.to_string()]));
+        let expected = match flag {
+            "--head" => &whole[..n.min(whole.len())],
+            _ => &whole[whole.len() - n..],
+        };
+        assert!(part == expected, "{flag} {n}: {} lines", part.len());
+    }
 }
 
 #[test]

@@ -20,6 +20,9 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
     #[error("malformed message: {0}")]
     Malformed(#[from] bincode::Error),
+    /// Nothing was sent: the message would not fit in a frame.
+    #[error("message of {0} bytes exceeds the {MAX_FRAME_LEN}-byte frame limit")]
+    TooLarge(u64),
 }
 
 fn bincode_options() -> impl Options {
@@ -81,13 +84,14 @@ impl<In, Out: Serialize> Encoder<Out> for BincodeCodec<In, Out> {
     /// endian) and serialises straight into `dst`: a page of logs is
     /// megabytes, and an intermediate buffer cost two extra copies of it.
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let len = bincode_options().serialized_size(&item)? as usize;
-        if len > MAX_FRAME_LEN {
-            return Err(FrameError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("message of {len} bytes exceeds the {MAX_FRAME_LEN}-byte frame limit"),
-            )));
+        // Unlimited here, so an oversized message is told apart from a bad one.
+        let len = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .serialized_size(&item)?;
+        if len > MAX_FRAME_LEN as u64 {
+            return Err(FrameError::TooLarge(len));
         }
+        let len = len as usize;
         let start = dst.len();
         dst.reserve(4 + len);
         dst.put_u32(len as u32);
@@ -144,6 +148,31 @@ mod tests {
         let mut frames = LengthDelimitedCodec::new();
         assert_eq!(frames.decode(&mut buf).unwrap().unwrap(), &body[..]);
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(msg));
+    }
+
+    #[test]
+    fn a_message_too_large_for_a_frame_is_not_sent() {
+        let mut codec = BincodeCodec::<ClientMessage, crate::ServerMessage>::new();
+        let mut buf = BytesMut::new();
+        let mut lines = crate::LogBatch::new();
+        let id = lines.add_source(crate::LogSource {
+            service: "web".into(),
+            hook: None,
+            stderr: false,
+        });
+        lines.push_line(id, 1, &vec![b'x'; MAX_FRAME_LEN + 1]);
+        let message = crate::ServerMessage::Response {
+            id: 1,
+            response: crate::Response::LogPage {
+                lines,
+                cursor: None,
+            },
+        };
+        assert!(matches!(
+            codec.encode(message, &mut buf),
+            Err(FrameError::TooLarge(len)) if len > MAX_FRAME_LEN as u64
+        ));
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct CursorState {
     services: Vec<String>,
     include_hooks: bool,
     after: Option<u64>,
+    /// Lines still to hand out, for a `--head N` or `--tail N` read.
+    remaining: Option<usize>,
     last_used: Instant,
 }
 
@@ -79,8 +81,31 @@ impl CursorRegistry {
         self.open_at(services, include_hooks, Instant::now())
     }
 
+    /// A cursor over at most `limit` lines (all: `None`) stamped after
+    /// `after` (from the start: `None`).
+    pub fn open_range(
+        &self,
+        services: &[String],
+        include_hooks: bool,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> LogCursorId {
+        self.open_range_at(services, include_hooks, after, limit, Instant::now())
+    }
+
     /// [`open`](Self::open) at a given time (lets tests move the clock).
     pub fn open_at(&self, services: &[String], include_hooks: bool, now: Instant) -> LogCursorId {
+        self.open_range_at(services, include_hooks, None, None, now)
+    }
+
+    fn open_range_at(
+        &self,
+        services: &[String],
+        include_hooks: bool,
+        after: Option<u64>,
+        remaining: Option<usize>,
+        now: Instant,
+    ) -> LogCursorId {
         let mut table = lock(&self.table);
         self.expire(&mut table, now);
         if table.cursors.len() >= self.limit {
@@ -100,7 +125,8 @@ impl CursorRegistry {
             CursorState {
                 services: services.to_vec(),
                 include_hooks,
-                after: None,
+                after,
+                remaining,
                 last_used: now,
             },
         );
@@ -120,7 +146,7 @@ impl CursorRegistry {
         n: usize,
         now: Instant,
     ) -> Result<LogPage, LogError> {
-        let (services, include_hooks, after) = {
+        let (services, include_hooks, after, n) = {
             let mut table = lock(&self.table);
             self.expire(&mut table, now);
             let cursor = table
@@ -128,7 +154,13 @@ impl CursorRegistry {
                 .get_mut(&id.0)
                 .ok_or(LogError::UnknownCursor(id.0, self.idle))?;
             cursor.last_used = now;
-            (cursor.services.clone(), cursor.include_hooks, cursor.after)
+            let n = cursor.remaining.map_or(n, |left| n.min(left));
+            (
+                cursor.services.clone(),
+                cursor.include_hooks,
+                cursor.after,
+                n,
+            )
         };
         // Read without holding the table: other cursors stay usable.
         let mut merge = reader::read_after(&self.dir, &services, include_hooks, after)?;
@@ -140,10 +172,14 @@ impl CursorRegistry {
             text_bytes: PAGE_TEXT_BYTES,
         };
         let last = merge.fill(&mut lines, limit);
-        let more = merge.has_more();
-        if let Some(last) = last {
-            if let Some(cursor) = lock(&self.table).cursors.get_mut(&id.0) {
+        let mut more = merge.has_more();
+        if let Some(cursor) = lock(&self.table).cursors.get_mut(&id.0) {
+            if let Some(last) = last {
                 cursor.after = Some(last);
+            }
+            if let Some(left) = &mut cursor.remaining {
+                *left -= lines.len();
+                more &= *left > 0;
             }
         }
         Ok(LogPage { lines, more })

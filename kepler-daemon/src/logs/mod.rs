@@ -39,7 +39,7 @@ use tokio::sync::watch;
 pub use cursor::{CursorRegistry, LogCursorId, LogPage};
 pub use follow::{FollowEvent, Follower};
 pub use pump::{pump, pump_reader, LogSink, PumpReport};
-pub use reader::{clear, clear_all, head, read_after, read_all, tail, LogMerge};
+pub use reader::{clear, clear_all, head, read_after, read_all, tail, tail_start, LogMerge};
 pub use record::{GLOBAL_SERVICE, MAX_LINE_BYTES};
 
 use follow::Publisher;

@@ -179,8 +179,45 @@ pub fn tail(
     include_hooks: bool,
 ) -> Result<Vec<LogLine>, LogError> {
     let mut lines = Vec::new();
+    walk_back(dir, services, n, include_hooks, |rec, sel| {
+        lines.push(to_line(rec, &sel.service, sel.stream));
+    })?;
+    lines.sort_unstable_by_key(|line| line.timestamp_us);
+    let excess = lines.len().saturating_sub(n);
+    lines.drain(..excess);
+    Ok(lines)
+}
+
+/// The timestamp of the oldest of the newest `n` lines, where a tail of
+/// `n` lines starts; `None` when there are no lines. Like [`tail`], its
+/// cost follows `n`, not the file sizes, but it keeps only timestamps.
+pub fn tail_start(
+    dir: &Path,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+) -> Result<Option<u64>, LogError> {
+    let mut stamps = Vec::new();
+    walk_back(dir, services, n, include_hooks, |rec, _| {
+        stamps.push(rec.timestamp_us);
+    })?;
+    stamps.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(stamps
+        .get(..n.min(stamps.len()))
+        .and_then(|newest| newest.last().copied()))
+}
+
+/// Hands `keep` the newest `n` wanted records of each selected file, newest
+/// first within a file.
+fn walk_back(
+    dir: &Path,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+    mut keep: impl FnMut(&Record<'_>, &Selected),
+) -> Result<(), LogError> {
     if n == 0 {
-        return Ok(lines);
+        return Ok(());
     }
     for sel in select(dir, services)? {
         let Some(file) = open_read(&sel.path)? else {
@@ -196,15 +233,12 @@ pub fn tail(
                 continue;
             };
             if include_hooks || rec.hook.is_none() {
-                lines.push(to_line(&rec, &sel.service, sel.stream));
+                keep(&rec, &sel);
                 taken += 1;
             }
         }
     }
-    lines.sort_unstable_by_key(|line| line.timestamp_us);
-    let excess = lines.len().saturating_sub(n);
-    lines.drain(..excess);
-    Ok(lines)
+    Ok(())
 }
 
 /// The first `n` lines of the selected services, merged by timestamp.
@@ -710,6 +744,25 @@ mod tests {
         assert_eq!(merge.fill(&mut rest, limit), Some(9));
         assert_eq!(rest.len(), 3);
         assert!(!merge.has_more());
+    }
+
+    #[test]
+    fn a_tail_starts_at_the_oldest_of_the_newest_lines_over_all_files() {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        for ts in 1..=10u64 {
+            let file = if ts % 2 == 0 { &mut err } else { &mut out };
+            let tag: &[u8] = if ts == 9 { b"post_exit" } else { b"-" };
+            encode(file, ts, tag, b"x");
+        }
+        let dir = dir_with(&[("a.stdout.log", out), ("a.stderr.log", err)]);
+        let start = |n, hooks| tail_start(dir.path(), &[], n, hooks).expect("read");
+        assert_eq!(start(3, true), Some(8));
+        assert_eq!(start(3, false), Some(7), "the hook's line does not count");
+        assert_eq!(start(100, true), Some(1));
+        assert_eq!(start(0, true), None);
+        let empty = dir_with(&[]);
+        assert_eq!(tail_start(empty.path(), &[], 5, true).expect("read"), None);
     }
 
     #[test]

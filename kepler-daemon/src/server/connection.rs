@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use kepler_protocol::{handshake, BincodeCodec, ClientMessage, Hello, HelloReply, ServerMessage};
+use kepler_protocol::{
+    handshake, BincodeCodec, ClientMessage, ErrorKind, FrameError, Hello, HelloReply, Response,
+    ServerMessage, MAX_FRAME_LEN,
+};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -60,8 +63,33 @@ pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
     let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_DEPTH);
     let writer = tokio::spawn(async move {
         while let Some(message) = outgoing.recv().await {
-            if sink.send(message).await.is_err() {
-                break;
+            let (id, is_response) = match &message {
+                ServerMessage::Response { id, .. } => (*id, true),
+                ServerMessage::Event { id, .. } => (*id, false),
+            };
+            match sink.send(message).await {
+                Ok(()) => {}
+                // Nothing of it was written: answer in its place, so the
+                // client is not left waiting.
+                Err(FrameError::TooLarge(len)) => {
+                    tracing::warn!(id, len, "a message was too large to send");
+                    let response = Response::Error {
+                        kind: ErrorKind::Failed,
+                        message: format!(
+                            "the answer ({len} bytes) is larger than a message may be \
+                             ({MAX_FRAME_LEN} bytes); ask for less"
+                        ),
+                    };
+                    if is_response
+                        && sink
+                            .send(ServerMessage::Response { id, response })
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(_) => break,
             }
         }
     });

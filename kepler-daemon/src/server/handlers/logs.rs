@@ -11,6 +11,9 @@ use crate::logs::{self, FollowEvent, LogCursorId, LogStore};
 /// Lines per page of a paged read (a page also stops at
 /// [`logs::cursor::PAGE_TEXT_BYTES`]) and per event of a follow's backlog.
 const PAGE: usize = 50_000;
+/// The longest `--head`/`--tail` answered in one message: even lines of the
+/// longest record (64 KiB) fit in a frame.
+const DIRECT_LINES: usize = 200;
 /// Lines a follow without `--tail` starts with.
 const FOLLOW_BACKLOG: usize = 10_000;
 
@@ -43,10 +46,6 @@ async fn check_services(handle: &ConfigHandle, services: &[String]) -> Result<()
     ))
 }
 
-fn wire(lines: Vec<logs::LogLine>) -> Vec<LogLine> {
-    lines.into_iter().map(LogLine::from).collect()
-}
-
 pub async fn handle(
     ctx: &RequestContext,
     config: ConfigRef,
@@ -62,18 +61,47 @@ pub async fn handle(
         return follow_logs(ctx, &store, services, range, include_hooks).await;
     }
     let dir = store.dir().to_path_buf();
+    // A short head or tail is answered at once; anything that could outgrow
+    // a message goes through a cursor, page by page, like a whole log.
     let page = match range {
-        LogRange::Tail(n) => {
+        LogRange::Tail(n) if n <= DIRECT_LINES => {
             tokio::task::spawn_blocking(move || logs::tail(&dir, &services, n, include_hooks))
                 .await
                 .map_err(failed)?
                 .map_err(failed)?
         }
-        LogRange::Head(n) => {
+        LogRange::Head(n) if n <= DIRECT_LINES => {
             tokio::task::spawn_blocking(move || logs::head(&dir, &services, n, include_hooks))
                 .await
                 .map_err(failed)?
                 .map_err(failed)?
+        }
+        LogRange::Tail(n) => {
+            let wanted = services.clone();
+            let start = tokio::task::spawn_blocking(move || {
+                logs::tail_start(&dir, &wanted, n, include_hooks)
+            })
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+            let Some(start) = start else {
+                return Ok(Response::LogPage {
+                    lines: Default::default(),
+                    cursor: None,
+                });
+            };
+            // Timestamps are unique: the tail is the n lines from `start` on.
+            let after = start.checked_sub(1);
+            let id = store
+                .cursors()
+                .open_range(&services, include_hooks, after, Some(n));
+            return next_page(&store, id).await;
+        }
+        LogRange::Head(n) => {
+            let id = store
+                .cursors()
+                .open_range(&services, include_hooks, None, Some(n));
+            return next_page(&store, id).await;
         }
         LogRange::All => {
             let id = store.cursors().open(&services, include_hooks);
@@ -125,9 +153,21 @@ async fn follow_logs(
         .follow(&services, backlog, include_hooks)
         .await
         .map_err(failed)?;
-    for chunk in wire(lines).chunks(PAGE) {
-        if !ctx.emit(Event::Logs(chunk.to_vec())).await {
+    // The backlog goes in events of at most a page's lines and text.
+    let mut chunk = Vec::new();
+    let mut text = 0;
+    let mut lines = lines.into_iter().peekable();
+    while let Some(line) = lines.next() {
+        text += line.bytes.len();
+        chunk.push(LogLine::from(line));
+        let full = chunk.len() >= PAGE || text >= logs::cursor::PAGE_TEXT_BYTES;
+        if (full || lines.peek().is_none())
+            && !ctx.emit(Event::Logs(std::mem::take(&mut chunk))).await
+        {
             return Ok(Response::Done);
+        }
+        if full {
+            text = 0;
         }
     }
     let mut closing = ctx.daemon.closing_connections();
