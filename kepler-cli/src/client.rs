@@ -40,8 +40,13 @@ pub enum ConnectError {
     NoAccess(PathBuf),
     #[error("cannot connect to {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    #[error("{0}")]
-    Refused(String),
+    /// The daemon would not serve us; `daemon_pid` is its pid, from the
+    /// socket's peer credentials.
+    #[error("{reason}")]
+    Refused {
+        reason: String,
+        daemon_pid: Option<u32>,
+    },
     #[error("the daemon closed the connection during the handshake")]
     Closed,
 }
@@ -65,6 +70,11 @@ impl Client {
                     source: e,
                 },
             })?;
+        let daemon_pid = stream
+            .peer_cred()
+            .ok()
+            .and_then(|cred| cred.pid())
+            .and_then(|pid| u32::try_from(pid).ok());
         let mut framed = Framed::new(stream, BincodeCodec::<HelloReply, Hello>::new());
         let hello = Hello::current();
         framed
@@ -76,14 +86,19 @@ impl Client {
                 let _ = version;
             }
             Some(Ok(HelloReply::Welcome { protocol, version })) => {
-                return Err(ConnectError::Refused(handshake::version_mismatch(
-                    &hello.version,
-                    hello.protocol,
-                    &version,
-                    protocol,
-                )))
+                return Err(ConnectError::Refused {
+                    reason: handshake::version_mismatch(
+                        &hello.version,
+                        hello.protocol,
+                        &version,
+                        protocol,
+                    ),
+                    daemon_pid,
+                })
             }
-            Some(Ok(HelloReply::Refused { reason })) => return Err(ConnectError::Refused(reason)),
+            Some(Ok(HelloReply::Refused { reason })) => {
+                return Err(ConnectError::Refused { reason, daemon_pid })
+            }
             _ => return Err(ConnectError::Closed),
         }
         Ok(Client {

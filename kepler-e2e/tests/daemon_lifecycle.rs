@@ -148,3 +148,28 @@ fn daemon_status_reports_pid_version_and_uptime() {
         .stdout_has(env!("CARGO_PKG_VERSION"))
         .stdout_has("uptime:");
 }
+
+#[test]
+fn root_stops_a_daemon_of_another_protocol_version_with_sigterm() {
+    // What an upgrade leaves behind: a daemon the new CLI cannot talk to.
+    let kepler = Kepler::new();
+    std::fs::create_dir_all(kepler.state_dir()).unwrap();
+    let mut old = std::process::Command::new(env!("CARGO_BIN_EXE_old_daemon"))
+        .arg(kepler.socket_path())
+        .spawn()
+        .unwrap();
+    kepler_e2e::wait_until("the old daemon's socket", kepler_e2e::DEADLINE, || {
+        kepler.socket_path().exists()
+    });
+    kepler
+        .kepler(&["daemon", "stop"])
+        .success()
+        .stderr_has("version mismatch")
+        .stderr_has("SIGTERM")
+        .stdout_has("kepler daemon stopped");
+    let status = old.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+}

@@ -1,6 +1,6 @@
 //! `kepler daemon stop`: returns once the daemon process has exited.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,10 +13,68 @@ use crate::client::{Client, ConnectError};
 /// Upper bound for the final exit after the daemon closed its connections.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a daemon we cannot talk to gets to stop its services and exit
+/// after SIGTERM.
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub async fn run() -> Result<ExitCode> {
-    stop_daemon(Client::connect().await?).await?;
+    if !stop_if_running().await? {
+        bail!(ConnectError::NotRunning(crate::client::socket_path()));
+    }
     println!("kepler daemon stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the daemon if one runs; false if none does. A daemon of another
+/// protocol version (the one left running by an upgrade) cannot be asked to
+/// shut down, so root stops it the way systemd would: SIGTERM, on which it
+/// stops every service and exits.
+pub async fn stop_if_running() -> Result<bool> {
+    match Client::connect().await {
+        Ok(client) => stop_daemon(client).await.map(|()| true),
+        Err(ConnectError::NotRunning(_)) => Ok(false),
+        Err(ConnectError::Refused {
+            reason,
+            daemon_pid: Some(pid),
+        }) if nix::unistd::Uid::effective().is_root() => {
+            eprintln!("kepler: {reason}");
+            eprintln!("kepler: stopping that daemon (pid {pid}) with SIGTERM instead");
+            terminate(pid).await.map(|()| true)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn terminate(pid: u32) -> Result<()> {
+    let Some(pidfd) = pidfd_open(pid) else {
+        return Ok(()); // already gone
+    };
+    // Signalled through the pidfd, so a recycled pid cannot be hit.
+    // SAFETY: plain syscall on a pidfd we own.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGTERM,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if sent != 0 {
+        bail!(
+            "cannot send SIGTERM to the daemon (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
+    let fd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?;
+    if tokio::time::timeout(TERMINATE_TIMEOUT, fd.readable())
+        .await
+        .is_err()
+    {
+        bail!("the daemon (pid {pid}) has not exited {TERMINATE_TIMEOUT:?} after SIGTERM");
+    }
+    Ok(())
 }
 
 /// Asks the daemon to shut down and waits until its process is gone.
@@ -41,13 +99,6 @@ pub async fn stop_daemon(mut client: Client) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn is_not_running(err: &anyhow::Error) -> bool {
-    matches!(
-        err.downcast_ref::<ConnectError>(),
-        Some(ConnectError::NotRunning(_))
-    )
 }
 
 /// A pidfd becomes readable when the process exits; `None` if it is already gone.
