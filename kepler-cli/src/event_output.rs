@@ -43,15 +43,41 @@ pub fn print_event(event: &Event, paint: Paint) -> io::Result<()> {
 /// not UTF-8 are shown lossily.
 pub fn render_log_line(line: &LogLine, paint: Paint) -> String {
     let prefix = line_prefix(&line.service, line.hook.as_deref(), line.stderr, paint);
-    let text = String::from_utf8_lossy(&line.bytes);
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    text.split('\n')
-        .map(|part| {
-            let part = part.strip_suffix('\r').unwrap_or(part);
-            format!("{prefix}{part}")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut out = Vec::new();
+    write_log_text(&mut out, None, &prefix, &line.bytes).expect("writing to a Vec cannot fail");
+    out.pop(); // the last newline
+    String::from_utf8(out).expect("text written lossily is UTF-8")
+}
+
+/// Writes `prefix text` and a newline once per line that `bytes` holds (a
+/// trailing newline only ends the last one), each after `stamp` and a space
+/// when given. Bytes that are not UTF-8 are shown lossily, and a trailing
+/// `\r` is dropped. No intermediate string for the common valid line.
+pub fn write_log_text(
+    out: &mut impl Write,
+    stamp: Option<&str>,
+    prefix: &str,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut write_part = |part: &[u8]| -> io::Result<()> {
+        if let Some(stamp) = stamp {
+            out.write_all(stamp.as_bytes())?;
+            out.write_all(b" ")?;
+        }
+        out.write_all(prefix.as_bytes())?;
+        let part = part.strip_suffix(b"\r").unwrap_or(part);
+        match std::str::from_utf8(part) {
+            Ok(_) => out.write_all(part)?,
+            Err(_) => out.write_all(String::from_utf8_lossy(part).as_bytes())?,
+        }
+        out.write_all(b"\n")
+    };
+    // Stored lines never hold `\n`; lines pushed live may.
+    if !bytes.contains(&b'\n') {
+        return write_part(bytes);
+    }
+    bytes.split(|&b| b == b'\n').try_for_each(write_part)
 }
 
 /// What comes before the text of a line: `web | `, `db[pre_start] | `; with

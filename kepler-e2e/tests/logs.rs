@@ -280,33 +280,12 @@ fn follow_prints_existing_then_new_lines_across_a_restart() {
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
     wait_for_log_line(&kepler, "run-1");
-    let mut follower = kepler
-        .command("kepler")
-        .args(["logs", "--follow"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (follower, lines) = spawn_follower(&kepler);
     assert_eq!(lines.recv_timeout(DEADLINE).unwrap(), "app | run-1");
     kepler.write("n", "2");
     kepler.kepler(&["restart", "-d", "--wait"]).success();
     assert_eq!(lines.recv_timeout(DEADLINE).unwrap(), "app | run-2");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(follower.id() as i32),
-        Signal::SIGINT,
-    )
-    .unwrap();
-    assert_eq!(
-        follower.wait().unwrap().code(),
-        Some(0),
-        "Ctrl+C ends follow cleanly"
-    );
+    assert_eq!(interrupt(follower), Some(0), "Ctrl+C ends follow cleanly");
     kepler.kepler(&["stop"]).success();
 }
 
@@ -328,6 +307,16 @@ fn spawn_follower(kepler: &Kepler) -> (std::process::Child, mpsc::Receiver<Strin
     (follower, lines)
 }
 
+/// Ctrl+C for a follower; its exit code.
+fn interrupt(mut follower: std::process::Child) -> Option<i32> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follower.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    follower.wait().unwrap().code()
+}
+
 #[test]
 fn follow_carries_on_across_max_size_truncations() {
     let kepler = Kepler::started();
@@ -339,7 +328,7 @@ fn follow_carries_on_across_max_size_truncations() {
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
     wait_for_log_line(&kepler, "app | ready");
-    let (mut follower, lines) = spawn_follower(&kepler);
+    let (follower, lines) = spawn_follower(&kepler);
     assert_eq!(lines.recv_timeout(DEADLINE).unwrap(), "app | ready");
     kepler.write("go", "");
     let mut numbers = Vec::new();
@@ -363,12 +352,7 @@ fn follow_carries_on_across_max_size_truncations() {
         "the file was truncated meanwhile ({} lines kept)",
         stored.len()
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(follower.id() as i32),
-        Signal::SIGINT,
-    )
-    .unwrap();
-    assert_eq!(follower.wait().unwrap().code(), Some(0));
+    assert_eq!(interrupt(follower), Some(0));
     kepler.kepler(&["stop"]).success();
 }
 

@@ -14,7 +14,7 @@ use kepler_protocol::{Event, LogBatch, LogLine, LogRange, Request, Response, Ser
 use crate::cli::LogsArgs;
 use crate::client::{into_result, Client};
 use crate::config_ref::config_ref;
-use crate::event_output::{line_prefix, render_event};
+use crate::event_output::{line_prefix, render_event, write_log_text};
 use crate::style::Paint;
 
 pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
@@ -131,8 +131,6 @@ impl Printer {
         self.write_text(out, &prefix, line.timestamp_us, &line.bytes)
     }
 
-    /// `prefix text`, once per line if `bytes` holds several; bytes that are
-    /// not UTF-8 are shown lossily, a trailing `\r` is dropped.
     fn write_text(
         &self,
         out: &mut impl Write,
@@ -140,24 +138,8 @@ impl Printer {
         timestamp_us: u64,
         bytes: &[u8],
     ) -> io::Result<()> {
-        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let mut write_part = |part: &[u8]| -> io::Result<()> {
-            if self.timestamps {
-                write!(out, "{} ", timestamp(timestamp_us))?;
-            }
-            out.write_all(prefix.as_bytes())?;
-            let part = part.strip_suffix(b"\r").unwrap_or(part);
-            match std::str::from_utf8(part) {
-                Ok(_) => out.write_all(part)?,
-                Err(_) => out.write_all(String::from_utf8_lossy(part).as_bytes())?,
-            }
-            out.write_all(b"\n")
-        };
-        // Stored lines never hold `\n`; lines pushed live may.
-        if !bytes.contains(&b'\n') {
-            return write_part(bytes);
-        }
-        bytes.split(|&b| b == b'\n').try_for_each(write_part)
+        let stamp = self.timestamps.then(|| timestamp(timestamp_us));
+        write_log_text(out, stamp.as_deref(), prefix, bytes)
     }
 }
 

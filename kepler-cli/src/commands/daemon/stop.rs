@@ -66,13 +66,11 @@ async fn terminate(pid: u32) -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
-    let fd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?;
-    if tokio::time::timeout(TERMINATE_TIMEOUT, fd.readable())
-        .await
-        .is_err()
-    {
-        bail!("the daemon (pid {pid}) has not exited {TERMINATE_TIMEOUT:?} after SIGTERM");
+    if !exited_within(pidfd, TERMINATE_TIMEOUT).await? {
+        bail!(
+            "the daemon (pid {pid}) has not exited {TERMINATE_TIMEOUT:?} after SIGTERM; see \
+             what it is waiting for in its log, or end it with `sudo kill -KILL {pid}`"
+        );
     }
     Ok(())
 }
@@ -89,16 +87,18 @@ pub async fn stop_daemon(mut client: Client) -> Result<()> {
     // The daemon closes connections only after every service has stopped.
     client.closed().await;
     if let Some(pidfd) = exited {
-        // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
-        let fd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?;
-        if tokio::time::timeout(EXIT_TIMEOUT, fd.readable())
-            .await
-            .is_err()
-        {
+        if !exited_within(pidfd, EXIT_TIMEOUT).await? {
             bail!("the daemon (pid {pid}) closed its connections but has not exited after {EXIT_TIMEOUT:?}");
         }
     }
     Ok(())
+}
+
+/// Waits up to `limit` for the process behind `pidfd` to exit.
+async fn exited_within(pidfd: OwnedFd, limit: Duration) -> Result<bool> {
+    // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
+    let fd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?;
+    Ok(tokio::time::timeout(limit, fd.readable()).await.is_ok())
 }
 
 /// A pidfd becomes readable when the process exits; `None` if it is already gone.

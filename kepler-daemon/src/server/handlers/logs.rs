@@ -11,8 +11,8 @@ use crate::logs::{self, FollowEvent, LogCursorId, LogStore};
 /// Lines per page of a paged read (a page also stops at
 /// [`logs::cursor::PAGE_TEXT_BYTES`]) and per event of a follow's backlog.
 const PAGE: usize = 50_000;
-/// The longest `--head`/`--tail` answered in one message: even lines of the
-/// longest record (64 KiB) fit in a frame.
+/// The longest `--tail` answered in one message: even lines of the longest
+/// record (64 KiB) fit in a frame.
 const DIRECT_LINES: usize = 200;
 /// Lines a follow without `--tail` starts with.
 const FOLLOW_BACKLOG: usize = 10_000;
@@ -61,17 +61,12 @@ pub async fn handle(
         return follow_logs(ctx, &store, services, range, include_hooks).await;
     }
     let dir = store.dir().to_path_buf();
-    // A short head or tail is answered at once; anything that could outgrow
-    // a message goes through a cursor, page by page, like a whole log.
+    // A short tail is answered at once (the common `--tail 100` needs no
+    // cursor); anything that could outgrow a message goes through a cursor,
+    // page by page, like a whole log.
     let page = match range {
         LogRange::Tail(n) if n <= DIRECT_LINES => {
             tokio::task::spawn_blocking(move || logs::tail(&dir, &services, n, include_hooks))
-                .await
-                .map_err(failed)?
-                .map_err(failed)?
-        }
-        LogRange::Head(n) if n <= DIRECT_LINES => {
-            tokio::task::spawn_blocking(move || logs::head(&dir, &services, n, include_hooks))
                 .await
                 .map_err(failed)?
                 .map_err(failed)?
@@ -154,21 +149,20 @@ async fn follow_logs(
         .await
         .map_err(failed)?;
     // The backlog goes in events of at most a page's lines and text.
-    let mut chunk = Vec::new();
+    let mut chunk: Vec<LogLine> = Vec::new();
     let mut text = 0;
-    let mut lines = lines.into_iter().peekable();
-    while let Some(line) = lines.next() {
-        text += line.bytes.len();
-        chunk.push(LogLine::from(line));
-        let full = chunk.len() >= PAGE || text >= logs::cursor::PAGE_TEXT_BYTES;
-        if (full || lines.peek().is_none())
-            && !ctx.emit(Event::Logs(std::mem::take(&mut chunk))).await
-        {
-            return Ok(Response::Done);
-        }
-        if full {
+    for line in lines {
+        if chunk.len() >= PAGE || text >= logs::cursor::PAGE_TEXT_BYTES {
+            if !ctx.emit(Event::Logs(std::mem::take(&mut chunk))).await {
+                return Ok(Response::Done);
+            }
             text = 0;
         }
+        text += line.bytes.len();
+        chunk.push(line.into());
+    }
+    if !chunk.is_empty() && !ctx.emit(Event::Logs(chunk)).await {
+        return Ok(Response::Done);
     }
     let mut closing = ctx.daemon.closing_connections();
     loop {
