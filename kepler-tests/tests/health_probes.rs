@@ -238,7 +238,18 @@ async fn runner_with_hanging_probe(
     .await
     .unwrap();
     let pgid: i32 = line.trim().parse().unwrap();
-    assert_eq!(handle.last_probe_pgid(), Some(pgid));
+    // The child announces itself as soon as it runs, which can be before the
+    // runner's thread is scheduled again to record the group it just
+    // spawned (the two are not ordered); wait for the record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.last_probe_pgid() != Some(pgid) {
+        assert!(
+            Instant::now() < deadline,
+            "the runner never recorded probe group {pgid}: {:?}",
+            handle.last_probe_pgid()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     (handle, events, pgid)
 }
 

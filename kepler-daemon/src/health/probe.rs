@@ -113,6 +113,11 @@ async fn probe_command(
     stderr_tail: &mut OutputTail,
 ) -> Result<(), String> {
     let deadline = Instant::now() + limit;
+    // Spawn and guard in one step, with no await between them: a stop
+    // cancels this future only at an await point, so it always finds the
+    // group recorded. (Under vfork the child runs before `spawn` returns, so
+    // an observer on another thread can see it before the record; the stop
+    // path never does.)
     let spawned =
         process::spawn(spec).map_err(|err| format!("the health check did not start: {err}"))?;
     let guard = GroupGuard::new(spawned.pid, groups);
