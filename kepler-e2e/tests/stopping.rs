@@ -9,14 +9,20 @@ fn stop_sends_the_requested_signal() {
     let kepler = Kepler::started();
     kepler.write(
         "kepler.yaml",
-        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo usr1 > got.txt; exit 0' USR1; trap 'echo term > got.txt; exit 0' TERM; while :; do sleep 0.05; done\"]\n",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo usr1 > got.txt; exit 0' USR1; trap 'echo term > got.txt; exit 0' TERM; echo ok > ready; while :; do sleep 0.05; done\"]\n",
     );
+    // `ready` is written once the traps are set: a signal sent earlier
+    // would meet the shell's default action.
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler.wait_for_file("ready");
     kepler.kepler(&["stop", "-s", "SIGUSR1"]).success();
     assert_eq!(kepler.wait_for_file("got.txt").trim(), "usr1");
 
-    std::fs::remove_file(kepler.dir().join("got.txt")).unwrap();
+    for file in ["got.txt", "ready"] {
+        std::fs::remove_file(kepler.dir().join(file)).unwrap();
+    }
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler.wait_for_file("ready");
     kepler.kepler(&["stop"]).success();
     assert_eq!(kepler.wait_for_file("got.txt").trim(), "term");
 }
@@ -26,9 +32,10 @@ fn stop_signal_from_the_config_is_used_by_default() {
     let kepler = Kepler::started();
     kepler.write(
         "kepler.yaml",
-        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo int > got.txt; exit 0' INT; while :; do sleep 0.05; done\"]\n    stop_signal: SIGINT\n",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo int > got.txt; exit 0' INT; echo ok > ready; while :; do sleep 0.05; done\"]\n    stop_signal: SIGINT\n",
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler.wait_for_file("ready");
     kepler.kepler(&["stop"]).success();
     assert_eq!(kepler.wait_for_file("got.txt").trim(), "int");
 }
@@ -38,9 +45,10 @@ fn a_service_ignoring_sigterm_is_killed_after_the_grace_period() {
     let kepler = Kepler::started();
     kepler.write(
         "kepler.yaml",
-        "services:\n  stubborn:\n    command: [\"sh\", \"-c\", \"trap '' TERM; sleep 1000 & wait\"]\n    stop_grace_period: 300ms\n",
+        "services:\n  stubborn:\n    command: [\"sh\", \"-c\", \"trap '' TERM; echo ok > ready; sleep 1000 & wait\"]\n    stop_grace_period: 300ms\n",
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler.wait_for_file("ready");
     let pgid = kepler.service("kepler.yaml", "stubborn").pid().unwrap();
     let started = Instant::now();
     kepler.kepler(&["stop"]).success();
@@ -94,7 +102,7 @@ fn a_leader_that_exits_takes_its_group_with_it() {
 fn dependents_stop_before_their_dependencies() {
     let kepler = Kepler::started();
     let script = |name: &str| {
-        format!("trap 'echo {name} >> stops.txt; exit 0' TERM; while :; do sleep 0.02; done")
+        format!("trap 'echo {name} >> stops.txt; exit 0' TERM; echo ok > {name}.ready; while :; do sleep 0.02; done")
     };
     kepler.write(
         "kepler.yaml",
@@ -106,6 +114,9 @@ fn dependents_stop_before_their_dependencies() {
         ),
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    for name in ["db", "api", "web"] {
+        kepler.wait_for_file(&format!("{name}.ready"));
+    }
     kepler.kepler(&["stop"]).success();
     let stops = kepler.wait_for_lines("stops.txt", "three stops", |l| l.len() == 3);
     assert_eq!(stops, ["web", "api", "db"]);

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use kepler_daemon::lua_eval::{LuaContext, LuaError, LuaEvaluator};
 use serde_yaml::Value as Yaml;
 
+/// The time limit is 1 s of CPU time; on a loaded machine that can take
+/// much longer in wall time, so "stopped" is checked with a generous bound.
+const STOPPED_WITHIN: Duration = Duration::from_secs(30);
+
 fn fixture_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("lua_fixtures/project/kepler.yaml")
 }
@@ -345,7 +349,7 @@ fn an_infinite_loop_is_stopped_by_the_time_limit() {
     assert!(err.message.contains("time limit"), "{err}");
     assert_eq!(err.line, Some(11), "{err:?}");
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(900) && took < STOPPED_WITHIN,
         "{took:?}"
     );
     // The same evaluator and a new one both work afterwards.
@@ -358,7 +362,7 @@ fn the_time_limit_cannot_be_caught_with_pcall() {
     let started = Instant::now();
     let err = eval("while true do pcall(function() while true do end end) end").unwrap_err();
     assert!(err.message.contains("time limit"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < STOPPED_WITHIN);
 }
 
 #[test]
@@ -367,7 +371,7 @@ fn a_pathological_pattern_is_stopped_by_the_time_limit() {
     let err =
         eval("return string.find(string.rep('a', 40), string.rep('a*', 40) .. 'b')").unwrap_err();
     assert!(err.message.contains("time limit"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < STOPPED_WITHIN);
 }
 
 #[test]
@@ -496,7 +500,7 @@ fn an_error_object_whose_tostring_loops_is_still_stopped() {
     let started = Instant::now();
     let code = "error(setmetatable({}, {__tostring = function() while true do end end}))";
     assert!(eval(code).is_err());
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < STOPPED_WITHIN);
 }
 
 #[test]

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua::{Lua, LuaOptions, MultiValue, StdLib, Table, VmState};
 
@@ -35,26 +35,45 @@ pub const MEMORY_LIMIT: usize = 64 * 1024 * 1024;
 /// widen what a script can reach: code loading and environment swapping.
 const REMOVED_GLOBALS: &[&str] = &["loadstring", "getfenv", "setfenv", "newproxy"];
 
-/// When the evaluation in progress must stop; `None` between evaluations.
+/// When the evaluation in progress must stop, in CPU time of the thread that
+/// runs it; `None` between evaluations.
+///
+/// CPU time rather than wall time: the limit is there to stop a script that
+/// computes forever, and a script that is merely starved of CPU on a loaded
+/// machine must get the same verdict as on an idle one.
 #[derive(Clone, Default)]
-pub(super) struct Deadline(Arc<Mutex<Option<Instant>>>);
+pub(super) struct Deadline(Arc<Mutex<Option<Duration>>>);
 
 impl Deadline {
     /// Starts the clock; the returned guard stops it when the evaluation ends.
+    /// Must be called on the thread that runs the evaluation.
     pub(super) fn arm(&self, limit: Duration) -> DeadlineGuard<'_> {
-        *self.slot() = Some(Instant::now() + limit);
+        *self.slot() = Some(thread_cpu_time() + limit);
         DeadlineGuard(self)
     }
 
     fn expired(&self) -> bool {
-        matches!(*self.slot(), Some(at) if Instant::now() >= at)
+        matches!(*self.slot(), Some(at) if thread_cpu_time() >= at)
     }
 
-    fn slot(&self) -> MutexGuard<'_, Option<Instant>> {
+    fn slot(&self) -> MutexGuard<'_, Option<Duration>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into; this clock exists on
+    // every Linux since 2.6.12, and if it failed `now` stays zero, which only
+    // delays the verdict to the next check.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 pub(super) struct DeadlineGuard<'a>(&'a Deadline);
