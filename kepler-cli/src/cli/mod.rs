@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
+pub use crate::bridges::import::Format as ImportFormat;
+
 pub use duration::parse_duration;
 pub use signal::parse_signal;
 
@@ -67,6 +69,28 @@ pub enum Command {
         /// The shell to complete for.
         shell: Shell,
     },
+    /// Write a kepler.yaml from a Procfile, supervisord.conf,
+    /// process-compose.yaml, pm2 ecosystem file or docker-compose.yml.
+    ///
+    /// Prints to stderr what each entry became and every setting that was
+    /// not carried over, with its file and line.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ImportArgs {
+    /// The file to import.
+    #[arg(value_name = "FILE")]
+    pub source: PathBuf,
+    /// Where to write the config; `-` writes it to stdout.
+    #[arg(short, long, value_name = "FILE", default_value = "kepler.yaml")]
+    pub output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The tool the file is for (default: recognised from its name and content).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub from: Option<ImportFormat>,
 }
 
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
