@@ -199,7 +199,7 @@ fn assemble(drafts: Vec<Draft>, report: &mut Report) -> IndexMap<String, Service
     let mut services: IndexMap<String, Service> = IndexMap::new();
     let mut names: HashMap<String, Vec<String>> = HashMap::new();
     let mut skipped: HashMap<String, ()> = HashMap::new();
-    let mut pending: Vec<(Vec<String>, Vec<PendingEdge>)> = Vec::new();
+    let mut pending: Vec<(String, Vec<String>, Vec<PendingEdge>)> = Vec::new();
     for draft in drafts {
         if let Some(why) = &draft.skipped {
             report.entry(
@@ -249,9 +249,9 @@ fn assemble(drafts: Vec<Draft>, report: &mut Report) -> IndexMap<String, Service
         report.entry(draft.at.clone(), &draft.what, became);
         services.extend(created);
         names.insert(draft.name.clone(), created_names.clone());
-        pending.push((created_names, draft.deps));
+        pending.push((draft.what, created_names, draft.deps));
     }
-    for (dependents, edges) in pending {
+    for (what, dependents, edges) in pending {
         for PendingEdge { target, edge, at } in edges {
             let Some(targets) = names.get(&target) else {
                 let why = if skipped.contains_key(&target) {
@@ -261,7 +261,7 @@ fn assemble(drafts: Vec<Draft>, report: &mut Report) -> IndexMap<String, Service
                 };
                 report.drop_key(
                     at,
-                    format!("dependency on `{target}`"),
+                    format!("{what} depends_on {target}"),
                     format!("{why}; the dependency is left out"),
                 );
                 continue;
