@@ -2,4 +2,5 @@
 //! process files into a kepler.yaml, `export` turns a baked config into
 //! systemd units, a Nomad job or Kubernetes manifests.
 
+pub mod export;
 pub mod import;

@@ -75,6 +75,66 @@ pub enum Command {
     /// Prints to stderr what each entry became and every setting that was
     /// not carried over, with its file and line.
     Import(ImportArgs),
+    /// Turn the config into systemd units, a Nomad job or Kubernetes
+    /// manifests. No daemon needed; prints to stderr what the target cannot
+    /// express.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// One unit per service plus <NAME>.target that starts them all.
+    Systemd {
+        /// Directory to write the units into (created if missing).
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: ExportCommon,
+    },
+    /// A Nomad job in the JSON form of the HTTP API (raw_exec tasks).
+    Nomad {
+        /// Where to write the job; `-` is stdout.
+        #[arg(short, long, value_name = "FILE", default_value = "-")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: ExportCommon,
+    },
+    /// Kubernetes manifests: a Deployment (or Job) per service with an image.
+    Kubernetes {
+        /// The container image of a service; services without one are not exported.
+        #[arg(long = "image", value_name = "SERVICE=IMAGE", value_parser = parse_image)]
+        images: Vec<(String, String)>,
+        /// Image of the init containers that wait for dependencies (needs kubectl).
+        #[arg(long, value_name = "IMAGE", default_value = "bitnami/kubectl:latest")]
+        wait_image: String,
+        /// Where to write the manifests; `-` is stdout.
+        #[arg(short, long, value_name = "FILE", default_value = "-")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: ExportCommon,
+    },
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ExportCommon {
+    /// Name of the stack (default: the config directory's name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_image(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((service, image)) if !service.is_empty() && !image.is_empty() => {
+            Ok((service.to_owned(), image.to_owned()))
+        }
+        _ => Err(format!(
+            "`{text}` is not SERVICE=IMAGE (e.g. web=registry.example/web:1.4)"
+        )),
+    }
 }
 
 #[derive(Args, Debug, Clone, PartialEq, Eq)]

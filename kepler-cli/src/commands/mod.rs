@@ -5,6 +5,7 @@ mod attach;
 mod check;
 mod completions;
 mod daemon;
+mod export;
 mod import;
 mod logs;
 mod prune;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check => check::run(file),
         Command::Completions { shell } => completions::run(shell),
         Command::Import(args) => import::run(args),
+        Command::Export(command) => export::run(file, command),
     }
 }
 

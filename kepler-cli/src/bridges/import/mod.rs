@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indexmap::IndexMap;
 
-pub use convert::Paths;
+pub use convert::{normalize, Paths};
 use model::{Edge, Global, KeplerConfig, Service};
 pub use report::{Loc, Report};
 use tree::Value;
