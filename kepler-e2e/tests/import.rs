@@ -101,7 +101,7 @@ fn a_process_compose_file_imports_as_expected() {
 fn a_pm2_ecosystem_object_literal_imports_as_expected() {
     let report = imports_as_expected("pm2", "ecosystem.config.js");
     assert!(
-        report.contains("ecosystem.config.js:27: app `api` max_memory_restart:"),
+        report.contains("ecosystem.config.js:28: app `api` max_memory_restart:"),
         "{report}"
     );
 }

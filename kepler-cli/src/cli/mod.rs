@@ -330,6 +330,48 @@ mod tests {
     }
 
     #[test]
+    fn export_kubernetes_takes_images_as_service_equals_image() {
+        match parse(&[
+            "export",
+            "kubernetes",
+            "--image",
+            "web=reg/web:1",
+            "--image",
+            "db=postgres:16",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Export(ExportCommand::Kubernetes { images, output, .. }) => {
+                assert_eq!(
+                    images,
+                    [
+                        ("web".into(), "reg/web:1".into()),
+                        ("db".into(), "postgres:16".into())
+                    ]
+                );
+                assert_eq!(output, PathBuf::from("-"));
+            }
+            other => panic!("expected export kubernetes, got {other:?}"),
+        }
+        let err = parse(&["export", "kubernetes", "--image", "web"]).unwrap_err();
+        assert!(err.to_string().contains("SERVICE=IMAGE"), "{err}");
+    }
+
+    #[test]
+    fn import_defaults_to_kepler_yaml_and_knows_the_formats() {
+        match parse(&["import", "Procfile"]).unwrap().command {
+            Command::Import(args) => {
+                assert_eq!(args.output, PathBuf::from("kepler.yaml"));
+                assert!(!args.force && args.from.is_none());
+            }
+            other => panic!("expected import, got {other:?}"),
+        }
+        assert!(parse(&["import", "x", "--from", "process-compose"]).is_ok());
+        assert!(parse(&["import", "x", "--from", "circus"]).is_err());
+    }
+
+    #[test]
     fn file_is_accepted_after_the_verb() {
         let cli = parse(&["ps", "-f", "other.yml", "--all"]).unwrap();
         assert_eq!(cli.file, Some(PathBuf::from("other.yml")));
