@@ -3,6 +3,7 @@
 //! It parses the command line, sends requests over the daemon's socket and
 //! renders the answers. All the work happens in the daemon.
 
+mod bridges;
 mod cli;
 mod client;
 mod commands;

@@ -38,6 +38,9 @@ enum Command {
         /// a non-root user's config with that user's rights).
         #[arg(long, hide = true)]
         transfer: bool,
+        /// Print the baked config as the JSON view `kepler export` reads.
+        #[arg(long, hide = true, conflicts_with = "transfer")]
+        json: bool,
     },
 }
 
@@ -45,11 +48,15 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         None => serve(args.detach),
-        Some(Command::Check { file, transfer }) => check(&file, transfer),
+        Some(Command::Check {
+            file,
+            transfer,
+            json,
+        }) => check(&file, transfer, json),
     }
 }
 
-fn check(file: &Path, transfer: bool) -> ExitCode {
+fn check(file: &Path, transfer: bool, json: bool) -> ExitCode {
     // The environment of whoever runs the check stands in for the CLI's.
     let sys_env: BTreeMap<String, String> = std::env::vars().collect();
     let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
@@ -59,6 +66,13 @@ fn check(file: &Path, transfer: bool) -> ExitCode {
             match serde_json::to_writer(std::io::stdout().lock(), &transfer) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("cannot write the bake: {e}")),
+            }
+        }
+        Ok(baked) if json => {
+            let view = kepler_daemon::config::config_view(&baked.config);
+            match serde_json::to_writer(std::io::stdout().lock(), &view) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("cannot write the config view: {e}")),
             }
         }
         Ok(baked) => {

@@ -3,9 +3,12 @@
 //! Everything that crosses the Unix socket is defined here and nowhere else:
 //! the handshake, the request and response enums, the events the daemon pushes,
 //! and the framing (a length prefix plus a bincode body). Both binaries depend on
-//! this crate, so a change to the contract is a change to one place.
+//! this crate, so a change to the contract is a change to one place. The one
+//! contract that does not cross the socket, the JSON view of a baked config
+//! that `kepler-daemon check --json` gives `kepler export`, lives here too.
 
 pub mod codec;
+pub mod config_view;
 pub mod handshake;
 pub mod log_batch;
 pub mod message;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
+pub use crate::bridges::import::Format as ImportFormat;
+
 pub use duration::parse_duration;
 pub use signal::parse_signal;
 
@@ -67,6 +69,88 @@ pub enum Command {
         /// The shell to complete for.
         shell: Shell,
     },
+    /// Write a kepler.yaml from a Procfile, supervisord.conf,
+    /// process-compose.yaml, pm2 ecosystem file or docker-compose.yml.
+    ///
+    /// Prints to stderr what each entry became and every setting that was
+    /// not carried over, with its file and line.
+    Import(ImportArgs),
+    /// Turn the config into systemd units, a Nomad job or Kubernetes
+    /// manifests. No daemon needed; prints to stderr what the target cannot
+    /// express.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// One unit per service plus <NAME>.target that starts them all.
+    Systemd {
+        /// Directory to write the units into (created if missing).
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: ExportCommon,
+    },
+    /// A Nomad job in the JSON form of the HTTP API (raw_exec tasks).
+    Nomad {
+        /// Where to write the job; `-` is stdout.
+        #[arg(short, long, value_name = "FILE", default_value = "-")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: ExportCommon,
+    },
+    /// Kubernetes manifests: a Deployment (or Job) per service with an image.
+    Kubernetes {
+        /// The container image of a service; services without one are not exported.
+        #[arg(long = "image", value_name = "SERVICE=IMAGE", value_parser = parse_image)]
+        images: Vec<(String, String)>,
+        /// Image of the init containers that wait for dependencies (needs kubectl).
+        #[arg(long, value_name = "IMAGE", default_value = "bitnami/kubectl:latest")]
+        wait_image: String,
+        /// Where to write the manifests; `-` is stdout.
+        #[arg(short, long, value_name = "FILE", default_value = "-")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: ExportCommon,
+    },
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ExportCommon {
+    /// Name of the stack (default: the config directory's name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_image(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((service, image)) if !service.is_empty() && !image.is_empty() => {
+            Ok((service.to_owned(), image.to_owned()))
+        }
+        _ => Err(format!(
+            "`{text}` is not SERVICE=IMAGE (e.g. web=registry.example/web:1.4)"
+        )),
+    }
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ImportArgs {
+    /// The file to import.
+    #[arg(value_name = "FILE")]
+    pub source: PathBuf,
+    /// Where to write the config; `-` writes it to stdout.
+    #[arg(short, long, value_name = "FILE", default_value = "kepler.yaml")]
+    pub output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The tool the file is for (default: recognised from its name and content).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub from: Option<ImportFormat>,
 }
 
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -243,6 +327,48 @@ mod tests {
         let err = parse(&["stop", "--signal", "SIGNOPE"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
         assert!(err.to_string().contains("SIGNOPE"), "{err}");
+    }
+
+    #[test]
+    fn export_kubernetes_takes_images_as_service_equals_image() {
+        match parse(&[
+            "export",
+            "kubernetes",
+            "--image",
+            "web=reg/web:1",
+            "--image",
+            "db=postgres:16",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Export(ExportCommand::Kubernetes { images, output, .. }) => {
+                assert_eq!(
+                    images,
+                    [
+                        ("web".into(), "reg/web:1".into()),
+                        ("db".into(), "postgres:16".into())
+                    ]
+                );
+                assert_eq!(output, PathBuf::from("-"));
+            }
+            other => panic!("expected export kubernetes, got {other:?}"),
+        }
+        let err = parse(&["export", "kubernetes", "--image", "web"]).unwrap_err();
+        assert!(err.to_string().contains("SERVICE=IMAGE"), "{err}");
+    }
+
+    #[test]
+    fn import_defaults_to_kepler_yaml_and_knows_the_formats() {
+        match parse(&["import", "Procfile"]).unwrap().command {
+            Command::Import(args) => {
+                assert_eq!(args.output, PathBuf::from("kepler.yaml"));
+                assert!(!args.force && args.from.is_none());
+            }
+            other => panic!("expected import, got {other:?}"),
+        }
+        assert!(parse(&["import", "x", "--from", "process-compose"]).is_ok());
+        assert!(parse(&["import", "x", "--from", "circus"]).is_err());
     }
 
     #[test]

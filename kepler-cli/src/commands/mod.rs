@@ -5,6 +5,8 @@ mod attach;
 mod check;
 mod completions;
 mod daemon;
+mod export;
+mod import;
 mod logs;
 mod prune;
 mod ps;
@@ -36,6 +38,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune(args) => prune::run(args).await,
         Command::Check => check::run(file),
         Command::Completions { shell } => completions::run(shell),
+        Command::Import(args) => import::run(args),
+        Command::Export(command) => export::run(file, command),
     }
 }
 

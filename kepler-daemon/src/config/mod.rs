@@ -10,7 +10,8 @@
 //! Module map: `document` (YAML with positions) -> `lua_stage` (tags) ->
 //! `decode` + `service`/`global`/`hooks`/`dependency`/`healthcheck`/`logs`/
 //! `environment` (typed reading, expansion) -> `validate` (whole-config
-//! checks) -> `snapshot` (the result) with `graph` (its dependency queries).
+//! checks) -> `snapshot` (the result) with `graph` (its dependency queries);
+//! `view` renders the snapshot as the JSON `kepler export` reads.
 
 mod bake;
 mod decode;
@@ -29,6 +30,7 @@ mod service;
 pub mod snapshot;
 mod validate;
 pub mod values;
+mod view;
 
 pub use bake::{bake, bake_source, Baked, EnvFileCopy};
 pub use error::{ConfigError, ConfigErrors};
@@ -39,3 +41,4 @@ pub use snapshot::{
     ServiceHookKind, SnapshotError,
 };
 pub use values::{ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, UserSpec};
+pub use view::config_view;
