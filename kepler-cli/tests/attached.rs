@@ -21,6 +21,7 @@ fn log(service: &str, text: &str) -> Event {
         service: service.into(),
         hook: None,
         stderr: false,
+        show_time: false,
         timestamp_us: 0,
         bytes: text.as_bytes().to_vec(),
     })

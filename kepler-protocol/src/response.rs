@@ -153,6 +153,9 @@ pub struct LogLine {
     pub hook: Option<String>,
     pub stderr: bool,
     pub timestamp_us: u64,
+    /// The service asks for its lines to be shown with their time
+    /// (`logs.timestamp: true`).
+    pub show_time: bool,
     /// Raw bytes; shown lossily when they are not UTF-8. Encoded as one
     /// byte string, not a sequence of numbers (a large log is mostly this).
     #[serde(with = "serde_bytes")]

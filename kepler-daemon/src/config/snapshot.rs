@@ -25,6 +25,16 @@ pub struct BakedConfig {
     pub services: BTreeMap<String, ServiceConfig>,
 }
 
+impl BakedConfig {
+    /// The log settings of a service; anything else (global hook output)
+    /// uses `kepler.logs`.
+    pub fn log_config(&self, service: &str) -> &LogConfig {
+        self.services
+            .get(service)
+            .map_or(&self.kepler.logs, |s| &s.logs)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalConfig {

@@ -61,6 +61,11 @@ impl ConfigHandle {
         &self.events
     }
 
+    /// The snapshot the config runs now.
+    pub fn config(&self) -> std::sync::Arc<crate::config::BakedConfig> {
+        self.events.config()
+    }
+
     pub fn logs(&self) -> &LogStore {
         &self.logs
     }

@@ -135,6 +135,7 @@ impl Orchestrator {
         channels: Channels,
     ) -> Self {
         let index = DependencyIndex::build(&config);
+        events.snapshot.send_replace(config.clone());
         let services = config
             .services
             .keys()

@@ -48,7 +48,9 @@ pub async fn handle(
             .await?
         }
         StartMode::Attached => {
-            modes::follow_until_quiescent(subscriptions, plan, |event| ctx.emit(event)).await?
+            let config = handle.config();
+            modes::follow_until_quiescent(subscriptions, plan, &config, |event| ctx.emit(event))
+                .await?
         }
     }
     Ok(Response::Done)
