@@ -26,6 +26,12 @@ pub enum Response {
         kind: ErrorKind,
         message: String,
     },
+    /// `start`/`restart -d --wait` is done: the startup-cluster services of
+    /// the request are ready; the deferred ones carry on in the background.
+    Started {
+        ready: Vec<String>,
+        deferred: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -78,6 +78,10 @@ pub struct ServiceConfig {
     pub limits: Limits,
     pub stop_signal: StopSignal,
     pub stop_grace_period: HumanDuration,
+    /// `wait:` on the service: `true` puts it in the startup cluster,
+    /// `false` defers it; unset, its dependency edges decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 pub const DEFAULT_STOP_GRACE_PERIOD: HumanDuration = HumanDuration::from_secs(10);

@@ -83,7 +83,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
                 .check_names(&services)
                 .map(|()| {
                     let restarted = orchestrator.restart(&services);
-                    orchestrator.plan(&restarted)
+                    orchestrator.restart_plan(&restarted)
                 })
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
             orchestrator.persist_if_dirty();

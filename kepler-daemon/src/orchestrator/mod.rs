@@ -115,6 +115,11 @@ pub struct StartPlan {
     /// Startup-cluster services among the request, with whether each has a
     /// healthcheck (then it is ready only once healthy).
     pub startup: Vec<(String, bool)>,
+    /// The services the request started (or restarted) that are in the
+    /// startup cluster, in dependency order ...
+    pub ready: Vec<String>,
+    /// ... and those that are not: `--wait` does not wait for them.
+    pub deferred: Vec<String>,
     /// Every service's state when the request was handled.
     pub views: Vec<StateChange>,
 }
@@ -196,21 +201,42 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Where every service stands, plus which of `names` (and their
-    /// dependencies) form the startup cluster, for `--wait` and attached mode.
+    /// The plan of a start of `names` (all when empty), which also starts
+    /// what they depend on.
     pub fn plan(&self, names: &[String]) -> StartPlan {
-        let roots = self.selection(names);
+        let closure = self.index.with_dependencies(&self.selection(names));
+        self.plan_acting_on(&closure, &closure)
+    }
+
+    /// The plan of a restart that took down `restarted`; their dependencies
+    /// are waited for but were not restarted.
+    pub fn restart_plan(&self, restarted: &[String]) -> StartPlan {
+        let closure = self.index.with_dependencies(restarted);
+        let acted: Vec<String> = closure
+            .iter()
+            .filter(|n| restarted.contains(n))
+            .cloned()
+            .collect();
+        self.plan_acting_on(&closure, &acted)
+    }
+
+    /// Where every service stands, which of `waited` form the startup
+    /// cluster (for `--wait` and attached mode), and how the services the
+    /// request acted on split between ready and deferred.
+    fn plan_acting_on(&self, waited: &[String], acted: &[String]) -> StartPlan {
         let cluster = self.config.startup_cluster();
-        let startup = self
-            .index
-            .with_dependencies(&roots)
-            .into_iter()
+        let startup = waited
+            .iter()
             .filter(|n| cluster.contains(n.as_str()))
             .map(|n| {
-                let healthy = self.config.services[&n].healthcheck.is_some();
-                (n, healthy)
+                let healthy = self.config.services[n].healthcheck.is_some();
+                (n.clone(), healthy)
             })
             .collect();
+        let (ready, deferred) = acted
+            .iter()
+            .cloned()
+            .partition(|n| cluster.contains(n.as_str()));
         let views = self
             .services
             .iter()
@@ -223,7 +249,12 @@ impl Orchestrator {
                 at_us: 0,
             })
             .collect();
-        StartPlan { startup, views }
+        StartPlan {
+            startup,
+            ready,
+            deferred,
+            views,
+        }
     }
 
     /// Services with a process or on their way to one.

@@ -40,12 +40,14 @@ pub async fn handle(
     match mode {
         StartMode::Detached => {}
         StartMode::Wait { timeout_ms } => {
+            let (ready, deferred) = (plan.ready.clone(), plan.deferred.clone());
             modes::wait_for_startup(
                 subscriptions.states,
                 plan,
                 timeout_ms.map(Duration::from_millis),
             )
-            .await?
+            .await?;
+            return Ok(Response::Started { ready, deferred });
         }
         StartMode::Attached => {
             let config = handle.config();
