@@ -79,6 +79,11 @@ pub enum Internal {
     },
     /// The global `on_init` hook succeeded.
     GlobalInitDone,
+    /// A restart's `post_stop` hook finished; the service may start again.
+    PostStopDone {
+        service: String,
+        generation: u64,
+    },
 }
 
 /// Where the orchestrator's tasks, probes and watchers report to its actor.
@@ -334,6 +339,10 @@ impl Orchestrator {
                 ran_init,
                 result,
             } => self.on_launch_hooks_done(&service, generation, ran_init, result),
+            Internal::PostStopDone {
+                service,
+                generation,
+            } => self.on_post_stop_done(&service, generation),
             Internal::GlobalInitDone => {
                 self.global_init_done = true;
                 self.dirty = true;
