@@ -167,4 +167,10 @@ impl ConfigHandle {
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
     }
+
+    /// Ends the actor; refused while any service is running or starting.
+    /// Answers once the actor is gone.
+    pub async fn unload(&self) -> Result<(), ActorError> {
+        self.ask(|reply| Command::Unload { reply }).await
+    }
 }
