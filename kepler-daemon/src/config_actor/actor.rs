@@ -8,14 +8,14 @@ use crate::health::HealthEvent;
 use crate::orchestrator::recover;
 use crate::orchestrator::{Internal, Orchestrator};
 use crate::persistence::ConfigState;
-use crate::watcher::WatchEvent;
+use crate::watcher::WatchReport;
 
 /// Everything an actor listens to.
 pub struct Inboxes {
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub internal: mpsc::UnboundedReceiver<Internal>,
     pub health: mpsc::UnboundedReceiver<HealthEvent>,
-    pub watch: mpsc::UnboundedReceiver<WatchEvent>,
+    pub watch: mpsc::UnboundedReceiver<WatchReport>,
 }
 
 pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Option<ConfigState>) {
@@ -43,7 +43,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
                 }
             }
             Some(event) = health.recv() => orchestrator.on_health(event),
-            Some(event) = watch.recv() => orchestrator.on_files_changed(event),
+            Some(report) = watch.recv() => orchestrator.on_watch_report(report),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
                 Some(Command::Unload { reply }) => match unload_refusal(&orchestrator) {

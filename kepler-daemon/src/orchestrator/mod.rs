@@ -36,7 +36,7 @@ use crate::persistence::{ConfigState, ConfigStore, ServiceState};
 use crate::process::{ExitStatus, StopOutcome};
 use crate::state::ServiceRuntime;
 use crate::user::ResolvedUser;
-use crate::watcher::{WatchEvent, WatchHandle};
+use crate::watcher::{WatchHandle, WatchReport};
 
 pub use stop::StopIntentRequest;
 
@@ -91,7 +91,7 @@ pub enum Internal {
 pub struct Channels {
     pub mailbox: mpsc::UnboundedSender<Internal>,
     pub health: mpsc::UnboundedSender<HealthEvent>,
-    pub watch: mpsc::UnboundedSender<WatchEvent>,
+    pub watch: mpsc::UnboundedSender<WatchReport>,
 }
 
 pub struct Orchestrator {
@@ -361,6 +361,10 @@ impl Orchestrator {
         let quiescent = runtime.is_quiescent();
         let settled = runtime.is_settled();
         self.dirty = true;
+        if status == ServiceStatus::Failed {
+            // A failed service holds no file watches.
+            self.stop_watch(name);
+        }
         self.events.publish_state(StateChange {
             service: Arc::from(name),
             status,
