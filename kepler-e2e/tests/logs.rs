@@ -475,6 +475,11 @@ fn logs_timestamp_shows_that_services_lines_with_their_time_everywhere() {
     expect(&attached, false, "attached start");
     expect(&lines_of(&kepler.kepler(&["logs"])), false, "logs");
     expect(
+        &lines_of(&kepler.kepler(&["logs", "--tail", "5"])),
+        false,
+        "a short tail",
+    );
+    expect(
         &lines_of(&kepler.kepler(&["logs", "--tail", "5000"])),
         false,
         "a long tail",
