@@ -396,31 +396,19 @@ fn stop_clean_undoes_the_config_so_the_next_start_bakes_it_afresh_and_inits_agai
     let stored = || fs::read_dir(&configs).map_or(0, |dir| dir.count());
     kepler.write("kepler.yaml", &config_with_init_and_cleanup("init"));
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    assert_eq!(stored(), 1);
+    let first_clean = kepler.kepler(&["stop", "--clean"]);
+    first_clean.success();
+    // The file changed meanwhile: the next start bakes it again.
+    kepler.write("kepler.yaml", &config_with_init_and_cleanup("init_again"));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
     kepler
         .kepler(&["daemon", "status"])
         .success()
         .stdout_has("kepler.yaml");
-
-    kepler
-        .kepler(&["stop", "--clean", "app"])
-        .failure()
-        .stderr_has("--clean applies to the whole config");
-    assert_eq!(kepler.service("kepler.yaml", "app").status(), "running");
-
-    kepler
-        .kepler(&["stop", "--clean"])
-        .success()
-        .stdout_has("removed the config's stored state");
-    assert_eq!(stored(), 0, "the config's state is gone");
-    let status = kepler.kepler(&["daemon", "status"]);
-    assert!(!status.success().stdout.contains("kepler.yaml"), "{status}");
-
-    // The file changed meanwhile: the next start bakes it again.
-    kepler.write("kepler.yaml", &config_with_init_and_cleanup("init_again"));
-    kepler.kepler(&["start", "-d", "--wait"]).success();
     kepler.kepler(&["stop", "--clean"]).success();
-    let lines = kepler.wait_for_lines("events.txt", "two cleanups", |l| l.len() == 6);
+    let lines = kepler.wait_for_lines("events.txt", "two cleanups", |l| {
+        l.iter().filter(|x| *x == "cleanup").count() == 2
+    });
     assert_eq!(
         lines,
         [
@@ -432,4 +420,18 @@ fn stop_clean_undoes_the_config_so_the_next_start_bakes_it_afresh_and_inits_agai
             "cleanup"
         ]
     );
+    first_clean.stdout_has("removed the config's stored state");
+    assert_eq!(stored(), 0, "the config's state is gone");
+    let status = kepler.kepler(&["daemon", "status"]);
+    assert!(!status.success().stdout.contains("kepler.yaml"), "{status}");
+
+    // Cleanup is for the whole config, never for some of its services.
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler
+        .kepler(&["stop", "--clean", "app"])
+        .failure()
+        .stderr_has("--clean applies to the whole config");
+    assert_eq!(kepler.service("kepler.yaml", "app").status(), "running");
+    assert_eq!(stored(), 1);
+    kepler.kepler(&["stop"]).success();
 }
