@@ -31,19 +31,37 @@ from lifecycle import idle_cpu_ms, marked_pids  # noqa: E402
 from peers.base import PeerError, Service, ServiceSet, wait_until  # noqa: E402
 from peers.kepler import Kepler  # noqa: E402
 
-DEBOUNCE_MS = 100  # kepler-daemon/src/watcher.rs DEFAULT_DEBOUNCE
+DEBOUNCE_MS = 100  # kepler-daemon/src/watcher/mod.rs DEFAULT_DEBOUNCE
 
 
 @dataclasses.dataclass
 class Plan:
     watch_iterations: int = 20
     services: int = 100
+    # More than root's 128 inotify instances, each service watching a tree of its own.
+    watched_services: int = 130
+    dirs_per_tree: int = 20
     cpu_seconds: float = 30.0
     baseline_seconds: float = 10.0
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def inotify_use(pid: int) -> tuple[int, int]:
+    """(inotify instances, inotify watches) the process holds, from /proc/<pid>/fd{,info}."""
+    instances = watches = 0
+    for fd in os.scandir(f"/proc/{pid}/fd"):
+        try:
+            if "inotify" not in os.readlink(fd.path):
+                continue
+            instances += 1
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        watches += sum(1 for line in info.splitlines() if line.startswith("inotify wd:"))
+    return instances, watches
 
 
 def loadavg() -> list[str]:
@@ -182,6 +200,50 @@ class Bench:
         return {"median": statistics.median(latencies), "unit": "ms", "max": max(latencies),
                 "extra_restarts": extra, "samples": [round(x, 2) for x in latencies]}
 
+    def watch_many(self) -> dict:
+        """Many services, each watching a tree of its own: start time, the daemon's inotify
+        use, and one write-to-restart latency among them all."""
+        root = self.work / "many"
+        names = [f"w{i}" for i in range(1, self.plan.watched_services + 1)]
+        lines = ["services:"]
+        for name in names:
+            for d in range(self.plan.dirs_per_tree):
+                (root / name / "src" / f"d{d}").mkdir(parents=True, exist_ok=True)
+            lines += [f"  {name}:",
+                      f"    command: [\"sh\", \"-c\", \"date +%s%N >> starts; exec {self.sleep} 1000\"]",
+                      f"    working_dir: \"{root / name}\"",
+                      "    restart: {policy: always, watch: [\"src/**/*.txt\"]}"]
+        peer = self.kepler("many", "\n".join(lines) + "\n", names)
+        last = root / names[-1]
+
+        def started() -> list[int]:
+            try:
+                return [int(x) for x in (last / "starts").read_text().split()]
+            except FileNotFoundError:
+                return []
+
+        try:
+            began = time.monotonic()
+            peer.launch()
+            wait_until(lambda: peer.statuses().count("running") == len(names),
+                       f"{len(names)} watched services to run", timeout=120, every=0.2)
+            start_s = time.monotonic() - began
+            wait_until(lambda: len(started()) == 1, "the last service's first start")
+            instances, watches = inotify_use(peer.daemon_pid())
+            time.sleep(0.3)
+            written = time.time_ns()
+            (last / "src" / "d0" / "change.txt").write_text("change\n")
+            wait_until(lambda: len(started()) > 1, "a restart of the last service", timeout=10,
+                       every=0.002)
+            latency = (started()[1] - written) / 1e6
+        finally:
+            peer.close()
+        log(f"  {len(names)} watched services: running after {start_s:.2f} s, {instances} inotify "
+            f"instance(s), {watches} watches; write -> restart {latency:.1f} ms")
+        return {"median": latency, "unit": "ms", "start_s": round(start_s, 3),
+                "inotify_instances": instances, "inotify_watches": watches,
+                "expected_watches": len(names) * (self.plan.dirs_per_tree + 1)}
+
     def health_yaml(self, port: int | None) -> tuple[str, list[str]]:
         names = [f"s{i}" for i in range(1, self.plan.services + 1)]
         lines = ["services:"]
@@ -239,6 +301,7 @@ def guarded(results: dict, key: str, body) -> None:
 
 ROWS = [
     ("watch: file write -> new process", "watch_latency", "ms", DEBOUNCE_MS + 50),
+    ("watch: the same among 130 watchers", "watch_many", "ms", DEBOUNCE_MS + 50),
     ("daemon CPU, 100 HTTP checks / 1 s", "health_cpu", "%", 2.0),
     ("daemon CPU, same 100 without checks", "idle_cpu", "%", None),
 ]
@@ -263,10 +326,12 @@ def report(results: dict) -> str:
 NOTES = """\
 Notes: watch latency = the restarted process's own `date +%s%N` minus the time just before the
 file was written: Kepler's 100 ms trailing debounce, stopping the old process, spawning `sh`
-and one `date` exec. Health CPU = the daemon's utime+stime over the window, or the sum of its
-threads' schedstat if larger (stat counts in 10 ms ticks), in % of one core; the HTTP server
-is a separate Python process and not counted. "probes" in the JSON counts the requests it
-answered during the window (100 services x 1/s expected)."""
+and one `date` exec. "Among 130 watchers": the same for one of 130 services that each watch a
+tree of their own (the JSON also has their start time and the daemon's inotify instances and
+watches: expected 1 instance, 130 x 21 watches). Health CPU = the daemon's utime+stime over
+the window, or the sum of its threads' schedstat if larger (stat counts in 10 ms ticks), in %
+of one core; the HTTP server is a separate Python process and not counted. "probes" in the
+JSON counts the requests it answered during the window (100 services x 1/s expected)."""
 
 
 def main() -> int:
@@ -283,6 +348,7 @@ def main() -> int:
     results: dict = {}
     log("== watch latency")
     guarded(results, "watch_latency", bench.watch_latency)
+    guarded(results, "watch_many", bench.watch_many)
     log("== health-check cost")
     guarded(results, "health_cpu", bench.health_cost)
     guarded(results, "idle_cpu", lambda: bench.daemon_cpu("idle", None, plan.baseline_seconds))

@@ -6,6 +6,7 @@
 //! the service wrote to stderr is red. Rendering is pure, so tests can pin it.
 
 use std::io::{self, Write};
+use std::time::{Duration, UNIX_EPOCH};
 
 use kepler_protocol::{Event, LogLine, ServiceStatus};
 
@@ -39,12 +40,15 @@ pub fn print_event(event: &Event, paint: Paint) -> io::Result<()> {
     writeln!(io::stdout().lock(), "{}", render_event(event, paint))
 }
 
-/// `service | text`, once per line if the bytes hold several. Bytes that are
-/// not UTF-8 are shown lossily.
+/// `service | text`, once per line if the bytes hold several, after the
+/// line's time when its service asks for it (`logs.timestamp`). Bytes that
+/// are not UTF-8 are shown lossily.
 pub fn render_log_line(line: &LogLine, paint: Paint) -> String {
     let prefix = line_prefix(&line.service, line.hook.as_deref(), line.stderr, paint);
+    let stamp = line.show_time.then(|| log_time(line.timestamp_us));
     let mut out = Vec::new();
-    write_log_text(&mut out, None, &prefix, &line.bytes).expect("writing to a Vec cannot fail");
+    write_log_text(&mut out, stamp.as_deref(), &prefix, &line.bytes)
+        .expect("writing to a Vec cannot fail");
     out.pop(); // the last newline
     String::from_utf8(out).expect("text written lossily is UTF-8")
 }
@@ -78,6 +82,12 @@ pub fn write_log_text(
         return write_part(bytes);
     }
     bytes.split(|&b| b == b'\n').try_for_each(write_part)
+}
+
+/// A line's stored time as shown before it: RFC 3339 in UTC with
+/// microseconds, e.g. `2026-11-23T18:19:25.123456Z`.
+pub fn log_time(micros: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(micros)).to_string()
 }
 
 /// What comes before the text of a line: `web | `, `db[pre_start] | `; with
@@ -128,9 +138,26 @@ mod tests {
             service: service.into(),
             hook: hook.map(Into::into),
             stderr,
+            show_time: false,
             timestamp_us: 0,
             bytes: bytes.to_vec(),
         })
+    }
+
+    #[test]
+    fn a_line_of_a_service_that_asks_for_timestamps_starts_with_its_time() {
+        let line = Event::Log(LogLine {
+            service: "web".into(),
+            hook: None,
+            stderr: false,
+            show_time: true,
+            timestamp_us: 1_000_000_000_123_456,
+            bytes: b"one\ntwo".to_vec(),
+        });
+        assert_eq!(
+            render_event(&line, Paint::PLAIN),
+            "2001-09-09T01:46:40.123456Z web | one\n2001-09-09T01:46:40.123456Z web | two"
+        );
     }
 
     #[test]

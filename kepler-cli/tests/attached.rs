@@ -21,6 +21,7 @@ fn log(service: &str, text: &str) -> Event {
         service: service.into(),
         hook: None,
         stderr: false,
+        show_time: false,
         timestamp_us: 0,
         bytes: text.as_bytes().to_vec(),
     })
@@ -194,12 +195,12 @@ async fn detached_start_confirms_and_exits_0() {
 #[tokio::test]
 async fn stop_sends_the_parsed_signal() {
     let daemon = FakeDaemon::new();
-    let child = daemon.kepler(&["stop", "-s", "kill", "--clean", "web"]);
+    let child = daemon.kepler(&["stop", "-s", "kill", "web"]);
     let mut conn = daemon.accept().await;
     let stop = conn.recv().await;
     assert!(matches!(
         &stop.request,
-        Request::Stop { signal: Some(9), clean: true, services, .. } if services == &["web"]
+        Request::Stop { signal: Some(9), clean: false, services, .. } if services == &["web"]
     ));
     conn.respond(stop.id, Response::Done).await;
     let output = finish(child).await;

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use kepler_daemon::watcher::{watch, WatchSpec, DEFAULT_DEBOUNCE};
+use kepler_daemon::watcher::{WatchHub, WatchReport, WatchSpec, DEFAULT_DEBOUNCE};
 use tokio::sync::mpsc;
 
 const ITERATIONS: usize = 20;
@@ -22,17 +22,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         root: root.clone(),
         patterns: vec!["src/**/*.ts".to_owned()],
         ignore: Vec::new(),
+        identity: None,
     };
     std::fs::create_dir(root.join("src"))?;
-    let _handle = watch(spec, DEFAULT_DEBOUNCE, sender)?;
+    let _handle = WatchHub::shared()?.watch(spec, DEFAULT_DEBOUNCE, sender)?;
 
     let mut samples = Vec::with_capacity(ITERATIONS);
     for i in 0..ITERATIONS {
         let written = Instant::now();
         std::fs::write(root.join("src/main.ts"), format!("// edit {i}\n"))?;
-        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        let event = match tokio::time::timeout(Duration::from_secs(5), events.recv())
             .await?
-            .ok_or("the watch ended")?;
+            .ok_or("the watch ended")?
+        {
+            WatchReport::Changed(event) => event,
+            WatchReport::Note { text, .. } => return Err(text.into()),
+        };
         samples.push(written.elapsed());
         assert_eq!(event.paths, [root.join("src/main.ts")]);
     }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use kepler_protocol::ServiceStatus;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::BakedConfig;
 
 /// Lines a lagging subscriber may fall behind before it is told it lagged.
 pub const CHANNEL_CAPACITY: usize = 65_536;
@@ -33,27 +35,29 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// The state-change broadcast of one config; output is followed through the
-/// config's log store.
+/// The state-change broadcast of one config, and the snapshot it runs
+/// (which `recreate` replaces); output is followed through the config's log
+/// store.
 #[derive(Debug, Clone)]
 pub struct ConfigEvents {
     pub states: broadcast::Sender<StateChange>,
+    pub snapshot: watch::Sender<Arc<BakedConfig>>,
 }
 
 impl ConfigEvents {
-    pub fn new() -> Self {
+    pub fn new(config: Arc<BakedConfig>) -> Self {
         ConfigEvents {
             states: broadcast::channel(CHANNEL_CAPACITY).0,
+            snapshot: watch::channel(config).0,
         }
     }
 
     pub fn publish_state(&self, change: StateChange) {
         let _ = self.states.send(change);
     }
-}
 
-impl Default for ConfigEvents {
-    fn default() -> Self {
-        Self::new()
+    /// The snapshot the config runs now.
+    pub fn config(&self) -> Arc<BakedConfig> {
+        self.snapshot.borrow().clone()
     }
 }

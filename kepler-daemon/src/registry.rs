@@ -164,6 +164,26 @@ impl Registry {
         handles
     }
 
+    /// Undoes a config (`stop --clean`): ends its actor (refused while any
+    /// of its services is active) and removes its stored state (snapshot,
+    /// state, logs), so the next reference bakes it afresh. Holds the load
+    /// lock meanwhile, so no request finds the half-removed state.
+    pub async fn forget(&self, handle: &ConfigHandle) -> Result<(), ActorError> {
+        let _guard = self.loading.lock().await;
+        handle.unload().await?;
+        self.configs.remove(handle.path());
+        handle.store().remove().map_err(|e| {
+            ActorError::new(
+                ErrorKind::Failed,
+                format!(
+                    "cannot remove the state of {} ({}): {e}",
+                    handle.path().display(),
+                    handle.store().root().display()
+                ),
+            )
+        })
+    }
+
     /// Forgets a config and ends its actor (prune).
     pub fn unload(&self, path: &Path) {
         if let Some((_, handle)) = self.configs.remove(path) {

@@ -38,6 +38,23 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StartupError + '_ {
     }
 }
 
+/// The daemon's log when it runs detached, inside the state directory.
+pub const DAEMON_LOG_FILE: &str = "daemon.log";
+/// Where each config's state lives, inside the state directory.
+pub const CONFIGS_DIR: &str = "configs";
+
+/// What the daemon itself writes under the state directory `root`: the
+/// configs' state (snapshots, logs) and its own pid, socket and log. File
+/// watches ignore these, so Kepler's own writes never restart a service.
+pub fn written_by_kepler(root: &Path) -> Vec<PathBuf> {
+    vec![
+        root.join(CONFIGS_DIR),
+        root.join(PID_FILE),
+        root.join(SOCKET_FILE),
+        root.join(DAEMON_LOG_FILE),
+    ]
+}
+
 /// The daemon's state directory and the paths inside it.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -121,11 +138,11 @@ impl StateDir {
     }
 
     pub fn daemon_log_path(&self) -> PathBuf {
-        self.root.join("daemon.log")
+        self.root.join(DAEMON_LOG_FILE)
     }
 
     pub fn configs_dir(&self) -> PathBuf {
-        self.root.join("configs")
+        self.root.join(CONFIGS_DIR)
     }
 
     /// Gives the socket its access mode: `0660 root:kepler` (or `0600`).

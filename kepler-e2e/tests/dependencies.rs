@@ -242,3 +242,41 @@ fn wait_returns_once_the_startup_cluster_is_ready_while_deferred_services_keep_w
     assert_eq!(ps["report"].status(), "starting");
     kepler.kepler(&["stop"]).success();
 }
+
+#[test]
+fn a_services_own_wait_puts_it_in_or_out_of_the_startup_cluster() {
+    let kepler = Kepler::started();
+    let mut yaml = String::from("services:\n");
+    yaml += &svc("api", "sleep 1000", "");
+    // Never healthy, but deferred by its own `wait: false`.
+    yaml += &svc(
+        "checker",
+        "sleep 1000",
+        "    wait: false\n    healthcheck:\n      test: [\"false\"]\n      interval: 1s\n",
+    );
+    // Waits for a deferred condition, but asks to be waited for.
+    yaml += &svc(
+        "alerter",
+        "sleep 1000",
+        "    wait: true\n    depends_on:\n      api:\n        condition: service_failed\n",
+    );
+    kepler.write("kepler.yaml", &yaml);
+
+    kepler
+        .kepler(&[
+            "start",
+            "-d",
+            "--wait",
+            "--timeout",
+            "10s",
+            "api",
+            "checker",
+        ])
+        .success()
+        .stdout_has("started 1 service (api); 1 deferred (checker)");
+
+    let run = kepler.kepler(&["start", "-d", "--wait", "--timeout", "1s"]);
+    run.failure().stderr_has("not ready: `alerter`");
+    assert!(!run.stderr.contains("checker"), "{run}");
+    kepler.kepler(&["stop"]).success();
+}

@@ -82,33 +82,30 @@ fn a_user_stop_runs_pre_stop_before_the_signal_and_post_stop_after_it() {
 }
 
 #[test]
-fn restart_of_a_service_runs_pre_restart_pre_stop_then_the_start_hooks_and_post_restart() {
+fn restart_of_a_service_runs_the_stop_hooks_then_the_start_hooks_and_post_restart() {
     let kepler = Kepler::started();
-    kepler.write(
-        "kepler.yaml",
-        &service_with_hooks(
-            "",
-            &[
-                "pre_restart",
-                "pre_stop",
-                "post_stop",
-                "pre_start",
-                "post_start",
-                "post_restart",
-            ],
-        ),
+    let mut yaml = service_with_hooks(
+        "",
+        &[
+            "pre_restart",
+            "pre_stop",
+            "pre_start",
+            "post_start",
+            "post_restart",
+        ],
     );
+    // Slow on purpose: what follows must wait for it, not overtake it.
+    yaml += "      post_stop:\n        run: sleep 0.3; echo post_stop >> events.txt\n";
+    kepler.write("kepler.yaml", &yaml);
     kepler.kepler(&["start", "-d", "--wait"]).success();
     kepler.wait_for_lines("events.txt", "first start", |l| l.len() == 3);
     kepler.kepler(&["restart", "-d", "--wait", "app"]).success();
-    let lines = kepler.wait_for_lines("events.txt", "the restart", |l| l.len() == 10);
+    let lines = kepler.wait_for_lines("events.txt", "the restart", |l| l.len() == 11);
     assert_eq!(
-        lines[3..7],
-        ["pre_restart", "pre_stop", "term", "pre_start"]
+        lines[3..8],
+        ["pre_restart", "pre_stop", "term", "post_stop", "pre_start"]
     );
-    assert_eq!(sorted(&lines[7..]), ["post_restart", "post_start", "spawn"]);
-    // A restart is not a user stop.
-    assert_eq!(count(&lines, "post_stop"), 0, "{lines:?}");
+    assert_eq!(sorted(&lines[8..]), ["post_restart", "post_start", "spawn"]);
     kepler.kepler(&["stop"]).success();
 }
 
@@ -293,7 +290,7 @@ fn config_with_global_hooks() -> String {
 }
 
 #[test]
-fn global_hooks_surround_start_and_stop_and_clean_runs_pre_cleanup() {
+fn global_hooks_surround_start_and_stop_and_clean_runs_pre_cleanup_last() {
     let kepler = Kepler::started();
     kepler.write("kepler.yaml", &config_with_global_hooks());
     kepler.kepler(&["start", "-d", "--wait"]).success();
@@ -306,20 +303,15 @@ fn global_hooks_surround_start_and_stop_and_clean_runs_pre_cleanup() {
     let lines = kepler.wait_for_lines("events.txt", "the stop", |l| l.len() == 7);
     assert_eq!(lines[4..], ["global_pre_stop", "term", "global_post_stop"]);
 
-    // Nothing runs: no stop hooks, but --clean still cleans up.
-    kepler.kepler(&["stop", "--clean"]).success();
-    let lines = kepler.wait_for_lines("events.txt", "the cleanup", |l| l.len() == 8);
-    assert_eq!(lines[7], "global_pre_cleanup");
-
     // on_init ran once for this bake.
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    let lines = kepler.wait_for_lines("events.txt", "the second start", |l| l.len() == 11);
-    assert_eq!(lines[8], "global_pre_start");
-    assert_eq!(sorted(&lines[9..]), ["global_post_start", "spawn"]);
+    let lines = kepler.wait_for_lines("events.txt", "the second start", |l| l.len() == 10);
+    assert_eq!(lines[7], "global_pre_start");
+    assert_eq!(sorted(&lines[8..]), ["global_post_start", "spawn"]);
     kepler.kepler(&["stop", "--clean"]).success();
-    let lines = kepler.wait_for_lines("events.txt", "the last stop", |l| l.len() == 15);
+    let lines = kepler.wait_for_lines("events.txt", "the last stop", |l| l.len() == 14);
     assert_eq!(
-        lines[11..],
+        lines[10..],
         [
             "global_pre_stop",
             "term",
@@ -387,4 +379,59 @@ fn on_init_is_remembered_across_daemon_restarts_and_runs_again_after_recreate() 
 
     kepler.kepler(&["recreate"]).success();
     assert_eq!(starts(&kepler, 3), (2, 2));
+}
+
+/// A config whose global on_init writes `init`, whose service's on_init
+/// writes `service_init`, and whose pre_cleanup writes `cleanup`.
+fn config_with_init_and_cleanup(init: &str) -> String {
+    format!(
+        "kepler:\n  hooks:\n    on_init:\n      run: echo {init} >> events.txt\n    pre_cleanup:\n      run: echo cleanup >> events.txt\nservices:\n  app:\n    command: [\"sleep\", \"1000\"]\n    hooks:\n      on_init:\n        run: echo service_init >> events.txt\n"
+    )
+}
+
+#[test]
+fn stop_clean_undoes_the_config_so_the_next_start_bakes_it_afresh_and_inits_again() {
+    let kepler = Kepler::started();
+    let configs = kepler.state_dir().join("configs");
+    let stored = || fs::read_dir(&configs).map_or(0, |dir| dir.count());
+    kepler.write("kepler.yaml", &config_with_init_and_cleanup("init"));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let first_clean = kepler.kepler(&["stop", "--clean"]);
+    first_clean.success();
+    // The file changed meanwhile: the next start bakes it again.
+    kepler.write("kepler.yaml", &config_with_init_and_cleanup("init_again"));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler
+        .kepler(&["daemon", "status"])
+        .success()
+        .stdout_has("kepler.yaml");
+    kepler.kepler(&["stop", "--clean"]).success();
+    let lines = kepler.wait_for_lines("events.txt", "two cleanups", |l| {
+        l.iter().filter(|x| *x == "cleanup").count() == 2
+    });
+    assert_eq!(
+        lines,
+        [
+            "init",
+            "service_init",
+            "cleanup",
+            "init_again",
+            "service_init",
+            "cleanup"
+        ]
+    );
+    first_clean.stdout_has("removed the config's stored state");
+    assert_eq!(stored(), 0, "the config's state is gone");
+    let status = kepler.kepler(&["daemon", "status"]);
+    assert!(!status.success().stdout.contains("kepler.yaml"), "{status}");
+
+    // Cleanup is for the whole config, never for some of its services.
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler
+        .kepler(&["stop", "--clean", "app"])
+        .failure()
+        .stderr_has("--clean applies to the whole config");
+    assert_eq!(kepler.service("kepler.yaml", "app").status(), "running");
+    assert_eq!(stored(), 1);
+    kepler.kepler(&["stop"]).success();
 }

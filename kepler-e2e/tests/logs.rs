@@ -440,3 +440,74 @@ fn an_overlong_line_is_split_not_dropped() {
     assert!(lines.iter().filter(|l| l.starts_with("wide | x")).count() >= 3);
     assert_eq!(lines.last().unwrap(), "wide | after");
 }
+
+/// `2026-11-23T18:19:25.123456Z rest` without its time, or `None` when the
+/// line does not start with one.
+fn after_time(line: &str) -> Option<&str> {
+    let (time, rest) = line.split_once(' ')?;
+    let shaped = time.len() == 27
+        && time.ends_with('Z')
+        && time.as_bytes()[10] == b'T'
+        && time[..4].bytes().all(|b| b.is_ascii_digit());
+    shaped.then_some(rest)
+}
+
+/// Each line of `lines` that mentions `service`, and whether it had a time.
+fn shown(lines: &[String], text: &str) -> (String, bool) {
+    let line = lines
+        .iter()
+        .find(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("no {text:?} in {lines:?}"));
+    match after_time(line) {
+        Some(rest) => (rest.to_string(), true),
+        None => (line.clone(), false),
+    }
+}
+
+#[test]
+fn logs_timestamp_shows_that_services_lines_with_their_time_everywhere() {
+    let kepler = Kepler::started();
+    // `stamped` takes the global `timestamp: true`; `plain` turns it off.
+    kepler.write(
+        "kepler.yaml",
+        "kepler:\n  logs:\n    timestamp: true\nservices:\n  stamped:\n    command: [\"sh\", \"-c\", \"echo hello stamped\"]\n  plain:\n    command: [\"sh\", \"-c\", \"echo hello plain\"]\n    logs:\n      timestamp: false\n",
+    );
+    let expect = |lines: &[String], all: bool, how: &str| {
+        assert_eq!(
+            shown(lines, "hello stamped"),
+            ("stamped | hello stamped".to_string(), true),
+            "{how}: {lines:?}"
+        );
+        assert_eq!(
+            shown(lines, "hello plain"),
+            ("plain | hello plain".to_string(), all),
+            "{how}: {lines:?}"
+        );
+    };
+
+    let attached = lines_of(&kepler.kepler(&["start"]));
+    expect(&attached, false, "attached start");
+    expect(&lines_of(&kepler.kepler(&["logs"])), false, "logs");
+    expect(
+        &lines_of(&kepler.kepler(&["logs", "--tail", "5"])),
+        false,
+        "a short tail",
+    );
+    expect(
+        &lines_of(&kepler.kepler(&["logs", "--tail", "5000"])),
+        false,
+        "a long tail",
+    );
+    expect(
+        &lines_of(&kepler.kepler(&["logs", "--timestamps"])),
+        true,
+        "--timestamps",
+    );
+
+    let (follower, lines) = spawn_follower(&kepler);
+    let followed: Vec<String> = (0..2)
+        .map(|_| lines.recv_timeout(DEADLINE).unwrap())
+        .collect();
+    assert_eq!(interrupt(follower), Some(0));
+    expect(&followed, false, "logs --follow");
+}

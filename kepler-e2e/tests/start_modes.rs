@@ -97,6 +97,36 @@ fn wait_timeout_fails_listing_what_was_not_ready() {
 }
 
 #[test]
+fn wait_says_which_services_it_started_and_which_it_deferred() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:
+  db:
+    command: [sleep, '1000']
+  web:
+    command: [sleep, '1000']
+    depends_on: [db]
+  monitor:
+    command: [sleep, '1000']
+    depends_on:
+      web:
+        condition: service_failed
+",
+    );
+    let run = kepler.kepler(&["start", "-d", "--wait"]);
+    run.success();
+    assert_eq!(
+        run.stdout, "started 2 services (db, web); 1 deferred (monitor)\n",
+        "{run}"
+    );
+    let run = kepler.kepler(&["restart", "-d", "--wait", "web"]);
+    run.success();
+    assert_eq!(run.stdout, "restarted 1 service (web)\n", "{run}");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
 fn detached_start_returns_before_the_services_are_up() {
     let kepler = Kepler::started();
     kepler.write(

@@ -166,3 +166,234 @@ fn a_service_the_user_stopped_is_not_restarted_by_file_changes() {
     assert_eq!(starts(&kepler, "app"), 1);
     kepler.kepler(&["stop"]).success();
 }
+
+/// The inodes the daemon holds inotify watches on, from its
+/// `/proc/<pid>/fdinfo` (one `inotify wd:` line per watch).
+fn daemon_watches(kepler: &Kepler) -> Vec<u64> {
+    let pid = kepler.daemon_pid().expect("daemon pid");
+    let mut inodes = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let is_inotify = fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().contains("inotify"));
+        if !is_inotify {
+            continue;
+        }
+        let info = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let ino = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("ino:"))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .unwrap_or_else(|| panic!("no inode in {line:?}"));
+            inodes.push(ino);
+        }
+    }
+    inodes
+}
+
+/// The lines a service's watch wrote to its log, without the prefix.
+fn watch_notes(kepler: &Kepler, file: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{name}[watch] | ");
+    kepler
+        .logs(file, &[name])
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_project_inside_the_state_dir_is_watched_but_keplers_own_files_are_not() {
+    let kepler = Kepler::started();
+    let project = kepler.state_dir().join("project");
+    fs::create_dir_all(project.join("src")).unwrap();
+    // The absolute patterns also match the state directory's logs and
+    // state.json, which Kepler rewrites at every start: they must not count.
+    let state = kepler.state_dir().display().to_string();
+    let patterns = format!(r#"["src/*.txt", "{state}/**/*.log", "{state}/**/*.json"]"#);
+    kepler.write(
+        "state/project/kepler.yaml",
+        &format!("services:\n{}", watched("app", &patterns, "")),
+    );
+    let config = "state/project/kepler.yaml";
+    kepler
+        .kepler(&["-f", config, "start", "-d", "--wait"])
+        .success();
+    wait_for_starts(&kepler, "state/project/app", 1);
+
+    kepler.write("state/project/src/one.txt", "x");
+    wait_for_starts(&kepler, "state/project/app", 2);
+    kepler.wait_for_service(config, "app", "running", |r| r.status() == "running");
+    kepler.write("state/project/src/two.txt", "x");
+    wait_for_starts(&kepler, "state/project/app", 3);
+    kepler.wait_for_service(config, "app", "running", |r| r.status() == "running");
+    assert_eq!(
+        watch_notes(&kepler, config, "app"),
+        [
+            "files changed (src/one.txt); restarting",
+            "files changed (src/two.txt); restarting"
+        ]
+    );
+    assert_eq!(starts(&kepler, "state/project/app"), 3);
+    kepler.kepler(&["-f", config, "stop"]).success();
+}
+
+#[test]
+fn absolute_patterns_outside_the_working_dir_restart_the_service_once_their_dir_appears() {
+    let kepler = Kepler::started();
+    fs::create_dir_all(kepler.dir().join("proj")).unwrap();
+    fs::create_dir_all(kepler.dir().join("elsewhere/src/deep")).unwrap();
+    let elsewhere = kepler.dir().join("elsewhere/src");
+    let later = kepler.dir().join("later");
+    // One pattern expanded from the environment, one whose base is missing.
+    let extra = format!(
+        "    working_dir: ./proj\n    environment:\n      - SRC_DIR={}\n",
+        elsewhere.display()
+    );
+    let patterns = format!(
+        r#"["${{SRC_DIR}}/**/*.txt", "{}/**/*.txt"]"#,
+        later.display()
+    );
+    kepler.write(
+        "kepler.yaml",
+        &format!("services:\n{}", watched("app", &patterns, &extra)),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_starts(&kepler, "proj/app", 1);
+    kepler.wait_for_log(
+        "kepler.yaml",
+        &format!(
+            "app[watch] | {} does not exist; watching for it to appear",
+            later.display()
+        ),
+    );
+
+    kepler.write("elsewhere/src/deep/a.txt", "x");
+    wait_for_starts(&kepler, "proj/app", 2);
+    kepler.wait_for_service("kepler.yaml", "app", "running", |r| r.status() == "running");
+    // Created with its subdirectory and file at once.
+    kepler.write("later/deep/b.txt", "x");
+    wait_for_starts(&kepler, "proj/app", 3);
+    kepler.wait_for_service("kepler.yaml", "app", "running", |r| r.status() == "running");
+    let notes = watch_notes(&kepler, "kepler.yaml", "app");
+    assert_eq!(
+        notes,
+        [
+            format!(
+                "{} does not exist; watching for it to appear",
+                later.display()
+            ),
+            format!(
+                "files changed ({}); restarting",
+                elsewhere.join("deep/a.txt").display()
+            ),
+            format!(
+                "files changed ({}); restarting",
+                later.join("deep/b.txt").display()
+            ),
+        ]
+    );
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn watches_are_held_only_while_a_service_runs_and_never_after_a_failed_start() {
+    let kepler = Kepler::started();
+    for i in 0..20 {
+        fs::create_dir_all(kepler.dir().join(format!("tree/d{i}/e"))).unwrap();
+    }
+    let broken = "  broken:\n    command: [\"/nonexistent/program\"]\n    working_dir: ./tree\n    restart:\n      policy: always\n      watch: [\"**/*.txt\"]\n";
+    kepler.write("broken.yaml", &format!("services:\n{broken}"));
+    kepler
+        .kepler(&["-f", "broken.yaml", "start", "-d"])
+        .success();
+    kepler.wait_for_service("broken.yaml", "broken", "failed", |r| {
+        r.status() == "failed"
+    });
+    assert_eq!(daemon_watches(&kepler), Vec::<u64>::new());
+
+    kepler.write(
+        "kepler.yaml",
+        &format!("services:\n{}", watched("app", r#"["tree/**/*.txt"]"#, "")),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    // tree, its 20 subdirectories and theirs.
+    assert_eq!(daemon_watches(&kepler).len(), 41);
+    kepler.kepler(&["stop"]).success();
+    assert_eq!(daemon_watches(&kepler), Vec::<u64>::new());
+}
+
+#[test]
+fn a_members_watch_cannot_tell_what_is_inside_a_directory_it_cannot_read() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+
+    let kepler = Kepler::started();
+    let member = kepler_e2e::TestUser::member();
+    // A root-only directory holding `secret/`; `absent/` is not there.
+    let vault = kepler.dir().join("vault");
+    fs::create_dir_all(vault.join("secret")).unwrap();
+    fs::set_permissions(&vault, fs::Permissions::from_mode(0o700)).unwrap();
+    let proj = kepler.dir().join("proj");
+    fs::create_dir_all(proj.join("src")).unwrap();
+    let mut yaml = String::from("services:\n");
+    yaml += &watched(
+        "app",
+        &format!(
+            r#"["{0}/secret/**/*.txt", "{0}/absent/**/*.txt"]"#,
+            vault.display()
+        ),
+        "",
+    );
+    yaml += &watched("sentinel", r#"["src/*.txt"]"#, "");
+    kepler.write("proj/kepler.yaml", &yaml);
+    for path in [&proj, &proj.join("src"), &proj.join("kepler.yaml")] {
+        chown(path, Some(member.uid), Some(member.gid)).unwrap();
+    }
+    kepler
+        .kepler_as(
+            &member,
+            &["-f", "proj/kepler.yaml", "start", "-d", "--wait"],
+        )
+        .success();
+    wait_for_starts(&kepler, "proj/app", 1);
+    wait_for_starts(&kepler, "proj/sentinel", 1);
+
+    // Both read exactly like a missing directory.
+    let said = |name: &str| {
+        let base = vault.join(name).display().to_string();
+        vec![
+            format!("{base} does not exist; watching for it to appear"),
+            format!(
+                "cannot watch {} (permission denied), so {base} is not seen if it appears",
+                vault.display()
+            ),
+        ]
+    };
+    let mut expected = said("absent");
+    expected.extend(said("secret"));
+    kepler_e2e::wait_until("the watch notes", kepler_e2e::DEADLINE, || {
+        watch_notes(&kepler, "proj/kepler.yaml", "app").len() >= 4
+    });
+    assert_eq!(watch_notes(&kepler, "proj/kepler.yaml", "app"), expected);
+
+    // Nothing inside the vault is watched, and a change there is not seen.
+    let watched_inodes = daemon_watches(&kepler);
+    for dir in [&vault, &vault.join("secret")] {
+        let ino = fs::metadata(dir).unwrap().ino();
+        assert!(
+            !watched_inodes.contains(&ino),
+            "{} is watched",
+            dir.display()
+        );
+    }
+    fs::write(vault.join("secret/leak.txt"), "x").unwrap();
+    kepler.write("proj/src/a.txt", "x");
+    wait_for_starts(&kepler, "proj/sentinel", 2);
+    assert_eq!(starts(&kepler, "proj/app"), 1);
+    kepler
+        .kepler_as(&member, &["-f", "proj/kepler.yaml", "stop"])
+        .success();
+}

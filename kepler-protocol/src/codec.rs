@@ -159,6 +159,7 @@ mod tests {
             service: "web".into(),
             hook: None,
             stderr: false,
+            show_time: false,
         });
         lines.push_line(id, 1, &vec![b'x'; MAX_FRAME_LEN + 1]);
         let message = crate::ServerMessage::Response {

@@ -25,6 +25,9 @@ pub struct LogSource {
     /// The hook that wrote the lines, when it was not the service itself.
     pub hook: Option<String>,
     pub stderr: bool,
+    /// The service asks for its lines to be shown with their time
+    /// (`logs.timestamp: true`); one flag per origin costs nothing per line.
+    pub show_time: bool,
 }
 
 /// Log lines, oldest first (see the module docs for the layout).
@@ -89,13 +92,17 @@ impl LogBatch {
     /// the origins: fine for the few a page has).
     pub fn push(&mut self, line: &LogLine) {
         let id = match self.sources.iter().position(|s| {
-            s.service == line.service && s.hook == line.hook && s.stderr == line.stderr
+            s.service == line.service
+                && s.hook == line.hook
+                && s.stderr == line.stderr
+                && s.show_time == line.show_time
         }) {
             Some(id) => id as u32,
             None => self.add_source(LogSource {
                 service: line.service.clone(),
                 hook: line.hook.clone(),
                 stderr: line.stderr,
+                show_time: line.show_time,
             }),
         };
         self.push_line(id, line.timestamp_us, &line.bytes);
@@ -119,6 +126,13 @@ impl LogBatch {
         &self.sources
     }
 
+    /// Sets each origin's [`LogSource::show_time`] from its service.
+    pub fn mark_show_time(&mut self, show_time: impl Fn(&str) -> bool) {
+        for source in &mut self.sources {
+            source.show_time = show_time(&source.service);
+        }
+    }
+
     pub fn iter(&self) -> Lines<'_> {
         Lines {
             batch: self,
@@ -134,6 +148,7 @@ impl LogBatch {
                 service: line.source.service.clone(),
                 hook: line.source.hook.clone(),
                 stderr: line.source.stderr,
+                show_time: line.source.show_time,
                 timestamp_us: line.timestamp_us,
                 bytes: line.bytes.to_vec(),
             })
@@ -256,6 +271,7 @@ mod tests {
             service: service.into(),
             hook: hook.map(Into::into),
             stderr,
+            show_time: false,
             timestamp_us: ts,
             bytes: bytes.to_vec(),
         }
@@ -307,6 +323,7 @@ mod tests {
                 service: format!("s{i}"),
                 hook: None,
                 stderr: false,
+                show_time: false,
             })
             .collect();
         #[derive(Serialize)]

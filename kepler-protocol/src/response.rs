@@ -26,6 +26,12 @@ pub enum Response {
         kind: ErrorKind,
         message: String,
     },
+    /// `start`/`restart -d --wait` is done: the startup-cluster services of
+    /// the request are ready; the deferred ones carry on in the background.
+    Started {
+        ready: Vec<String>,
+        deferred: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +159,9 @@ pub struct LogLine {
     pub hook: Option<String>,
     pub stderr: bool,
     pub timestamp_us: u64,
+    /// The service asks for its lines to be shown with their time
+    /// (`logs.timestamp: true`).
+    pub show_time: bool,
     /// Raw bytes; shown lossily when they are not UTF-8. Encoded as one
     /// byte string, not a sequence of numbers (a large log is mostly this).
     #[serde(with = "serde_bytes")]

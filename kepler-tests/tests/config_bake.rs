@@ -257,6 +257,32 @@ fn startup_cluster_follows_edge_classes_wait_overrides_and_propagates() {
     assert!(!config.is_startup("report"));
 }
 
+#[test]
+fn a_services_own_wait_overrides_what_its_edges_say() {
+    let dir = Dir::new();
+    let text = "services:
+  db:
+    command: [db]
+    wait: false
+  api:
+    command: [api]
+    depends_on: [db]
+  alert:
+    command: [alert]
+    depends_on: {api: {condition: service_failed}}
+    wait: true
+  solo:
+    command: [solo]
+";
+    let config = bake_text(&dir, text, &[]).unwrap().config;
+    let cluster: Vec<&str> = config.startup_cluster().into_iter().collect();
+    // db is deferred by its own `wait`, so api (waiting on it) is too;
+    // alert waits on a deferred edge but asks to be waited for.
+    assert_eq!(cluster, ["alert", "solo"]);
+    assert_eq!(config.services["alert"].wait, Some(true));
+    assert_eq!(config.services["solo"].wait, None);
+}
+
 fn lua_sys_env() -> BTreeMap<String, String> {
     env(&[("HOME", "/home/ada"), ("PORT", "9000")])
 }

@@ -48,7 +48,13 @@ async fn a_dependency_chain_starts_in_order_and_stops_completely() {
         },
     )
     .await;
-    assert_eq!(answer(&mut frames, 1).await, Response::Done);
+    assert_eq!(
+        answer(&mut frames, 1).await,
+        Response::Started {
+            ready: vec!["db".into(), "web".into()],
+            deferred: vec![],
+        }
+    );
 
     send(
         &mut frames,

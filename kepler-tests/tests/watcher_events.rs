@@ -1,5 +1,6 @@
 //! `restart.watch`: which file changes produce a [`WatchEvent`], how bursts
-//! are debounced into one, and that a dropped watch goes quiet.
+//! are debounced into one, which directories are watched (and how many
+//! watches that takes), and that a dropped watch goes quiet.
 //!
 //! "No event" is never asserted by sleeping: after an change that must be
 //! ignored, the test makes a matching change and asserts that the first
@@ -14,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kepler_daemon::watcher::{
-    watch, WatchError, WatchEvent, WatchHandle, WatchSpec, DEFAULT_DEBOUNCE, MAX_PATHS_PER_EVENT,
+    WatchError, WatchEvent, WatchHandle, WatchHub, WatchReport, WatchSpec, DEFAULT_DEBOUNCE,
+    MAX_PATHS_PER_EVENT,
 };
 use process_support::within;
 use tokio::sync::mpsc;
@@ -24,7 +26,7 @@ struct Watched {
     root: PathBuf,
     _dir: tempfile::TempDir,
     handle: Option<WatchHandle>,
-    events: mpsc::UnboundedReceiver<WatchEvent>,
+    events: mpsc::UnboundedReceiver<WatchReport>,
 }
 
 impl Watched {
@@ -34,16 +36,11 @@ impl Watched {
 
     /// Writes `relative`, creating its parent directories.
     fn write(&self, relative: &str) -> PathBuf {
-        let path = self.path(relative);
-        fs::create_dir_all(path.parent().unwrap()).expect("create parent");
-        fs::write(&path, b"changed").expect("write");
-        path
+        write(&self.path(relative))
     }
 
     async fn next_event(&mut self) -> WatchEvent {
-        within("a watch event", self.events.recv())
-            .await
-            .expect("the watch ended")
+        next_event(&mut self.events).await
     }
 
     /// Asserts the next event lists exactly `expected` (relative paths).
@@ -58,18 +55,58 @@ impl Watched {
     }
 }
 
+fn write(path: &Path) -> PathBuf {
+    fs::create_dir_all(path.parent().unwrap()).expect("create parent");
+    fs::write(path, b"changed").expect("write");
+    path.to_path_buf()
+}
+
+async fn next_report(events: &mut mpsc::UnboundedReceiver<WatchReport>) -> WatchReport {
+    within("a watch report", events.recv())
+        .await
+        .expect("the watch ended")
+}
+
+async fn next_event(events: &mut mpsc::UnboundedReceiver<WatchReport>) -> WatchEvent {
+    match next_report(events).await {
+        WatchReport::Changed(event) => event,
+        WatchReport::Note { text, .. } => panic!("expected changes, got the note {text:?}"),
+    }
+}
+
+async fn next_note(events: &mut mpsc::UnboundedReceiver<WatchReport>) -> String {
+    match next_report(events).await {
+        WatchReport::Note { text, service, .. } => {
+            assert_eq!(service, "web");
+            text
+        }
+        WatchReport::Changed(event) => panic!("expected a note, got {event:?}"),
+    }
+}
+
+fn hub() -> WatchHub {
+    WatchHub::shared().expect("file watcher")
+}
+
+fn spec(root: &Path, patterns: &[&str], ignore: &[PathBuf]) -> WatchSpec {
+    WatchSpec {
+        service: "web".to_owned(),
+        root: root.to_owned(),
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        ignore: ignore.to_vec(),
+        identity: None,
+    }
+}
+
 fn watched_with(patterns: &[&str], ignore: &[&str], setup: impl FnOnce(&Path)) -> Watched {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().canonicalize().expect("canonical tempdir");
     setup(&root);
     let (sender, events) = mpsc::unbounded_channel();
-    let spec = WatchSpec {
-        service: "web".to_owned(),
-        root: root.clone(),
-        patterns: patterns.iter().map(|p| p.to_string()).collect(),
-        ignore: ignore.iter().map(|dir| root.join(dir)).collect(),
-    };
-    let handle = watch(spec, DEFAULT_DEBOUNCE, sender).expect("watch");
+    let ignore: Vec<PathBuf> = ignore.iter().map(|dir| root.join(dir)).collect();
+    let handle = hub()
+        .watch(spec(&root, patterns, &ignore), DEFAULT_DEBOUNCE, sender)
+        .expect("watch");
     Watched {
         root,
         _dir: dir,
@@ -83,13 +120,35 @@ fn watched(patterns: &[&str]) -> Watched {
 }
 
 fn spec_error(root: &Path, patterns: &[&str]) -> WatchError {
-    let spec = WatchSpec {
-        service: "web".to_owned(),
-        root: root.to_owned(),
-        patterns: patterns.iter().map(|p| p.to_string()).collect(),
-        ignore: Vec::new(),
-    };
-    watch(spec, DEFAULT_DEBOUNCE, mpsc::unbounded_channel().0).expect_err("must fail")
+    hub()
+        .watch(
+            spec(root, patterns, &[]),
+            DEFAULT_DEBOUNCE,
+            mpsc::unbounded_channel().0,
+        )
+        .expect_err("must fail")
+}
+
+/// Inotify watches this process holds, from `/proc/self/fdinfo` (nextest
+/// runs each test in a process of its own).
+fn inotify_watches() -> usize {
+    let mut watches = 0;
+    for entry in fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_inotify = fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().contains("inotify"));
+        if is_inotify {
+            let info = fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                entry.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            watches += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
+        }
+    }
+    watches
 }
 
 #[tokio::test]
@@ -257,18 +316,18 @@ async fn relative_ignore_dirs_and_dot_slash_and_directory_patterns_work() {
     let root = dir.path().canonicalize().unwrap();
     fs::create_dir_all(root.join("cache")).unwrap();
     let (sender, mut events) = mpsc::unbounded_channel();
-    let spec = WatchSpec {
-        service: "web".to_owned(),
-        root: root.clone(),
-        patterns: vec!["./config/".to_owned(), "cache/*".to_owned()],
-        ignore: vec![PathBuf::from("cache")],
-    };
-    let _handle = watch(spec, DEFAULT_DEBOUNCE, sender).expect("watch");
+    let spec = spec(&root, &["./config/", "cache/*"], &[PathBuf::from("cache")]);
+    let _handle = hub().watch(spec, DEFAULT_DEBOUNCE, sender).expect("watch");
+    let note = next_note(&mut events).await;
+    assert!(
+        note.ends_with("/config does not exist; watching for it to appear"),
+        "{note}"
+    );
     fs::write(root.join("cache/blob"), "x").unwrap();
     fs::create_dir_all(root.join("config/env")).unwrap();
     fs::write(root.join("config/env/prod.yaml"), "x").unwrap();
-    let event = within("event", events.recv()).await.unwrap();
-    // `config/` matches the new directories themselves and what is in them.
+    let event = next_event(&mut events).await;
+    // `config/` matches what is below the new directories.
     assert!(event.paths.contains(&root.join("config/env/prod.yaml")));
     assert!(event
         .paths
@@ -283,29 +342,55 @@ async fn dropping_the_handle_stops_events_and_closes_the_channel() {
     w.expect_event(&["before.ts"]).await;
     drop(w.handle.take());
     w.write("after.ts");
-    // The debounce thread is joined on drop, so its sender is gone: the
-    // channel ends instead of delivering anything more.
+    // The watcher thread has let go of the sender when drop returns, so
+    // the channel ends instead of delivering anything more.
     assert_eq!(within("channel closed", w.events.recv()).await, None);
 }
 
 #[tokio::test]
-async fn missing_root_is_an_error_naming_service_and_path() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let missing = dir.path().join("no-such-dir");
-    let err = spec_error(&missing, &["*.ts"]);
-    assert!(matches!(err, WatchError::Unreadable { .. }), "{err:?}");
-    let message = err.to_string();
-    assert!(
-        message.starts_with("service web: cannot watch `")
-            && message.contains(&missing.display().to_string())
-            && message.contains("No such file or directory"),
-        "{message}"
-    );
+async fn an_absolute_pattern_outside_the_working_dir_is_watched_from_its_base() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let src = elsewhere.path().canonicalize().unwrap().join("src");
+    fs::create_dir_all(src.join("deep")).unwrap();
+    let pattern = format!("{}/**/*.py", src.display());
+    let mut w = watched(&[pattern.as_str(), "*.ts"]);
+    let changed = write(&src.join("deep/app.py"));
+    let event = w.next_event().await;
+    assert_eq!(event.paths, [changed]);
+    w.write("local.ts");
+    w.expect_event(&["local.ts"]).await;
+}
 
-    let file = dir.path().join("file");
-    fs::write(&file, "x").unwrap();
-    let err = spec_error(&file, &["*.ts"]);
-    assert!(matches!(err, WatchError::NotADirectory { .. }), "{err:?}");
+#[tokio::test]
+async fn a_missing_base_dir_is_noted_once_and_watched_for_until_it_appears() {
+    let mut w = watched(&["later/**/*.ts", "later/deep/*.ts"]);
+    let note = next_note(&mut w.events).await;
+    assert_eq!(
+        note,
+        format!(
+            "{} does not exist; watching for it to appear",
+            w.path("later").display()
+        )
+    );
+    // Created at once with a file in it, before any watch can be set below.
+    w.write("later/deep/er/x.ts");
+    w.expect_event(&["later/deep/er/x.ts"]).await;
+    // From now on it is watched like the rest, and no second note came.
+    w.write("later/y.ts");
+    w.expect_event(&["later/y.ts"]).await;
+
+    // Removed (which changes the files in it), then back: noted again,
+    // and seen again.
+    fs::remove_dir_all(w.path("later")).unwrap();
+    let note = next_note(&mut w.events).await;
+    assert!(
+        note.ends_with("does not exist; watching for it to appear"),
+        "{note}"
+    );
+    let removed = w.next_event().await;
+    assert_eq!(removed.paths.len(), 2, "{removed:?}");
+    w.write("later/z.ts");
+    w.expect_event(&["later/z.ts"]).await;
 }
 
 #[tokio::test]
@@ -323,9 +408,63 @@ async fn invalid_glob_is_an_error_naming_the_pattern() {
     assert!(matches!(err, WatchError::NoPatterns { .. }), "{err:?}");
 }
 
+#[tokio::test]
+async fn each_directory_is_watched_once_and_only_as_deep_as_the_patterns_reach() {
+    let hub = WatchHub::start(1000).expect("file watcher");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().unwrap();
+    for sub in ["src/a/b", "src/c", "docs/x/y", "other/z"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let before = inotify_watches();
+    let (sender, _events) = mpsc::unbounded_channel();
+    // src and everything below (4 dirs), docs itself and its children (2):
+    // the nested `src/a/*.rs` and `docs/*.md` need nothing more, and the
+    // root, docs/x/y and other/ are not watched at all.
+    let patterns = ["src/**/*.rs", "src/a/*.rs", "docs/*/*.md", "docs/*.md"];
+    let handle = hub
+        .watch(spec(&root, &patterns, &[]), DEFAULT_DEBOUNCE, sender)
+        .expect("watch");
+    assert_eq!(inotify_watches() - before, 6);
+    // A second service watching the same tree shares the kernel's watches.
+    let (sender, _other_events) = mpsc::unbounded_channel();
+    let other = hub
+        .watch(spec(&root, &["src/**"], &[]), DEFAULT_DEBOUNCE, sender)
+        .expect("watch");
+    assert_eq!(inotify_watches() - before, 6);
+    drop(handle);
+    assert_eq!(inotify_watches() - before, 4);
+    drop(other);
+    assert_eq!(inotify_watches(), before);
+}
+
+#[tokio::test]
+async fn past_its_budget_a_user_gets_a_note_and_the_rest_of_the_tree_is_left_out() {
+    let hub = WatchHub::start(3).expect("file watcher");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().unwrap();
+    for sub in ["a", "b", "c", "d", "e"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let (sender, mut events) = mpsc::unbounded_channel();
+    let _handle = hub
+        .watch(spec(&root, &["**/*.ts"], &[]), DEFAULT_DEBOUNCE, sender)
+        .expect("watch");
+    let note = next_note(&mut events).await;
+    assert!(
+        note.starts_with("uid 0 already has 3 directories watched, the most one user may; ")
+            && note.ends_with("are left out (the service keeps running)"),
+        "{note}"
+    );
+    assert_eq!(inotify_watches(), 3);
+    // What is watched still works.
+    write(&root.join("top.ts"));
+    assert_eq!(next_event(&mut events).await.paths, [root.join("top.ts")]);
+}
+
 #[test]
 fn watch_handle_can_move_to_an_actor_task() {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<WatchHandle>();
-    assert_send::<WatchEvent>();
+    assert_send::<WatchReport>();
 }

@@ -200,7 +200,9 @@ pub struct StopArgs {
     #[arg(short, long, value_name = "SIGNAL", value_parser = parse_signal)]
     pub signal: Option<i32>,
 
-    /// Run the pre_cleanup hook after stopping.
+    /// Undo the whole config: after stopping, run the pre_cleanup hook and
+    /// remove its stored state (snapshot, state, logs); the next start bakes
+    /// it afresh and runs on_init again.
     #[arg(long)]
     pub clean: bool,
 

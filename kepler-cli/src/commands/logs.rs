@@ -6,7 +6,6 @@
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 use kepler_protocol::{Event, LogBatch, LogLine, LogRange, Request, Response, ServerMessage};
@@ -14,7 +13,7 @@ use kepler_protocol::{Event, LogBatch, LogLine, LogRange, Request, Response, Ser
 use crate::cli::LogsArgs;
 use crate::client::{into_result, Client};
 use crate::config_ref::config_ref;
-use crate::event_output::{line_prefix, render_event, write_log_text};
+use crate::event_output::{line_prefix, log_time, render_event, write_log_text};
 use crate::style::Paint;
 
 pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
@@ -108,6 +107,7 @@ async fn follow(client: &mut Client, request: Request, printer: Printer) -> Resu
 #[derive(Clone, Copy)]
 struct Printer {
     paint: Paint,
+    /// `--timestamps`: every line with its time, whatever its service says.
     timestamps: bool,
 }
 
@@ -121,31 +121,28 @@ impl Printer {
             .collect();
         for line in batch {
             let prefix = &prefixes[line.source_id as usize];
-            self.write_text(out, prefix, line.timestamp_us, line.bytes)?;
+            let show_time = line.source.show_time;
+            self.write_text(out, prefix, show_time, line.timestamp_us, line.bytes)?;
         }
         Ok(())
     }
 
     fn write(&self, out: &mut impl Write, line: &LogLine) -> io::Result<()> {
         let prefix = line_prefix(&line.service, line.hook.as_deref(), line.stderr, self.paint);
-        self.write_text(out, &prefix, line.timestamp_us, &line.bytes)
+        self.write_text(out, &prefix, line.show_time, line.timestamp_us, &line.bytes)
     }
 
     fn write_text(
         &self,
         out: &mut impl Write,
         prefix: &str,
+        show_time: bool,
         timestamp_us: u64,
         bytes: &[u8],
     ) -> io::Result<()> {
-        let stamp = self.timestamps.then(|| timestamp(timestamp_us));
+        let stamp = (self.timestamps || show_time).then(|| log_time(timestamp_us));
         write_log_text(out, stamp.as_deref(), prefix, bytes)
     }
-}
-
-/// RFC 3339 in UTC with microseconds, e.g. `2026-11-23T18:19:25.123456Z`.
-fn timestamp(micros: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(micros)).to_string()
 }
 
 #[cfg(test)]
@@ -155,7 +152,7 @@ mod tests {
     #[test]
     fn timestamps_are_utc_with_microseconds() {
         assert_eq!(
-            timestamp(1_000_000_000_123_456),
+            log_time(1_000_000_000_123_456),
             "2001-09-09T01:46:40.123456Z"
         );
     }
@@ -166,6 +163,7 @@ mod tests {
             service: "web".into(),
             hook: None,
             stderr: false,
+            show_time: false,
             timestamp_us: 0,
             bytes: b"hello".to_vec(),
         };
@@ -182,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_page_prints_each_line_with_its_origin_lossily_and_without_carriage_returns() {
+    fn a_page_prints_each_line_with_its_origin_lossily_and_the_time_where_its_service_asks() {
         let lines = [
             ("web", None, false, &b"up\r"[..]),
             ("db", Some("pre_start"), false, b"migrating"),
@@ -195,6 +193,7 @@ mod tests {
                 service: service.to_string(),
                 hook: hook.map(String::from),
                 stderr: *stderr,
+                show_time: *service == "db",
                 timestamp_us: 0,
                 bytes: bytes.to_vec(),
             })
@@ -207,7 +206,8 @@ mod tests {
         printer.write_batch(&mut out, &batch).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "web | up\ndb[pre_start] | migrating\nweb | caf\u{fffd}\nweb | one\nweb | two\n"
+            "web | up\n1970-01-01T00:00:00.000000Z db[pre_start] | migrating\nweb | caf\u{fffd}\n\
+             web | one\nweb | two\n"
         );
     }
 }

@@ -18,7 +18,7 @@ mod stop;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use kepler_protocol::Request;
+use kepler_protocol::{Request, Response};
 
 use crate::cli::{Cli, Command};
 use crate::client::Client;
@@ -44,16 +44,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Sends `request`, printing whatever events the daemon pushes for it
-/// (progress, state changes) before its final answer.
-async fn request_printing_events(client: &mut Client, request: Request) -> Result<()> {
+/// (progress, state changes) before its final answer, which it returns.
+async fn request_printing_events(client: &mut Client, request: Request) -> Result<Response> {
     let paint = Paint::for_stdout();
     client
         .request_with_events(request, |event| {
             // A closed stdout must not stop the request half-way.
             let _ = print_event(&event, paint);
         })
-        .await?;
-    Ok(())
+        .await
 }
 
 /// "all services", or the names the user gave: "web, db".

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use kepler_protocol::{ConfigRef, Request, StartMode};
+use anyhow::{bail, Result};
+use kepler_protocol::{ConfigRef, Request, Response, StartMode};
 
 use super::{attach, request_printing_events, services_phrase};
 use crate::cli::StartArgs;
@@ -29,7 +29,7 @@ pub async fn run(file: Option<&Path>, args: StartArgs) -> Result<ExitCode> {
 pub(super) struct Wording {
     /// Present participle, for `-d`: "starting".
     pub ongoing: &'static str,
-    /// Past participle, for `-d --wait`: "started".
+    /// Past participle, for the summary of `-d --wait`: "started".
     pub done: &'static str,
 }
 
@@ -81,11 +81,32 @@ pub(super) async fn run_in_mode(
             Ok(ExitCode::SUCCESS)
         }
         StartMode::Wait { .. } => {
-            request_printing_events(&mut client, request).await?;
-            println!("{} {what}", wording.done);
+            match request_printing_events(&mut client, request).await? {
+                Response::Started { ready, deferred } => {
+                    println!("{}", summary(wording.done, &ready, &deferred))
+                }
+                other => bail!("unexpected answer from the daemon: {other:?}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `-d --wait` did, in one line: `started 2 services (db, web); 1
+/// deferred (monitor)`.
+fn summary(done: &str, ready: &[String], deferred: &[String]) -> String {
+    fn counted(n: usize) -> String {
+        let plural = if n == 1 { "" } else { "s" };
+        format!("{n} service{plural}")
+    }
+    let mut line = format!("{done} {}", counted(ready.len()));
+    if !ready.is_empty() {
+        line += &format!(" ({})", ready.join(", "));
+    }
+    if !deferred.is_empty() {
+        line += &format!("; {} deferred ({})", deferred.len(), deferred.join(", "));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -101,6 +122,23 @@ mod tests {
             timeout,
             services: vec![],
         }
+    }
+
+    #[test]
+    fn the_wait_summary_counts_and_names_ready_and_deferred_services() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            summary("started", &names(&["db", "web"]), &names(&["monitor"])),
+            "started 2 services (db, web); 1 deferred (monitor)"
+        );
+        assert_eq!(
+            summary("restarted", &names(&["web"]), &[]),
+            "restarted 1 service (web)"
+        );
+        assert_eq!(
+            summary("started", &[], &names(&["a", "b"])),
+            "started 0 services; 2 deferred (a, b)"
+        );
     }
 
     #[test]

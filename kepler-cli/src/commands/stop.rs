@@ -1,5 +1,7 @@
 //! `kepler stop [-s SIGNAL] [--clean] [service...]`: returns once the services
-//! have stopped; prints `stopped all services` or `stopped web, db`.
+//! have stopped; prints `stopped all services` or `stopped web, db`. With
+//! `--clean` (whole config only) the daemon also runs `pre_cleanup` and
+//! removes the config's stored state.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,7 +24,12 @@ pub async fn run(file: Option<&Path>, args: StopArgs) -> Result<ExitCode> {
         signal: args.signal,
         clean: args.clean,
     };
+    let clean = args.clean;
     request_printing_events(&mut client, request).await?;
-    println!("stopped {what}");
+    if clean {
+        println!("stopped {what} and removed the config's stored state");
+    } else {
+        println!("stopped {what}");
+    }
     Ok(ExitCode::SUCCESS)
 }

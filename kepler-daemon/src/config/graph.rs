@@ -54,15 +54,18 @@ impl BakedConfig {
 
     /// The startup cluster: services whose every dependency edge is waited
     /// on (`wait`, defaulting to the condition's class) and whose every
-    /// dependency is itself in the cluster. `start -d --wait` blocks on these.
+    /// dependency is itself in the cluster, unless the service's own `wait`
+    /// says otherwise. `start -d --wait` blocks on these.
     pub fn startup_cluster(&self) -> BTreeSet<&str> {
         let mut cluster = BTreeSet::new();
         for name in self.topological_order() {
             let service = &self.services[name];
-            let waited = service
-                .depends_on
-                .iter()
-                .all(|(target, edge)| edge.wait && cluster.contains(target.as_str()));
+            let waited = service.wait.unwrap_or_else(|| {
+                service
+                    .depends_on
+                    .iter()
+                    .all(|(target, edge)| edge.wait && cluster.contains(target.as_str()))
+            });
             if waited {
                 cluster.insert(name);
             }

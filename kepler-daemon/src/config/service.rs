@@ -2,7 +2,9 @@
 //! the spec's order, then every field decoded and defaulted.
 
 use super::bake::{resolve_path, BakeContext, GlobalDefaults};
-use super::decode::{expanded, expanded_parsed, fields, keyword, parsed, whole_number, Fields};
+use super::decode::{
+    boolean, expanded, expanded_parsed, fields, keyword, parsed, whole_number, Fields,
+};
 use super::dependency::{depends_on, DependencyRef};
 use super::document::{Mark, Node, NodeValue};
 use super::environment::{environment, read_env_file};
@@ -34,6 +36,7 @@ const SERVICE_KEYS: &[&str] = &[
     "limits",
     "stop_signal",
     "stop_grace_period",
+    "wait",
 ];
 
 const RESTART_KEYS: &[&str] = &["policy", "watch", "delay", "max_delay", "max_attempts"];
@@ -212,6 +215,9 @@ pub(crate) fn bake_service(
         .get("stop_grace_period")
         .and_then(|n| parsed(n, &map.path("stop_grace_period"), &mut cx.diag))
         .unwrap_or(DEFAULT_STOP_GRACE_PERIOD);
+    let wait = map
+        .get("wait")
+        .and_then(|n| boolean(n, &map.path("wait"), &mut cx.diag));
     let hooks = match map.get("hooks") {
         Some(node) => {
             let base = HookBase {
@@ -242,6 +248,7 @@ pub(crate) fn bake_service(
         limits,
         stop_signal,
         stop_grace_period,
+        wait,
     })
 }
 

@@ -25,6 +25,16 @@ pub struct BakedConfig {
     pub services: BTreeMap<String, ServiceConfig>,
 }
 
+impl BakedConfig {
+    /// The log settings of a service; anything else (global hook output)
+    /// uses `kepler.logs`.
+    pub fn log_config(&self, service: &str) -> &LogConfig {
+        self.services
+            .get(service)
+            .map_or(&self.kepler.logs, |s| &s.logs)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalConfig {
@@ -68,6 +78,10 @@ pub struct ServiceConfig {
     pub limits: Limits,
     pub stop_signal: StopSignal,
     pub stop_grace_period: HumanDuration,
+    /// `wait:` on the service: `true` puts it in the startup cluster,
+    /// `false` defers it; unset, its dependency edges decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 pub const DEFAULT_STOP_GRACE_PERIOD: HumanDuration = HumanDuration::from_secs(10);

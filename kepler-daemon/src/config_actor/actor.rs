@@ -8,14 +8,14 @@ use crate::health::HealthEvent;
 use crate::orchestrator::recover;
 use crate::orchestrator::{Internal, Orchestrator};
 use crate::persistence::ConfigState;
-use crate::watcher::WatchEvent;
+use crate::watcher::WatchReport;
 
 /// Everything an actor listens to.
 pub struct Inboxes {
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub internal: mpsc::UnboundedReceiver<Internal>,
     pub health: mpsc::UnboundedReceiver<HealthEvent>,
-    pub watch: mpsc::UnboundedReceiver<WatchEvent>,
+    pub watch: mpsc::UnboundedReceiver<WatchReport>,
 }
 
 pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Option<ConfigState>) {
@@ -30,6 +30,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
         orchestrator.resume(&state);
     }
     orchestrator.persist_if_dirty();
+    let mut unloaded = None;
     loop {
         tokio::select! {
             // Reports from our own tasks first: they settle state that
@@ -42,15 +43,43 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
                 }
             }
             Some(event) = health.recv() => orchestrator.on_health(event),
-            Some(event) = watch.recv() => orchestrator.on_files_changed(event),
+            Some(report) = watch.recv() => orchestrator.on_watch_report(report),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
+                Some(Command::Unload { reply }) => match unload_refusal(&orchestrator) {
+                    Some(refusal) => {
+                        let _ = reply.send(Err(refusal));
+                    }
+                    None => {
+                        unloaded = Some(reply);
+                        break;
+                    }
+                },
                 Some(command) => handle(&mut orchestrator, command).await,
             },
         }
         orchestrator.persist_if_dirty();
     }
     orchestrator.persist_if_dirty();
+    drop(orchestrator);
+    if let Some(reply) = unloaded {
+        let _ = reply.send(Ok(()));
+    }
+}
+
+/// Why the config cannot be unloaded now, if it cannot.
+fn unload_refusal(orchestrator: &Orchestrator) -> Option<ActorError> {
+    let active = orchestrator.active_count();
+    (active > 0).then(|| {
+        ActorError::new(
+            ErrorKind::Conflict,
+            format!(
+                "{active} service(s) of {} started again during the cleanup; its state is \
+                 kept: stop them and run `kepler stop --clean` again",
+                orchestrator.config().config_file.display()
+            ),
+        )
+    })
 }
 
 async fn handle(orchestrator: &mut Orchestrator, command: Command) {
@@ -83,7 +112,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
                 .check_names(&services)
                 .map(|()| {
                     let restarted = orchestrator.restart(&services);
-                    orchestrator.plan(&restarted)
+                    orchestrator.restart_plan(&restarted)
                 })
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
             orchestrator.persist_if_dirty();
@@ -103,7 +132,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             let _ = reply.send(recreate(orchestrator, &caller, sys_env).await);
         }
         Command::GlobalHook { kind, reply } => orchestrator.run_global_hook(kind, reply),
-        Command::Close => {}
+        Command::Close | Command::Unload { .. } => {}
     }
 }
 

@@ -59,4 +59,7 @@ pub enum Command {
     },
     /// Ends the actor (after prune); nothing may be running.
     Close,
+    /// Ends the actor if nothing is active, answering once it has written
+    /// its last state and let go of everything it held (`stop --clean`).
+    Unload { reply: Reply<()> },
 }

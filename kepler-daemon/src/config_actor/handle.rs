@@ -61,6 +61,11 @@ impl ConfigHandle {
         &self.events
     }
 
+    /// The snapshot the config runs now.
+    pub fn config(&self) -> std::sync::Arc<crate::config::BakedConfig> {
+        self.events.config()
+    }
+
     pub fn logs(&self) -> &LogStore {
         &self.logs
     }
@@ -161,5 +166,11 @@ impl ConfigHandle {
 
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
+    }
+
+    /// Ends the actor; refused while any service is running or starting.
+    /// Answers once the actor is gone.
+    pub async fn unload(&self) -> Result<(), ActorError> {
+        self.ask(|reply| Command::Unload { reply }).await
     }
 }

@@ -42,7 +42,8 @@ pub fn spawn(
             format!("cannot open the logs of {}: {e}", path.display()),
         )
     })?;
-    let events = ConfigEvents::new();
+    let config = Arc::new(config);
+    let events = ConfigEvents::new(config.clone());
     let (commands, inbox) = mpsc::unbounded_channel();
     let (mailbox, internal) = mpsc::unbounded_channel();
     let (health, health_events) = mpsc::unbounded_channel();
@@ -50,7 +51,7 @@ pub fn spawn(
     let owner_uid = state.owner_uid;
     let service_count = config.services.len();
     let orchestrator = Orchestrator::new(
-        Arc::new(config),
+        config,
         store.clone(),
         state.clone(),
         events.clone(),

@@ -294,17 +294,20 @@ impl LogStore {
     }
 }
 
-impl From<LogLine> for kepler_protocol::LogLine {
-    fn from(line: LogLine) -> Self {
+impl LogLine {
+    /// The line as sent to clients; `show_time` when its service asks for
+    /// its lines to be shown with their time (`logs.timestamp`).
+    pub fn into_wire(self, show_time: bool) -> kepler_protocol::LogLine {
         kepler_protocol::LogLine {
-            service: line.service,
-            hook: match line.origin {
+            service: self.service,
+            hook: match self.origin {
                 Origin::Service => None,
                 Origin::Hook(name) => Some(name),
             },
-            stderr: line.stream == Stream::Stderr,
-            timestamp_us: line.timestamp_us,
-            bytes: line.bytes,
+            stderr: self.stream == Stream::Stderr,
+            show_time,
+            timestamp_us: self.timestamp_us,
+            bytes: self.bytes,
         }
     }
 }

@@ -539,6 +539,8 @@ impl LogMerge {
                         service: source.service.clone(),
                         hook: hook.map(|h| String::from_utf8_lossy(h).into_owned()),
                         stderr: source.stream == Stream::Stderr,
+                        // Set by whoever sends the page, who knows the config.
+                        show_time: false,
                     });
                     ids[i].push((hook.map(Into::into), id));
                     id

@@ -36,7 +36,7 @@ use crate::persistence::{ConfigState, ConfigStore, ServiceState};
 use crate::process::{ExitStatus, StopOutcome};
 use crate::state::ServiceRuntime;
 use crate::user::ResolvedUser;
-use crate::watcher::{WatchEvent, WatchHandle};
+use crate::watcher::{WatchHandle, WatchReport};
 
 pub use stop::StopIntentRequest;
 
@@ -79,6 +79,11 @@ pub enum Internal {
     },
     /// The global `on_init` hook succeeded.
     GlobalInitDone,
+    /// A restart's `post_stop` hook finished; the service may start again.
+    PostStopDone {
+        service: String,
+        generation: u64,
+    },
 }
 
 /// Where the orchestrator's tasks, probes and watchers report to its actor.
@@ -86,7 +91,7 @@ pub enum Internal {
 pub struct Channels {
     pub mailbox: mpsc::UnboundedSender<Internal>,
     pub health: mpsc::UnboundedSender<HealthEvent>,
-    pub watch: mpsc::UnboundedSender<WatchEvent>,
+    pub watch: mpsc::UnboundedSender<WatchReport>,
 }
 
 pub struct Orchestrator {
@@ -115,6 +120,11 @@ pub struct StartPlan {
     /// Startup-cluster services among the request, with whether each has a
     /// healthcheck (then it is ready only once healthy).
     pub startup: Vec<(String, bool)>,
+    /// The services the request started (or restarted) that are in the
+    /// startup cluster, in dependency order ...
+    pub ready: Vec<String>,
+    /// ... and those that are not: `--wait` does not wait for them.
+    pub deferred: Vec<String>,
     /// Every service's state when the request was handled.
     pub views: Vec<StateChange>,
 }
@@ -135,6 +145,7 @@ impl Orchestrator {
         channels: Channels,
     ) -> Self {
         let index = DependencyIndex::build(&config);
+        events.snapshot.send_replace(config.clone());
         let services = config
             .services
             .keys()
@@ -195,21 +206,42 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Where every service stands, plus which of `names` (and their
-    /// dependencies) form the startup cluster, for `--wait` and attached mode.
+    /// The plan of a start of `names` (all when empty), which also starts
+    /// what they depend on.
     pub fn plan(&self, names: &[String]) -> StartPlan {
-        let roots = self.selection(names);
+        let closure = self.index.with_dependencies(&self.selection(names));
+        self.plan_acting_on(&closure, &closure)
+    }
+
+    /// The plan of a restart that took down `restarted`; their dependencies
+    /// are waited for but were not restarted.
+    pub fn restart_plan(&self, restarted: &[String]) -> StartPlan {
+        let closure = self.index.with_dependencies(restarted);
+        let acted: Vec<String> = closure
+            .iter()
+            .filter(|n| restarted.contains(n))
+            .cloned()
+            .collect();
+        self.plan_acting_on(&closure, &acted)
+    }
+
+    /// Where every service stands, which of `waited` form the startup
+    /// cluster (for `--wait` and attached mode), and how the services the
+    /// request acted on split between ready and deferred.
+    fn plan_acting_on(&self, waited: &[String], acted: &[String]) -> StartPlan {
         let cluster = self.config.startup_cluster();
-        let startup = self
-            .index
-            .with_dependencies(&roots)
-            .into_iter()
+        let startup = waited
+            .iter()
             .filter(|n| cluster.contains(n.as_str()))
             .map(|n| {
-                let healthy = self.config.services[&n].healthcheck.is_some();
-                (n, healthy)
+                let healthy = self.config.services[n].healthcheck.is_some();
+                (n.clone(), healthy)
             })
             .collect();
+        let (ready, deferred) = acted
+            .iter()
+            .cloned()
+            .partition(|n| cluster.contains(n.as_str()));
         let views = self
             .services
             .iter()
@@ -222,7 +254,12 @@ impl Orchestrator {
                 at_us: 0,
             })
             .collect();
-        StartPlan { startup, views }
+        StartPlan {
+            startup,
+            ready,
+            deferred,
+            views,
+        }
     }
 
     /// Services with a process or on their way to one.
@@ -302,6 +339,10 @@ impl Orchestrator {
                 ran_init,
                 result,
             } => self.on_launch_hooks_done(&service, generation, ran_init, result),
+            Internal::PostStopDone {
+                service,
+                generation,
+            } => self.on_post_stop_done(&service, generation),
             Internal::GlobalInitDone => {
                 self.global_init_done = true;
                 self.dirty = true;
@@ -320,6 +361,10 @@ impl Orchestrator {
         let quiescent = runtime.is_quiescent();
         let settled = runtime.is_settled();
         self.dirty = true;
+        if status == ServiceStatus::Failed {
+            // A failed service holds no file watches.
+            self.stop_watch(name);
+        }
         self.events.publish_state(StateChange {
             service: Arc::from(name),
             status,

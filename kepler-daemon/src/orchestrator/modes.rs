@@ -15,7 +15,7 @@ use tokio::sync::broadcast::{
 };
 
 use super::{StartPlan, StopIntentRequest};
-use crate::config::GlobalHookKind;
+use crate::config::{BakedConfig, GlobalHookKind};
 use crate::config_actor::ActorError;
 use crate::config_actor::ConfigHandle;
 use crate::events::StateChange;
@@ -125,10 +125,12 @@ pub async fn wait_for_startup(
 /// the config is quiescent. Returns early (Ok) if `emit` reports the client
 /// has gone. Output and state changes are merged by time; a service's
 /// output is stored before its exit is recorded, so its last lines always
-/// come before the line saying it exited.
+/// come before the line saying it exited. Lines of services with
+/// `logs.timestamp` are marked to be shown with their time.
 pub async fn follow_until_quiescent<F, Fut>(
     subscriptions: Subscriptions,
     plan: StartPlan,
+    config: &BakedConfig,
     mut emit: F,
 ) -> Result<(), ActorError>
 where
@@ -176,7 +178,10 @@ where
         };
         let event = if log_first {
             match held_log.take().expect("held") {
-                FollowEvent::Line(line) => Event::Log(line.into()),
+                FollowEvent::Line(line) => {
+                    let show_time = config.log_config(&line.service).timestamp;
+                    Event::Log(line.into_wire(show_time))
+                }
                 FollowEvent::Missed(missed) => Event::Progress {
                     message: format!(
                         "(output too fast: {missed} lines not shown; `kepler logs` has them)"

@@ -63,7 +63,6 @@ impl Orchestrator {
                 });
             });
         }
-        self.ensure_watch(name);
         self.set_status(name, ServiceStatus::Starting, None);
         self.evaluate_waiting(name);
     }
@@ -239,6 +238,8 @@ impl Orchestrator {
 
         self.pump_output(name, spawned.stdout, spawned.stderr);
         self.start_health(name, generation, &spec);
+        // Only now: a service that cannot even start holds no watches.
+        self.ensure_watch(name);
         let mailbox = self.mailbox.clone();
         let exit = spawned.exit;
         let service = name.to_string();

@@ -9,6 +9,7 @@ use kepler_protocol::ServiceStatus;
 use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
 
+use super::hooks::run_post_hooks;
 use super::output::{self, RetentionPoint};
 use super::{Internal, Orchestrator, StopWaiter};
 use crate::config::ServiceHookKind;
@@ -179,18 +180,27 @@ impl Orchestrator {
     }
 
     pub(super) fn on_stop_finished(&mut self, name: &str, generation: u64, outcome: StopOutcome) {
-        let Some(runtime) = self.services.get_mut(name) else {
+        let Some(runtime) = self.services.get(name) else {
             return;
         };
-        if runtime.generation != generation {
+        if runtime.generation != generation || runtime.stop.is_none() {
             return;
         }
+        // A restart awaits its post_stop hook before starting again.
+        let post_stop = match runtime.stop.map(|order| order.intent) {
+            Some(StopIntent::Restart) => self.post_hooks(name, ServiceHookKind::PostStop),
+            _ => Vec::new(),
+        };
+        let runtime = self.services.get_mut(name).expect("checked above");
         let Some(order) = runtime.stop.take() else {
             return;
         };
         runtime.pid = None;
         runtime.start_ticks = None;
         runtime.started_at = None;
+        // Scheduled before the status is published, so nobody takes the
+        // service for settled while its post_stop runs.
+        runtime.restart_pending = !post_stop.is_empty();
         let reason = match outcome {
             StopOutcome::Killed => Some("killed after the stop grace period".to_string()),
             StopOutcome::Unkillable => {
@@ -210,7 +220,19 @@ impl Orchestrator {
                 if let Some(runtime) = self.services.get_mut(name) {
                     runtime.restarting = true;
                 }
-                self.begin_start(name);
+                if post_stop.is_empty() {
+                    self.begin_start(name);
+                } else {
+                    let mailbox = self.mailbox.clone();
+                    let service = name.to_string();
+                    tokio::spawn(async move {
+                        run_post_hooks(&service, post_stop).await;
+                        let _ = mailbox.send(Internal::PostStopDone {
+                            service,
+                            generation,
+                        });
+                    });
+                }
             }
             StopIntent::Shutdown => {}
         }
@@ -218,6 +240,19 @@ impl Orchestrator {
             self.try_begin_stop(&dependency);
         }
         self.settle_stop_waiters(&[name.to_string()]);
+    }
+
+    /// A restart's post_stop hook is done: start the service again, unless
+    /// someone stopped it meanwhile (which bumps its generation).
+    pub(super) fn on_post_stop_done(&mut self, name: &str, generation: u64) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.generation != generation || !runtime.restart_pending {
+            return;
+        }
+        runtime.restart_pending = false;
+        self.begin_start(name);
     }
 
     /// Resolves stop waiters whose services are all down.

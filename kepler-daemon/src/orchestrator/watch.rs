@@ -1,36 +1,54 @@
-//! Restart on file change: one watcher per service with `restart.watch`,
-//! from its first start until the user stops it.
+//! Restart on file change: one watch per service with `restart.watch`,
+//! from its first successful spawn until it is stopped by the user or
+//! fails. The daemon's one file watcher looks at the files as the service's
+//! user, so a watch never shows a service more than its user could see.
 
 use super::Orchestrator;
 use crate::state::StopIntent;
-use crate::watcher::{self, WatchEvent, WatchSpec, DEFAULT_DEBOUNCE};
+use crate::state_dir::written_by_kepler;
+use crate::watcher::{FsIdentity, WatchEvent, WatchHub, WatchReport, WatchSpec, DEFAULT_DEBOUNCE};
 
 /// Changed paths named in the restart note, at most.
 const NAMED_PATHS: usize = 3;
 
 impl Orchestrator {
+    /// Watches a service that was just spawned, unless it already is.
     pub(super) fn ensure_watch(&mut self, name: &str) {
-        if self.watches.contains_key(name) {
+        if self.watches.contains_key(name) || self.config.services[name].restart.watch.is_empty() {
             return;
         }
-        let service = &self.config.services[name];
-        if service.restart.watch.is_empty() {
-            return;
-        }
-        // Kepler's own state (logs included) must never trigger a restart.
-        let state_dir = self
+        let identity = match self.service_user(name) {
+            Ok(user) => user.map(|user| FsIdentity {
+                uid: user.uid,
+                gid: user.gid,
+                groups: user.supplementary,
+            }),
+            Err(e) => {
+                self.note(name, "watch", &format!("file watching not started: {e}"));
+                return;
+            }
+        };
+        // Only what Kepler itself writes is ignored (a project may well
+        // live inside the state directory): configs/<hash>/ holds this
+        // config's logs, the rest is the daemon's own.
+        let ignore = self
             .store
             .root()
             .parent()
             .and_then(|configs| configs.parent())
-            .map(|p| p.to_path_buf());
+            .map(written_by_kepler)
+            .unwrap_or_default();
+        let service = &self.config.services[name];
         let spec = WatchSpec {
             service: name.to_string(),
             root: service.working_dir.clone(),
             patterns: service.restart.watch.clone(),
-            ignore: state_dir.into_iter().collect(),
+            ignore,
+            identity,
         };
-        match watcher::watch(spec, DEFAULT_DEBOUNCE, self.channels.watch.clone()) {
+        let watched = WatchHub::shared()
+            .and_then(|hub| hub.watch(spec, DEFAULT_DEBOUNCE, self.channels.watch.clone()));
+        match watched {
             Ok(handle) => {
                 self.watches.insert(name.to_string(), handle);
             }
@@ -41,28 +59,38 @@ impl Orchestrator {
         }
     }
 
+    /// Releases a service's watch (stopped by the user, or failed).
     pub(super) fn stop_watch(&mut self, name: &str) {
         self.watches.remove(name);
     }
 
-    pub fn on_files_changed(&mut self, mut event: WatchEvent) {
-        let name = event.service.clone();
-        if !self.watches.contains_key(&name) {
-            return;
-        }
-        // The watcher runs as root; a non-root owner learns only of changes
-        // in directories it could list itself.
-        if self.owner_uid != 0 {
-            let owner = match crate::user::resolve_user(&self.owner_uid.to_string(), None) {
-                Ok(owner) => owner,
-                Err(_) => return,
-            };
-            event
-                .paths
-                .retain(|path| owner_can_list_dirs_of(&owner, path));
-            if event.paths.is_empty() {
-                return;
+    pub fn on_watch_report(&mut self, report: WatchReport) {
+        match report {
+            WatchReport::Changed(event) => self.on_files_changed(event),
+            WatchReport::Note {
+                service,
+                watch,
+                text,
+            } => {
+                if self.is_current_watch(&service, watch) {
+                    self.note(&service, "watch", &text);
+                }
             }
+        }
+    }
+
+    /// Whether `watch` is the service's current watch (not one released
+    /// before it was started again).
+    fn is_current_watch(&self, service: &str, watch: u64) -> bool {
+        self.watches
+            .get(service)
+            .is_some_and(|handle| handle.id() == watch)
+    }
+
+    fn on_files_changed(&mut self, event: WatchEvent) {
+        let name = event.service.clone();
+        if !self.is_current_watch(&name, event.watch) {
+            return;
         }
         let Some(runtime) = self.services.get(&name) else {
             return;
@@ -78,6 +106,9 @@ impl Orchestrator {
         if more > 0 {
             named.push(format!("{more} more"));
         }
+        if event.missed_events {
+            named.push("possibly others (the kernel's event queue overflowed)".into());
+        }
         let why = format!("files changed ({}); restarting", named.join(", "));
         tracing::info!(service = %name, "{why}");
         self.note(&name, "watch", &why);
@@ -92,24 +123,4 @@ impl Orchestrator {
             runtime.reason = Some(format!("restarted: {}", named.join(", ")));
         }
     }
-}
-
-/// True if every directory above `path` can be searched and read by `user`,
-/// judged from mode bits, owner and group as the kernel would.
-fn owner_can_list_dirs_of(user: &crate::user::ResolvedUser, path: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    path.ancestors().skip(1).all(|dir| {
-        let Ok(meta) = std::fs::metadata(dir) else {
-            return false;
-        };
-        let mode = meta.mode();
-        let bits = if meta.uid() == user.uid {
-            mode >> 6
-        } else if meta.gid() == user.gid || user.supplementary.contains(&meta.gid()) {
-            mode >> 3
-        } else {
-            mode
-        };
-        bits & 0o5 == 0o5
-    })
 }

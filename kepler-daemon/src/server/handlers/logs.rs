@@ -5,6 +5,7 @@ use kepler_protocol::{ConfigRef, ErrorKind, Event, LogLine, LogRange, Response};
 
 use super::config_access::config_for;
 use super::RequestContext;
+use crate::config::BakedConfig;
 use crate::config_actor::{ActorError, ConfigHandle};
 use crate::logs::{self, FollowEvent, LogCursorId, LogStore};
 
@@ -19,6 +20,13 @@ const FOLLOW_BACKLOG: usize = 10_000;
 
 fn failed(e: impl std::fmt::Display) -> ActorError {
     ActorError::new(ErrorKind::Failed, e.to_string())
+}
+
+/// A stored line as sent, shown with its time when its service's
+/// `logs.timestamp` asks for it.
+fn wire_line(line: logs::LogLine, config: &BakedConfig) -> LogLine {
+    let show_time = config.log_config(&line.service).timestamp;
+    line.into_wire(show_time)
 }
 
 /// Unknown service names are an error listing the config's services.
@@ -58,7 +66,7 @@ pub async fn handle(
     check_services(&handle, &services).await?;
     let store = handle.logs().clone();
     if follow {
-        return follow_logs(ctx, &store, services, range, include_hooks).await;
+        return follow_logs(ctx, &handle, services, range, include_hooks).await;
     }
     let dir = store.dir().to_path_buf();
     // A short tail is answered at once (the common `--tail 100` needs no
@@ -90,21 +98,25 @@ pub async fn handle(
             let id = store
                 .cursors()
                 .open_range(&services, include_hooks, after, Some(n));
-            return next_page(&store, id).await;
+            return next_page(&handle, id).await;
         }
         LogRange::Head(n) => {
             let id = store
                 .cursors()
                 .open_range(&services, include_hooks, None, Some(n));
-            return next_page(&store, id).await;
+            return next_page(&handle, id).await;
         }
         LogRange::All => {
             let id = store.cursors().open(&services, include_hooks);
-            return next_page(&store, id).await;
+            return next_page(&handle, id).await;
         }
     };
+    let config = handle.config();
     Ok(Response::LogPage {
-        lines: page.into_iter().map(LogLine::from).collect(),
+        lines: page
+            .into_iter()
+            .map(|line| wire_line(line, &config))
+            .collect(),
         cursor: None,
     })
 }
@@ -115,18 +127,22 @@ pub async fn page(
     cursor: u64,
 ) -> Result<Response, ActorError> {
     let handle = config_for(ctx, &config).await?;
-    next_page(handle.logs(), LogCursorId(cursor)).await
+    next_page(&handle, LogCursorId(cursor)).await
 }
 
-async fn next_page(store: &LogStore, id: LogCursorId) -> Result<Response, ActorError> {
+async fn next_page(handle: &ConfigHandle, id: LogCursorId) -> Result<Response, ActorError> {
+    let store = handle.logs();
     let reader = store.clone();
-    let page = tokio::task::spawn_blocking(move || reader.cursors().next_page(id, PAGE))
+    let mut page = tokio::task::spawn_blocking(move || reader.cursors().next_page(id, PAGE))
         .await
         .map_err(failed)?
         .map_err(|e| ActorError::new(ErrorKind::NotFound, e.to_string()))?;
     if !page.more {
         store.cursors().close(id);
     }
+    let config = handle.config();
+    page.lines
+        .mark_show_time(|service| config.log_config(service).timestamp);
     Ok(Response::LogPage {
         lines: page.lines,
         cursor: page.more.then_some(id.0),
@@ -135,11 +151,13 @@ async fn next_page(store: &LogStore, id: LogCursorId) -> Result<Response, ActorE
 
 async fn follow_logs(
     ctx: &RequestContext,
-    store: &LogStore,
+    handle: &ConfigHandle,
     services: Vec<String>,
     range: LogRange,
     include_hooks: bool,
 ) -> Result<Response, ActorError> {
+    let store: &LogStore = handle.logs();
+    let config = handle.config();
     let backlog = match range {
         LogRange::Tail(n) => n,
         LogRange::All | LogRange::Head(_) => FOLLOW_BACKLOG,
@@ -159,7 +177,7 @@ async fn follow_logs(
             text = 0;
         }
         text += line.bytes.len();
-        chunk.push(line.into());
+        chunk.push(wire_line(line, &config));
     }
     if !chunk.is_empty() && !ctx.emit(Event::Logs(chunk)).await {
         return Ok(Response::Done);
@@ -171,7 +189,7 @@ async fn follow_logs(
             _ = crate::daemon::raised(&mut closing) => return Ok(Response::Done),
         };
         let event = match event {
-            Some(FollowEvent::Line(line)) => Event::Logs(vec![line.into()]),
+            Some(FollowEvent::Line(line)) => Event::Logs(vec![wire_line(line, &config)]),
             Some(FollowEvent::Missed(n)) => Event::Progress {
                 message: format!("({n} lines were written too fast to follow; they are stored)"),
             },

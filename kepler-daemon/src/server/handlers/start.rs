@@ -40,15 +40,19 @@ pub async fn handle(
     match mode {
         StartMode::Detached => {}
         StartMode::Wait { timeout_ms } => {
+            let (ready, deferred) = (plan.ready.clone(), plan.deferred.clone());
             modes::wait_for_startup(
                 subscriptions.states,
                 plan,
                 timeout_ms.map(Duration::from_millis),
             )
-            .await?
+            .await?;
+            return Ok(Response::Started { ready, deferred });
         }
         StartMode::Attached => {
-            modes::follow_until_quiescent(subscriptions, plan, |event| ctx.emit(event)).await?
+            let config = handle.config();
+            modes::follow_until_quiescent(subscriptions, plan, &config, |event| ctx.emit(event))
+                .await?
         }
     }
     Ok(Response::Done)

@@ -1,6 +1,9 @@
-//! `kepler stop`: answers once the services are down.
+//! `kepler stop`: answers once the services are down. With `--clean`, the
+//! whole config is undone: every service stopped, `pre_cleanup` run, then
+//! its stored state removed and the config unloaded, so the next start
+//! bakes it afresh and runs `on_init` again.
 
-use kepler_protocol::{ConfigRef, Response};
+use kepler_protocol::{ConfigRef, ErrorKind, Response};
 
 use super::config_access::config_for;
 use super::RequestContext;
@@ -15,11 +18,21 @@ pub async fn handle(
     signal: Option<i32>,
     clean: bool,
 ) -> Result<Response, ActorError> {
+    if clean && !services.is_empty() {
+        return Err(ActorError::new(
+            ErrorKind::Failed,
+            "--clean applies to the whole config: it stops every service, runs pre_cleanup and \
+             removes the config's stored state; run `kepler stop --clean` without service names",
+        ));
+    }
     let handle = config_for(ctx, &config).await?;
     let request = StopIntentRequest {
         signal,
         intent: StopIntent::User,
     };
     modes::stop_config(&handle, services, request, clean).await?;
+    if clean {
+        ctx.daemon.registry().forget(&handle).await?;
+    }
     Ok(Response::Done)
 }
