@@ -16,7 +16,7 @@ use super::global::bake_global;
 use super::lua_stage::{context, LazyContext, LuaStage};
 use super::service::{bake_service, check_service_name};
 use super::snapshot::{BakedConfig, GlobalConfig, LogConfig};
-use super::validate::check_dependencies;
+use super::validate::{check_dependencies, check_instance_clash};
 use super::values::HumanDuration;
 use crate::env::{EnvMap, SysEnvPolicy};
 
@@ -212,6 +212,9 @@ fn bake_services(
         if cx.lua.failed() {
             return;
         }
+    }
+    for entry in entries.iter() {
+        check_instance_clash(&entry.key, entry.key_mark, services, &mut cx.diag);
     }
 }
 
