@@ -225,6 +225,8 @@ async fn ps_all_asks_for_every_config_and_prints_a_table() {
             restarts: 0,
             health_failures: None,
             reason: None,
+            service: "web".into(),
+            replica: None,
         }],
     }];
     conn.respond(ps.id, Response::Ps(services)).await;

@@ -22,7 +22,7 @@ pub use message::{ClientMessage, RequestId, ServerMessage};
 pub use request::{ConfigRef, LogRange, Request, StartMode};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
-    ServiceInfo, ServiceStatus,
+    ScaledService, ServiceInfo, ServiceStatus,
 };
 
 /// Name of the socket file inside the daemon's state directory.

@@ -53,6 +53,14 @@ pub enum Request {
     },
     /// The next page of a log opened by `Logs`.
     LogsPage { config: ConfigRef, cursor: u64 },
+    /// Change how many instances replicated services run (`SERVICE=COUNT`).
+    /// Answered with `Response::Scaled` once new instances run (or failed)
+    /// and surplus ones are down, or an error when `timeout_ms` passes.
+    Scale {
+        config: ConfigRef,
+        services: Vec<(String, u32)>,
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// Which stored lines `Logs` starts with.

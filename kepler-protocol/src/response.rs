@@ -32,6 +32,16 @@ pub enum Response {
         ready: Vec<String>,
         deferred: Vec<String>,
     },
+    /// `kepler scale` is done: new instances run, surplus ones are down.
+    Scaled(Vec<ScaledService>),
+}
+
+/// One service's change of instance count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaledService {
+    pub service: String,
+    pub from: u32,
+    pub to: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +95,12 @@ pub struct ServiceInfo {
     pub health_failures: Option<u32>,
     /// Why the service is in its state (failure reason, what it waits for).
     pub reason: Option<String>,
+    /// The service this is an instance of (`web` for `web.2`); the same as
+    /// `name` for a service without `replicas:`.
+    pub service: String,
+    /// The instance's replica number (`2` for `web.2`), when the service has
+    /// `replicas:`.
+    pub replica: Option<u32>,
 }
 
 /// A service's state as users see it.

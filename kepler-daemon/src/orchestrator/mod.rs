@@ -8,6 +8,12 @@
 //! with the service's generation; a report of an older generation is stale.
 //! Every state change is broadcast ([`crate::events`]) and re-evaluates only
 //! the changed service's dependents.
+//!
+//! What runs is instances: the baked config keeps `replicas:` as written, and
+//! the orchestrator keys its runtime state by instance name (`web`, or
+//! `web.1` … `web.N`), each knowing its service and replica number. The
+//! dependency index joins services and lists their instances; `kepler
+//! scale` adds and removes instances at runtime (`scale.rs`).
 
 mod exit;
 mod health;
@@ -15,6 +21,7 @@ mod hooks;
 pub mod modes;
 mod output;
 pub mod recover;
+mod scale;
 mod start;
 mod stop;
 mod watch;
@@ -27,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use tokio::task::JoinHandle;
 
-use crate::config::BakedConfig;
+use crate::config::{BakedConfig, ServiceConfig};
 use crate::deps::DependencyIndex;
 use crate::events::{ConfigEvents, StateChange};
 use crate::health::{HealthEvent, HealthHandle};
@@ -38,6 +45,7 @@ use crate::state::ServiceRuntime;
 use crate::user::ResolvedUser;
 use crate::watcher::{WatchHandle, WatchReport};
 
+pub use scale::{ScalePlan, ScaleRequest};
 pub use stop::StopIntentRequest;
 
 /// Reports from the orchestrator's own tasks back to its actor.
@@ -144,22 +152,41 @@ impl Orchestrator {
         logs: LogStore,
         channels: Channels,
     ) -> Self {
-        let index = DependencyIndex::build(&config);
+        let mut index = DependencyIndex::build(&config);
+        // Counts set by `kepler scale` outlive a daemon restart.
+        for (service, &count) in &state.replicas {
+            let replicated = config
+                .services
+                .get(service)
+                .is_some_and(|s| s.replicas.is_some());
+            if !replicated || count > crate::config::values::MAX_REPLICAS {
+                tracing::warn!(service, count, "ignoring a saved replica count");
+                continue;
+            }
+            while index.instances(service).len() > count as usize {
+                index.pop_instance(service);
+            }
+            while index.instances(service).len() < count as usize {
+                index.push_instance(service);
+            }
+        }
         events.snapshot.send_replace(config.clone());
-        let services = config
-            .services
-            .keys()
-            .map(|name| {
+        let mut services = HashMap::new();
+        for (service, settings) in &config.services {
+            let service: Arc<str> = Arc::from(service.as_str());
+            for (i, name) in index.instances(&service).iter().enumerate() {
                 let saved = state.services.get(name);
                 let runtime = ServiceRuntime {
+                    service: service.clone(),
+                    replica: settings.replicas.map(|_| i as u32 + 1),
                     restarts: saved.map_or(0, |s| s.restarts),
                     last_exit: saved.and_then(|s| s.last_exit_code),
                     init_done: saved.is_some_and(|s| s.init_done),
                     ..Default::default()
                 };
-                (name.clone(), runtime)
-            })
-            .collect();
+                services.insert(name.clone(), runtime);
+            }
+        }
         Orchestrator {
             config,
             store,
@@ -196,27 +223,32 @@ impl Orchestrator {
         self.owner_uid
     }
 
-    /// Service states in name order, for `ps`.
+    /// Instance states in name order (replicas by number), for `ps`.
     pub fn infos(&self) -> Vec<ServiceInfo> {
-        let mut names: Vec<&String> = self.services.keys().collect();
-        names.sort();
+        let mut names: Vec<(&str, u32, &String)> = self
+            .services
+            .iter()
+            .map(|(name, s)| (&*s.service, s.replica.unwrap_or(0), name))
+            .collect();
+        names.sort_unstable();
         names
             .into_iter()
-            .map(|name| self.services[name].info(name))
+            .map(|(_, _, name)| self.services[name].info(name))
             .collect()
     }
 
     /// The plan of a start of `names` (all when empty), which also starts
     /// what they depend on.
     pub fn plan(&self, names: &[String]) -> StartPlan {
-        let closure = self.index.with_dependencies(&self.selection(names));
+        let closure = self.start_set(names);
         self.plan_acting_on(&closure, &closure)
     }
 
     /// The plan of a restart that took down `restarted`; their dependencies
     /// are waited for but were not restarted.
     pub fn restart_plan(&self, restarted: &[String]) -> StartPlan {
-        let closure = self.index.with_dependencies(restarted);
+        let closure = self.start_set(restarted);
+        let restarted: HashSet<&String> = restarted.iter().collect();
         let acted: Vec<String> = closure
             .iter()
             .filter(|n| restarted.contains(n))
@@ -230,18 +262,17 @@ impl Orchestrator {
     /// request acted on split between ready and deferred.
     fn plan_acting_on(&self, waited: &[String], acted: &[String]) -> StartPlan {
         let cluster = self.config.startup_cluster();
+        let in_cluster = |name: &String| {
+            self.services
+                .get(name)
+                .is_some_and(|s| cluster.contains(&*s.service))
+        };
         let startup = waited
             .iter()
-            .filter(|n| cluster.contains(n.as_str()))
-            .map(|n| {
-                let healthy = self.config.services[n].healthcheck.is_some();
-                (n.clone(), healthy)
-            })
+            .filter(|n| in_cluster(n))
+            .map(|n| (n.clone(), self.settings(n).healthcheck.is_some()))
             .collect();
-        let (ready, deferred) = acted
-            .iter()
-            .cloned()
-            .partition(|n| cluster.contains(n.as_str()));
+        let (ready, deferred) = acted.iter().cloned().partition(in_cluster);
         let views = self
             .services
             .iter()
@@ -274,37 +305,142 @@ impl Orchestrator {
         self.services.values().filter(|s| s.status.is_up()).count()
     }
 
-    /// Unknown names are an error listing the config's services.
+    /// Unknown names are an error listing the config's services. A service
+    /// (`web`) stands for all its instances; an instance (`web.2`) for
+    /// itself.
     pub fn check_names(&self, names: &[String]) -> Result<(), String> {
         let unknown: Vec<&str> = names
             .iter()
-            .filter(|n| !self.services.contains_key(*n))
+            .filter(|n| !self.config.services.contains_key(*n) && !self.services.contains_key(*n))
             .map(String::as_str)
             .collect();
-        if unknown.is_empty() {
+        let Some(first) = unknown.first() else {
             return Ok(());
+        };
+        let file = self.config.config_file.display();
+        if let (1, Some((service, _))) = (unknown.len(), self.config.instance_of(first)) {
+            let count = self.replica_count(service);
+            return Err(format!(
+                "`{first}` is not running: `{service}` has {count} replica(s){}; \
+                 `kepler scale {service}=N` changes how many",
+                match count {
+                    0 => String::new(),
+                    1 => format!(" ({service}.1)"),
+                    n => format!(" ({service}.1 … {service}.{n})"),
+                }
+            ));
         }
-        let mut known: Vec<&str> = self.services.keys().map(String::as_str).collect();
-        known.sort();
+        let known: Vec<String> = self
+            .config
+            .services
+            .iter()
+            .map(|(name, s)| match s.replicas {
+                None => name.clone(),
+                Some(_) => format!("{name} (×{})", self.replica_count(name)),
+            })
+            .collect();
         Err(format!(
-            "no service named {} in {}; its services are: {}",
+            "no service named {} in {file}; its services are: {}",
             unknown
                 .iter()
                 .map(|n| format!("`{n}`"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.config.config_file.display(),
             known.join(", ")
         ))
     }
 
-    /// `names`, or every service when empty.
+    /// How many instances of a replicated service run now, not counting
+    /// those `kepler scale` is taking down.
+    pub(super) fn replica_count(&self, service: &str) -> u32 {
+        // Retiring instances are always the highest numbers.
+        let instances = self.index.instances(service);
+        let retiring = instances
+            .iter()
+            .rev()
+            .take_while(|i| self.services.get(*i).is_some_and(|s| s.retiring))
+            .count();
+        (instances.len() - retiring) as u32
+    }
+
+    /// The settings an instance runs with: its service's.
+    fn settings(&self, name: &str) -> &ServiceConfig {
+        self.config
+            .template(name)
+            .expect("every instance belongs to a service of the config")
+    }
+
+    /// The instances `names` stand for (every instance when empty): a
+    /// service stands for all of its instances.
     fn selection(&self, names: &[String]) -> Vec<String> {
         if names.is_empty() {
-            self.index.order().to_vec()
-        } else {
-            names.to_vec()
+            return self.all_instances(self.index.order());
         }
+        let mut selected = Vec::new();
+        for name in names {
+            if self.config.services.contains_key(name) {
+                selected.extend(self.index.instances(name).iter().cloned());
+            } else {
+                selected.push(name.clone());
+            }
+        }
+        selected
+    }
+
+    /// Every instance of `services`, service by service.
+    fn all_instances(&self, services: &[String]) -> Vec<String> {
+        services
+            .iter()
+            .flat_map(|s| self.index.instances(s).iter().cloned())
+            .collect()
+    }
+
+    /// What a start of `names` acts on, in dependency order: the named
+    /// instances (all of a named service's), and every instance of the
+    /// services they depend on.
+    fn start_set(&self, names: &[String]) -> Vec<String> {
+        if names.is_empty() {
+            return self.all_instances(self.index.order());
+        }
+        let mut whole: Vec<String> = Vec::new();
+        let mut single: HashMap<&str, Vec<&String>> = HashMap::new();
+        for name in names {
+            if self.config.services.contains_key(name) {
+                whole.push(name.clone());
+            } else if let Some(runtime) = self.services.get(name) {
+                single.entry(&*runtime.service).or_default().push(name);
+            }
+        }
+        // What a single instance depends on starts whole, like any dependency.
+        let mut roots = whole;
+        for service in single.keys() {
+            roots.extend(
+                self.index
+                    .dependencies(service)
+                    .iter()
+                    .map(|(d, _)| d.clone()),
+            );
+        }
+        let closure: HashSet<String> = self.index.with_dependencies(&roots).into_iter().collect();
+        let mut set = Vec::new();
+        for service in self.index.order() {
+            if closure.contains(service) {
+                set.extend(self.index.instances(service).iter().cloned());
+            } else if let Some(named) = single.get_mut(service.as_str()) {
+                named.sort_by_key(|n| self.services[*n].replica);
+                named.dedup();
+                set.extend(named.iter().map(|n| (*n).clone()));
+            }
+        }
+        set
+    }
+
+    /// Every instance of the services that depend on `name`'s service.
+    fn dependent_instances(&self, name: &str) -> Vec<String> {
+        let Some(runtime) = self.services.get(name) else {
+            return Vec::new();
+        };
+        self.all_instances(self.index.dependents(&runtime.service))
     }
 
     pub fn handle_internal(&mut self, message: Internal) {
@@ -373,8 +509,7 @@ impl Orchestrator {
             settled,
             at_us: crate::events::now_us(),
         });
-        let dependents = self.index.dependents(name).to_vec();
-        for dependent in dependents {
+        for dependent in self.dependent_instances(name) {
             self.evaluate_waiting(&dependent);
         }
     }
@@ -412,6 +547,16 @@ impl Orchestrator {
                     )
                 })
                 .collect(),
+            replicas: self
+                .config
+                .services
+                .iter()
+                .filter_map(|(name, s)| {
+                    let count = self.replica_count(name);
+                    (s.replicas.is_some_and(|written| written != count))
+                        .then(|| (name.clone(), count))
+                })
+                .collect(),
         };
         if let Err(e) = self.store.write_state(&state) {
             tracing::error!(
@@ -427,6 +572,7 @@ impl Orchestrator {
             owner_uid: self.owner_uid,
             global_init_done: false,
             services: Default::default(),
+            replicas: Default::default(),
         };
         let fresh = Orchestrator::new(
             config,

@@ -80,11 +80,9 @@ impl Orchestrator {
     /// Starts again every service the saved state says was wanted up.
     pub fn resume(&mut self, state: &ConfigState) {
         let wanted: Vec<String> = self
-            .index
-            .order()
-            .iter()
-            .filter(|name| state.services.get(*name).is_some_and(|s| s.desired))
-            .cloned()
+            .all_instances(self.index.order())
+            .into_iter()
+            .filter(|name| state.services.get(name).is_some_and(|s| s.desired))
             .collect();
         if !wanted.is_empty() {
             tracing::info!(

@@ -29,27 +29,78 @@ fn wire_line(line: logs::LogLine, config: &BakedConfig) -> LogLine {
     line.into_wire(show_time)
 }
 
-/// Unknown service names are an error listing the config's services.
-async fn check_services(handle: &ConfigHandle, services: &[String]) -> Result<(), ActorError> {
+/// The log names `services` stand for (all when empty). A service with
+/// `replicas:` stands for every instance it has, and every instance whose
+/// logs remain after a scale-down (and its own name, for logs from before
+/// it had replicas); an instance (`web.2`) stands for itself, running or
+/// not, as long as it is running or its logs remain. Unknown names are an
+/// error listing the config's services.
+async fn log_names(
+    handle: &ConfigHandle,
+    services: Vec<String>,
+) -> Result<Vec<String>, ActorError> {
     if services.is_empty() {
-        return Ok(());
+        return Ok(services);
     }
-    let known: Vec<String> = handle.ps().await?.into_iter().map(|s| s.name).collect();
-    let unknown: Vec<&String> = services.iter().filter(|s| !known.contains(s)).collect();
+    let config = handle.config();
+    let running: Vec<String> = handle.ps().await?.into_iter().map(|s| s.name).collect();
+    let stored: Vec<String> = if config.services.values().any(|s| s.replicas.is_some()) {
+        let dir = handle.logs().dir().to_path_buf();
+        tokio::task::spawn_blocking(move || logs::reader::log_files(&dir))
+            .await
+            .map_err(failed)?
+            .map_err(failed)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let instance_of = |name: &str| {
+        config
+            .instance_of(name)
+            .map(|(service, _)| service.to_owned())
+    };
+    let mut names = Vec::new();
+    let mut unknown = Vec::new();
+    for name in services {
+        match config.services.get(&name) {
+            Some(service) if service.replicas.is_some() => {
+                let mut instances: Vec<&String> = running
+                    .iter()
+                    .chain(&stored)
+                    .filter(|n| *n != &name && instance_of(n).as_deref() == Some(name.as_str()))
+                    .collect();
+                instances.sort();
+                instances.dedup();
+                names.extend(instances.into_iter().cloned());
+                names.push(name);
+            }
+            Some(_) => names.push(name),
+            None if running.contains(&name) => names.push(name),
+            None if instance_of(&name).is_some() && stored.contains(&name) => names.push(name),
+            None => unknown.push(name),
+        }
+    }
     if unknown.is_empty() {
-        return Ok(());
+        return Ok(names);
     }
     Err(ActorError::new(
         ErrorKind::NotFound,
         format!(
-            "no service named {} in {}; its services are: {}",
+            "no service or instance named {} in {}; its services are: {}",
             unknown
                 .iter()
                 .map(|n| format!("`{n}`"))
                 .collect::<Vec<_>>()
                 .join(", "),
             handle.path().display(),
-            known.join(", ")
+            config
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     ))
 }
@@ -63,7 +114,7 @@ pub async fn handle(
     follow: bool,
 ) -> Result<Response, ActorError> {
     let handle = config_for(ctx, &config).await?;
-    check_services(&handle, &services).await?;
+    let services = log_names(&handle, services).await?;
     let store = handle.logs().clone();
     if follow {
         return follow_logs(ctx, &handle, services, range, include_hooks).await;

@@ -7,6 +7,7 @@ mod logs;
 mod prune;
 mod ps;
 mod recreate;
+mod scale;
 mod shutdown;
 mod start;
 mod stop;
@@ -116,6 +117,13 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             .await
             .unwrap_or_else(error_response),
         Request::LogsPage { config, cursor } => logs::page(&ctx, config, cursor)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Scale {
+            config,
+            services,
+            timeout_ms,
+        } => scale::handle(&ctx, config, services, timeout_ms)
             .await
             .unwrap_or_else(error_response),
     };
