@@ -120,6 +120,10 @@ pub struct Orchestrator {
     dirty: bool,
     stop_waiters: Vec<StopWaiter>,
     users: HashMap<(String, Option<String>), ResolvedUser>,
+    /// The last generation of each instance `kepler scale` removed: one
+    /// added again under the same name carries on from it, so reports still
+    /// in flight for the old one are stale for the new one too.
+    retired_generations: HashMap<String, u64>,
 }
 
 /// What a start or restart request needs to wait on.
@@ -204,6 +208,7 @@ impl Orchestrator {
             dirty: true,
             stop_waiters: Vec::new(),
             users: HashMap::new(),
+            retired_generations: HashMap::new(),
         }
     }
 
@@ -422,7 +427,7 @@ impl Orchestrator {
             );
         }
         let closure: HashSet<String> = self.index.with_dependencies(&roots).into_iter().collect();
-        let mut set = Vec::new();
+        let mut set: Vec<String> = Vec::new();
         for service in self.index.order() {
             if closure.contains(service) {
                 set.extend(self.index.instances(service).iter().cloned());
@@ -432,6 +437,8 @@ impl Orchestrator {
                 set.extend(named.iter().map(|n| (*n).clone()));
             }
         }
+        // Instances `kepler scale` is taking down do not start again.
+        set.retain(|n| self.services.get(n).is_some_and(|s| !s.retiring));
         set
     }
 

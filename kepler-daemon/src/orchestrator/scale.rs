@@ -159,11 +159,13 @@ impl Orchestrator {
         let mut added = Vec::new();
         for replica in existing + 1..=to {
             let name = self.index.push_instance(service);
+            let generation = self.retired_generations.remove(&name).unwrap_or(0);
             self.services.insert(
                 name.clone(),
                 ServiceRuntime {
                     service: shared.clone(),
                     replica: Some(replica),
+                    generation,
                     ..Default::default()
                 },
             );
@@ -212,7 +214,10 @@ impl Orchestrator {
                 break;
             }
             let name = self.index.pop_instance(service).expect("just seen");
-            self.services.remove(&name);
+            if let Some(runtime) = self.services.remove(&name) {
+                self.retired_generations
+                    .insert(name.clone(), runtime.generation);
+            }
             self.pumps.remove(&name);
             self.health.remove(&name);
             self.watches.remove(&name);

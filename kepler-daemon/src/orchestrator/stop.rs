@@ -43,6 +43,8 @@ impl Orchestrator {
     /// `restart: true` on it, go down and come back up. Returns that set.
     pub fn restart(&mut self, names: &[String]) -> Vec<String> {
         let mut selected = self.selection(names);
+        // Instances `kepler scale` is taking down stay down.
+        selected.retain(|n| self.services.get(n).is_some_and(|s| !s.retiring));
         let mut seen: HashSet<String> = selected.iter().cloned().collect();
         // Propagation goes service to service: an instance restarting takes
         // down every instance of the dependents that asked for it.
