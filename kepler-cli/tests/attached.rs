@@ -48,11 +48,12 @@ async fn attached_start_prints_logs_and_states_and_exits_0_when_done() {
     match &start.request {
         Request::Start {
             config,
+            sys_env,
             services,
             mode,
         } => {
             assert_eq!(config.path, daemon.config_path());
-            assert!(config.sys_env.contains_key("PATH"));
+            assert!(sys_env.contains_key("PATH"));
             assert_eq!(services, &["web"]);
             assert_eq!(*mode, StartMode::Attached);
         }

@@ -40,6 +40,7 @@ pub async fn run(file: Option<&Path>, args: PsArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_rows(&configs))?);
     } else if configs.iter().all(|c| c.services.is_empty()) {
         match path {
+            Some(path) if configs.is_empty() => println!("{}", super::not_loaded(&path)),
             Some(path) => println!("{} has no services", path.display()),
             None => println!("no configs are loaded"),
         }

@@ -2,7 +2,7 @@
 
 use kepler_protocol::{ConfigRef, Response};
 
-use super::config_access::config_for;
+use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 use crate::orchestrator::{modes, StopIntentRequest};
@@ -15,7 +15,10 @@ pub async fn handle(
     signal: Option<i32>,
     clean: bool,
 ) -> Result<Response, ActorError> {
-    let handle = config_for(ctx, &config).await?;
+    // Nothing to stop in a config that is not loaded; it is not baked for that.
+    let Some(handle) = loaded_config(ctx, &config).await? else {
+        return Ok(Response::NotLoaded { path: config.path });
+    };
     let request = StopIntentRequest {
         signal,
         intent: StopIntent::User,
