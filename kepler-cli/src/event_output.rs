@@ -249,6 +249,34 @@ mod tests {
     }
 
     #[test]
+    fn on_a_terminal_what_others_wrote_is_shown_not_sent() {
+        let written = |event: &Event| {
+            let mut out = Vec::new();
+            write_event(&mut out, event, Paint::PLAIN, TextMode::Terminal).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let line = log("web", None, false, b"\x1b]0;owned\x07hi\r\n");
+        assert_eq!(written(&line), "web | \\x1b]0;owned\\x07hi\n");
+        let state = Event::ServiceState {
+            service: "web".into(),
+            status: ServiceStatus::Failed,
+            reason: Some("cannot start `\x1b[2J`".into()),
+        };
+        assert_eq!(
+            written(&state),
+            "kepler | web failed: cannot start `\\x1b[2J`\n"
+        );
+    }
+
+    #[test]
+    fn raw_keeps_every_byte_but_still_prefixes_each_line() {
+        let mut out = Vec::new();
+        let line = log("web", None, false, b"\x1b[1m\xff\r\nnext");
+        write_event(&mut out, &line, Paint::PLAIN, TextMode::Raw).unwrap();
+        assert_eq!(out, b"web | \x1b[1m\xff\r\nweb | next\n");
+    }
+
+    #[test]
     fn progress_is_a_kepler_line() {
         let event = Event::Progress {
             message: "baking kepler.yaml".into(),

@@ -2,6 +2,8 @@
 //! how it shows the answer, and the Ctrl+C protocol of an attached start
 //! (a stop on the same connection, then exit 130 on the second Ctrl+C).
 
+// Shared with looking.rs, which uses the parts this file does not.
+#[allow(dead_code)]
 mod support;
 
 use std::process::Output;
