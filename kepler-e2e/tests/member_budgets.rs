@@ -7,20 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kepler_e2e::{wait_until, Kepler, TestUser, DEADLINE};
+use kepler_e2e::{wait_until, Kepler, KillOnDrop, TestUser, DEADLINE};
 
 /// `hostile_client <args>` as `user`, and the line it printed.
-fn hostile(user: &TestUser, args: &[&str]) -> (Child, BTreeMap<String, String>) {
+fn hostile(user: &TestUser, args: &[&str]) -> (KillOnDrop, BTreeMap<String, String>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hostile_client"));
     command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     user.apply(&mut command);
-    let mut child = command.spawn().expect("start hostile_client");
+    let mut child = KillOnDrop(command.spawn().expect("start hostile_client"));
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -44,7 +44,7 @@ fn count(report: &BTreeMap<String, String>, key: &str) -> usize {
 }
 
 /// Closes the helper's stdin, which makes it let go and exit.
-fn release(mut child: Child) {
+fn release(mut child: KillOnDrop) {
     drop(child.stdin.take());
     child.wait().unwrap();
 }
@@ -237,7 +237,7 @@ fn a_follower_that_never_reads_cannot_keep_daemon_stop_from_finishing() {
         .args(["-f", "mine.yaml", "logs", "--follow"])
         .stdout(Stdio::piped());
     member.apply(&mut command);
-    let mut follower = command.spawn().unwrap();
+    let mut follower = KillOnDrop(command.spawn().unwrap());
     let mut stdout = follower.stdout.take().unwrap();
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("quiet | ready") {
@@ -263,7 +263,5 @@ fn a_follower_that_never_reads_cannot_keep_daemon_stop_from_finishing() {
     );
     assert!(output.status.success(), "{output:?}");
     assert!(took < Duration::from_secs(30), "daemon stop took {took:?}");
-    drop(stdout);
-    let _ = follower.kill();
-    let _ = follower.wait();
+    drop((stdout, follower));
 }

@@ -6,11 +6,11 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kepler_e2e::{Kepler, TestUser, DEADLINE};
+use kepler_e2e::{Kepler, KillOnDrop, TestUser, DEADLINE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -227,11 +227,11 @@ const SENT: &[u8] = b"\x1b]0;pwned\x07\x1b[2Jafter";
 
 /// `kepler <args>` as root with its stdout on a terminal; what the terminal
 /// receives arrives on the channel.
-fn on_a_terminal(kepler: &Kepler, args: &[&str]) -> (Child, mpsc::Receiver<Vec<u8>>) {
+fn on_a_terminal(kepler: &Kepler, args: &[&str]) -> (KillOnDrop, mpsc::Receiver<Vec<u8>>) {
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let mut command = kepler.command("kepler");
     command.args(args).stdout(Stdio::from(pty.slave));
-    let child = command.spawn().unwrap();
+    let child = KillOnDrop(command.spawn().unwrap());
     drop(command); // our copy of the terminal's slave end
     let (send, receive) = mpsc::channel();
     let mut master = fs::File::from(pty.master);
@@ -271,14 +271,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn interrupt_and_wait(mut child: Child) {
+fn interrupt_and_wait(child: KillOnDrop) {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    child_exits(child);
+}
+
+fn child_exits(mut child: KillOnDrop) {
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the CLI did not stop after Ctrl+C"
-        );
+        assert!(started.elapsed() < DEADLINE, "the CLI did not end");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -301,7 +302,7 @@ fn escape_sequences_in_a_members_output_are_shown_not_sent_to_roots_terminal() {
         !seen.contains(&0x1b),
         "an escape reached the terminal: {seen:?}"
     );
-    drop(child.wait_with_output());
+    child_exits(child);
 
     // `kepler logs --follow`.
     let (child, output) = on_a_terminal(&kepler, &["-f", "mine.yaml", "logs", "--follow"]);
@@ -317,7 +318,7 @@ fn escape_sequences_in_a_members_output_are_shown_not_sent_to_roots_terminal() {
     let (child, output) = on_a_terminal(&kepler, &["-f", "mine.yaml", "logs", "--raw"]);
     let seen = read_until(&output, "after");
     assert!(contains(&seen, SENT), "{seen:?}");
-    drop(child.wait_with_output());
+    child_exits(child);
 
     // A pipe gets the bytes as before.
     let piped = kepler.kepler(&["-f", "mine.yaml", "logs"]);

@@ -12,16 +12,21 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use kepler_e2e::{wait_until, Kepler, Run, TestUser, DEADLINE};
+use kepler_e2e::{wait_until, Kepler, KillOnDrop, Run, TestUser, DEADLINE};
 use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 
 const SLEEPER: &str = "services:\n  app:\n    command: [\"sleep\", \"1000\"]\n";
 
 /// The impostor, as `user`, on `socket` (a path or `fd:N`); returns once it
 /// listens.
-fn impostor(user: &TestUser, socket: &str, log: &Path, setup: impl FnOnce(&mut Command)) -> Child {
+fn impostor(
+    user: &TestUser,
+    socket: &str,
+    log: &Path,
+    setup: impl FnOnce(&mut Command),
+) -> KillOnDrop {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hostile_client"));
     command
         .args(["impostor", socket])
@@ -30,7 +35,7 @@ fn impostor(user: &TestUser, socket: &str, log: &Path, setup: impl FnOnce(&mut C
         .stdout(Stdio::piped());
     setup(&mut command);
     user.apply(&mut command);
-    let mut child = command.spawn().expect("start the impostor");
+    let mut child = KillOnDrop(command.spawn().expect("start the impostor"));
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -55,11 +60,6 @@ fn assert_told_nothing(log: &Path) {
         !seen.contains("hello") && !seen.contains("request") && !seen.contains("bytes"),
         "the impostor was sent something:\n{seen}"
     );
-}
-
-fn kill(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn roots_cli_sends_nothing_to_a_socket_a_member_owns() {
         .failure()
         .stderr_has("symbolic link");
     assert_told_nothing(&log);
-    kill(child);
+    drop(child);
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn roots_cli_sends_nothing_to_a_member_listening_on_a_root_owned_socket() {
         fs::read_to_string(&log).is_ok_and(|seen| seen.matches("connection closed").count() == 2)
     });
     assert_told_nothing(&log);
-    kill(child);
+    drop(child);
 }
 
 #[test]

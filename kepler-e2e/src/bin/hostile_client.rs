@@ -116,6 +116,20 @@ fn read_frame<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Our hello; `HOSTILE_PROTOCOL` sets its protocol number, to hold
+/// connections on a daemon of another version (e.g. to show an attack
+/// worked before a fix).
+fn hello() -> Hello {
+    let mut hello = Hello::current();
+    if let Some(protocol) = std::env::var("HOSTILE_PROTOCOL")
+        .ok()
+        .and_then(|p| p.parse().ok())
+    {
+        hello.protocol = protocol;
+    }
+    hello
+}
+
 fn wait_for_stdin_to_close() {
     let _ = io::stdin().read_to_end(&mut Vec::new());
 }
@@ -136,7 +150,7 @@ fn hold(socket_path: &str, count: usize) {
             stalled += 1;
             continue;
         };
-        if stream.write_all(&frame(Hello::current())).is_err() {
+        if stream.write_all(&frame(hello())).is_err() {
             closed += 1;
             continue;
         }
