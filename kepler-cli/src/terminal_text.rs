@@ -5,9 +5,11 @@
 //! with `kepler logs`. Escape sequences in it would reach root's terminal:
 //! they can retitle the window, rewrite what is on screen, set the clipboard
 //! or, on some terminals, answer back as if typed. On a terminal every
-//! control character except tab (C0, DEL and C1, which covers ESC, CSI and
-//! OSC) is therefore shown as an escape, `\x1b` or `\u{9b}`: what the service
-//! sent stays readable, and nothing of it is interpreted. Pipes and files get
+//! control character (C0, DEL and C1, which covers ESC, CSI and OSC) is
+//! therefore shown as an escape, `\x1b` or `\u{9b}`: what the service sent
+//! stays readable, and nothing of it is interpreted. Only tab and newline
+//! pass: neither starts a sequence, and a log line never holds a newline
+//! (lines are split there), while messages use it to break lines. Pipes and files get
 //! the text as before, as `ls` does with `-q`; `--raw` gives the exact bytes.
 
 use std::borrow::Cow;
@@ -80,9 +82,9 @@ pub fn write_text(out: &mut impl Write, bytes: &[u8], mode: TextMode) -> io::Res
     }
 }
 
-/// A control character other than tab: C0, DEL or C1.
+/// A control character other than tab and newline: C0, DEL or C1.
 fn is_unsafe(c: char) -> bool {
-    c.is_control() && c != '\t'
+    c.is_control() && c != '\t' && c != '\n'
 }
 
 /// Writes `text` with every unsafe character replaced by its escape.
@@ -147,6 +149,14 @@ mod tests {
         assert_eq!(
             shown(b"caf\xe9\x1b", TextMode::Raw),
             b"caf\xe9\x1b".to_vec()
+        );
+    }
+
+    #[test]
+    fn messages_keep_their_line_breaks() {
+        assert_eq!(
+            TextMode::Terminal.show("a.yaml:1: one\nb.yaml:2: \x1b[2Jtwo"),
+            "a.yaml:1: one\nb.yaml:2: \\x1b[2Jtwo"
         );
     }
 

@@ -51,7 +51,9 @@ pub async fn follow(
                 ServerMessage::Response { id, response } if Some(id) == stop_id => {
                     stop_answered = true;
                     if let Err(e) = into_result(response) {
-                        eprintln!("error: cannot stop the services: {e:#}");
+                        let message = format!("{e:#}");
+                        let message = TextMode::for_stderr().show(&message);
+                        eprintln!("error: cannot stop the services: {message}");
                     }
                 }
                 _ => {}
