@@ -43,13 +43,27 @@ fn stdout_and_stderr_are_captured_with_a_partial_last_line() {
 #[test]
 fn head_tail_and_service_filters_merge_in_time_order() {
     let kepler = Kepler::started();
+    // Each line is printed once the test says so, and stored before the
+    // next is asked for: the order is the test's, not the scheduler's.
+    let service = |lines: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"for l in {lines}; do while [ ! -e go-$l ]; do sleep 0.01; done; \
+             echo $l; done; exec sleep 1000\"]"
+        )
+    };
     kepler.write(
         "kepler.yaml",
-        "services:\n  a:\n    command: [\"sh\", \"-c\", \"echo a1; sleep 0.05; echo a2; sleep 1000\"]\n  b:\n    command: [\"sh\", \"-c\", \"sleep 0.02; echo b1; sleep 0.05; echo b2; sleep 1000\"]\n",
+        &format!(
+            "services:\n  a:\n    command: {}\n  b:\n    command: {}\n",
+            service("a1 a2"),
+            service("b1 b2")
+        ),
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    wait_for_log_line(&kepler, "a2");
-    wait_for_log_line(&kepler, "b2");
+    for line in ["a1", "b1", "a2", "b2"] {
+        std::fs::write(kepler.dir().join(format!("go-{line}")), "").unwrap();
+        wait_for_log_line(&kepler, line);
+    }
     assert_eq!(
         lines_of(&kepler.kepler(&["logs"])),
         ["a | a1", "b | b1", "a | a2", "b | b2"]
