@@ -7,7 +7,10 @@
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a
 //! fixed sleep.
 
+pub mod kill_on_drop;
 pub mod wire;
+
+pub use kill_on_drop::KillOnDrop;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -620,28 +623,4 @@ pub fn proc_status(pid: i32, key: &str) -> Vec<String> {
         .split_whitespace()
         .map(String::from)
         .collect()
-}
-
-/// A helper process the test started; killed and reaped when dropped, so a
-/// failing test leaves nothing running.
-pub struct KillOnDrop(pub Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
