@@ -1,13 +1,17 @@
 //! `kepler recreate`: bake the config again; refused while anything runs.
 
-use kepler_protocol::{ConfigRef, ErrorKind, Response};
+use kepler_protocol::{ConfigRef, ErrorKind, Response, SysEnv};
 
 use super::config_access::config_for;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 
-pub async fn handle(ctx: &RequestContext, config: ConfigRef) -> Result<Response, ActorError> {
-    let handle = config_for(ctx, &config).await?;
+pub async fn handle(
+    ctx: &RequestContext,
+    config: ConfigRef,
+    sys_env: SysEnv,
+) -> Result<Response, ActorError> {
+    let handle = config_for(ctx, &config, &sys_env).await?;
     // The bake captures the caller's environment as the config's system
     // environment; someone else's (even root's) must not end up in it.
     if handle.owner_uid() != ctx.caller.uid {
@@ -21,8 +25,6 @@ pub async fn handle(ctx: &RequestContext, config: ConfigRef) -> Result<Response,
             ),
         ));
     }
-    handle
-        .recreate((*ctx.caller).clone(), config.sys_env)
-        .await?;
+    handle.recreate((*ctx.caller).clone(), sys_env).await?;
     Ok(Response::Done)
 }
