@@ -21,6 +21,8 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod state_dir;
+pub mod trusted_fs;
 pub mod unprivileged_bake;
 pub mod user;
 pub mod watcher;
+pub mod write_access;
