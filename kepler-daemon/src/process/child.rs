@@ -34,6 +34,8 @@ pub(super) enum Stage {
     RegainedRoot = 6,
     WorkingDir = 7,
     Signals = 8,
+    /// The daemon was already gone when a helper tied to it started.
+    ParentDeath = 9,
 }
 
 impl Stage {
@@ -47,6 +49,7 @@ impl Stage {
             6 => Stage::RegainedRoot,
             7 => Stage::WorkingDir,
             8 => Stage::Signals,
+            9 => Stage::ParentDeath,
             _ => return None,
         })
     }
@@ -97,6 +100,9 @@ pub(super) struct ChildSetup {
     identity: Option<Identity>,
     working_dir: CString,
     highest_signal: libc::c_int,
+    /// For helpers of the daemon itself (the bake worker): the pid they are
+    /// tied to; they get SIGKILL when its thread that started them ends.
+    die_with: Option<libc::pid_t>,
 }
 
 struct Identity {
@@ -111,6 +117,7 @@ impl ChildSetup {
         working_dir: &Path,
         user: Option<&ResolvedUser>,
         resource_limits: &ResourceLimits,
+        die_with_daemon: bool,
     ) -> Result<ChildSetup, std::ffi::NulError> {
         Ok(ChildSetup {
             limits: limits::plan(resource_limits),
@@ -121,6 +128,7 @@ impl ChildSetup {
             }),
             working_dir: CString::new(working_dir.as_os_str().as_bytes())?,
             highest_signal: libc::SIGRTMAX(),
+            die_with: die_with_daemon.then(|| std::process::id() as libc::pid_t),
         })
     }
 
@@ -141,6 +149,10 @@ impl ChildSetup {
         }
         if let Some(identity) = &self.identity {
             identity.apply()?;
+        }
+        // After the user switch, which clears the setting.
+        if let Some(daemon) = self.die_with {
+            tie_to_daemon(daemon)?;
         }
         // SAFETY: `working_dir` is a NUL-terminated string owned by `self`.
         if unsafe { libc::chdir(self.working_dir.as_ptr()) } < 0 {
@@ -230,6 +242,29 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// Asks for SIGKILL when the daemon goes, then checks it has not gone
+/// already (it could have died between the clone and the request).
+fn tie_to_daemon(daemon: libc::pid_t) -> io::Result<()> {
+    // SAFETY: plain syscalls on integers; they affect only this task.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ) < 0
+        {
+            return Err(tagged(Stage::ParentDeath, 0, last_errno()));
+        }
+        if libc::syscall(libc::SYS_getppid) as libc::pid_t != daemon {
+            return Err(tagged(Stage::ParentDeath, 0, libc::ESRCH));
+        }
+    }
+    Ok(())
 }
 
 /// Descriptors some library opened without O_CLOEXEC would otherwise leak
