@@ -30,7 +30,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn new(state_dir: StateDir) -> Arc<Self> {
         Arc::new(Daemon {
-            registry: Registry::new(state_dir.configs_dir()),
+            registry: Registry::new(state_dir.configs().clone()),
             state_dir,
             started: Instant::now(),
             shutdown: watch::channel(false).0,

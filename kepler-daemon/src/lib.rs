@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod config_actor;
+pub mod config_identity;
 pub mod daemon;
 pub mod deps;
 pub mod detach;

@@ -4,40 +4,34 @@ use kepler_protocol::{ConfigRef, ErrorKind};
 
 use super::RequestContext;
 use crate::config_actor::{ActorError, ConfigHandle};
+use crate::config_identity::ConfigIdentity;
 
-/// The config's actor, loaded on first use, if the caller owns it (or is root).
+/// The config's actor, loaded on first use, if the caller may act on it:
+/// root on every config, anyone else only on configs whose file they own.
+/// Everyone else hears "not found or not yours", whether or not the config
+/// was ever loaded.
 pub async fn config_for(
     ctx: &RequestContext,
     config: &ConfigRef,
 ) -> Result<ConfigHandle, ActorError> {
+    config_and_file(ctx, config).await.map(|(handle, _)| handle)
+}
+
+/// [`config_for`], with the file the request named as the daemon found it.
+pub async fn config_and_file(
+    ctx: &RequestContext,
+    config: &ConfigRef,
+) -> Result<(ConfigHandle, ConfigIdentity), ActorError> {
     if ctx.daemon.is_shutting_down() {
         return Err(ActorError::new(
             ErrorKind::ShuttingDown,
             "the daemon is shutting down and takes no new work",
         ));
     }
-    let handle = ctx
-        .daemon
-        .registry()
-        .get_or_load(config, &ctx.caller)
-        .await?;
-    ensure_owner(ctx, &handle)?;
-    Ok(handle)
+    ctx.daemon.registry().get_or_load(config, &ctx.caller).await
 }
 
-/// Root may act on every config; anyone else only on the configs they loaded.
-pub fn ensure_owner(ctx: &RequestContext, handle: &ConfigHandle) -> Result<(), ActorError> {
-    if ctx.caller.is_root() || handle.owner_uid() == ctx.caller.uid {
-        Ok(())
-    } else {
-        Err(ActorError::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "permission denied: {} belongs to uid {}, and only its owner or root may \
-                 manage it",
-                handle.path().display(),
-                handle.owner_uid()
-            ),
-        ))
-    }
+/// Whether the caller may see and act on a loaded config.
+pub fn may_act_on(ctx: &RequestContext, handle: &ConfigHandle) -> bool {
+    crate::registry::may_act(&ctx.caller, handle.owner_uid())
 }
