@@ -258,6 +258,14 @@ impl Kepler {
         path
     }
 
+    /// Writes `contents` to `name` inside the scratch directory as a file
+    /// `user` owns: a config belongs to the owner of its file.
+    pub fn write_as(&self, user: &TestUser, name: &str, contents: &str) -> PathBuf {
+        let path = self.write(name, contents);
+        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).unwrap();
+        path
+    }
+
     /// A command for one of the binaries, pointed at this state directory.
     pub fn command(&self, binary: &str) -> Command {
         let mut command = Command::new(self.bins.join(binary));
