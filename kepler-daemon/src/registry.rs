@@ -300,7 +300,10 @@ impl Registry {
                 }
                 // State is written only for a config that baked.
                 let cannot_write = |e: crate::trusted_fs::TrustError| {
-                    failed(format!("cannot write state for {}: {e}", identity.path.display()))
+                    failed(format!(
+                        "cannot write state for {}: {e}",
+                        identity.path.display()
+                    ))
                 };
                 let store = match existing {
                     Some(store) => store,

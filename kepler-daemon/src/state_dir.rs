@@ -18,7 +18,8 @@
 //! by an older Kepler (`0770`, group-writable) is tightened before anything
 //! in it is read. A runtime file someone else planted (a FIFO as
 //! `daemon.log`, a link as `kepler.pid`) carries nothing the daemon needs, so
-//! it is removed and made again; `configs/` not owned by root stops the start.
+//! it is removed and made again; a `configs/` that is not root's alone is
+//! moved aside unread, and the daemon starts without it.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -114,7 +115,7 @@ impl StateDir {
         .map_err(|e| io_err(&root_path)(e.into()))?;
         fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| io_err(&root_path)(e.into()))?;
         let root = TrustedDir::from_checked(fd, root_path);
-        let configs = Arc::new(root.create_dir(CONFIGS).map_err(StartupError::Untrusted)?);
+        let configs = Arc::new(open_configs(&root)?);
         Ok(StateDir {
             root,
             configs,
@@ -281,6 +282,31 @@ fn open_root(parent: &OwnedFd, name: &OsStr, root: &Path) -> Result<OwnedFd, Sta
     Ok(fd)
 }
 
+/// Opens `configs/`. One that is not root's alone (planted under an older,
+/// group-writable layout) is never read: it is moved aside, kept for the
+/// operator to inspect, and the daemon starts with an empty one.
+fn open_configs(root: &TrustedDir) -> Result<TrustedDir, StartupError> {
+    match root.create_dir(CONFIGS) {
+        Ok(configs) => Ok(configs),
+        Err(TrustError::Untrusted { path, reason }) => {
+            let seconds = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = format!("{CONFIGS}.untrusted.{seconds}");
+            root.rename(CONFIGS, &aside)
+                .map_err(StartupError::Untrusted)?;
+            tracing::error!(
+                "{} is not safe to use: {reason}; moved it to {} unread and started without \
+                 its configs",
+                path.display(),
+                root.shown(&aside).display()
+            );
+            root.create_dir(CONFIGS).map_err(StartupError::Untrusted)
+        }
+        Err(e) => Err(StartupError::Untrusted(e)),
+    }
+}
+
 /// Opens a runtime file with `open`; one that is not a root-owned regular
 /// file (planted under an older, group-writable layout) is removed and
 /// made again, since it holds nothing the daemon needs.
@@ -401,16 +427,22 @@ mod tests {
     }
 
     #[test]
-    fn configs_not_owned_by_root_stop_the_start() {
+    fn configs_not_owned_by_root_are_set_aside_unread() {
         if !as_root() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("state");
-        std::fs::create_dir_all(root.join(CONFIGS)).unwrap();
+        std::fs::create_dir_all(root.join(CONFIGS).join("0123456789abcdef")).unwrap();
         std::os::unix::fs::chown(root.join(CONFIGS), Some(65534), None).unwrap();
-        let err = StateDir::prepare(&root).unwrap_err().to_string();
-        assert!(err.contains("owned by uid 65534"), "{err}");
+        let state = StateDir::prepare(&root).unwrap();
+        assert!(state.configs().entries().unwrap().is_empty());
+        let aside: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("configs.untrusted."))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
     }
 
     #[test]

@@ -402,6 +402,16 @@ impl TrustedDir {
         Ok(())
     }
 
+    /// Renames `from` to `to` within this directory (a link is renamed,
+    /// never followed).
+    pub fn rename(&self, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) -> Result<(), TrustError> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        let shown = self.shown(from);
+        let from = component(from).map_err(|e| TrustError::io(&shown, e))?;
+        let to = component(to).map_err(|e| TrustError::io(&shown, e))?;
+        renameat(&self.fd, from, &self.fd, to).map_err(|e| TrustError::io(shown, e))
+    }
+
     /// Removes the entry `name` (anything but a directory); true if it
     /// existed. A link is removed, never its target.
     pub fn remove_file(&self, name: impl AsRef<OsStr>) -> Result<bool, TrustError> {
