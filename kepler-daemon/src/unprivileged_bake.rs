@@ -290,6 +290,31 @@ mod tests {
         assert!(err.contains("not a valid service name"), "{err}");
     }
 
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_limit_and_its_writer_killed() {
+        let spec = ProcessSpec {
+            argv: vec!["cat".into(), "/dev/zero".into()],
+            env: WORKER_ENV
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            working_dir: "/".into(),
+            user: None,
+            limits: ResourceLimits::default(),
+            stdout: OutputMode::Pipe,
+            stderr: OutputMode::Null,
+        };
+        let spawned = process::spawn(&spec).unwrap();
+        let limit = 1 << 20;
+        let (bytes, over) = read_bounded(spawned.stdout, limit, spawned.pid).await;
+        assert!(over);
+        assert_eq!(bytes.len() as u64, limit);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(10), spawned.exit)
+            .await
+            .expect("the writer was killed");
+        assert!(!status.success());
+    }
+
     #[test]
     fn the_input_is_bounded_while_reading() {
         let endless = std::io::repeat(b' ');

@@ -23,7 +23,7 @@ use super::values::{is_valid_service_name, SERVICE_NAME_RULE};
 pub const MAX_SERVICES: usize = 4096;
 /// Largest baked snapshot, and largest answer of a bake worker (which also
 /// carries the config's text and env files).
-pub const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024;
 /// Problems listed before the rest are summarised.
 const MAX_PROBLEMS: usize = 20;
 
