@@ -220,14 +220,34 @@ impl Registry {
         }
     }
 
-    /// The actor of `config` and the file it names, loading (baking) it on
-    /// first reference, if `caller` may act on it.
+    /// The actor of `config`, loading (baking) it on first reference, if
+    /// `caller` may act on it.
+    ///
+    /// Root naming a loaded config by its canonical path (what the CLI
+    /// sends) is answered from the registry directly: root may act on every
+    /// config, and the key is that config's one name. Everything else is
+    /// resolved first.
     pub async fn get_or_load(
         &self,
         config: &ConfigRef,
         caller: &Caller,
-    ) -> Result<(ConfigHandle, ConfigIdentity), ActorError> {
+    ) -> Result<ConfigHandle, ActorError> {
+        if caller.is_root() {
+            if let Some(handle) = self.live(&config.path) {
+                return Ok(handle);
+            }
+        }
         let identity = identify(caller, &config.path).await?;
+        self.get_or_load_file(&identity, config, caller).await
+    }
+
+    /// [`Self::get_or_load`] for a file already resolved for `caller`.
+    pub async fn get_or_load_file(
+        &self,
+        identity: &ConfigIdentity,
+        config: &ConfigRef,
+        caller: &Caller,
+    ) -> Result<ConfigHandle, ActorError> {
         if !may_act(caller, identity.owner_uid) {
             return Err(not_yours(&config.path));
         }
@@ -235,13 +255,13 @@ impl Registry {
             Some(handle) => handle,
             None => {
                 let _loading = self.lock_path(&identity.path).await;
-                self.load(&identity, config, caller).await?
+                self.load(identity, config, caller).await?
             }
         };
         if !may_act(caller, handle.owner_uid()) {
             return Err(not_yours(&config.path));
         }
-        Ok((handle, identity))
+        Ok(handle)
     }
 
     /// Loads the config at `identity`, holding its path's lock.
@@ -269,8 +289,12 @@ impl Registry {
             None => None,
         };
         let (store, stored, state, resume) = match (existing, saved) {
-            // Left by an actor that ended: resume from its saved state.
+            // Left by an actor that ended: resume from its saved state, but
+            // only for someone who may act on it.
             (Some(store), Some(stored)) => {
+                if !may_act(caller, stored.owner_uid) {
+                    return Err(not_yours(&config.path));
+                }
                 let state = store.read_state().unwrap_or_default();
                 (store, stored, state, true)
             }
