@@ -4,19 +4,29 @@ use std::time::{Duration, Instant};
 
 use kepler_e2e::{group_alive, process_alive, Kepler};
 
+/// Waits until the service has set its traps (it writes `armed.txt`), then
+/// removes the marker for the next round.
+fn armed(kepler: &Kepler) {
+    kepler.wait_for_file("armed.txt");
+    std::fs::remove_file(kepler.dir().join("armed.txt")).unwrap();
+}
+
 #[test]
 fn stop_sends_the_requested_signal() {
     let kepler = Kepler::started();
     kepler.write(
         "kepler.yaml",
-        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo usr1 > got.txt; exit 0' USR1; trap 'echo term > got.txt; exit 0' TERM; while :; do sleep 0.05; done\"]\n",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo usr1 > got.txt; exit 0' USR1; trap 'echo term > got.txt; exit 0' TERM; echo > armed.txt; while :; do sleep 0.05; done\"]\n",
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    // Running is not the same as having set its traps.
+    armed(&kepler);
     kepler.kepler(&["stop", "-s", "SIGUSR1"]).success();
     assert_eq!(kepler.wait_for_file("got.txt").trim(), "usr1");
 
     std::fs::remove_file(kepler.dir().join("got.txt")).unwrap();
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    armed(&kepler);
     kepler.kepler(&["stop"]).success();
     assert_eq!(kepler.wait_for_file("got.txt").trim(), "term");
 }
@@ -26,9 +36,10 @@ fn stop_signal_from_the_config_is_used_by_default() {
     let kepler = Kepler::started();
     kepler.write(
         "kepler.yaml",
-        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo int > got.txt; exit 0' INT; while :; do sleep 0.05; done\"]\n    stop_signal: SIGINT\n",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"trap 'echo int > got.txt; exit 0' INT; echo > armed.txt; while :; do sleep 0.05; done\"]\n    stop_signal: SIGINT\n",
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    armed(&kepler);
     kepler.kepler(&["stop"]).success();
     assert_eq!(kepler.wait_for_file("got.txt").trim(), "int");
 }
