@@ -7,6 +7,7 @@
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a
 //! fixed sleep.
 
+pub mod hostile;
 pub mod wire;
 
 use std::fs;
@@ -69,7 +70,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(command: String, output: Output) -> Self {
+    pub(crate) fn from_output(command: String, output: Output) -> Self {
         Run {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -258,14 +259,6 @@ impl Kepler {
         path
     }
 
-    /// Writes `contents` to `name` inside the scratch directory as a file
-    /// `user` owns: a config belongs to the owner of its file.
-    pub fn write_as(&self, user: &TestUser, name: &str, contents: &str) -> PathBuf {
-        let path = self.write(name, contents);
-        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).unwrap();
-        path
-    }
-
     /// A command for one of the binaries, pointed at this state directory.
     pub fn command(&self, binary: &str) -> Command {
         let mut command = Command::new(self.bins.join(binary));
@@ -295,39 +288,6 @@ impl Kepler {
         command.args(args);
         user.apply(&mut command);
         self.run(&mut command, args)
-    }
-
-    /// Runs `sh -c script` in the scratch directory as `user` (root when
-    /// `None`): how the tests play a hostile member at a shell.
-    pub fn sh_as(&self, user: Option<&TestUser>, script: &str) -> Run {
-        let mut command = Command::new("/bin/sh");
-        command
-            .args(["-c", script])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        if let Some(user) = user {
-            user.apply(&mut command);
-        }
-        let output = command.output().expect("run sh");
-        Run::from_output(format!("sh -c {script:?}"), output)
-    }
-
-    /// Sends one request with `path` exactly as given, bypassing the CLI's
-    /// checks, as `user` (root when `None`), through the `raw_request`
-    /// helper binary at `exe` (`env!("CARGO_BIN_EXE_raw_request")`).
-    pub fn raw_request(&self, exe: &str, user: Option<&TestUser>, verb: &str, path: &Path) -> Run {
-        let mut command = Command::new(exe);
-        command
-            .arg(self.socket_path())
-            .arg(verb)
-            .arg(path)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        if let Some(user) = user {
-            user.apply(&mut command);
-        }
-        let output = command.output().expect("run raw_request");
-        Run::from_output(format!("raw_request {verb} {}", path.display()), output)
     }
 
     fn run(&self, command: &mut Command, args: &[&str]) -> Run {
