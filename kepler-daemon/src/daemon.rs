@@ -36,7 +36,7 @@ impl Daemon {
     /// A daemon with other bounds on connections (tests use short ones).
     pub fn with_connection_limits(state_dir: StateDir, limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Daemon {
-            registry: Registry::new(state_dir.configs_dir()),
+            registry: Registry::new(state_dir.configs().clone()),
             state_dir,
             started: Instant::now(),
             shutdown: watch::channel(false).0,

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod config_actor;
+pub mod config_identity;
 pub mod daemon;
 pub mod deps;
 pub mod detach;
@@ -21,6 +22,8 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod state_dir;
+pub mod trusted_fs;
 pub mod unprivileged_bake;
 pub mod user;
 pub mod watcher;
+pub mod write_access;
