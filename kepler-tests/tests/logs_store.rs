@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kepler_daemon::logs::{
-    self, record, FollowEvent, Follower, LogError, LogLine, LogSettings, LogStore, Origin,
-    PumpReport, Stream, MAX_LINE_BYTES,
+    self, record, Backlog, FollowEvent, Follower, LogError, LogLine, LogSettings, LogStore, Origin,
+    PageLimit, PumpReport, Stream, MAX_LINE_BYTES,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
@@ -95,6 +95,20 @@ fn records_in(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The numbers of every line a follow's backlog hands out, page by page.
+fn backlog_numbers(backlog: &mut Backlog, page_lines: usize) -> Vec<u32> {
+    let limit = PageLimit {
+        lines: page_lines,
+        text_bytes: usize::MAX,
+    };
+    let mut numbers = Vec::new();
+    while let Some(page) = backlog.next_page(limit).unwrap() {
+        assert!(page.len() <= page_lines);
+        numbers.extend(page.iter().map(|l| number_in(l.bytes)));
+    }
+    numbers
+}
+
 fn text(lines: &[LogLine]) -> Vec<String> {
     lines
         .iter()
@@ -119,7 +133,7 @@ fn number_in(bytes: &[u8]) -> u32 {
 }
 
 fn stdout_path(store: &LogStore, service: &str) -> std::path::PathBuf {
-    store.dir().join(format!("{service}.stdout.log"))
+    store.path().join(format!("{service}.stdout.log"))
 }
 
 #[tokio::test]
@@ -176,11 +190,11 @@ async fn stdout_and_stderr_are_stored_in_separate_files() {
     finish(out, out_pump).await;
     finish(err, err_pump).await;
     assert_eq!(
-        records_in(&store.dir().join("api.stdout.log")),
+        records_in(&store.path().join("api.stdout.log")),
         [b"to stdout"]
     );
     assert_eq!(
-        records_in(&store.dir().join("api.stderr.log")),
+        records_in(&store.path().join("api.stderr.log")),
         [b"to stderr"]
     );
     let lines = logs::tail(store.dir(), &[], 10, true).unwrap();
@@ -276,7 +290,7 @@ async fn buffered_lines_are_written_at_eof_and_on_flush() {
 }
 
 #[tokio::test]
-async fn max_size_keeps_the_newest_lines_and_bounds_the_file() {
+async fn max_size_keeps_the_newest_lines_in_two_segments_of_half_its_size() {
     let (_dir, store) = store();
     let max_size = 64 * 1024;
     let settings = LogSettings {
@@ -284,7 +298,7 @@ async fn max_size_keeps_the_newest_lines_and_bounds_the_file() {
         ..LogSettings::default()
     };
     let (mut tx, pump) = start_pump(&store, "big", Stream::Stdout, Origin::Service, &settings);
-    // Line by line and in bulk, so truncation meets small and large batches.
+    // Line by line and in bulk, so rotation meets small and large batches.
     for i in 1..=200 {
         tx.write_all(numbered(i..=i).as_bytes()).await.unwrap();
     }
@@ -293,20 +307,30 @@ async fn max_size_keeps_the_newest_lines_and_bounds_the_file() {
         .unwrap();
     finish(tx, pump).await;
 
-    let path = stdout_path(&store, "big");
-    let size = std::fs::metadata(&path).unwrap().len();
+    let current = stdout_path(&store, "big");
+    let previous = store.path().join("big.stdout.log.1");
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
     assert!(
-        size <= max_size,
-        "file is {size} bytes, max_size {max_size}"
+        size(&current) <= max_size / 2 && size(&previous) <= max_size / 2,
+        "segments of {} and {} bytes, max_size {max_size}",
+        size(&previous),
+        size(&current)
     );
-    // Every record is whole and the kept lines are the newest, contiguous.
-    let kept = records_in(&path).len() as u32;
-    assert!(kept > 100, "kept only {kept} lines");
+    assert!(
+        size(&current) + size(&previous) >= max_size / 2,
+        "at least half of max_size is kept"
+    );
+    // Every record is whole, and what is kept is the newest lines, contiguous,
+    // the previous segment's before the current one's.
+    let mut kept: Vec<u32> = records_in(&previous).iter().map(|r| number_in(r)).collect();
+    kept.extend(records_in(&current).iter().map(|r| number_in(r)));
+    let first = 10_001 - kept.len() as u32;
+    assert_eq!(kept, (first..=10_000).collect::<Vec<_>>());
     let all: Vec<u32> = logs::read_all(store.dir(), &[], true)
         .unwrap()
         .map(|l| number_of(&l))
         .collect();
-    assert_eq!(all, (10_001 - kept..=10_000).collect::<Vec<_>>());
+    assert_eq!(all, kept);
     let tail: Vec<u32> = logs::tail(store.dir(), &[], 50, true)
         .unwrap()
         .iter()
@@ -399,7 +423,7 @@ async fn hook_lines_share_the_service_files_and_can_be_hidden() {
 #[tokio::test]
 async fn tail_cost_does_not_grow_with_file_size() {
     let (_dir, store) = store();
-    std::fs::create_dir_all(store.dir()).unwrap();
+    std::fs::create_dir_all(store.path()).unwrap();
     // ~50 MB of 100-byte records, written directly (pumping 50 MB in a debug
     // build would dominate the test's time).
     let mut data = Vec::with_capacity(52 * 1024 * 1024);
@@ -451,9 +475,9 @@ async fn follow_joins_the_stored_tail_and_live_lines_without_gap_or_duplicate() 
     });
     // Join mid-stream: after line 500 was stored.
     while number_of(&next_line(&mut progress).await) < 500 {}
-    let (initial, mut follower) = store.follow(&[], 100, true).await.unwrap();
-    assert!(!initial.is_empty());
-    let mut seen: Vec<u32> = initial.iter().map(number_of).collect();
+    let (mut backlog, mut follower) = store.follow(&[], 100, true).await.unwrap();
+    let mut seen = backlog_numbers(&mut backlog, 7);
+    assert!(!seen.is_empty());
     while *seen.last().unwrap() < 2000 {
         seen.push(number_of(&next_line(&mut follower).await));
     }
@@ -469,8 +493,8 @@ async fn follow_carries_on_across_truncation_and_a_service_restart() {
         max_size: Some(16 * 1024),
         ..LogSettings::default()
     };
-    let (initial, mut follower) = store.follow(&["web".to_string()], 10, true).await.unwrap();
-    assert!(initial.is_empty());
+    let (mut backlog, mut follower) = store.follow(&["web".to_string()], 10, true).await.unwrap();
+    assert!(backlog_numbers(&mut backlog, 10).is_empty());
 
     let (mut tx, pump) = start_pump(&store, "web", Stream::Stdout, Origin::Service, &settings);
     tx.write_all(numbered(1..=3000).as_bytes()).await.unwrap();
@@ -503,11 +527,20 @@ async fn a_lagging_follower_does_not_block_writers_and_learns_what_it_missed() {
     let mut lagging = store.subscribe(&[], true);
     let mut active = store.subscribe(&[], true);
     let (mut tx, pump) = stdout_pump(&store, "chatty");
-    // One line per batch: more batches than the broadcast keeps.
-    let total = 1500u32;
-    for i in 1..=total {
-        tx.write_all(numbered(i..=i).as_bytes()).await.unwrap();
-        assert_eq!(number_of(&next_line(&mut active).await), i);
+    // Twice what the followers' ring keeps, in lines of 100 bytes.
+    let total = (2 * logs::follow::RING_BYTES / 100) as u32;
+    let pad = "x".repeat(88);
+    let mut next = 1;
+    while next <= total {
+        let chunk: String = (next..(next + 500).min(total + 1))
+            .map(|i| format!("line {i:06}{pad}\n"))
+            .collect();
+        tx.write_all(chunk.as_bytes()).await.unwrap();
+        for i in next..(next + 500).min(total + 1) {
+            let line = next_line(&mut active).await;
+            assert_eq!(number_in(&line.bytes[..11]), i);
+        }
+        next += 500;
     }
     finish(tx, pump).await;
 
@@ -515,10 +548,11 @@ async fn a_lagging_follower_does_not_block_writers_and_learns_what_it_missed() {
         Some(FollowEvent::Missed(n)) => n,
         other => panic!("expected a gap report, got {other:?}"),
     };
+    assert!(missed > 0 && missed < u64::from(total));
     let rest: Vec<u32> = next_lines(&mut lagging, (u64::from(total) - missed) as usize)
         .await
         .iter()
-        .map(number_of)
+        .map(|l| number_in(&l.bytes[..11]))
         .collect();
     assert_eq!(rest, (missed as u32 + 1..=total).collect::<Vec<_>>());
 }
@@ -659,7 +693,7 @@ async fn a_broken_log_file_never_stops_the_pipe_from_draining() {
     let (_dir, store) = store();
     let path = stdout_path(&store, "web");
     // A symlink where the log file should be: O_NOFOLLOW refuses it.
-    let target = store.dir().join("elsewhere");
+    let target = store.path().join("elsewhere");
     std::os::unix::fs::symlink(&target, &path).unwrap();
     let mut follower = store.subscribe(&[], true);
     let (mut tx, pump) = stdout_pump(&store, "web");

@@ -13,11 +13,12 @@ use kepler_protocol::{
     ServerMessage, MAX_FRAME_LEN,
 };
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::codec::Framed;
 
 use super::handlers::{self, RequestContext};
+use super::outbox::Outbox;
 use super::peer;
 use crate::daemon::Daemon;
 
@@ -25,8 +26,6 @@ use crate::daemon::Daemon;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests one connection may have running at once; more wait unread.
 const MAX_IN_FLIGHT: usize = 64;
-/// Frames queued for a slow reader before handlers wait.
-const OUTBOX_DEPTH: usize = 1024;
 /// How long in-flight requests get to answer when the daemon shuts down.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -60,9 +59,11 @@ pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
 
     let framed = framed.map_codec(|codec| codec.retype::<ClientMessage, ServerMessage>());
     let (mut sink, mut frames) = framed.split();
-    let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_DEPTH);
+    let (outbox, mut outgoing) = Outbox::new();
     let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
+        // Each frame's share of the outbox budget is given back once sent.
+        while let Some(queued) = outgoing.recv().await {
+            let message = queued.message;
             let (id, is_response) = match &message {
                 ServerMessage::Response { id, .. } => (*id, true),
                 ServerMessage::Event { id, .. } => (*id, false),

@@ -6,6 +6,7 @@
 
 mod connection;
 pub mod handlers;
+mod outbox;
 pub mod peer;
 
 use std::sync::Arc;
