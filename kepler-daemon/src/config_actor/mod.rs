@@ -42,13 +42,13 @@ pub fn spawn(
             format!("cannot open the logs of {}: {e}", path.display()),
         )
     })?;
-    let events = ConfigEvents::new();
+    let service_count = config.services.len();
+    let events = ConfigEvents::for_services(service_count);
     let (commands, inbox) = mpsc::unbounded_channel();
     let (mailbox, internal) = mpsc::unbounded_channel();
     let (health, health_events) = mpsc::unbounded_channel();
     let (watch, watch_events) = mpsc::unbounded_channel();
     let owner_uid = state.owner_uid;
-    let service_count = config.services.len();
     let orchestrator = Orchestrator::new(
         Arc::new(config),
         store.clone(),
