@@ -37,15 +37,21 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
             biased;
             Some(message) = internal.recv() => {
                 orchestrator.handle_internal(message);
+                let mut handled = 1;
                 while let Ok(message) = internal.try_recv() {
                     orchestrator.handle_internal(message);
+                    handled += 1;
                 }
+                crate::memory::note_work(handled);
             }
             Some(event) = health.recv() => orchestrator.on_health(event),
             Some(event) = watch.recv() => orchestrator.on_files_changed(event),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
-                Some(command) => handle(&mut orchestrator, command).await,
+                Some(command) => {
+                    handle(&mut orchestrator, command).await;
+                    crate::memory::note_work(1);
+                }
             },
         }
         orchestrator.persist_if_dirty();
