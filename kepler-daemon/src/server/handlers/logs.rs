@@ -11,8 +11,13 @@ use crate::config_actor::{ActorError, ConfigHandle};
 use crate::logs::{self, FollowEvent, LogCursorId, LogStore, PageLimit};
 
 /// Lines per page of a paged read (a page also stops at
-/// [`logs::cursor::PAGE_TEXT_BYTES`]) and per event of a follow's backlog.
+/// [`logs::cursor::PAGE_TEXT_BYTES`]).
 const PAGE: usize = 50_000;
+/// A follow's backlog goes in events of at most this many lines and bytes of
+/// text: smaller than a cursor page, since a follow's client may stop reading
+/// while an event is prepared, queued and in the writer.
+const BACKLOG_EVENT_LINES: usize = 10_000;
+const BACKLOG_EVENT_BYTES: usize = 1024 * 1024;
 /// Live lines gathered into one event of a follow, at most (and at most
 /// [`LIVE_EVENT_BYTES`] of text): whatever has arrived since the last event.
 const LIVE_EVENT_LINES: usize = 1_000;
@@ -160,8 +165,8 @@ async fn follow_logs(
     let mut closing = ctx.daemon.closing_connections();
     // The stored lines, a page per event, each read when the last one left.
     let page = PageLimit {
-        lines: PAGE,
-        text_bytes: logs::cursor::PAGE_TEXT_BYTES,
+        lines: BACKLOG_EVENT_LINES,
+        text_bytes: BACKLOG_EVENT_BYTES,
     };
     loop {
         let (next, rest) = tokio::task::spawn_blocking(move || {
@@ -217,7 +222,7 @@ async fn follow_logs(
         }
         if let Some(n) = gap {
             let message = format!(
-                "({n} lines were written while this client was not reading; `kepler logs` has those still stored)"
+                "({n} lines were written while this client was not reading; those still stored are in `kepler logs`)"
             );
             if !emit(ctx, &mut closing, Event::Progress { message }).await {
                 return Ok(Response::Done);
