@@ -164,10 +164,14 @@ impl Registry {
         handles
     }
 
-    /// Forgets a config and ends its actor (prune).
-    pub fn unload(&self, path: &Path) {
-        if let Some((_, handle)) = self.configs.remove(path) {
+    /// Forgets a config and ends its actor (prune). Returns once the actor
+    /// has ended, so its last state write cannot come after the caller
+    /// removed the config's directory.
+    pub async fn unload(&self, path: &Path) {
+        let handle = self.configs.remove(path).map(|(_, handle)| handle);
+        if let Some(handle) = handle {
             handle.close();
+            handle.closed().await;
         }
     }
 }

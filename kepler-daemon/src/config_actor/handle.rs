@@ -162,4 +162,9 @@ impl ConfigHandle {
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
     }
+
+    /// Resolves once the actor has ended (after its last state write).
+    pub async fn closed(&self) {
+        self.commands.closed().await;
+    }
 }

@@ -70,7 +70,7 @@ pub async fn handle(
                 };
                 handle.stop(Vec::new(), request).await?;
             }
-            registry.unload(&path);
+            registry.unload(&path).await;
         }
         match store.remove() {
             Ok(()) => {
