@@ -711,3 +711,92 @@ async fn a_broken_log_file_never_stops_the_pipe_from_draining() {
     assert_eq!(report.lines, 1002);
     assert_eq!(records_in(&path), [b"line 001001", b"line 001002"]);
 }
+
+#[tokio::test]
+async fn a_fifo_planted_as_a_log_file_is_refused_without_blocking_the_pipe() {
+    let (_dir, store) = store();
+    let path = stdout_path(&store, "web");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let mut follower = store.subscribe(&[], true);
+    let (mut tx, pump) = stdout_pump(&store, "web");
+    tx.write_all(numbered(1..=1000).as_bytes()).await.unwrap();
+    next_lines(&mut follower, 1000).await;
+
+    std::fs::remove_file(&path).unwrap();
+    tx.write_all(numbered(1001..=1002).as_bytes())
+        .await
+        .unwrap();
+    next_lines(&mut follower, 2).await;
+    let report = finish(tx, pump).await;
+    assert_eq!(report.lines, 1002);
+    assert_eq!(records_in(&path), [b"line 001001", b"line 001002"]);
+}
+
+#[tokio::test]
+async fn a_service_name_that_is_not_a_file_name_stores_nothing_anywhere() {
+    let (dir, store) = store();
+    let mut follower = store.subscribe(&[], true);
+    let (mut tx, pump) = stdout_pump(&store, "../escaped");
+    tx.write_all(b"still followed\n").await.unwrap();
+    assert_eq!(text(&[next_line(&mut follower).await]), ["still followed"]);
+    finish(tx, pump).await;
+    let mut found = Vec::new();
+    for entry in walk(dir.path()) {
+        found.push(
+            entry
+                .strip_prefix(dir.path())
+                .unwrap()
+                .display()
+                .to_string(),
+        );
+    }
+    assert_eq!(found, ["logs"], "no file was created");
+}
+
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        }
+        all.push(path);
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_single_file_log_from_before_segments_keeps_its_newest_half_and_reads_as_one() {
+    let (_dir, store) = store();
+    // An old-style log: one file of 100,000 bytes of records.
+    let mut old = Vec::new();
+    for i in 1..=1000u32 {
+        record::encode(
+            &mut old,
+            u64::from(i),
+            b"-",
+            format!("line {i:06}{}", "o".repeat(70)).as_bytes(),
+        );
+    }
+    std::fs::write(stdout_path(&store, "web"), &old).unwrap();
+    let store = LogStore::open(store.path()).unwrap();
+    let settings = LogSettings {
+        max_size: Some(32 * 1024),
+        ..LogSettings::default()
+    };
+    let (mut tx, pump) = start_pump(&store, "web", Stream::Stdout, Origin::Service, &settings);
+    tx.write_all(numbered(1001..=1010).as_bytes())
+        .await
+        .unwrap();
+    finish(tx, pump).await;
+    let previous = store.path().join("web.stdout.log.1");
+    let kept_old = records_in(&previous);
+    assert!(std::fs::metadata(&previous).unwrap().len() <= 16 * 1024);
+    assert!(kept_old.len() >= 150, "the newest half is kept");
+    let numbers: Vec<u32> = logs::read_all(store.dir(), &[], true)
+        .unwrap()
+        .map(|l| number_in(&l.bytes[..11]))
+        .collect();
+    let first = 1001 - kept_old.len() as u32;
+    assert_eq!(numbers, (first..=1010).collect::<Vec<_>>());
+}
