@@ -158,6 +158,9 @@ impl Publisher {
     ) -> Follower {
         let mut ring = lock(&self.ring);
         let position = Arc::new(AtomicU64::new(ring.next_seq));
+        // Followers that left are forgotten here too, not only on publish,
+        // so follows of a quiet config leave nothing behind.
+        ring.positions.retain(|p| p.strong_count() > 0);
         ring.positions.push(Arc::downgrade(&position));
         self.followers.fetch_add(1, Ordering::AcqRel);
         drop(ring);
@@ -296,5 +299,76 @@ impl Drop for Follower {
         if let Some(publisher) = self.publisher.upgrade() {
             publisher.unsubscribe();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_bytes(publisher: &Publisher) -> usize {
+        lock(&publisher.ring).bytes
+    }
+
+    fn publish(publisher: &Publisher, first_ts: u64, lines: usize, len: usize) {
+        let line = vec![b'x'; len];
+        let service: Arc<str> = "web".into();
+        let payloads = std::iter::repeat_n(&line[..], lines);
+        publisher.publish(
+            &service,
+            Stream::Stdout,
+            &Origin::Service,
+            first_ts,
+            payloads,
+        );
+    }
+
+    #[tokio::test]
+    async fn the_ring_keeps_what_a_follower_has_not_read_and_no_more_than_its_bytes() {
+        let publisher = Publisher::new();
+        publish(&publisher, 1, 10, 10);
+        assert_eq!(
+            ring_bytes(&publisher),
+            0,
+            "nothing is kept without followers"
+        );
+
+        let mut follower = publisher.subscribe(&[], true);
+        for batch in 0..10 {
+            publish(&publisher, 100 + batch * 10, 10, 10);
+        }
+        let kept = ring_bytes(&publisher);
+        assert!(kept > 0);
+        for _ in 0..100 {
+            assert!(matches!(follower.next().await, Some(FollowEvent::Line(_))));
+        }
+        // Read by every follower: gone at the next publish.
+        publish(&publisher, 1000, 1, 10);
+        assert!(ring_bytes(&publisher) < kept / 5);
+
+        // A follower that stops reading holds at most the ring's bytes.
+        for batch in 0..200 {
+            publish(&publisher, 2000 + batch * 1000, 1000, 100);
+        }
+        assert!(ring_bytes(&publisher) <= RING_BYTES);
+        // It learns what it missed (the oldest lines, its unread one
+        // included), then goes on with the newest still kept.
+        let missed = match follower.next().await {
+            Some(FollowEvent::Missed(n)) => n,
+            other => panic!("{other:?}"),
+        };
+        assert!(missed > 100_000 && missed < 200_001, "{missed}");
+        match follower.next().await {
+            Some(FollowEvent::Line(line)) => {
+                assert_eq!(line.timestamp_us, 2000 + (missed - 1) / 1000 * 1000);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // The last follower gone, the ring empties and forgets it.
+        drop(follower);
+        assert_eq!(ring_bytes(&publisher), 0);
+        let _again = publisher.subscribe(&[], true);
+        assert_eq!(lock(&publisher.ring).positions.len(), 1);
     }
 }
