@@ -6,7 +6,8 @@ Run it through bench/soak.sh, which builds Kepler and passes SK_WORK (scratch di
 (JSON output path), SK_KEPLER_CLI and SK_KEPLER_STATE in the environment.
 
 RSS is read from /proc/<daemon>/status once the stop has returned and every service process is
-gone, after a short settle so tasks finishing their last work are not counted.
+gone, after a settle of a second, so tasks finishing their last work (and the trim that follows a
+burst) are not counted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from peers.base import PeerError, Service, ServiceSet, wait_until  # noqa: E402
 from peers.kepler import Kepler  # noqa: E402
 
 GROWTH_LIMIT_MB = 4.0
-SETTLE_S = 0.5
+SETTLE_S = 1.0
 
 
 def log(msg: str) -> None:

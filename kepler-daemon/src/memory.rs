@@ -12,11 +12,9 @@
 //! once work has been quiet for a moment after a burst it trims, which
 //! returns the free pages of the whole heap.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Once;
-use std::time::Duration;
-
-use tokio::sync::Notify;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// How long the daemon must be quiet after a burst before it trims.
 const QUIET: Duration = Duration::from_millis(250);
@@ -31,35 +29,45 @@ pub fn use_one_arena() {
     }
 }
 
-/// Work done since the last trim, and a wake-up for the trimming task.
+/// Work done since the last trim, when the last of it was noted, and
+/// whether a task is waiting for the quiet after it.
 static WORK: AtomicU64 = AtomicU64::new(0);
-static ACTIVITY: Notify = Notify::const_new();
+static LAST_WORK_MS: AtomicU64 = AtomicU64::new(0);
+static WAITING: AtomicBool = AtomicBool::new(false);
+
+/// Milliseconds since the first call: a clock for "how long ago".
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// Records `units` of work done; a burst of them is followed by a trim
-/// once things are quiet. Call from within the tokio runtime.
+/// once things are quiet. Cheap: two atomics, and a task started once per
+/// burst, not per unit. Call from within the tokio runtime.
 pub fn note_work(units: u64) {
-    static TRIMMER: Once = Once::new();
     if units == 0 {
         return;
     }
-    TRIMMER.call_once(|| {
-        tokio::spawn(trim_after_bursts());
-    });
     WORK.fetch_add(units, Ordering::Relaxed);
-    ACTIVITY.notify_one();
+    LAST_WORK_MS.store(now_ms(), Ordering::Relaxed);
+    if !WAITING.swap(true, Ordering::AcqRel) {
+        tokio::spawn(trim_when_quiet());
+    }
 }
 
-async fn trim_after_bursts() {
+async fn trim_when_quiet() {
+    let quiet = QUIET.as_millis() as u64;
     loop {
-        ACTIVITY.notified().await;
-        // Debounce: wait until no work was noted for a while.
-        while tokio::time::timeout(QUIET, ACTIVITY.notified())
-            .await
-            .is_ok()
-        {}
-        if WORK.swap(0, Ordering::Relaxed) >= BURST {
-            // SAFETY: malloc_trim only returns free memory to the system.
-            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        let since = now_ms().saturating_sub(LAST_WORK_MS.load(Ordering::Relaxed));
+        if since >= quiet {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(quiet - since)).await;
+    }
+    // Work noted from here on starts the next wait.
+    WAITING.store(false, Ordering::Release);
+    if WORK.swap(0, Ordering::Relaxed) >= BURST {
+        // SAFETY: malloc_trim only returns free memory to the system.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
     }
 }

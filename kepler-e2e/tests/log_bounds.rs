@@ -107,7 +107,7 @@ fn a_follower_that_stops_reading_does_not_grow_the_daemon_and_learns_what_it_mis
         .success();
     let pid = kepler.daemon_pid().unwrap();
     let mut follower = stalled_follower(&kepler, &member, "flood.yaml", &[]);
-    wait_for_bytes_logged(pid, 300 * MB);
+    wait_for_bytes_logged(pid, 200 * MB);
     let peak = kb_of(pid, "VmHWM") / 1024;
     assert!(
         peak <= 64,

@@ -127,7 +127,7 @@ impl FileWriter {
         match self.segment_cap() {
             None => MAX_LINE_BYTES,
             Some(cap) => {
-                let room = cap as usize - record::encoded_len(tag, 0);
+                let room = (cap as usize).saturating_sub(record::encoded_len(tag, 0));
                 MAX_LINE_BYTES.min(room).max(1)
             }
         }
