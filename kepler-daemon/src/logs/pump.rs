@@ -42,6 +42,8 @@ pub const IDLE_FLUSH: Duration = Duration::from_millis(150);
 
 /// Bytes asked for per pipe read, and so per turn of a pump.
 const READ_CHUNK: usize = 64 * 1024;
+/// The kernel's default pipe capacity: a read this large found the pipe full.
+const DEFAULT_PIPE: usize = 64 * 1024;
 /// Pipe capacity of a service whose pipe was found full.
 const CHATTY_PIPE: usize = 256 * 1024;
 /// A partial line's buffer larger than this is given back once empty.
@@ -262,7 +264,7 @@ pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
         });
         match turn {
             Turn::Read(n) => {
-                if n >= READ_CHUNK && !grown {
+                if n >= DEFAULT_PIPE && !grown {
                     grown = true;
                     grow(&pipe);
                 }
