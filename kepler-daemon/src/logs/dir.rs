@@ -11,7 +11,7 @@
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -189,17 +189,24 @@ impl LogDir {
 
     /// The names in the directory (without `.` and `..`), unsorted.
     pub(crate) fn names(&self) -> io::Result<Vec<String>> {
-        // fdopendir takes over the fd it is given, so give it a copy.
-        let copy = self.fd.as_fd().try_clone_to_owned()?;
-        // SAFETY: `copy` is an open directory fd, handed over to the DIR.
-        let dir = unsafe { libc::fdopendir(copy.as_raw_fd()) };
+        // A fresh open of the directory itself, not a dup: a dup would share
+        // its reading position with every other listing going on at once.
+        // SAFETY: a valid directory fd and a C string literal.
+        let fd = cvt(unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        })?;
+        // SAFETY: `fd` is a fresh directory fd, handed over to the DIR.
+        let dir = unsafe { libc::fdopendir(fd) };
         if dir.is_null() {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so the fd is still ours to close.
+            unsafe { libc::close(fd) };
+            return Err(err);
         }
-        std::mem::forget(copy);
-        // The fd may have been read before: start from the beginning.
-        // SAFETY: `dir` is a valid DIR stream until closedir below.
-        unsafe { libc::rewinddir(dir) };
         let mut names = Vec::new();
         let result = loop {
             // SAFETY: errno is thread-local; readdir returns null at the end or on error.
@@ -220,8 +227,70 @@ impl LogDir {
                 }
             }
         };
-        // SAFETY: closes the stream and the fd copy it owns.
+        // SAFETY: closes the stream and the fd it owns.
         unsafe { libc::closedir(dir) };
         result.map(|()| names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_at_the_same_time_each_see_every_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..500 {
+            std::fs::write(tmp.path().join(format!("f{i}.stdout.log")), "").unwrap();
+        }
+        let dir = std::sync::Arc::new(LogDir::open(tmp.path()).unwrap());
+        let listers: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|_| dir.names().unwrap().len())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for lister in listers {
+            assert!(lister.join().unwrap().iter().all(|&n| n == 500));
+        }
+    }
+
+    #[test]
+    fn names_with_a_slash_or_dots_are_refused_and_symlinks_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::open(tmp.path().join("logs")).unwrap();
+        for bad in ["../x", "a/b", "..", ".", ""] {
+            let err = dir.open_append(bad).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        std::os::unix::fs::symlink(tmp.path().join("target"), tmp.path().join("logs/link"))
+            .unwrap();
+        assert!(dir.open_append("link").is_err());
+        assert!(dir.open_read("link").is_err());
+        assert!(!tmp.path().join("target").exists());
+
+        dir.open_append("a").unwrap();
+        let id = dir.id_of("a").unwrap();
+        dir.rename("a", "b").unwrap();
+        assert_eq!(dir.id_of("a").unwrap(), None);
+        assert_eq!(dir.id_of("b").unwrap(), id);
+        dir.remove("b").unwrap();
+        dir.remove("b").unwrap();
+        assert_eq!(dir.open_read("b").unwrap().map(|_| ()), None);
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("logs")).unwrap();
+        assert!(matches!(
+            LogDir::open(tmp.path().join("logs")),
+            Err(LogError::NotADirectory { .. })
+        ));
     }
 }
