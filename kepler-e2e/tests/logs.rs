@@ -43,12 +43,17 @@ fn stdout_and_stderr_are_captured_with_a_partial_last_line() {
 #[test]
 fn head_tail_and_service_filters_merge_in_time_order() {
     let kepler = Kepler::started();
+    // Each line is written only once the one before it is stored (a line's
+    // time is when the daemon reads it), so their order is known.
     kepler.write(
         "kepler.yaml",
-        "services:\n  a:\n    command: [\"sh\", \"-c\", \"echo a1; sleep 0.05; echo a2; sleep 1000\"]\n  b:\n    command: [\"sh\", \"-c\", \"sleep 0.02; echo b1; sleep 0.05; echo b2; sleep 1000\"]\n",
+        "services:\n  a:\n    command: [\"sh\", \"-c\", \"echo a1; until [ -e go2 ]; do sleep 0.01; done; echo a2; sleep 1000\"]\n  b:\n    command: [\"sh\", \"-c\", \"until [ -e go1 ]; do sleep 0.01; done; echo b1; until [ -e go3 ]; do sleep 0.01; done; echo b2; sleep 1000\"]\n",
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    wait_for_log_line(&kepler, "a2");
+    for (line, next) in [("a1", "go1"), ("b1", "go2"), ("a2", "go3")] {
+        wait_for_log_line(&kepler, line);
+        kepler.write(next, "");
+    }
     wait_for_log_line(&kepler, "b2");
     assert_eq!(
         lines_of(&kepler.kepler(&["logs"])),
