@@ -12,6 +12,7 @@ mod daemon_binary;
 mod event_output;
 mod human_time;
 mod style;
+mod terminal_text;
 
 use std::process::ExitCode;
 
@@ -44,7 +45,12 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote configs and paths that someone else may have written.
+            let message = format!("{e:#}");
+            eprintln!(
+                "error: {}",
+                terminal_text::TextMode::for_stderr().show(&message)
+            );
             ExitCode::FAILURE
         }
     }

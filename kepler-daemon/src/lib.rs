@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod config_actor;
+pub mod config_identity;
 pub mod daemon;
 pub mod deps;
 pub mod detach;
@@ -13,6 +14,7 @@ pub mod health;
 pub mod hooks;
 pub mod logs;
 pub mod lua_eval;
+pub mod memory;
 pub mod notify;
 pub mod orchestrator;
 pub mod persistence;
@@ -21,6 +23,8 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod state_dir;
+pub mod trusted_fs;
 pub mod unprivileged_bake;
 pub mod user;
 pub mod watcher;
+pub mod write_access;

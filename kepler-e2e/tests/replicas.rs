@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
 
 use kepler_e2e::{Kepler, ServiceRow};
 
@@ -308,6 +311,13 @@ fn scale_refuses_what_it_cannot_scale_with_a_clear_message() {
             replicated("web", 1, "")
         ),
     );
+    // Nothing is loaded yet: there is nothing to scale.
+    kepler
+        .kepler(&["scale", "web=2"])
+        .failure()
+        .stderr_has("nothing to scale")
+        .stderr_has("is not loaded");
+    kepler.kepler(&["start", "-d", "--wait"]).success();
     kepler
         .kepler(&["scale", "nope=2"])
         .failure()
@@ -335,4 +345,47 @@ fn scale_refuses_what_it_cannot_scale_with_a_clear_message() {
         ps.contains_key("web.1") && !ps.contains_key("web.2"),
         "{ps:?}"
     );
+}
+
+#[test]
+fn following_a_replicated_service_takes_in_instances_scale_adds() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        &format!(
+            "services:\n{}  other:\n    command: [\"sh\", \"-c\", \"echo other line; exec sleep 1000\"]\n",
+            replicated("web", 1, "")
+        ),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler.wait_for_log("kepler.yaml", "other line");
+    kepler.wait_for_log("kepler.yaml", "hello from web 1");
+    let mut follower = kepler
+        .command("kepler")
+        .args(["logs", "--follow", "--no-hook", "web"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(kepler_e2e::DEADLINE)
+            .expect("a followed line")
+    };
+    assert_eq!(next(), "web.1 | hello from web 1");
+    kepler.kepler(&["scale", "web=2"]).success();
+    assert_eq!(next(), "web.2 | hello from web 2");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follower.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(follower.wait().unwrap().code(), Some(0));
+    kepler.kepler(&["stop"]).success();
 }

@@ -32,6 +32,11 @@ pub enum Response {
         ready: Vec<String>,
         deferred: Vec<String>,
     },
+    /// The config is not loaded (never started, or pruned), and the request
+    /// does not load one: there is nothing to show or stop.
+    NotLoaded {
+        path: PathBuf,
+    },
     /// `kepler scale` is done: new instances run, surplus ones are down.
     Scaled(Vec<ScaledService>),
 }
@@ -58,6 +63,9 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The request was well-formed but failed.
     Failed,
+    /// A bound on what one client may ask for was reached (connections,
+    /// requests in flight, environment size); the message names it.
+    LimitReached,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

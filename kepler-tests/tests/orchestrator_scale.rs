@@ -67,10 +67,7 @@ async fn scaling_up_while_retired_instances_stop_takes_them_back() {
         "services:\n  web:\n    replicas: 3\n    command: [sh, -c, \"trap '' TERM; exec sleep 1000\"]\n    stop_grace_period: 2s\n",
     )
     .unwrap();
-    let config = ConfigRef {
-        path: config_path,
-        sys_env: BTreeMap::new(),
-    };
+    let config = ConfigRef { path: config_path };
     let mut frames = daemon.connect().await;
     let mut early = BTreeMap::new();
     send(
@@ -78,6 +75,7 @@ async fn scaling_up_while_retired_instances_stop_takes_them_back() {
         1,
         Request::Start {
             config: config.clone(),
+            sys_env: BTreeMap::new(),
             services: vec![],
             mode: StartMode::Wait {
                 timeout_ms: Some(10_000),

@@ -176,6 +176,11 @@ pub struct LogsArgs {
     /// Show the time each line was stored.
     #[arg(long)]
     pub timestamps: bool,
+    /// Print what services wrote byte for byte. Without it, on a terminal,
+    /// control characters (escape sequences) are shown as `\x1b` and the
+    /// like instead of being sent to the terminal.
+    #[arg(long)]
+    pub raw: bool,
     /// Services to show (default: all).
     pub services: Vec<String>,
 }
@@ -194,6 +199,11 @@ pub struct StartArgs {
     /// With --wait: give up after this long (e.g. 500ms, 30s, 5m, 1h, 1d).
     #[arg(long, requires = "wait", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// Without -d: print what services write byte for byte. Without it, on a
+    /// terminal, control characters are shown as `\x1b` and the like.
+    #[arg(long, conflicts_with = "detach")]
+    pub raw: bool,
 
     /// Services to act on (default: all).
     #[arg(value_name = "SERVICE")]

@@ -15,14 +15,20 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::client::{into_result, Client};
 use crate::event_output::print_event;
 use crate::style::Paint;
+use crate::terminal_text::TextMode;
 
 /// Exit status after a second Ctrl+C, as shells report death by SIGINT.
 const INTERRUPTED: u8 = 130;
 
 /// Sends `request` and prints its events until its final response; `stop`
 /// is sent on the first Ctrl+C. Ok(0) on `Done`; the daemon's message as
-/// the error on `Error`.
-pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Result<ExitCode> {
+/// the error on `Error`. Services' output is written as `mode` says.
+pub async fn follow(
+    client: &mut Client,
+    request: Request,
+    stop: Request,
+    mode: TextMode,
+) -> Result<ExitCode> {
     // Installed before sending, so a Ctrl+C from here on is never the default
     // "exit at once".
     let mut interrupts =
@@ -37,7 +43,7 @@ pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Res
         tokio::select! {
             message = client.next_message() => match message? {
                 ServerMessage::Event { id, event } if id == request_id || Some(id) == stop_id => {
-                    print_event(&event, paint).context("cannot write to stdout")?;
+                    print_event(&event, paint, mode).context("cannot write to stdout")?;
                 }
                 ServerMessage::Response { id, response } if id == request_id => {
                     outcome = Some(into_result(response));
@@ -45,7 +51,9 @@ pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Res
                 ServerMessage::Response { id, response } if Some(id) == stop_id => {
                     stop_answered = true;
                     if let Err(e) = into_result(response) {
-                        eprintln!("error: cannot stop the services: {e:#}");
+                        let message = format!("{e:#}");
+                        let message = TextMode::for_stderr().show(&message);
+                        eprintln!("error: cannot stop the services: {message}");
                     }
                 }
                 _ => {}

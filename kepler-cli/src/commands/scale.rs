@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use kepler_protocol::{Request, Response, ScaledService};
 
-use super::request_printing_events;
+use super::{not_loaded, request_printing_events};
 use crate::cli::ScaleArgs;
 use crate::client::Client;
 use crate::config_ref::config_ref;
@@ -24,6 +24,7 @@ pub async fn run(file: Option<&Path>, args: ScaleArgs) -> Result<ExitCode> {
     };
     match request_printing_events(&mut client, request).await? {
         Response::Scaled(changes) => println!("{}", summary(&changes)),
+        Response::NotLoaded { path } => bail!("nothing to scale: {}", not_loaded(&path)),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)

@@ -13,12 +13,14 @@ use kepler_protocol::{ConfigRef, Request, Response, StartMode};
 use super::{attach, request_printing_events, services_phrase};
 use crate::cli::StartArgs;
 use crate::client::Client;
-use crate::config_ref::config_ref;
+use crate::config_ref::{config_ref, sys_env};
+use crate::terminal_text::TextMode;
 
 pub async fn run(file: Option<&Path>, args: StartArgs) -> Result<ExitCode> {
     let config = config_ref(file)?;
     let request = Request::Start {
         config: config.clone(),
+        sys_env: sys_env()?,
         services: args.services.clone(),
         mode: start_mode(&args),
     };
@@ -70,7 +72,7 @@ pub(super) async fn run_in_mode(
                 signal: None,
                 clean: false,
             };
-            attach::follow(&mut client, request, stop).await
+            attach::follow(&mut client, request, stop, TextMode::for_stdout(args.raw)).await
         }
         StartMode::Detached => {
             request_printing_events(&mut client, request).await?;
@@ -120,6 +122,7 @@ mod tests {
             detach,
             wait,
             timeout,
+            raw: false,
             services: vec![],
         }
     }

@@ -151,22 +151,29 @@ impl Orchestrator {
     pub fn new(
         config: Arc<BakedConfig>,
         store: ConfigStore,
+        owner_uid: u32,
         state: ConfigState,
         events: ConfigEvents,
         logs: LogStore,
         channels: Channels,
     ) -> Self {
         let mut index = DependencyIndex::build(&config);
-        // Counts set by `kepler scale` outlive a daemon restart.
+        // Counts set by `kepler scale` outlive a daemon restart (within the
+        // bounds scale itself keeps: state.json is only root's, but read it
+        // as carefully as anything on disk).
+        let mut total = crate::config::snapshot_check::instance_count(config.services.values());
         for (service, &count) in &state.replicas {
-            let replicated = config
-                .services
-                .get(service)
-                .is_some_and(|s| s.replicas.is_some());
-            if !replicated || count > crate::config::values::MAX_REPLICAS {
+            let written = config.services.get(service).and_then(|s| s.replicas);
+            let Some(written) = written else {
+                tracing::warn!(service, count, "ignoring a saved replica count");
+                continue;
+            };
+            let grown = total - u64::from(written) + u64::from(count);
+            if count > crate::config::values::MAX_REPLICAS || grown > crate::config::MAX_INSTANCES {
                 tracing::warn!(service, count, "ignoring a saved replica count");
                 continue;
             }
+            total = grown;
             while index.instances(service).len() > count as usize {
                 index.pop_instance(service);
             }
@@ -203,7 +210,7 @@ impl Orchestrator {
             pumps: HashMap::new(),
             health: HashMap::new(),
             watches: HashMap::new(),
-            owner_uid: state.owner_uid,
+            owner_uid,
             global_init_done: state.global_init_done,
             dirty: true,
             stop_waiters: Vec::new(),
@@ -535,7 +542,6 @@ impl Orchestrator {
             }
         }
         let state = ConfigState {
-            owner_uid: self.owner_uid,
             global_init_done: self.global_init_done,
             services: self
                 .services
@@ -575,16 +581,11 @@ impl Orchestrator {
 
     /// Takes a new baked config (after `recreate`); only valid while nothing runs.
     pub fn replace_config(&mut self, config: Arc<BakedConfig>) {
-        let state = ConfigState {
-            owner_uid: self.owner_uid,
-            global_init_done: false,
-            services: Default::default(),
-            replicas: Default::default(),
-        };
         let fresh = Orchestrator::new(
             config,
             self.store.clone(),
-            state,
+            self.owner_uid,
+            ConfigState::default(),
             self.events.clone(),
             self.logs.clone(),
             self.channels.clone(),

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::{Orchestrator, StartPlan, StopWaiter};
 use crate::config::values::MAX_REPLICAS;
+use crate::config::MAX_INSTANCES;
 use crate::state::{ServiceRuntime, StopIntent};
 
 /// One `SERVICE=COUNT` of a scale request.
@@ -126,6 +127,22 @@ impl Orchestrator {
                     "`{service}` is named twice; give each service one count"
                 ));
             }
+        }
+        let count = |name: &str| u64::from(self.replica_count(name));
+        let total: u64 = self
+            .config
+            .services
+            .keys()
+            .map(|name| count(name))
+            .sum::<u64>()
+            + requests.iter().map(|r| u64::from(r.count)).sum::<u64>()
+            - requests.iter().map(|r| count(&r.service)).sum::<u64>();
+        if total > MAX_INSTANCES {
+            return Err(format!(
+                "that would make {total} instances in {}, more than the {MAX_INSTANCES} a config \
+                 may run",
+                self.config.config_file.display()
+            ));
         }
         Ok(())
     }

@@ -34,6 +34,11 @@ pub(super) enum Stage {
     RegainedRoot = 6,
     WorkingDir = 7,
     Signals = 8,
+    /// No directory of the search path had a program the user may run;
+    /// errno is `EACCES` if one was refused, else `ENOENT`.
+    Search = 9,
+    /// The daemon was already gone when a helper tied to it started.
+    ParentDeath = 10,
 }
 
 impl Stage {
@@ -47,6 +52,8 @@ impl Stage {
             6 => Stage::RegainedRoot,
             7 => Stage::WorkingDir,
             8 => Stage::Signals,
+            9 => Stage::Search,
+            10 => Stage::ParentDeath,
             _ => return None,
         })
     }
@@ -73,6 +80,12 @@ fn tagged(stage: Stage, detail: usize, errno: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
+/// The code the launcher reports when a search found nothing to run.
+pub(super) fn search_failed(denied: bool) -> i32 {
+    let errno = if denied { libc::EACCES } else { libc::ENOENT };
+    TAG | (Stage::Search as i32) << 16 | errno
+}
+
 fn last_errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -95,8 +108,12 @@ pub(super) fn decode_error(err: &io::Error) -> Option<ChildFailure> {
 pub(super) struct ChildSetup {
     limits: Vec<LimitSetting>,
     identity: Option<Identity>,
+    umask: libc::mode_t,
     working_dir: CString,
     highest_signal: libc::c_int,
+    /// For helpers of the daemon itself (the bake worker): the pid they are
+    /// tied to; they get SIGKILL when its thread that started them ends.
+    die_with: Option<libc::pid_t>,
 }
 
 struct Identity {
@@ -111,6 +128,8 @@ impl ChildSetup {
         working_dir: &Path,
         user: Option<&ResolvedUser>,
         resource_limits: &ResourceLimits,
+        umask: u32,
+        die_with_daemon: bool,
     ) -> Result<ChildSetup, std::ffi::NulError> {
         Ok(ChildSetup {
             limits: limits::plan(resource_limits),
@@ -119,19 +138,26 @@ impl ChildSetup {
                 gid: user.gid,
                 groups: user.supplementary.clone(),
             }),
+            umask: umask & 0o777,
             working_dir: CString::new(working_dir.as_os_str().as_bytes())?,
             highest_signal: libc::SIGRTMAX(),
+            die_with: die_with_daemon.then(|| std::process::id() as libc::pid_t),
         })
     }
 
-    /// Runs in the cloned child. Order matters: limits are set while still
-    /// root (raising a hard limit needs privilege); `working_dir` is entered
-    /// as the service user so it must be reachable by that user; signals are
-    /// reset last so a stop request during setup still kills the child.
+    /// Runs in the cloned child. Order matters: limits are set once the
+    /// child is the service's user, so they can lower but never raise the
+    /// hard limits that user gets (raising needs root's privilege);
+    /// `working_dir` is entered, and the program looked up, as that user, so
+    /// it must be reachable by them; signals are reset last so a stop request
+    /// during setup still kills the child.
     pub fn apply(&self) -> io::Result<()> {
         // SAFETY: setsid has no memory-safety preconditions.
         if unsafe { libc::setsid() } < 0 {
             return Err(tagged(Stage::Setsid, 0, last_errno()));
+        }
+        if let Some(identity) = &self.identity {
+            identity.apply()?;
         }
         for (index, limit) in self.limits.iter().enumerate() {
             // nix's setrlimit is a plain syscall wrapper on stack data.
@@ -139,9 +165,12 @@ impl ChildSetup {
                 return Err(tagged(Stage::Limit, index, errno as i32));
             }
         }
-        if let Some(identity) = &self.identity {
-            identity.apply()?;
+        // After the user switch, which clears the setting.
+        if let Some(daemon) = self.die_with {
+            tie_to_daemon(daemon)?;
         }
+        // SAFETY: umask only sets this task's mask; it cannot fail.
+        unsafe { libc::syscall(libc::SYS_umask, self.umask) };
         // SAFETY: `working_dir` is a NUL-terminated string owned by `self`.
         if unsafe { libc::chdir(self.working_dir.as_ptr()) } < 0 {
             return Err(tagged(Stage::WorkingDir, 0, last_errno()));
@@ -202,6 +231,15 @@ impl ChildSetup {
     pub fn limit_at(&self, index: usize) -> Option<(LimitKind, u64)> {
         self.limits.get(index).map(|limit| (limit.kind, limit.soft))
     }
+
+    /// The hard limit the child had for the limit at `index` of the plan:
+    /// the daemon's own, which a child inherits.
+    pub fn inherited_hard_limit(&self, index: usize) -> Option<u64> {
+        let limit = self.limits.get(index)?;
+        nix::sys::resource::getrlimit(limit.resource)
+            .ok()
+            .map(|(_, hard)| hard)
+    }
 }
 
 impl Identity {
@@ -230,6 +268,29 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// Asks for SIGKILL when the daemon goes, then checks it has not gone
+/// already (it could have died between the clone and the request).
+fn tie_to_daemon(daemon: libc::pid_t) -> io::Result<()> {
+    // SAFETY: plain syscalls on integers; they affect only this task.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ) < 0
+        {
+            return Err(tagged(Stage::ParentDeath, 0, last_errno()));
+        }
+        if libc::syscall(libc::SYS_getppid) as libc::pid_t != daemon {
+            return Err(tagged(Stage::ParentDeath, 0, libc::ESRCH));
+        }
+    }
+    Ok(())
 }
 
 /// Descriptors some library opened without O_CLOEXEC would otherwise leak

@@ -5,15 +5,16 @@
 //! Program lookup: a name containing `/` is used as is (relative names are
 //! resolved inside `working_dir`). A bare name is searched in the service's
 //! own `PATH` when its environment has one, else in [`DEFAULT_SEARCH_PATH`];
-//! the search happens here, in the daemon, and no `PATH` is added to the
-//! service's environment. The child itself is started by [`super::launch`].
+//! no `PATH` is added to the service's environment. The search is done by
+//! the child as the service's user (see [`super::launch`]): the daemon only
+//! lists the candidates, and never looks at the file system for a service.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
@@ -42,11 +43,26 @@ pub struct ProcessSpec {
     /// Run as this identity; `None` keeps the daemon's (root).
     pub user: Option<ResolvedUser>,
     pub limits: ResourceLimits,
+    /// File-creation mask of the process (only the permission bits count).
+    pub umask: u32,
     pub stdout: OutputMode,
     pub stderr: OutputMode,
 }
 
-/// Where a service's stdout or stderr goes. stdin is always `/dev/null`.
+/// How a process the daemon starts for itself differs from a service's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpawnOptions {
+    /// stdin is a pipe the daemon writes ([`Spawned::stdin`]) instead of
+    /// `/dev/null`.
+    pub stdin_pipe: bool,
+    /// The process gets SIGKILL when the daemon's thread that started it
+    /// ends (`PR_SET_PDEATHSIG`): for helpers that must not outlive the
+    /// daemon. Services deliberately survive a daemon crash.
+    pub die_with_daemon: bool,
+}
+
+/// Where a service's stdout or stderr goes. stdin is `/dev/null` unless
+/// [`SpawnOptions::stdin_pipe`] asks for a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
     /// A pipe the daemon reads (non-blocking, registered with tokio).
@@ -62,6 +78,8 @@ pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
+    /// With [`SpawnOptions::stdin_pipe`]: the write end of its stdin.
+    pub stdin: Option<pipe::Sender>,
     /// Resolves when the leader has been reaped.
     pub exit: ExitWaiter,
 }
@@ -84,6 +102,16 @@ pub enum SpawnError {
          in `environment` to the directory that holds it"
     )]
     NotFound { program: String, searched: String },
+    #[error(
+        "cannot start `{program}`: not found in {searched} as a program uid {uid} may run \
+         (permission denied); make it and its directory accessible to the service user, or \
+         set PATH in `environment` to a directory that holds it"
+    )]
+    SearchDenied {
+        program: String,
+        searched: String,
+        uid: u32,
+    },
     #[error(
         "cannot start `{program}`: {source}; check `command` and PATH in the service environment, \
          and that the program is executable by the service user"
@@ -114,6 +142,18 @@ pub enum SpawnError {
         value: u64,
         #[source]
         source: io::Error,
+    },
+    #[error(
+        "cannot start `{program}` as uid {uid}: {limit} = {value} is above the hard limit \
+         {hard} that uid {uid} has; lower it (only services that run as root may raise a hard \
+         limit)"
+    )]
+    LimitAboveHard {
+        program: String,
+        uid: u32,
+        limit: &'static str,
+        value: u64,
+        hard: u64,
     },
     #[error(
         "cannot start `{program}` as uid {uid} gid {gid}: {step} failed: {source}; the daemon \
@@ -149,20 +189,29 @@ pub enum SpawnError {
 /// failed exec is this function's error), typically well under a
 /// millisecond, whatever the size of the daemon.
 pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
+    spawn_with(spec, SpawnOptions::default())
+}
+
+/// [`spawn`] with the options of a helper process (see [`SpawnOptions`]).
+pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, SpawnError> {
     let name = spec.argv.first().ok_or(SpawnError::EmptyCommand)?;
     let program = || name.clone();
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(SpawnError::NoRuntime { program: program() });
     }
     check_no_nul(spec)?;
-    let executable = resolve_program(name, &spec.env)?;
-    let setup =
-        ChildSetup::prepare(&spec.working_dir, spec.user.as_ref(), &spec.limits).map_err(|_| {
-            SpawnError::NulByte {
-                program: program(),
-                what: "working_dir",
-            }
-        })?;
+    let candidates = program_candidates(name, &spec.env);
+    let setup = ChildSetup::prepare(
+        &spec.working_dir,
+        spec.user.as_ref(),
+        &spec.limits,
+        spec.umask,
+        options.die_with_daemon,
+    )
+    .map_err(|_| SpawnError::NulByte {
+        program: program(),
+        what: "working_dir",
+    })?;
     let reaper = reaper().map_err(|source| SpawnError::Io {
         program: program(),
         source,
@@ -179,11 +228,21 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
         .iter()
         .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
         .collect();
-    let stdin = open_null(false).map_err(launch_failed)?;
+    let (stdin, stdin_write) = if options.stdin_pipe {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| launch_failed(e.into()))?;
+        (read, Some(write))
+    } else {
+        (open_null(false).map_err(launch_failed)?, None)
+    };
     let (stdout_read, stdout_write) = output_ends(spec.stdout).map_err(launch_failed)?;
     let (stderr_read, stderr_write) = output_ends(spec.stderr).map_err(launch_failed)?;
     let launch = Launch {
-        program: to_c(executable.as_os_str().as_bytes()),
+        programs: candidates
+            .iter()
+            .map(|path| to_c(path.as_os_str().as_bytes()))
+            .collect(),
+        search: !name.contains('/'),
         argv,
         envp,
         setup: &setup,
@@ -205,13 +264,15 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     let pipes = (|| {
         let stdout = stdout_read.map(pipe::Receiver::from_owned_fd).transpose()?;
         let stderr = stderr_read.map(pipe::Receiver::from_owned_fd).transpose()?;
-        Ok::<_, io::Error>((stdout, stderr))
+        let stdin = stdin_write.map(pipe::Sender::from_owned_fd).transpose()?;
+        Ok::<_, io::Error>((stdout, stderr, stdin))
     })();
     match pipes {
-        Ok((stdout, stderr)) => Ok(Spawned {
+        Ok((stdout, stderr, stdin)) => Ok(Spawned {
             pid,
             stdout,
             stderr,
+            stdin,
             exit,
         }),
         Err(source) => {
@@ -276,32 +337,26 @@ fn check_no_nul(spec: &ProcessSpec) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// See the module docs for the lookup rules.
-fn resolve_program(name: &str, env: &BTreeMap<String, String>) -> Result<PathBuf, SpawnError> {
+/// The paths the child tries, in order (see the module docs for the rules).
+fn program_candidates(name: &str, env: &BTreeMap<String, String>) -> Vec<PathBuf> {
     if name.contains('/') {
-        return Ok(PathBuf::from(name));
+        return vec![PathBuf::from(name)];
     }
-    let search = env
-        .get("PATH")
+    env.get("PATH")
         .map(String::as_str)
-        .unwrap_or(DEFAULT_SEARCH_PATH);
-    search
+        .unwrap_or(DEFAULT_SEARCH_PATH)
         .split(':')
         .filter(|dir| !dir.is_empty())
         .map(|dir| Path::new(dir).join(name))
-        .find(|candidate| is_executable_file(candidate))
-        .ok_or_else(|| SpawnError::NotFound {
-            program: name.to_owned(),
-            searched: match env.get("PATH") {
-                Some(path) => format!("the service's PATH ({path})"),
-                None => format!("{DEFAULT_SEARCH_PATH} (the service environment has no PATH)"),
-            },
-        })
+        .collect()
 }
 
-fn is_executable_file(path: &Path) -> bool {
-    path.metadata()
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+/// Where a bare name was looked for, for messages.
+fn searched(env: &BTreeMap<String, String>) -> String {
+    match env.get("PATH") {
+        Some(path) => format!("the service's PATH ({path})"),
+        None => format!("{DEFAULT_SEARCH_PATH} (the service environment has no PATH)"),
+    }
 }
 
 /// Turns std's spawn error into one that says which step failed.
@@ -323,6 +378,7 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
         .user
         .as_ref()
         .map_or((0, 0), |user| (user.uid, user.gid));
+    let not_root = spec.user.as_ref().is_some_and(|user| user.uid != 0);
     let user_step = |step| SpawnError::User {
         program: program.clone(),
         uid,
@@ -336,18 +392,36 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
             dir: spec.working_dir.clone(),
             source,
         },
-        Stage::Limit => match setup.limit_at(detail) {
-            Some((kind, value)) => SpawnError::Limit {
+        Stage::Limit => match (setup.limit_at(detail), setup.inherited_hard_limit(detail)) {
+            (Some((kind, value)), Some(hard)) if not_root && errno == libc::EPERM => {
+                SpawnError::LimitAboveHard {
+                    program,
+                    uid,
+                    limit: kind.config_key(),
+                    value,
+                    hard,
+                }
+            }
+            (Some((kind, value)), _) => SpawnError::Limit {
                 program,
                 limit: kind.config_key(),
                 value,
                 source,
             },
-            None => SpawnError::Setup {
+            (None, _) => SpawnError::Setup {
                 program,
                 step: "setrlimit",
                 source,
             },
+        },
+        Stage::Search if errno == libc::EACCES => SpawnError::SearchDenied {
+            program,
+            searched: searched(&spec.env),
+            uid,
+        },
+        Stage::Search => SpawnError::NotFound {
+            program,
+            searched: searched(&spec.env),
         },
         Stage::Groups => user_step("setgroups"),
         Stage::Gid => user_step("setgid"),
@@ -370,6 +444,11 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
         Stage::Signals => SpawnError::Setup {
             program,
             step: "resetting signals",
+            source,
+        },
+        Stage::ParentDeath => SpawnError::Setup {
+            program,
+            step: "tying it to the daemon",
             source,
         },
     }

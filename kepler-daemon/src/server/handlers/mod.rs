@@ -14,9 +14,9 @@ mod stop;
 
 use std::sync::Arc;
 
-use kepler_protocol::{Event, Request, RequestId, Response, ServerMessage};
-use tokio::sync::mpsc;
+use kepler_protocol::{ErrorKind, Event, Request, RequestId, Response, ServerMessage};
 
+use super::outbox::Outbox;
 use super::Caller;
 use crate::config_actor::ActorError;
 use crate::daemon::Daemon;
@@ -34,7 +34,7 @@ pub struct RequestContext {
     pub id: RequestId,
     pub daemon: Arc<Daemon>,
     pub caller: Arc<Caller>,
-    outbox: mpsc::Sender<ServerMessage>,
+    outbox: Outbox,
 }
 
 impl RequestContext {
@@ -42,7 +42,7 @@ impl RequestContext {
         id: RequestId,
         daemon: Arc<Daemon>,
         caller: Arc<Caller>,
-        outbox: mpsc::Sender<ServerMessage>,
+        outbox: Outbox,
     ) -> Self {
         RequestContext {
             id,
@@ -71,6 +71,15 @@ impl RequestContext {
     }
 }
 
+/// Answers a request that a bound on the caller kept from running.
+pub async fn refuse(ctx: RequestContext, reason: String) {
+    let response = Response::Error {
+        kind: ErrorKind::LimitReached,
+        message: reason,
+    };
+    ctx.respond(response).await;
+}
+
 pub async fn handle(request: Request, ctx: RequestContext) {
     let response = match request {
         Request::Ping => Response::Pong,
@@ -78,16 +87,18 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         Request::Shutdown => shutdown::handle(&ctx).await,
         Request::Start {
             config,
+            sys_env,
             services,
             mode,
-        } => start::handle(&ctx, config, services, mode, start::Verb::Start)
+        } => start::handle(&ctx, config, sys_env, services, mode, start::Verb::Start)
             .await
             .unwrap_or_else(error_response),
         Request::Restart {
             config,
+            sys_env,
             services,
             mode,
-        } => start::handle(&ctx, config, services, mode, start::Verb::Restart)
+        } => start::handle(&ctx, config, sys_env, services, mode, start::Verb::Restart)
             .await
             .unwrap_or_else(error_response),
         Request::Stop {
@@ -98,7 +109,7 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         } => stop::handle(&ctx, config, services, signal, clean)
             .await
             .unwrap_or_else(error_response),
-        Request::Recreate { config } => recreate::handle(&ctx, config)
+        Request::Recreate { config, sys_env } => recreate::handle(&ctx, config, sys_env)
             .await
             .unwrap_or_else(error_response),
         Request::Prune { force, dry_run } => prune::handle(&ctx, force, dry_run)

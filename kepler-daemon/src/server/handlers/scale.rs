@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kepler_protocol::{ConfigRef, ErrorKind, Response};
 
-use super::config_access::config_for;
+use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 use crate::orchestrator::{modes, ScaleRequest};
@@ -22,7 +22,10 @@ pub async fn handle(
             "name at least one SERVICE=COUNT, e.g. `kepler scale web=4`",
         ));
     }
-    let handle = config_for(ctx, &config).await?;
+    // A config that is not loaded runs nothing to scale; it is not baked for that.
+    let Some(handle) = loaded_config(ctx, &config).await? else {
+        return Ok(Response::NotLoaded { path: config.path });
+    };
     // Subscribe before acting, so no start of a new instance is missed.
     let states = handle.events().states.subscribe();
     let requests = services

@@ -5,7 +5,7 @@
 
 use kepler_protocol::{ConfigRef, ErrorKind, Response};
 
-use super::config_access::config_for;
+use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 use crate::orchestrator::{modes, StopIntentRequest};
@@ -25,7 +25,10 @@ pub async fn handle(
              removes the config's stored state; run `kepler stop --clean` without service names",
         ));
     }
-    let handle = config_for(ctx, &config).await?;
+    // Nothing to stop in a config that is not loaded; it is not baked for that.
+    let Some(handle) = loaded_config(ctx, &config).await? else {
+        return Ok(Response::NotLoaded { path: config.path });
+    };
     let request = StopIntentRequest {
         signal,
         intent: StopIntent::User,
