@@ -389,3 +389,33 @@ fn following_a_replicated_service_takes_in_instances_scale_adds() {
     assert_eq!(follower.wait().unwrap().code(), Some(0));
     kepler.kepler(&["stop"]).success();
 }
+
+#[test]
+fn a_scale_that_does_not_finish_in_time_says_what_the_new_instances_wait_for() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        &format!(
+            "services:\n  gate:\n    command: [\"sleep\", \"1000\"]\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-e\", \"gate.ok\"]\n      interval: 100ms\n      retries: 1000\n{}",
+            replicated(
+                "web",
+                1,
+                "    depends_on:\n      gate:\n        condition: service_healthy\n"
+            )
+        ),
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    kepler.wait_for_service("kepler.yaml", "web.1", "waiting", |r| {
+        r.reason().contains("waiting for `gate`")
+    });
+    kepler
+        .kepler(&["scale", "web=2", "--timeout", "300ms"])
+        .failure()
+        .stderr_has("timed out after 300ms waiting for the scale")
+        .stderr_has("`web.2` (waiting for `gate` to be healthy)")
+        .stderr_has("the new count is kept");
+    // Once the dependency is healthy, both instances run.
+    fs::write(kepler.dir().join("gate.ok"), "").unwrap();
+    wait_for_running(&kepler, "kepler.yaml", "web", 2);
+    kepler.kepler(&["stop"]).success();
+}

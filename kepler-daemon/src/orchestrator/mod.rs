@@ -119,6 +119,8 @@ pub struct Orchestrator {
     global_init_done: bool,
     dirty: bool,
     stop_waiters: Vec<StopWaiter>,
+    /// `kepler scale` requests waiting for their new instances to run.
+    scale_waiters: Vec<scale::ScaleWaiter>,
     users: HashMap<(String, Option<String>), ResolvedUser>,
     /// The last generation of each instance `kepler scale` removed: one
     /// added again under the same name carries on from it, so reports still
@@ -214,6 +216,7 @@ impl Orchestrator {
             global_init_done: state.global_init_done,
             dirty: true,
             stop_waiters: Vec::new(),
+            scale_waiters: Vec::new(),
             users: HashMap::new(),
             retired_generations: HashMap::new(),
         }
@@ -523,6 +526,7 @@ impl Orchestrator {
             settled,
             at_us: crate::events::now_us(),
         });
+        self.settle_scale_waiters(name);
         for dependent in self.dependent_instances(name) {
             self.evaluate_waiting(&dependent);
         }

@@ -11,10 +11,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use kepler_protocol::ScaledService;
+use kepler_protocol::{ScaledService, ServiceStatus};
 use tokio::sync::oneshot;
 
-use super::{Orchestrator, StartPlan, StopWaiter};
+use super::{Orchestrator, StopWaiter};
 use crate::config::values::MAX_REPLICAS;
 use crate::config::MAX_INSTANCES;
 use crate::state::{ServiceRuntime, StopIntent};
@@ -29,10 +29,30 @@ pub struct ScaleRequest {
 /// What a scale did and what its answer waits for.
 pub struct ScalePlan {
     pub changes: Vec<ScaledService>,
-    /// The instances it started; the answer waits until they run.
-    pub started: StartPlan,
+    /// The instances it started.
+    pub started: Vec<String>,
+    /// Resolves once every started instance runs (or exited 0), or with
+    /// why one did not.
+    pub running: oneshot::Receiver<Result<(), String>>,
     /// Resolves once every instance it retired is down.
     pub stopped: oneshot::Receiver<()>,
+}
+
+/// A scale waiting for its new instances. Settled by the state changes
+/// themselves (`set_status`), so a burst of a thousand starts cannot be
+/// missed the way a lagging broadcast subscriber could miss it.
+pub(super) struct ScaleWaiter {
+    pending: HashSet<String>,
+    /// Why one of them will not run, once one has failed.
+    failure: Option<String>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Where a new instance stands for its scale.
+enum Progress {
+    Running,
+    Pending,
+    Failed(String),
 }
 
 impl Orchestrator {
@@ -70,14 +90,83 @@ impl Orchestrator {
                 self.forget_retired(&request.service);
             }
         }
-        let mut plan = self.plan_acting_on(&started, &started);
-        // Scale answers once the new instances run; health comes later.
-        plan.startup = started.iter().map(|n| (n.clone(), false)).collect();
+        let (done, running) = oneshot::channel();
+        self.scale_waiters.push(ScaleWaiter {
+            pending: started.iter().cloned().collect(),
+            failure: None,
+            done,
+        });
+        // Some may already run (a spawn happens at once when nothing is
+        // awaited first).
+        for name in &started {
+            self.settle_scale_waiters(name);
+        }
+        if started.is_empty() {
+            self.resolve_scale_waiters();
+        }
         Ok(ScalePlan {
             changes,
-            started: plan,
+            started,
+            running,
             stopped,
         })
+    }
+
+    fn progress(&self, name: &str) -> Progress {
+        let Some(runtime) = self.services.get(name) else {
+            // Taken down again by a later scale: nothing left to wait for.
+            return Progress::Running;
+        };
+        let why = || {
+            runtime
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        };
+        match runtime.status {
+            status if status.is_up() => Progress::Running,
+            ServiceStatus::Exited(0) => Progress::Running,
+            ServiceStatus::Exited(code) => {
+                Progress::Failed(format!("`{name}` exited with code {code}{}", why()))
+            }
+            ServiceStatus::Failed => Progress::Failed(format!("`{name}` failed{}", why())),
+            ServiceStatus::Stopped if runtime.is_settled() => {
+                Progress::Failed(format!("`{name}` was stopped{}", why()))
+            }
+            _ => Progress::Pending,
+        }
+    }
+
+    /// Tells the scales waiting for `name` where it stands now.
+    pub(super) fn settle_scale_waiters(&mut self, name: &str) {
+        if self.scale_waiters.is_empty() {
+            return;
+        }
+        let failed = match self.progress(name) {
+            Progress::Pending => return,
+            Progress::Running => None,
+            Progress::Failed(why) => Some(why),
+        };
+        for waiter in &mut self.scale_waiters {
+            if waiter.pending.remove(name) && waiter.failure.is_none() {
+                waiter.failure = failed.clone();
+            }
+        }
+        self.resolve_scale_waiters();
+    }
+
+    /// Answers the scales with nothing left to wait for, and forgets those
+    /// whose client has gone.
+    fn resolve_scale_waiters(&mut self) {
+        let (finished, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scale_waiters)
+            .into_iter()
+            .filter(|w| !w.done.is_closed())
+            .partition(|w| w.pending.is_empty() || w.failure.is_some());
+        self.scale_waiters = waiting;
+        for waiter in finished {
+            let _ = waiter.done.send(waiter.failure.map_or(Ok(()), Err));
+        }
     }
 
     /// Every service exists, has `replicas:`, is named once, and the
@@ -173,7 +262,6 @@ impl Orchestrator {
             }
         }
         let shared: Arc<str> = Arc::from(service);
-        let mut added = Vec::new();
         for replica in existing + 1..=to {
             let name = self.index.push_instance(service);
             let generation = self.retired_generations.remove(&name).unwrap_or(0);
@@ -186,7 +274,6 @@ impl Orchestrator {
                     ..Default::default()
                 },
             );
-            added.push(name);
         }
         if !runs {
             return Vec::new();
@@ -235,6 +322,8 @@ impl Orchestrator {
                 self.retired_generations
                     .insert(name.clone(), runtime.generation);
             }
+            // A scale still waiting for it to run has nothing left to wait for.
+            self.settle_scale_waiters(&name);
             self.pumps.remove(&name);
             self.health.remove(&name);
             self.watches.remove(&name);

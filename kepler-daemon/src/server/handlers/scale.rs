@@ -1,5 +1,5 @@
 //! `kepler scale SERVICE=N ...`: new instance counts, answered once new
-//! instances run (or failed, naming why) and surplus ones are down.
+//! instances run (or one failed, naming why) and surplus ones are down.
 
 use std::time::Duration;
 
@@ -7,8 +7,8 @@ use kepler_protocol::{ConfigRef, ErrorKind, Response};
 
 use super::config_access::loaded_config;
 use super::RequestContext;
-use crate::config_actor::ActorError;
-use crate::orchestrator::{modes, ScaleRequest};
+use crate::config_actor::{ActorError, ConfigHandle};
+use crate::orchestrator::ScaleRequest;
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -26,30 +26,62 @@ pub async fn handle(
     let Some(handle) = loaded_config(ctx, &config).await? else {
         return Ok(Response::NotLoaded { path: config.path });
     };
-    // Subscribe before acting, so no start of a new instance is missed.
-    let states = handle.events().states.subscribe();
     let requests = services
         .into_iter()
         .map(|(service, count)| ScaleRequest { service, count })
         .collect();
     let plan = handle.scale(requests).await?;
-    let limit = timeout_ms.map(Duration::from_millis);
-    let started = modes::wait_for_startup(states, plan.started, limit);
-    let stopped = async {
-        plan.stopped.await.map_err(|_| {
-            ActorError::new(
-                ErrorKind::Failed,
-                "the config was unloaded while its instances stopped",
-            )
-        })
-    };
-    let (started, stopped) = tokio::join!(started, stopped);
-    started.map_err(|e| {
+    let unloaded = || {
         ActorError::new(
-            e.kind,
-            format!("{e} (the new count is kept; `kepler ps` shows where each instance stands)"),
+            ErrorKind::Failed,
+            "the config was unloaded while it was being scaled",
         )
-    })?;
-    stopped?;
+    };
+    let running = async {
+        match plan.running.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(ActorError::new(
+                ErrorKind::Failed,
+                format!("{why} (the new count is kept; `kepler ps` shows every instance)"),
+            )),
+            Err(_) => Err(unloaded()),
+        }
+    };
+    let stopped = async { plan.stopped.await.map_err(|_| unloaded()) };
+    let both = async {
+        let (running, stopped) = tokio::join!(running, stopped);
+        running.and(stopped)
+    };
+    match timeout_ms.map(Duration::from_millis) {
+        None => both.await?,
+        Some(limit) => match tokio::time::timeout(limit, both).await {
+            Ok(result) => result?,
+            Err(_) => return Err(timed_out(&handle, limit, &plan.started).await),
+        },
+    }
     Ok(Response::Scaled(plan.changes))
+}
+
+/// The timeout's message: which new instances do not run yet, and why.
+async fn timed_out(handle: &ConfigHandle, limit: Duration, started: &[String]) -> ActorError {
+    let waiting: Vec<String> = handle
+        .ps()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| started.contains(&s.name) && !s.status.is_up())
+        .map(|s| match s.reason {
+            Some(reason) => format!("`{}` ({reason})", s.name),
+            None => format!("`{}` ({})", s.name, s.status.name()),
+        })
+        .collect();
+    let which = if waiting.is_empty() {
+        "surplus instances are still stopping".to_owned()
+    } else {
+        format!("not running yet: {}", waiting.join(", "))
+    };
+    ActorError::new(
+        ErrorKind::Failed,
+        format!("timed out after {limit:?} waiting for the scale; {which} (the new count is kept)"),
+    )
 }
