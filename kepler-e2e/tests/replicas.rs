@@ -186,6 +186,15 @@ fn scale_adds_instances_and_removes_the_highest_keeping_their_logs() {
     // Logs of removed instances stay readable; `logs web` merges every
     // instance, `logs web.2` shows one.
     kepler.wait_for_log("kepler.yaml", "hello from web 4");
+    let log_files: Vec<String> = fs::read_dir(kepler.state_dir().join("configs"))
+        .unwrap()
+        .flat_map(|config| fs::read_dir(config.unwrap().path().join("logs")).unwrap())
+        .map(|file| file.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for replica in 1..=4 {
+        let name = format!("web.{replica}.stdout.log");
+        assert!(log_files.contains(&name), "no {name} in {log_files:?}");
+    }
     let one = kepler.logs("kepler.yaml", &["web.4"]);
     assert!(one.contains("hello from web 4"), "{one}");
     assert!(!one.contains("hello from web 3"), "{one}");
