@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod config_actor;
+pub mod containment;
 pub mod daemon;
 pub mod deps;
 pub mod detach;
@@ -13,6 +14,7 @@ pub mod health;
 pub mod hooks;
 pub mod logs;
 pub mod lua_eval;
+pub mod metrics;
 pub mod notify;
 pub mod orchestrator;
 pub mod persistence;

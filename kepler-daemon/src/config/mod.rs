@@ -38,4 +38,6 @@ pub use snapshot::{
     LogRetention, LogStore, RestartConfig, RestartPolicy, Retention, ServiceConfig,
     ServiceHookKind, SnapshotError,
 };
-pub use values::{ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, UserSpec};
+pub use values::{
+    ByteSize, CpuCount, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, UserSpec,
+};

@@ -34,6 +34,8 @@ pub(super) enum Stage {
     RegainedRoot = 6,
     WorkingDir = 7,
     Signals = 8,
+    /// Joining the cgroup the parent chose.
+    Cgroup = 9,
 }
 
 impl Stage {
@@ -47,6 +49,7 @@ impl Stage {
             6 => Stage::RegainedRoot,
             7 => Stage::WorkingDir,
             8 => Stage::Signals,
+            9 => Stage::Cgroup,
             _ => return None,
         })
     }
@@ -230,6 +233,19 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// Moves the child into the cgroup whose `cgroup.procs` the parent opened
+/// (`0` means "the writer"), before anything else runs, while it is still
+/// root: nothing of the service ever runs outside its cgroup.
+pub(super) fn join_cgroup(procs: libc::c_int) -> io::Result<()> {
+    // SAFETY: writes one byte from a static buffer to a descriptor the
+    // parent keeps open until we exec.
+    let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+    if written != 1 {
+        return Err(tagged(Stage::Cgroup, 0, last_errno()));
+    }
+    Ok(())
 }
 
 /// Descriptors some library opened without O_CLOEXEC would otherwise leak

@@ -15,15 +15,16 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
 use super::child::{decode_error, ChildFailure, ChildSetup, Stage};
 use super::launch::{self, Launch};
 use super::limits::ResourceLimits;
 use super::reaper::{reaper, ExitWaiter};
-use super::stop::signal_group;
+use super::scope::Scope;
+use crate::containment::Cgroup;
 use crate::user::ResolvedUser;
 
 /// Where a bare program name is looked up when the service environment has
@@ -60,6 +61,8 @@ pub enum OutputMode {
 pub struct Spawned {
     /// The leader's pid, which is also its process group (and session) id.
     pub pid: i32,
+    /// Every process it may start: its process group, or its cgroup.
+    pub scope: Scope,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     /// Resolves when the leader has been reaped.
@@ -134,6 +137,16 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "cannot start `{program}`: cannot join its cgroup {}: {source}",
+        cgroup.display()
+    )]
+    Cgroup {
+        program: String,
+        cgroup: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot start `{program}`: {source}")]
     Io {
         program: String,
@@ -149,6 +162,13 @@ pub enum SpawnError {
 /// failed exec is this function's error), typically well under a
 /// millisecond, whatever the size of the daemon.
 pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
+    spawn_into(spec, None)
+}
+
+/// [`spawn`], with the child joining `cgroup` before anything else (see
+/// [`crate::containment`]); `None` keeps it in the daemon's cgroup, contained
+/// by its process group only.
+pub fn spawn_into(spec: &ProcessSpec, cgroup: Option<Arc<Cgroup>>) -> Result<Spawned, SpawnError> {
     let name = spec.argv.first().ok_or(SpawnError::EmptyCommand)?;
     let program = || name.clone();
     if tokio::runtime::Handle::try_current().is_err() {
@@ -179,6 +199,18 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
         .iter()
         .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
         .collect();
+    let cgroup_procs = cgroup
+        .as_ref()
+        .map(|cgroup| cgroup.procs_for_joining())
+        .transpose()
+        .map_err(|source| SpawnError::Cgroup {
+            program: program(),
+            cgroup: cgroup
+                .as_ref()
+                .map(|c| c.dir().to_path_buf())
+                .unwrap_or_default(),
+            source,
+        })?;
     let stdin = open_null(false).map_err(launch_failed)?;
     let (stdout_read, stdout_write) = output_ends(spec.stdout).map_err(launch_failed)?;
     let (stderr_read, stderr_write) = output_ends(spec.stderr).map_err(launch_failed)?;
@@ -190,17 +222,28 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
         stdin: &stdin,
         stdout: &stdout_write,
         stderr: &stderr_write,
+        cgroup_procs: cgroup_procs.as_ref(),
     };
     let (exec_error, exit) = reaper
         .track_pid(|| launch::launch(&launch))
         .map_err(launch_failed)?;
     // The child has its own copies now; ours must close so EOF can come.
     drop(launch);
-    drop((stdin, stdout_write, stderr_write));
+    drop((stdin, stdout_write, stderr_write, cgroup_procs));
     if let Some(err) = exec_error {
-        return Err(explain(err, name, spec, &setup));
+        if let Some(cgroup) = &cgroup {
+            crate::containment::remove_when_empty(cgroup);
+        }
+        return Err(explain(err, name, spec, &setup, cgroup.as_deref()));
     }
     let pid = exit.pid();
+    let scope = match cgroup {
+        Some(cgroup) => Scope::Cgroup {
+            leader: pid,
+            cgroup,
+        },
+        None => Scope::Group(pid),
+    };
 
     let pipes = (|| {
         let stdout = stdout_read.map(pipe::Receiver::from_owned_fd).transpose()?;
@@ -210,13 +253,14 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     match pipes {
         Ok((stdout, stderr)) => Ok(Spawned {
             pid,
+            scope,
             stdout,
             stderr,
             exit,
         }),
         Err(source) => {
             // Nothing may be left behind: the reaper collects it.
-            let _ = signal_group(pid, Signal::SIGKILL);
+            scope.kill_now();
             Err(SpawnError::Io {
                 program: program(),
                 source,
@@ -305,7 +349,13 @@ fn is_executable_file(path: &Path) -> bool {
 }
 
 /// Turns std's spawn error into one that says which step failed.
-fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -> SpawnError {
+fn explain(
+    err: io::Error,
+    name: &str,
+    spec: &ProcessSpec,
+    setup: &ChildSetup,
+    cgroup: Option<&Cgroup>,
+) -> SpawnError {
     let program = name.to_owned();
     let Some(ChildFailure {
         stage,
@@ -370,6 +420,11 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
         Stage::Signals => SpawnError::Setup {
             program,
             step: "resetting signals",
+            source,
+        },
+        Stage::Cgroup => SpawnError::Cgroup {
+            program,
+            cgroup: cgroup.map(|c| c.dir().to_path_buf()).unwrap_or_default(),
             source,
         },
     }
