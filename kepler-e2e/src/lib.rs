@@ -191,6 +191,22 @@ pub struct Kepler {
     bins: PathBuf,
     /// The daemon when started in the foreground by the harness.
     daemon: Option<Child>,
+    /// Extra environment for every daemon this harness starts.
+    daemon_env: Vec<(String, String)>,
+    /// cgroup subtrees of daemons seen, removed when the harness goes.
+    subtrees: Vec<PathBuf>,
+}
+
+/// How a test wants the daemon to contain services. Without a choice the
+/// daemon decides, and `KEPLER_CGROUP` from the test's environment reaches
+/// it (`KEPLER_CGROUP=off cargo nextest run` runs the whole suite in
+/// process-group mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Containment {
+    /// cgroup v2 where the machine has a writable hierarchy.
+    Cgroups,
+    /// Process groups only (`KEPLER_CGROUP=off`).
+    ProcessGroups,
 }
 
 impl Default for Kepler {
@@ -218,7 +234,23 @@ impl Kepler {
             state,
             bins: bin_dir(),
             daemon: None,
+            daemon_env: Vec::new(),
+            subtrees: Vec::new(),
         }
+    }
+
+    /// A fresh scratch directory whose daemons contain services as asked
+    /// (whatever `KEPLER_CGROUP` the test runs with).
+    pub fn with_containment(containment: Containment) -> Self {
+        let mut kepler = Self::new();
+        let value = match containment {
+            Containment::Cgroups => "auto",
+            Containment::ProcessGroups => "off",
+        };
+        kepler
+            .daemon_env
+            .push(("KEPLER_CGROUP".to_owned(), value.to_owned()));
+        kepler
     }
 
     /// A fresh scratch directory with a running daemon.
@@ -309,12 +341,25 @@ impl Kepler {
         let child = self
             .command("kepler-daemon")
             .env("KEPLER_LOG", "debug")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn kepler-daemon");
+        let pid = child.id() as i32;
         self.daemon = Some(child);
         self.wait_until_pingable();
+        if let Some(subtree) = daemon_subtree(pid) {
+            if !self.subtrees.contains(&subtree) {
+                self.subtrees.push(subtree);
+            }
+        }
+    }
+
+    /// The daemon's cgroup subtree (`.../kepler-<hash>`) while it runs in
+    /// cgroup mode.
+    pub fn cgroup_subtree(&self) -> Option<PathBuf> {
+        daemon_subtree(self.daemon_pid()?)
     }
 
     /// Waits until a ping on a fresh connection succeeds.
@@ -539,9 +584,11 @@ impl Drop for Kepler {
             .map(|c| c.id() as i32)
             .or_else(|| self.daemon_pid());
         if let Some(pid) = pid {
-            // Services lead their own process groups; remember them before the
-            // daemon goes, in case it cannot stop them itself.
+            // Services lead their own process groups, or live in the daemon's
+            // cgroup subtree; remember both before the daemon goes, in case
+            // it cannot stop them itself.
             let groups = children_of(pid);
+            let subtree = daemon_subtree(pid);
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             let start = Instant::now();
             while process_alive(pid) && start.elapsed() < DEADLINE {
@@ -559,6 +606,16 @@ impl Drop for Kepler {
             if let Some(mut child) = self.daemon.take() {
                 let _ = child.wait();
             }
+            if let Some(subtree) = subtree {
+                if !self.subtrees.contains(&subtree) {
+                    self.subtrees.push(subtree);
+                }
+            }
+        }
+        // A daemon that stopped cleanly removed its subtree already; one that
+        // was killed left it, with whatever ran in it.
+        for subtree in &self.subtrees {
+            kill_and_remove_cgroups(subtree);
         }
     }
 }
@@ -612,4 +669,57 @@ pub fn proc_status(pid: i32, key: &str) -> Vec<String> {
         .split_whitespace()
         .map(String::from)
         .collect()
+}
+
+/// The cgroup v2 mount: `/sys/fs/cgroup` (unified layout) or
+/// `/sys/fs/cgroup/unified` (hybrid layout).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|dir| {
+            dir.join("cgroup.procs").is_file() && dir.join("cgroup.subtree_control").is_file()
+        })
+}
+
+/// The cgroup v2 directory `pid` is in, from `/proc/<pid>/cgroup`.
+pub fn cgroup_of(pid: i32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+    Some(cgroup2_mount()?.join(path.trim_start_matches('/')))
+}
+
+/// The daemon's subtree (`.../kepler-<hash>`) when it runs in cgroup mode:
+/// the parent of its `daemon` leaf.
+fn daemon_subtree(daemon: i32) -> Option<PathBuf> {
+    let leaf = cgroup_of(daemon)?;
+    let subtree = leaf.parent()?;
+    let named = |path: &Path, test: &dyn Fn(&str) -> bool| {
+        path.file_name().and_then(|n| n.to_str()).is_some_and(test)
+    };
+    (named(&leaf, &|n| n == "daemon") && named(subtree, &|n| n.starts_with("kepler-")))
+        .then(|| subtree.to_path_buf())
+}
+
+/// SIGKILLs everything in `dir` and below (`cgroup.kill`), waits until it
+/// is empty, and removes the cgroups, deepest first.
+pub fn kill_and_remove_cgroups(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            kill_and_remove_cgroups(&entry.path());
+        }
+    }
+    let _ = fs::write(dir.join("cgroup.kill"), "1");
+    let populated = || {
+        fs::read_to_string(dir.join("cgroup.events"))
+            .is_ok_and(|events| events.contains("populated 1"))
+    };
+    let start = Instant::now();
+    while populated() && start.elapsed() < DEADLINE {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = fs::remove_dir(dir);
 }

@@ -26,6 +26,7 @@ fn hook(name: &str, service: Option<&str>, action: HookAction) -> HookRun {
         working_dir: PathBuf::from("/"),
         user: None,
         timeout: None,
+        cgroups: None,
     }
 }
 

@@ -26,7 +26,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
         mut watch,
     } = inboxes;
     if let Some(state) = resume {
-        recover::kill_survivors(&state).await;
+        recover::kill_survivors(&state, orchestrator.leftover_cgroup()).await;
         orchestrator.resume(&state);
     }
     orchestrator.persist_if_dirty();
@@ -51,6 +51,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
         orchestrator.persist_if_dirty();
     }
     orchestrator.persist_if_dirty();
+    orchestrator.remove_cgroup();
 }
 
 async fn handle(orchestrator: &mut Orchestrator, command: Command) {
@@ -90,10 +91,14 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             let _ = reply.send(result);
         }
         Command::Ps { reply } => {
-            let _ = reply.send(orchestrator.infos());
+            let _ = reply.send(orchestrator.ps_infos());
         }
         Command::Summary { reply } => {
-            let _ = reply.send((orchestrator.running_count(), orchestrator.infos().len()));
+            let _ = reply.send(super::ConfigSummaryInfo {
+                running: orchestrator.running_count(),
+                services: orchestrator.infos().len(),
+                limit_notes: orchestrator.limit_notes(),
+            });
         }
         Command::Recreate {
             caller,

@@ -43,9 +43,10 @@ pub enum Command {
     Ps {
         reply: oneshot::Sender<Vec<ServiceInfo>>,
     },
-    /// Running and total counts, for `daemon status` and `prune`.
+    /// Running and total counts and limit notes, for `daemon status` and
+    /// `prune`.
     Summary {
-        reply: oneshot::Sender<(usize, usize)>,
+        reply: oneshot::Sender<super::ConfigSummaryInfo>,
     },
     Recreate {
         caller: crate::server::Caller,

@@ -26,6 +26,8 @@ pub struct ConfigHandle {
 pub struct ConfigSummaryInfo {
     pub running: usize,
     pub services: usize,
+    /// Limits not enforced as configured (see `Orchestrator::limit_notes`).
+    pub limit_notes: Vec<String>,
 }
 
 impl ConfigHandle {
@@ -134,16 +136,15 @@ impl ConfigHandle {
         answer.await.map_err(|_| self.unavailable())
     }
 
-    /// Running and total service counts; `None` if the actor does not answer
+    /// Running and total service counts and limit notes; `None` if the actor does not answer
     /// within a second (status must never hang on one busy config).
     pub async fn summary(&self) -> Option<ConfigSummaryInfo> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Summary { reply }).ok()?;
-        let (running, services) = tokio::time::timeout(Duration::from_secs(1), answer)
+        tokio::time::timeout(Duration::from_secs(1), answer)
             .await
             .ok()?
-            .ok()?;
-        Some(ConfigSummaryInfo { running, services })
+            .ok()
     }
 
     pub async fn recreate(

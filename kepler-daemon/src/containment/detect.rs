@@ -96,6 +96,9 @@ pub fn v1_controllers(proc_cgroup: &str) -> Vec<Controller> {
 /// `mount`, or `None` when the mount does not show it.
 pub fn cgroup_dir(mount: &Cgroup2Mount, cgroup: &Path) -> Option<PathBuf> {
     let relative = cgroup.strip_prefix(&mount.root).ok()?;
+    if relative.as_os_str().is_empty() {
+        return Some(mount.mount_point.clone());
+    }
     Some(mount.mount_point.join(relative))
 }
 

@@ -1,5 +1,6 @@
-//! A service's process ending on its own: reap what is left of its group,
-//! record the exit, and apply the restart policy with backoff.
+//! A service's process ending on its own: reap what is left of its group or
+//! cgroup, record the exit (and whether the OOM killer caused it), and apply
+//! the restart policy with backoff.
 
 use std::time::Duration;
 
@@ -9,8 +10,11 @@ use super::hooks::{run_post_hooks, spawn_post_hooks};
 use super::output::{self, RetentionPoint};
 use super::{Internal, Orchestrator};
 use crate::config::{RestartPolicy, ServiceHookKind};
-use crate::process::{self, ExitStatus};
+use crate::process::ExitStatus;
 use crate::state::StopIntent;
+
+/// The reason shown for a service the kernel's OOM killer ended.
+pub const OOM_KILLED: &str = "oom-killed";
 
 /// A service that stayed up this long has its backoff reset.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
@@ -29,7 +33,9 @@ impl Orchestrator {
             return;
         }
         runtime.last_exit = Some(exit_code(status));
-        let Some(pgid) = runtime.pid else { return };
+        let Some(scope) = runtime.scope.clone() else {
+            return;
+        };
         self.stop_health(name);
         let pumps = self.take_pumps(name);
         // Like a container whose PID 1 exited: the rest of the group goes too,
@@ -38,17 +44,26 @@ impl Orchestrator {
         let mailbox = self.mailbox.clone();
         let service = name.to_string();
         tokio::spawn(async move {
-            process::reap_leftovers(pgid).await;
+            // Read before the cgroup goes with the leftovers.
+            let oom_killed = scope.oom_kills() > 0;
+            scope.reap_leftovers().await;
             output::drain(pumps).await;
             let _ = mailbox.send(Internal::GroupGone {
                 service,
                 generation,
                 status,
+                oom_killed,
             });
         });
     }
 
-    pub(super) fn on_group_gone(&mut self, name: &str, generation: u64, status: ExitStatus) {
+    pub(super) fn on_group_gone(
+        &mut self,
+        name: &str,
+        generation: u64,
+        status: ExitStatus,
+        oom_killed: bool,
+    ) {
         let policy = self.config.services[name].restart.clone();
         let Some(runtime) = self.services.get_mut(name) else {
             return;
@@ -67,8 +82,17 @@ impl Orchestrator {
         };
         let uptime = runtime.started_at.map(|t| t.elapsed()).unwrap_or_default();
         runtime.pid = None;
+        runtime.scope = None;
+        runtime.cpu = None;
         runtime.start_ticks = None;
         runtime.last_exit = Some(code);
+        if oom_killed {
+            tracing::warn!(
+                service = name,
+                "killed by the kernel's OOM killer (limits.memory)"
+            );
+        }
+        let oom = oom_killed.then_some(OOM_KILLED);
         let wants_restart = runtime.desired
             && match policy.policy {
                 RestartPolicy::Always => true,
@@ -77,14 +101,18 @@ impl Orchestrator {
             };
         if !wants_restart {
             runtime.desired = false;
-            self.set_status(name, ServiceStatus::Exited(code), None);
+            self.set_status(name, ServiceStatus::Exited(code), oom.map(str::to_string));
             spawn_post_hooks(name.to_string(), post_exit);
             return;
         }
         if let Some(max) = policy.max_attempts {
             if runtime.attempts >= max {
                 let plural = if max == 1 { "" } else { "s" };
-                let reason = format!("gave up after {max} restart{plural}; last {status}");
+                let last = match oom {
+                    Some(oom) => format!("{oom} ({status})"),
+                    None => status.to_string(),
+                };
+                let reason = format!("gave up after {max} restart{plural}; last {last}");
                 runtime.desired = false;
                 self.set_status(name, ServiceStatus::Failed, Some(reason));
                 spawn_post_hooks(name.to_string(), post_exit);
@@ -103,7 +131,11 @@ impl Orchestrator {
         runtime.restart_pending = true;
         runtime.generation += 1;
         let generation = runtime.generation;
-        let reason = (!delay.is_zero()).then(|| format!("restarting in {delay:?}"));
+        let restarting = (!delay.is_zero()).then(|| format!("restarting in {delay:?}"));
+        let reason = match (oom, restarting) {
+            (Some(oom), Some(restarting)) => Some(format!("{oom}; {restarting}")),
+            (oom, restarting) => restarting.or(oom.map(str::to_string)),
+        };
         self.set_status(name, ServiceStatus::Exited(code), reason);
         self.propagate_restart(name);
         if delay.is_zero() && post_exit.is_empty() {
