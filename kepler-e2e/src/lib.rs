@@ -446,6 +446,21 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// Live processes (zombies excluded) with `arg` among their arguments.
+pub fn pids_with_arg(arg: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
+        })
+        .filter(|pid| process_alive(*pid))
+        .collect()
+}
+
 /// A service's row of `kepler ps --json`.
 #[derive(Debug, Clone)]
 pub struct ServiceRow(pub serde_json::Value);
@@ -465,6 +480,15 @@ impl ServiceRow {
     }
     pub fn reason(&self) -> &str {
         self.0["reason"].as_str().unwrap_or("")
+    }
+    pub fn cpu_percent(&self) -> Option<f64> {
+        self.0["cpu_percent"].as_f64()
+    }
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.0["memory_bytes"].as_u64()
+    }
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.0["cpu_seconds"].as_f64()
     }
 }
 

@@ -452,7 +452,7 @@ fn limits(service: &Fields<'_>, scope: &Scope<'_>, cx: &mut BakeContext<'_>) -> 
         )
     });
     limits.io_weight = map.get("io_weight").and_then(|n| {
-        let what = "its share of disk time against other services' (default 100)";
+        let what = "its share of disk time against other services; 100 is the default";
         number_in(n, &map.path("io_weight"), 1..=10_000, what, &mut cx.diag).map(|w| w as u16)
     });
     limits

@@ -391,6 +391,78 @@ mod tests {
         assert!(name(&probe).starts_with("web.healthcheck-") && name(&probe).ends_with(".probe"));
     }
 
+    /// A hierarchy of plain files: the parent offers `offered`, and the
+    /// subtree's files exist so the daemon can "join" it.
+    fn fake_hierarchy(offered: &str) -> (tempfile::TempDir, Cgroup2Mount, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("system.slice/kepler.service");
+        let leaf = parent.join("kepler-ab/daemon");
+        std::fs::create_dir_all(&leaf).unwrap();
+        for (file, text) in [
+            ("cgroup.controllers", offered),
+            ("cgroup.subtree_control", ""),
+            ("cgroup.procs", ""),
+        ] {
+            std::fs::write(parent.join(file), text).unwrap();
+            std::fs::write(parent.join("kepler-ab").join(file), "").unwrap();
+        }
+        std::fs::write(leaf.join("cgroup.procs"), "").unwrap();
+        let mount = Cgroup2Mount {
+            mount_point: dir.path().to_path_buf(),
+            root: "/".into(),
+        };
+        (dir, mount, parent)
+    }
+
+    #[test]
+    fn controllers_the_parent_offers_are_enabled_and_the_others_explained() {
+        let (_dir, mount, parent) = fake_hierarchy("cpu memory hugetlb\n");
+        let tree = CgroupTree::set_up_at(&mount, parent.clone(), "kepler-ab", &[Controller::Pids])
+            .unwrap();
+        assert_eq!(tree.root(), parent.join("kepler-ab"));
+        assert_eq!(tree.controllers(), [Controller::Cpu, Controller::Memory]);
+        assert_eq!(
+            tree.enabled_in_parent,
+            [Controller::Cpu, Controller::Memory],
+            "the parent delegated nothing before"
+        );
+        assert!(!tree.parent_is_root);
+        let missing = tree.missing();
+        assert!(
+            missing[&Controller::Io].contains("not available in")
+                && missing[&Controller::Io].contains("kepler.service"),
+            "{}",
+            missing[&Controller::Io]
+        );
+        assert!(
+            missing[&Controller::Pids].contains("cgroup v1 hierarchy"),
+            "{}",
+            missing[&Controller::Pids]
+        );
+        // The daemon joined its leaf.
+        let leaf = parent.join("kepler-ab/daemon/cgroup.procs");
+        assert_eq!(
+            std::fs::read_to_string(leaf).unwrap(),
+            std::process::id().to_string()
+        );
+        let containment = super::super::Containment::Cgroups(tree);
+        assert!(containment.controller(Controller::Memory).is_ok());
+        assert!(containment.controller(Controller::Io).is_err());
+        assert!(
+            containment.describe().starts_with("cgroup v2 at ")
+                && containment.describe().ends_with("kepler-ab")
+        );
+    }
+
+    #[test]
+    fn a_subtree_that_cannot_be_created_means_no_cgroups_and_says_why() {
+        let (dir, mount, _) = fake_hierarchy("");
+        let missing_parent = dir.path().join("not/there");
+        let err = CgroupTree::set_up_at(&mount, missing_parent, "kepler-ab", &[]).unwrap_err();
+        assert!(err.0.starts_with("cannot create "), "{}", err.0);
+        assert!(err.0.contains("not/there/kepler-ab"), "{}", err.0);
+    }
+
     #[test]
     fn remove_tree_removes_empty_directories_depth_first() {
         let dir = tempfile::tempdir().unwrap();

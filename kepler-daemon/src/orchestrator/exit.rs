@@ -24,6 +24,30 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     status.code.or(status.signal.map(|s| 128 + s)).unwrap_or(-1)
 }
 
+/// Why a service that exited is in its state: killed by the OOM killer,
+/// waiting `restart_delay` to come back, both, or nothing to say.
+fn exit_reason(oom_killed: bool, restart_delay: Option<Duration>) -> Option<String> {
+    let restarting = restart_delay
+        .filter(|delay| !delay.is_zero())
+        .map(|delay| format!("restarting in {delay:?}"));
+    match (oom_killed, restarting) {
+        (true, Some(restarting)) => Some(format!("{OOM_KILLED}; {restarting}")),
+        (true, None) => Some(OOM_KILLED.to_string()),
+        (false, restarting) => restarting,
+    }
+}
+
+/// Why a service was given up on after `max` restarts.
+fn gave_up_reason(max: u32, status: ExitStatus, oom_killed: bool) -> String {
+    let plural = if max == 1 { "" } else { "s" };
+    let last = if oom_killed {
+        format!("{OOM_KILLED} ({status})")
+    } else {
+        status.to_string()
+    };
+    format!("gave up after {max} restart{plural}; last {last}")
+}
+
 impl Orchestrator {
     pub(super) fn on_leader_exited(&mut self, name: &str, generation: u64, status: ExitStatus) {
         let Some(runtime) = self.services.get_mut(name) else {
@@ -92,7 +116,6 @@ impl Orchestrator {
                 "killed by the kernel's OOM killer (limits.memory)"
             );
         }
-        let oom = oom_killed.then_some(OOM_KILLED);
         let wants_restart = runtime.desired
             && match policy.policy {
                 RestartPolicy::Always => true,
@@ -101,18 +124,17 @@ impl Orchestrator {
             };
         if !wants_restart {
             runtime.desired = false;
-            self.set_status(name, ServiceStatus::Exited(code), oom.map(str::to_string));
+            self.set_status(
+                name,
+                ServiceStatus::Exited(code),
+                exit_reason(oom_killed, None),
+            );
             spawn_post_hooks(name.to_string(), post_exit);
             return;
         }
         if let Some(max) = policy.max_attempts {
             if runtime.attempts >= max {
-                let plural = if max == 1 { "" } else { "s" };
-                let last = match oom {
-                    Some(oom) => format!("{oom} ({status})"),
-                    None => status.to_string(),
-                };
-                let reason = format!("gave up after {max} restart{plural}; last {last}");
+                let reason = gave_up_reason(max, status, oom_killed);
                 runtime.desired = false;
                 self.set_status(name, ServiceStatus::Failed, Some(reason));
                 spawn_post_hooks(name.to_string(), post_exit);
@@ -131,11 +153,7 @@ impl Orchestrator {
         runtime.restart_pending = true;
         runtime.generation += 1;
         let generation = runtime.generation;
-        let restarting = (!delay.is_zero()).then(|| format!("restarting in {delay:?}"));
-        let reason = match (oom, restarting) {
-            (Some(oom), Some(restarting)) => Some(format!("{oom}; {restarting}")),
-            (oom, restarting) => restarting.or(oom.map(str::to_string)),
-        };
+        let reason = exit_reason(oom_killed, Some(delay));
         self.set_status(name, ServiceStatus::Exited(code), reason);
         self.propagate_restart(name);
         if delay.is_zero() && post_exit.is_empty() {
@@ -198,5 +216,40 @@ impl Orchestrator {
             })
             .collect();
         self.stop_all_of(&active, None, StopIntent::Restart);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oom_kill_is_named_in_the_reason() {
+        let killed = ExitStatus {
+            code: None,
+            signal: Some(libc::SIGKILL),
+        };
+        assert_eq!(exit_reason(true, None).as_deref(), Some("oom-killed"));
+        assert_eq!(
+            exit_reason(true, Some(Duration::from_secs(2))).as_deref(),
+            Some("oom-killed; restarting in 2s")
+        );
+        assert_eq!(
+            exit_reason(true, Some(Duration::ZERO)).as_deref(),
+            Some("oom-killed")
+        );
+        assert_eq!(
+            exit_reason(false, Some(Duration::from_millis(100))).as_deref(),
+            Some("restarting in 100ms")
+        );
+        assert_eq!(exit_reason(false, None), None);
+        assert_eq!(
+            gave_up_reason(1, killed, true),
+            "gave up after 1 restart; last oom-killed (killed by SIGKILL)"
+        );
+        assert_eq!(
+            gave_up_reason(3, killed, false),
+            "gave up after 3 restarts; last killed by SIGKILL"
+        );
     }
 }

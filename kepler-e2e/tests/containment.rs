@@ -1,0 +1,528 @@
+//! Containment: nothing a service starts escapes a stop, wherever the daemon
+//! can use cgroups; CPU and memory per service; the mode is reported.
+//!
+//! Each behaviour runs twice: with cgroups (skipped, visibly, where the
+//! machine has no writable cgroup v2) and with process groups only
+//! (`KEPLER_CGROUP=off`), where a process that calls `setsid` leaves the
+//! service's group and escapes, as documented.
+
+use std::path::{Path, PathBuf};
+
+use kepler_e2e::{
+    cgroup_of, group_alive, pids_with_arg, process_alive, wait_until, Containment, Kepler, DEADLINE,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Runs `$test(Containment)` once per mode, as `$test::with_cgroups` and
+/// `$test::with_process_groups`.
+macro_rules! in_both_modes {
+    ($test:ident) => {
+        mod $test {
+            #[test]
+            fn with_cgroups() {
+                super::$test(kepler_e2e::Containment::Cgroups)
+            }
+            #[test]
+            fn with_process_groups() {
+                super::$test(kepler_e2e::Containment::ProcessGroups)
+            }
+        }
+    };
+}
+
+/// A daemon containing services as asked, or `None` after a visible SKIP
+/// when cgroups are asked for and the daemon found no writable cgroup v2.
+fn daemon(mode: Containment, test: &str) -> Option<Kepler> {
+    let mut kepler = Kepler::with_containment(mode);
+    kepler.start_daemon();
+    let line = containment_line(&kepler);
+    match mode {
+        Containment::Cgroups if !line.starts_with("containment: cgroup v2 at ") => {
+            eprintln!("SKIP: {test} with cgroups, because the daemon reports `{line}`");
+            None
+        }
+        Containment::ProcessGroups => {
+            assert!(
+                line.starts_with(
+                    "containment: process groups (no writable cgroup v2: KEPLER_CGROUP=off"
+                ),
+                "{line}"
+            );
+            Some(kepler)
+        }
+        Containment::Cgroups => Some(kepler),
+    }
+}
+
+fn containment_line(kepler: &Kepler) -> String {
+    let status = kepler.kepler(&["daemon", "status"]);
+    status.success();
+    status
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("containment:"))
+        .unwrap_or_else(|| panic!("no containment line in daemon status:\n{status}"))
+        .to_owned()
+}
+
+/// A number no other process has among its arguments: `sleep <marker>`
+/// finds the process again.
+fn marker(n: u32) -> String {
+    format!("{n}{}", std::process::id())
+}
+
+/// `app` starts one child that calls `setsid` (it leaves the service's
+/// process group and session) and one that double-forks (orphaned, it is
+/// reparented away from the service), then execs a long sleep.
+fn escaping_service(setsid: &str, double_forked: &str) -> String {
+    format!(
+        "services:\n  app:\n    command: [sh, -c, 'setsid sleep {setsid} & (sleep {double_forked} &); exec sleep 100000']\n"
+    )
+}
+
+/// Waits until exactly one process of each marker runs; returns their pids.
+fn running_escapees(setsid: &str, double_forked: &str) -> (i32, i32) {
+    wait_until("both escapees to run", DEADLINE, || {
+        pids_with_arg(setsid).len() == 1 && pids_with_arg(double_forked).len() == 1
+    });
+    (pids_with_arg(setsid)[0], pids_with_arg(double_forked)[0])
+}
+
+/// With cgroups the `setsid` child went with its service. Without, it
+/// escaped (the documented limit of process groups): say so and kill it.
+fn setsid_child_gone(mode: Containment, pid: i32) {
+    match mode {
+        Containment::Cgroups => assert!(!process_alive(pid), "the setsid child {pid} survived"),
+        Containment::ProcessGroups => {
+            eprintln!(
+                "process-group mode: the setsid child {pid} left the service's group, so it \
+                 outlives the service (documented); killing it"
+            );
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn setsid_and_double_forked_processes_are_gone_after_stop(mode: Containment) {
+    let Some(kepler) = daemon(mode, "escapees gone after stop") else {
+        return;
+    };
+    let (setsid, forked) = (marker(11), marker(12));
+    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
+    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+
+    kepler.kepler(&["stop"]).success();
+    assert!(!group_alive(leader), "the service's group survived");
+    assert!(
+        !process_alive(forked_pid),
+        "the double-forked child survived"
+    );
+    setsid_child_gone(mode, setsid_pid);
+}
+in_both_modes!(setsid_and_double_forked_processes_are_gone_after_stop);
+
+fn setsid_and_double_forked_processes_are_gone_after_restart(mode: Containment) {
+    let Some(kepler) = daemon(mode, "escapees gone after restart") else {
+        return;
+    };
+    let (setsid, forked) = (marker(21), marker(22));
+    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
+    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+
+    kepler.kepler(&["restart", "-d", "--wait"]).success();
+    assert!(!group_alive(leader), "the old group survived the restart");
+    assert!(
+        !process_alive(forked_pid),
+        "the old double-forked child survived"
+    );
+    setsid_child_gone(mode, setsid_pid);
+    // The new instance started its own.
+    let (new_setsid, new_forked) = running_escapees(&setsid, &forked);
+    assert_ne!((new_setsid, new_forked), (setsid_pid, forked_pid));
+    kepler.kepler(&["stop"]).success();
+    assert!(!process_alive(new_forked));
+    setsid_child_gone(mode, new_setsid);
+}
+in_both_modes!(setsid_and_double_forked_processes_are_gone_after_restart);
+
+fn setsid_and_double_forked_processes_are_gone_after_a_daemon_sigkill_and_restart(
+    mode: Containment,
+) {
+    let Some(mut kepler) = daemon(mode, "escapees gone after a daemon crash") else {
+        return;
+    };
+    let (setsid, forked) = (marker(31), marker(32));
+    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
+    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+
+    kepler.signal_daemon(Signal::SIGKILL);
+    kepler.reap_killed_daemon();
+    assert!(process_alive(setsid_pid) && process_alive(forked_pid));
+    kepler.start_daemon();
+    // The next daemon kills the survivors before it starts the service again.
+    kepler.wait_for_service("kepler.yaml", "app", "running again", |row| {
+        row.status() == "running" && row.pid().is_some_and(|pid| pid != leader)
+    });
+    assert!(!group_alive(leader), "the old group survived recovery");
+    assert!(
+        !process_alive(forked_pid),
+        "the double-forked child survived recovery"
+    );
+    setsid_child_gone(mode, setsid_pid);
+    kepler.kepler(&["stop"]).success();
+    for pid in pids_with_arg(&setsid) {
+        setsid_child_gone(mode, pid);
+    }
+}
+in_both_modes!(setsid_and_double_forked_processes_are_gone_after_a_daemon_sigkill_and_restart);
+
+/// The daemon's subtree, from `kepler daemon status`.
+fn subtree(kepler: &Kepler) -> PathBuf {
+    let line = containment_line(kepler);
+    let path = line
+        .strip_prefix("containment: cgroup v2 at ")
+        .unwrap_or_else(|| panic!("not in cgroup mode: {line}"));
+    let subtree = PathBuf::from(path);
+    assert_eq!(kepler.cgroup_subtree().as_deref(), Some(subtree.as_path()));
+    subtree
+}
+
+#[test]
+fn a_service_and_what_it_starts_run_in_the_services_own_cgroup() {
+    let Some(kepler) = daemon(Containment::Cgroups, "a service's own cgroup") else {
+        return;
+    };
+    let (setsid, forked) = (marker(41), marker(42));
+    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
+    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+
+    let own = cgroup_of(leader).expect("the service's cgroup");
+    assert_eq!(own.file_name().unwrap(), "app.service", "{}", own.display());
+    assert_eq!(
+        own.parent().and_then(Path::parent),
+        Some(subtree(&kepler).as_path()),
+        "{} is not in the daemon's subtree",
+        own.display()
+    );
+    assert_eq!(cgroup_of(setsid_pid), Some(own.clone()));
+    assert_eq!(cgroup_of(forked_pid), Some(own.clone()));
+    // The daemon itself sits in a leaf beside the configs.
+    let daemon_pid = kepler.daemon_pid().unwrap();
+    assert_eq!(cgroup_of(daemon_pid), Some(subtree(&kepler).join("daemon")));
+
+    kepler.kepler(&["stop"]).success();
+    assert!(
+        !own.exists(),
+        "the empty cgroup {} was not removed",
+        own.display()
+    );
+}
+
+#[test]
+fn a_hooks_processes_run_in_a_cgroup_of_their_own_and_go_with_it() {
+    let Some(kepler) = daemon(Containment::Cgroups, "a hook's own cgroup") else {
+        return;
+    };
+    let escapee = marker(51);
+    let evidence = kepler.dir().join("hook-cgroup.txt");
+    kepler.write(
+        "kepler.yaml",
+        &format!(
+            "services:\n  app:\n    command: [sleep, '100000']\n    hooks:\n      pre_start:\n        run: \"grep ^0:: /proc/self/cgroup > {}; setsid sleep {escapee} &\"\n",
+            evidence.display()
+        ),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let line = std::fs::read_to_string(&evidence).unwrap();
+    let hook_cgroup = line.trim().strip_prefix("0::").unwrap();
+    let name = Path::new(hook_cgroup)
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    assert!(
+        name.starts_with("app.pre_start-") && name.ends_with(".hook"),
+        "the hook ran in {hook_cgroup}"
+    );
+    // Its leader exited before the service started; what it left running
+    // went with it, the setsid child too, and so did its cgroup.
+    assert!(
+        pids_with_arg(&escapee).is_empty(),
+        "the hook's setsid child survived the hook"
+    );
+    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+    let service_cgroup = cgroup_of(leader).unwrap();
+    let hook_dir = service_cgroup.parent().unwrap().join(&*name);
+    assert!(!hook_dir.exists(), "{} was not removed", hook_dir.display());
+    kepler.kepler(&["stop"]).success();
+}
+
+fn ps_shows_cpu_and_memory_per_service(mode: Containment) {
+    let Some(kepler) = daemon(mode, "CPU and MEM in ps") else {
+        return;
+    };
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  busy:\n    command: [sh, -c, 'while :; do :; done']\n  idle:\n    command: [sleep, '100000']\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    // Rates are measured between two `ps`; wait until the busy loop has
+    // had time to show. The machine is shared, so "high" is a fraction of
+    // a CPU that even a loaded machine gives a busy loop.
+    let start = std::time::Instant::now();
+    let (busy, idle) = loop {
+        let rows = kepler.ps("kepler.yaml");
+        let (busy, idle) = (rows["busy"].clone(), rows["idle"].clone());
+        let busy_enough = busy.cpu_percent().is_some_and(|cpu| cpu > 10.0)
+            && busy.cpu_seconds().is_some_and(|s| s > 0.3);
+        if busy_enough {
+            break (busy, idle);
+        }
+        assert!(
+            start.elapsed() < 2 * DEADLINE,
+            "the busy loop never showed CPU use: {:?}",
+            busy.0
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let idle_cpu = idle
+        .cpu_percent()
+        .expect("a running service has a CPU figure");
+    assert!(idle_cpu < 2.0, "a sleeping service uses {idle_cpu}% CPU");
+    assert!(idle.cpu_seconds().unwrap() < 0.2, "{:?}", idle.0);
+    assert!(busy.memory_bytes().unwrap() > 0 && idle.memory_bytes().unwrap() > 0);
+
+    let table = kepler.kepler(&["ps"]);
+    table.success().stdout_has("CPU").stdout_has("MEM");
+    let busy_line = table
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("busy"))
+        .unwrap();
+    assert!(busy_line.contains('%'), "{busy_line}");
+    kepler.kepler(&["stop"]).success();
+    // Stopped services have no figures.
+    let rows = kepler.ps("kepler.yaml");
+    assert_eq!(rows["busy"].cpu_percent(), None);
+    assert_eq!(rows["busy"].memory_bytes(), None);
+}
+in_both_modes!(ps_shows_cpu_and_memory_per_service);
+
+fn daemon_status_names_the_containment_mode(mode: Containment) {
+    let Some(kepler) = daemon(mode, "the containment line") else {
+        return;
+    };
+    let line = containment_line(&kepler);
+    match mode {
+        Containment::ProcessGroups => assert_eq!(
+            line,
+            "containment: process groups (no writable cgroup v2: KEPLER_CGROUP=off in the \
+             daemon's environment)"
+        ),
+        Containment::Cgroups => {
+            let subtree = subtree(&kepler);
+            assert!(subtree.is_dir(), "{}", subtree.display());
+            let name = subtree.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with("kepler-"), "{name}");
+            // A clean stop takes the subtree away with the daemon.
+            kepler.kepler(&["daemon", "stop"]).success();
+            assert!(
+                !subtree.exists(),
+                "{} survived the daemon",
+                subtree.display()
+            );
+        }
+    }
+}
+in_both_modes!(daemon_status_names_the_containment_mode);
+
+/// Whether services get `controller` (listed in the subtree's
+/// `cgroup.subtree_control`); if not, a visible SKIP with the daemon's
+/// reason.
+fn has_controller(kepler: &Kepler, controller: &str, test: &str) -> bool {
+    let subtree = subtree(kepler);
+    let enabled = std::fs::read_to_string(subtree.join("cgroup.subtree_control"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|c| c == controller);
+    if !enabled {
+        let log = kepler.daemon_log();
+        let why = log
+            .lines()
+            .find(|line| line.contains(&format!("controller={controller}")))
+            .and_then(|line| line.split_once("services: "))
+            .map_or("not enabled in its subtree", |(_, why)| {
+                why.split(" controller=").next().unwrap_or(why)
+            });
+        eprintln!(
+            "SKIP: {test}, because the {controller} controller is not available to Kepler's \
+             cgroup v2 subtree {}: {why}",
+            subtree.display()
+        );
+    }
+    enabled
+}
+
+/// Starts `app` with `limits` (YAML lines under `limits:`) and returns the
+/// directory of its cgroup.
+fn service_cgroup_with(kepler: &Kepler, limits: &str) -> PathBuf {
+    kepler.write(
+        "kepler.yaml",
+        &format!("services:\n  app:\n    command: [sleep, '100000']\n    limits:\n{limits}"),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let pid = kepler.service("kepler.yaml", "app").pid().unwrap();
+    cgroup_of(pid).unwrap()
+}
+
+fn read(cgroup: &Path, file: &str) -> String {
+    std::fs::read_to_string(cgroup.join(file))
+        .unwrap_or_else(|e| panic!("{}/{file}: {e}", cgroup.display()))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn limits_memory_sets_memory_max_without_swap_and_oom_kills_the_group() {
+    let test = "memory.max";
+    let Some(kepler) = daemon(Containment::Cgroups, test) else {
+        return;
+    };
+    if !has_controller(&kepler, "memory", test) {
+        return;
+    }
+    let cgroup = service_cgroup_with(&kepler, "      memory: 64M\n");
+    assert_eq!(read(&cgroup, "memory.max"), "67108864");
+    assert_eq!(read(&cgroup, "memory.oom.group"), "1");
+    if cgroup.join("memory.swap.max").exists() {
+        assert_eq!(read(&cgroup, "memory.swap.max"), "0");
+    }
+    // The cgroup limits the service as a whole, so no per-process rlimit.
+    let pid = kepler.service("kepler.yaml", "app").pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let address_space = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap();
+    assert!(address_space.contains("unlimited"), "{address_space}");
+    assert!(!containment_line_notes(&kepler).contains("limits.memory"));
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn limits_cpus_sets_cpu_max() {
+    let test = "cpu.max";
+    let Some(kepler) = daemon(Containment::Cgroups, test) else {
+        return;
+    };
+    if !has_controller(&kepler, "cpu", test) {
+        return;
+    }
+    let cgroup = service_cgroup_with(&kepler, "      cpus: 0.5\n");
+    assert_eq!(read(&cgroup, "cpu.max"), "50000 100000");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn limits_pids_sets_pids_max() {
+    let test = "pids.max";
+    let Some(kepler) = daemon(Containment::Cgroups, test) else {
+        return;
+    };
+    if !has_controller(&kepler, "pids", test) {
+        return;
+    }
+    let cgroup = service_cgroup_with(&kepler, "      pids: 16\n");
+    assert_eq!(read(&cgroup, "pids.max"), "16");
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn an_oom_killed_service_says_so_and_its_restart_policy_applies() {
+    let test = "OOM reporting";
+    let Some(kepler) = daemon(Containment::Cgroups, test) else {
+        return;
+    };
+    if !has_controller(&kepler, "memory", test) {
+        return;
+    }
+    // awk doubles a string until the cgroup's 32M run out.
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  hog:\n    command: [awk, 'BEGIN { s = \"x\"; while (1) s = s s }']\n    \
+         limits:\n      memory: 32M\n    restart:\n      policy: on-failure\n      \
+         delay: 100ms\n      max_attempts: 1\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    let row = kepler.wait_for_service("kepler.yaml", "hog", "given up on", |row| {
+        row.status() == "failed"
+    });
+    assert_eq!(row.restarts(), 1, "{:?}", row.0);
+    assert!(row.reason().contains("oom-killed"), "{:?}", row.0);
+}
+
+/// The `limits not enforced` lines of `kepler daemon status`.
+fn containment_line_notes(kepler: &Kepler) -> String {
+    let status = kepler.kepler(&["daemon", "status"]);
+    status.success();
+    status
+        .stdout
+        .lines()
+        .skip_while(|line| !line.contains("limits not enforced"))
+        .take_while(|line| !line.trim_start().starts_with("configs:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn limits_without_cgroups_are_named_once_in_daemon_status_and_the_service_log() {
+    let Some(kepler) = daemon(Containment::ProcessGroups, "unenforced limits") else {
+        return;
+    };
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  app:\n    command: [sleep, '100000']\n    limits:\n      memory: 256M\n      \
+         cpus: 0.5\n      pids: 10\n",
+    );
+    let notes = containment_line_notes(&kepler);
+    assert!(notes.is_empty(), "nothing loaded yet: {notes}");
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let notes = containment_line_notes(&kepler);
+    for key in ["limits.memory", "limits.cpus", "limits.pids"] {
+        let line = notes
+            .lines()
+            .find(|line| line.contains(key))
+            .unwrap_or_else(|| panic!("no note for {key} in:\n{notes}"));
+        assert!(line.contains("kepler.yaml: app: "), "{line}");
+        assert!(line.contains("KEPLER_CGROUP=off"), "{line}");
+    }
+    // limits.memory stays a per-process address-space limit.
+    let pid = kepler.service("kepler.yaml", "app").pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max address space") && l.contains("268435456")),
+        "{limits}"
+    );
+    // The service's log says it once, however often it starts.
+    kepler.kepler(&["restart", "-d", "--wait"]).success();
+    let logs = kepler.wait_for_log("kepler.yaml", "limits.cpus is not enforced");
+    for key in [
+        "limits.memory applies",
+        "limits.cpus is not",
+        "limits.pids is not",
+    ] {
+        assert_eq!(logs.matches(key).count(), 1, "{key} in:\n{logs}");
+    }
+    kepler.kepler(&["stop"]).success();
+}
