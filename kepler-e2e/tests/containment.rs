@@ -264,6 +264,7 @@ fn a_hooks_processes_run_in_a_cgroup_of_their_own_and_go_with_it() {
     let hook_dir = service_cgroup.parent().unwrap().join(&*name);
     assert!(!hook_dir.exists(), "{} was not removed", hook_dir.display());
     kepler.kepler(&["stop"]).success();
+    assert_eq!(leftover_cgroups(&kepler), Vec::<PathBuf>::new());
 }
 
 fn ps_shows_cpu_and_memory_per_service(mode: Containment) {
@@ -525,4 +526,59 @@ fn limits_without_cgroups_are_named_once_in_daemon_status_and_the_service_log() 
         assert_eq!(logs.matches(key).count(), 1, "{key} in:\n{logs}");
     }
     kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn a_health_probe_runs_in_a_cgroup_of_its_own_and_leaves_nothing_behind() {
+    let Some(kepler) = daemon(Containment::Cgroups, "a probe's own cgroup") else {
+        return;
+    };
+    let escapee = marker(61);
+    let evidence = kepler.dir().join("probe-cgroup.txt");
+    kepler.write(
+        "kepler.yaml",
+        &format!(
+            "services:\n  app:\n    command: [sleep, '100000']\n    healthcheck:\n      test: [\"CMD-SHELL\", \"grep ^0:: /proc/self/cgroup > {}; setsid sleep {escapee} &\"]\n      interval: 100ms\n      timeout: 2s\n",
+            evidence.display()
+        ),
+    );
+    // Healthy means a probe ran to the end and its cgroup was emptied.
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let line = std::fs::read_to_string(&evidence).unwrap();
+    let name = Path::new(line.trim())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("app.healthcheck-") && name.ends_with(".probe"),
+        "the probe ran in {line}"
+    );
+    kepler.kepler(&["stop"]).success();
+    assert!(
+        pids_with_arg(&escapee).is_empty(),
+        "a probe's setsid child survived"
+    );
+    assert_eq!(leftover_cgroups(&kepler), Vec::<PathBuf>::new());
+}
+
+/// Cgroups left below the daemon's config cgroups (none once everything
+/// has stopped: empty cgroups are removed).
+fn leftover_cgroups(kepler: &Kepler) -> Vec<PathBuf> {
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    subdirs(&subtree(kepler))
+        .into_iter()
+        .filter(|config| config.file_name().is_some_and(|n| n != "daemon"))
+        .flat_map(|config| subdirs(&config))
+        .collect()
 }
