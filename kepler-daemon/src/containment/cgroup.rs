@@ -12,7 +12,7 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -203,8 +203,8 @@ impl Cgroup {
     /// Pids of the processes in this cgroup (not its descendants). A
     /// removed cgroup has none.
     pub fn members(&self) -> io::Result<Vec<i32>> {
-        match fs::read_to_string(self.dir.join("cgroup.procs")) {
-            Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        match self.open_core_file("cgroup.procs") {
+            Ok(file) => read_members(&file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -213,13 +213,19 @@ impl Cgroup {
     /// Whether a live process is in this cgroup or below (`populated` of
     /// `cgroup.events`). A removed cgroup is not populated.
     pub fn is_populated(&self) -> bool {
-        match fs::read_to_string(self.dir.join("cgroup.events")) {
-            Ok(text) => text
-                .lines()
-                .find_map(|line| line.strip_prefix("populated "))
-                .is_some_and(|value| value.trim() != "0"),
-            Err(_) => false,
-        }
+        self.events().is_ok_and(|events| events.is_populated())
+    }
+
+    /// `cgroup.events` kept open, to be read again cheaply while waiting.
+    pub fn events(&self) -> io::Result<EventsFile> {
+        self.open_core_file("cgroup.events").map(EventsFile)
+    }
+
+    fn open_core_file(&self, name: &str) -> io::Result<fs::File> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(self.dir.join(name))
     }
 
     /// Sends `signal` to every process of the cgroup, reading the member
@@ -228,10 +234,14 @@ impl Cgroup {
     pub fn signal_members(&self, signal: Signal) -> io::Result<Vec<i32>> {
         /// Bounds a pathological fork storm; `kill` ends the job anyway.
         const MAX_PASSES: usize = 32;
+        let procs = match self.open_core_file("cgroup.procs") {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let mut signalled = HashSet::new();
         for _ in 0..MAX_PASSES {
-            let fresh: Vec<i32> = self
-                .members()?
+            let fresh: Vec<i32> = read_members(&procs)?
                 .into_iter()
                 .filter(|pid| *pid > 1 && !signalled.contains(pid))
                 .collect();
@@ -347,6 +357,43 @@ impl Cgroup {
             .and_then(|text| keyed_value(&text, "oom_kill"))
             .unwrap_or(0)
     }
+}
+
+/// An open `cgroup.events`.
+#[derive(Debug)]
+pub struct EventsFile(fs::File);
+
+impl EventsFile {
+    /// `populated` as the file says now; a cgroup removed meanwhile is not.
+    pub fn is_populated(&self) -> bool {
+        let mut buf = [0u8; 128];
+        match self.0.read_at(&mut buf, 0) {
+            Ok(len) => std::str::from_utf8(&buf[..len]).is_ok_and(|text| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix("populated "))
+                    .is_some_and(|value| value.trim() != "0")
+            }),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Reads a `cgroup.procs` from its start (the kernel lists the members
+/// afresh on every read at offset 0).
+fn read_members(procs: &fs::File) -> io::Result<Vec<i32>> {
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let len = procs.read_at(&mut chunk, text.len() as u64)?;
+        if len == 0 {
+            break;
+        }
+        text.extend_from_slice(&chunk[..len]);
+    }
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect())
 }
 
 /// The number after `key ` in a flat-keyed file like `cpu.stat`.

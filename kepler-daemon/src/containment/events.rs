@@ -34,6 +34,10 @@ pub async fn wait_empty(cgroup: &Cgroup) {
             None
         }
     };
+    // Kept open: each check is then one read.
+    let Ok(events) = cgroup.events() else {
+        return; // removed: nothing can be in it
+    };
     loop {
         let notified = watch.as_ref().map(|w| w.notify.notified());
         let mut notified = std::pin::pin!(notified);
@@ -41,7 +45,7 @@ pub async fn wait_empty(cgroup: &Cgroup) {
         if let Some(notified) = notified.as_mut().as_pin_mut() {
             notified.enable();
         }
-        if !cgroup.is_populated() {
+        if !events.is_populated() {
             return;
         }
         match notified.as_pin_mut() {

@@ -72,12 +72,17 @@ impl Scope {
         let Scope::Cgroup { leader, cgroup } = self else {
             return stop_group(self.leader(), signal, grace).await;
         };
-        if self.is_gone() {
-            self.remove_cgroup();
-            return StopOutcome::AlreadyGone;
-        }
-        if signal != Signal::SIGKILL {
+        if signal == Signal::SIGKILL {
+            if self.is_gone() {
+                self.remove_cgroup();
+                return StopOutcome::AlreadyGone;
+            }
+        } else {
             match cgroup.signal_members(signal) {
+                Ok(signalled) if signalled.is_empty() && self.is_gone() => {
+                    self.remove_cgroup();
+                    return StopOutcome::AlreadyGone;
+                }
                 Err(err) => tracing::warn!(
                     leader,
                     cgroup = %cgroup.dir().display(),
