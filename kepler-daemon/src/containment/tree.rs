@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::cgroup::{Cgroup, Controller};
-use super::detect::{self, Cgroup2Mount};
+use super::detect;
 
 /// Why a controller cannot be used for services.
 pub type MissingControllers = BTreeMap<Controller, String>;
@@ -41,11 +41,9 @@ pub struct CgroupTree {
     controllers: Vec<Controller>,
     /// The rest of [`Controller::ALL`], with why each is missing.
     missing: MissingControllers,
-    /// Enabled in the parent by this daemon, disabled again at exit.
+    /// Enabled in the parent by this daemon, disabled again at exit if the
+    /// parent would not take the daemon back otherwise.
     enabled_in_parent: Vec<Controller>,
-    /// The parent is the root of the hierarchy, which may hold processes
-    /// and delegate controllers at once.
-    parent_is_root: bool,
 }
 
 /// Why the daemon runs without cgroups.
@@ -76,16 +74,14 @@ impl CgroupTree {
         let name = detect::subtree_name(state_dir);
         let parent_dir = parent_of_own(&own_dir, &name);
         let v1 = detect::v1_controllers(&proc_cgroup);
-        Self::set_up_at(&mount, parent_dir, &name, &v1)
+        Self::set_up_at(parent_dir, &name, &v1)
     }
 
     fn set_up_at(
-        mount: &Cgroup2Mount,
         parent_dir: PathBuf,
         name: &str,
         v1: &[Controller],
     ) -> Result<CgroupTree, NoCgroups> {
-        let parent_is_root = parent_dir == mount.mount_point;
         let parent = Cgroup::at(parent_dir);
         let created = |dir: PathBuf| {
             Cgroup::create(dir.clone())
@@ -107,7 +103,6 @@ impl CgroupTree {
             controllers: Vec::new(),
             missing: MissingControllers::new(),
             enabled_in_parent: Vec::new(),
-            parent_is_root,
         };
         tree.enable_controllers(v1);
         Ok(tree)
@@ -185,7 +180,6 @@ impl CgroupTree {
             controllers: controllers.to_vec(),
             missing,
             enabled_in_parent: Vec::new(),
-            parent_is_root: true,
         }
     }
 
@@ -256,19 +250,26 @@ impl CgroupTree {
         }
     }
 
-    /// A process may not join a non-root cgroup that delegates controllers,
-    /// so what this daemon enabled in its parent is disabled first (its own
-    /// subtree's delegation before that, which the parent's depends on).
+    /// A process may not join a cgroup that delegates controllers (the
+    /// root of the hierarchy excepted), so if the parent refuses the daemon,
+    /// what this daemon enabled there is disabled first (its own subtree's
+    /// delegation before that, which the parent's depends on). A root that
+    /// takes the daemon back keeps its controllers: others use them.
     fn return_to_parent(&self) -> io::Result<()> {
-        if !self.parent_is_root && !self.enabled_in_parent.is_empty() {
-            for &controller in &self.controllers {
-                self.root.set_subtree_control(controller, false)?;
+        match self.parent.adopt(std::process::id()) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY) && !self.enabled_in_parent.is_empty() =>
+            {
+                for &controller in &self.controllers {
+                    self.root.set_subtree_control(controller, false)?;
+                }
+                for &controller in &self.enabled_in_parent {
+                    self.parent.set_subtree_control(controller, false)?;
+                }
+                self.parent.adopt(std::process::id())
             }
-            for &controller in &self.enabled_in_parent {
-                self.parent.set_subtree_control(controller, false)?;
-            }
+            other => other,
         }
-        self.parent.adopt(std::process::id())
     }
 }
 
@@ -393,7 +394,7 @@ mod tests {
 
     /// A hierarchy of plain files: the parent offers `offered`, and the
     /// subtree's files exist so the daemon can "join" it.
-    fn fake_hierarchy(offered: &str) -> (tempfile::TempDir, Cgroup2Mount, PathBuf) {
+    fn fake_hierarchy(offered: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let parent = dir.path().join("system.slice/kepler.service");
         let leaf = parent.join("kepler-ab/daemon");
@@ -407,18 +408,13 @@ mod tests {
             std::fs::write(parent.join("kepler-ab").join(file), "").unwrap();
         }
         std::fs::write(leaf.join("cgroup.procs"), "").unwrap();
-        let mount = Cgroup2Mount {
-            mount_point: dir.path().to_path_buf(),
-            root: "/".into(),
-        };
-        (dir, mount, parent)
+        (dir, parent)
     }
 
     #[test]
     fn controllers_the_parent_offers_are_enabled_and_the_others_explained() {
-        let (_dir, mount, parent) = fake_hierarchy("cpu memory hugetlb\n");
-        let tree = CgroupTree::set_up_at(&mount, parent.clone(), "kepler-ab", &[Controller::Pids])
-            .unwrap();
+        let (_dir, parent) = fake_hierarchy("cpu memory hugetlb\n");
+        let tree = CgroupTree::set_up_at(parent.clone(), "kepler-ab", &[Controller::Pids]).unwrap();
         assert_eq!(tree.root(), parent.join("kepler-ab"));
         assert_eq!(tree.controllers(), [Controller::Cpu, Controller::Memory]);
         assert_eq!(
@@ -426,7 +422,6 @@ mod tests {
             [Controller::Cpu, Controller::Memory],
             "the parent delegated nothing before"
         );
-        assert!(!tree.parent_is_root);
         let missing = tree.missing();
         assert!(
             missing[&Controller::Io].contains("not available in")
@@ -456,9 +451,9 @@ mod tests {
 
     #[test]
     fn a_subtree_that_cannot_be_created_means_no_cgroups_and_says_why() {
-        let (dir, mount, _) = fake_hierarchy("");
+        let (dir, _) = fake_hierarchy("");
         let missing_parent = dir.path().join("not/there");
-        let err = CgroupTree::set_up_at(&mount, missing_parent, "kepler-ab", &[]).unwrap_err();
+        let err = CgroupTree::set_up_at(missing_parent, "kepler-ab", &[]).unwrap_err();
         assert!(err.0.starts_with("cannot create "), "{}", err.0);
         assert!(err.0.contains("not/there/kepler-ab"), "{}", err.0);
     }
