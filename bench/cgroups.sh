@@ -3,14 +3,15 @@
 # (targets: start at most +30 %, stop no slower), and `kepler ps` of 100 running services with
 # their CPU and MEM (target <= 5 ms). Run as root:
 #   sudo bench/cgroups.sh [--quick]
-# --quick: 3 repetitions and no 1000-service runs. Each repetition gets a fresh daemon (not timed).
+# --quick: 3 repetitions and no 1000-service runs (else 5 of each). Each run gets a fresh daemon
+# (not timed).
 # Prints medians; raw numbers go to bench/results/cgroups-<date>.json.
 set -euo pipefail
 
 quick=""
 case "${1:-}" in
   --quick) quick=1 ;;
-  -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   "") ;;
   *) echo "cgroups: unknown option '$1' (see --help)" >&2; exit 2 ;;
 esac
@@ -47,11 +48,10 @@ fresh_daemon() {
 now_ns() { date +%s%N; }
 
 for n in $sizes; do write_config "$n"; done
-for mode in auto off; do
-  for n in $sizes; do
-    runs=$reps
-    [ "$n" -ge 1000 ] && [ -z "$quick" ] && runs=3
-    for rep in $(seq 1 "$runs"); do
+# Modes alternate within each repetition, so both meet the same load on a shared machine.
+for n in $sizes; do
+  for rep in $(seq 1 "$reps"); do
+    for mode in auto off; do
       containment="$(fresh_daemon "$mode")"
       [ "$rep" -eq 1 ] && echo "KEPLER_CGROUP=$mode, $n services: $containment" >&2
       t0="$(now_ns)"
@@ -63,7 +63,9 @@ for mode in auto off; do
       echo "$mode stop $n $(((t2 - t1) / 1000))" >>"$RAW"
     done
   done
-  # ps of 100 running services, CPU and MEM included.
+done
+# ps of 100 running services, CPU and MEM included.
+for mode in auto off; do
   fresh_daemon "$mode" >/dev/null
   "$KEPLER" -f "$BENCH_DIR/100/kepler.yaml" start -d --wait --timeout 300s >/dev/null
   hyperfine --shell=none --warmup 10 --runs 50 --export-json "$BENCH_DIR/ps-$mode.json" \

@@ -29,7 +29,9 @@ pub use events::{remove_when_empty, wait_empty};
 pub use limits::{plan_limits, LimitPlan};
 pub use tree::{CgroupTree, ConfigCgroup};
 
-/// The environment variable that turns cgroups off (`KEPLER_CGROUP=off`).
+/// The environment variable that turns cgroups off (`KEPLER_CGROUP=off`;
+/// `0`, `false` and `no` too). Any other value leaves the choice to the
+/// daemon.
 pub const CGROUP_ENV: &str = "KEPLER_CGROUP";
 
 /// How the daemon contains what it runs.
@@ -52,10 +54,13 @@ static CONTAINMENT: OnceLock<Containment> = OnceLock::new();
 /// from the process that will supervise them.
 pub fn init(state_dir: &Path) -> &'static Containment {
     CONTAINMENT.get_or_init(|| {
-        if std::env::var(CGROUP_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
-            return Containment::ProcessGroups {
-                reason: format!("{CGROUP_ENV}=off in the daemon's environment"),
-            };
+        if let Ok(value) = std::env::var(CGROUP_ENV) {
+            let off = ["off", "0", "false", "no"];
+            if off.iter().any(|word| value.eq_ignore_ascii_case(word)) {
+                return Containment::ProcessGroups {
+                    reason: format!("{CGROUP_ENV}={value} in the daemon's environment"),
+                };
+            }
         }
         match CgroupTree::set_up(state_dir) {
             Ok(tree) => {
