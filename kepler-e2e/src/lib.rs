@@ -7,6 +7,7 @@
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a
 //! fixed sleep.
 
+pub mod cgroups;
 pub mod wire;
 
 use std::fs;
@@ -19,6 +20,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getgrouplist, Pid, User};
 use tempfile::TempDir;
+
+use cgroups::daemon_subtree;
+pub use cgroups::{cgroup2_mount, cgroup_of, kill_and_remove_cgroups, Containment};
 
 /// Default deadline for conditions in tests.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -197,18 +201,6 @@ pub struct Kepler {
     subtrees: Vec<PathBuf>,
 }
 
-/// How a test wants the daemon to contain services. Without a choice the
-/// daemon decides, and `KEPLER_CGROUP` from the test's environment reaches
-/// it (`KEPLER_CGROUP=off cargo nextest run` runs the whole suite in
-/// process-group mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Containment {
-    /// cgroup v2 where the machine has a writable hierarchy.
-    Cgroups,
-    /// Process groups only (`KEPLER_CGROUP=off`).
-    ProcessGroups,
-}
-
 impl Default for Kepler {
     fn default() -> Self {
         Self::new()
@@ -237,20 +229,6 @@ impl Kepler {
             daemon_env: Vec::new(),
             subtrees: Vec::new(),
         }
-    }
-
-    /// A fresh scratch directory whose daemons contain services as asked
-    /// (whatever `KEPLER_CGROUP` the test runs with).
-    pub fn with_containment(containment: Containment) -> Self {
-        let mut kepler = Self::new();
-        let value = match containment {
-            Containment::Cgroups => "auto",
-            Containment::ProcessGroups => "off",
-        };
-        kepler
-            .daemon_env
-            .push(("KEPLER_CGROUP".to_owned(), value.to_owned()));
-        kepler
     }
 
     /// A fresh scratch directory with a running daemon.
@@ -354,12 +332,6 @@ impl Kepler {
                 self.subtrees.push(subtree);
             }
         }
-    }
-
-    /// The daemon's cgroup subtree (`.../kepler-<hash>`) while it runs in
-    /// cgroup mode.
-    pub fn cgroup_subtree(&self) -> Option<PathBuf> {
-        daemon_subtree(self.daemon_pid()?)
     }
 
     /// Waits until a ping on a fresh connection succeeds.
@@ -693,57 +665,4 @@ pub fn proc_status(pid: i32, key: &str) -> Vec<String> {
         .split_whitespace()
         .map(String::from)
         .collect()
-}
-
-/// The cgroup v2 mount: `/sys/fs/cgroup` (unified layout) or
-/// `/sys/fs/cgroup/unified` (hybrid layout).
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|dir| {
-            dir.join("cgroup.procs").is_file() && dir.join("cgroup.subtree_control").is_file()
-        })
-}
-
-/// The cgroup v2 directory `pid` is in, from `/proc/<pid>/cgroup`.
-pub fn cgroup_of(pid: i32) -> Option<PathBuf> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
-    Some(cgroup2_mount()?.join(path.trim_start_matches('/')))
-}
-
-/// The daemon's subtree (`.../kepler-<hash>`) when it runs in cgroup mode:
-/// the parent of its `daemon` leaf.
-fn daemon_subtree(daemon: i32) -> Option<PathBuf> {
-    let leaf = cgroup_of(daemon)?;
-    let subtree = leaf.parent()?;
-    let named = |path: &Path, test: &dyn Fn(&str) -> bool| {
-        path.file_name().and_then(|n| n.to_str()).is_some_and(test)
-    };
-    (named(&leaf, &|n| n == "daemon") && named(subtree, &|n| n.starts_with("kepler-")))
-        .then(|| subtree.to_path_buf())
-}
-
-/// SIGKILLs everything in `dir` and below (`cgroup.kill`), waits until it
-/// is empty, and removes the cgroups, deepest first.
-pub fn kill_and_remove_cgroups(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            kill_and_remove_cgroups(&entry.path());
-        }
-    }
-    let _ = fs::write(dir.join("cgroup.kill"), "1");
-    let populated = || {
-        fs::read_to_string(dir.join("cgroup.events"))
-            .is_ok_and(|events| events.contains("populated 1"))
-    };
-    let start = Instant::now();
-    while populated() && start.elapsed() < DEADLINE {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = fs::remove_dir(dir);
 }

@@ -31,42 +31,6 @@ macro_rules! in_both_modes {
     };
 }
 
-/// A daemon containing services as asked, or `None` after a visible SKIP
-/// when cgroups are asked for and the daemon found no writable cgroup v2.
-fn daemon(mode: Containment, test: &str) -> Option<Kepler> {
-    let mut kepler = Kepler::with_containment(mode);
-    kepler.start_daemon();
-    let line = containment_line(&kepler);
-    match mode {
-        Containment::Cgroups if !line.starts_with("containment: cgroup v2 at ") => {
-            eprintln!("SKIP: {test} with cgroups, because the daemon reports `{line}`");
-            None
-        }
-        Containment::ProcessGroups => {
-            assert!(
-                line.starts_with(
-                    "containment: process groups (no writable cgroup v2: KEPLER_CGROUP=off"
-                ),
-                "{line}"
-            );
-            Some(kepler)
-        }
-        Containment::Cgroups => Some(kepler),
-    }
-}
-
-fn containment_line(kepler: &Kepler) -> String {
-    let status = kepler.kepler(&["daemon", "status"]);
-    status.success();
-    status
-        .stdout
-        .lines()
-        .map(str::trim)
-        .find(|line| line.starts_with("containment:"))
-        .unwrap_or_else(|| panic!("no containment line in daemon status:\n{status}"))
-        .to_owned()
-}
-
 /// A number no other process has among its arguments: `sleep <marker>`
 /// finds the process again.
 fn marker(n: u32) -> String {
@@ -106,7 +70,7 @@ fn setsid_child_gone(mode: Containment, pid: i32) {
 }
 
 fn setsid_and_double_forked_processes_are_gone_after_stop(mode: Containment) {
-    let Some(kepler) = daemon(mode, "escapees gone after stop") else {
+    let Some(kepler) = Kepler::started_in(mode, "escapees gone after stop") else {
         return;
     };
     let (setsid, forked) = (marker(11), marker(12));
@@ -126,7 +90,7 @@ fn setsid_and_double_forked_processes_are_gone_after_stop(mode: Containment) {
 in_both_modes!(setsid_and_double_forked_processes_are_gone_after_stop);
 
 fn setsid_and_double_forked_processes_are_gone_after_restart(mode: Containment) {
-    let Some(kepler) = daemon(mode, "escapees gone after restart") else {
+    let Some(kepler) = Kepler::started_in(mode, "escapees gone after restart") else {
         return;
     };
     let (setsid, forked) = (marker(21), marker(22));
@@ -154,7 +118,7 @@ in_both_modes!(setsid_and_double_forked_processes_are_gone_after_restart);
 fn setsid_and_double_forked_processes_are_gone_after_a_daemon_sigkill_and_restart(
     mode: Containment,
 ) {
-    let Some(mut kepler) = daemon(mode, "escapees gone after a daemon crash") else {
+    let Some(mut kepler) = Kepler::started_in(mode, "escapees gone after a daemon crash") else {
         return;
     };
     let (setsid, forked) = (marker(31), marker(32));
@@ -186,7 +150,7 @@ in_both_modes!(setsid_and_double_forked_processes_are_gone_after_a_daemon_sigkil
 
 /// The daemon's subtree, from `kepler daemon status`.
 fn subtree(kepler: &Kepler) -> PathBuf {
-    let line = containment_line(kepler);
+    let line = kepler.containment_line();
     let path = line
         .strip_prefix("containment: cgroup v2 at ")
         .unwrap_or_else(|| panic!("not in cgroup mode: {line}"));
@@ -197,7 +161,7 @@ fn subtree(kepler: &Kepler) -> PathBuf {
 
 #[test]
 fn a_service_and_what_it_starts_run_in_the_services_own_cgroup() {
-    let Some(kepler) = daemon(Containment::Cgroups, "a service's own cgroup") else {
+    let Some(kepler) = Kepler::started_in(Containment::Cgroups, "a service's own cgroup") else {
         return;
     };
     let (setsid, forked) = (marker(41), marker(42));
@@ -230,7 +194,7 @@ fn a_service_and_what_it_starts_run_in_the_services_own_cgroup() {
 
 #[test]
 fn a_hooks_processes_run_in_a_cgroup_of_their_own_and_go_with_it() {
-    let Some(kepler) = daemon(Containment::Cgroups, "a hook's own cgroup") else {
+    let Some(kepler) = Kepler::started_in(Containment::Cgroups, "a hook's own cgroup") else {
         return;
     };
     let escapee = marker(51);
@@ -268,7 +232,7 @@ fn a_hooks_processes_run_in_a_cgroup_of_their_own_and_go_with_it() {
 }
 
 fn ps_shows_cpu_and_memory_per_service(mode: Containment) {
-    let Some(kepler) = daemon(mode, "CPU and MEM in ps") else {
+    let Some(kepler) = Kepler::started_in(mode, "CPU and MEM in ps") else {
         return;
     };
     kepler.write(
@@ -319,10 +283,10 @@ fn ps_shows_cpu_and_memory_per_service(mode: Containment) {
 in_both_modes!(ps_shows_cpu_and_memory_per_service);
 
 fn daemon_status_names_the_containment_mode(mode: Containment) {
-    let Some(kepler) = daemon(mode, "the containment line") else {
+    let Some(kepler) = Kepler::started_in(mode, "the containment line") else {
         return;
     };
-    let line = containment_line(&kepler);
+    let line = kepler.containment_line();
     match mode {
         Containment::ProcessGroups => assert_eq!(
             line,
@@ -346,191 +310,9 @@ fn daemon_status_names_the_containment_mode(mode: Containment) {
 }
 in_both_modes!(daemon_status_names_the_containment_mode);
 
-/// Whether services get `controller` (listed in the subtree's
-/// `cgroup.subtree_control`); if not, a visible SKIP with the daemon's
-/// reason.
-fn has_controller(kepler: &Kepler, controller: &str, test: &str) -> bool {
-    let subtree = subtree(kepler);
-    let enabled = std::fs::read_to_string(subtree.join("cgroup.subtree_control"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .any(|c| c == controller);
-    if !enabled {
-        let log = kepler.daemon_log();
-        let why = log
-            .lines()
-            .find(|line| line.contains(&format!("controller={controller}")))
-            .and_then(|line| line.split_once("services: "))
-            .map_or("not enabled in its subtree", |(_, why)| {
-                why.split(" controller=").next().unwrap_or(why)
-            });
-        eprintln!(
-            "SKIP: {test}, because the {controller} controller is not available to Kepler's \
-             cgroup v2 subtree {}: {why}",
-            subtree.display()
-        );
-    }
-    enabled
-}
-
-/// Starts `app` with `limits` (YAML lines under `limits:`) and returns the
-/// directory of its cgroup.
-fn service_cgroup_with(kepler: &Kepler, limits: &str) -> PathBuf {
-    kepler.write(
-        "kepler.yaml",
-        &format!("services:\n  app:\n    command: [sleep, '100000']\n    limits:\n{limits}"),
-    );
-    kepler.kepler(&["start", "-d", "--wait"]).success();
-    let pid = kepler.service("kepler.yaml", "app").pid().unwrap();
-    cgroup_of(pid).unwrap()
-}
-
-fn read(cgroup: &Path, file: &str) -> String {
-    std::fs::read_to_string(cgroup.join(file))
-        .unwrap_or_else(|e| panic!("{}/{file}: {e}", cgroup.display()))
-        .trim()
-        .to_owned()
-}
-
-#[test]
-fn limits_memory_sets_memory_max_without_swap_and_oom_kills_the_group() {
-    let test = "memory.max";
-    let Some(kepler) = daemon(Containment::Cgroups, test) else {
-        return;
-    };
-    if !has_controller(&kepler, "memory", test) {
-        return;
-    }
-    let cgroup = service_cgroup_with(&kepler, "      memory: 64M\n");
-    assert_eq!(read(&cgroup, "memory.max"), "67108864");
-    assert_eq!(read(&cgroup, "memory.oom.group"), "1");
-    if cgroup.join("memory.swap.max").exists() {
-        assert_eq!(read(&cgroup, "memory.swap.max"), "0");
-    }
-    // The cgroup limits the service as a whole, so no per-process rlimit.
-    let pid = kepler.service("kepler.yaml", "app").pid().unwrap();
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let address_space = limits
-        .lines()
-        .find(|l| l.starts_with("Max address space"))
-        .unwrap();
-    assert!(address_space.contains("unlimited"), "{address_space}");
-    assert!(!containment_line_notes(&kepler).contains("limits.memory"));
-    kepler.kepler(&["stop"]).success();
-}
-
-#[test]
-fn limits_cpus_sets_cpu_max() {
-    let test = "cpu.max";
-    let Some(kepler) = daemon(Containment::Cgroups, test) else {
-        return;
-    };
-    if !has_controller(&kepler, "cpu", test) {
-        return;
-    }
-    let cgroup = service_cgroup_with(&kepler, "      cpus: 0.5\n");
-    assert_eq!(read(&cgroup, "cpu.max"), "50000 100000");
-    kepler.kepler(&["stop"]).success();
-}
-
-#[test]
-fn limits_pids_sets_pids_max() {
-    let test = "pids.max";
-    let Some(kepler) = daemon(Containment::Cgroups, test) else {
-        return;
-    };
-    if !has_controller(&kepler, "pids", test) {
-        return;
-    }
-    let cgroup = service_cgroup_with(&kepler, "      pids: 16\n");
-    assert_eq!(read(&cgroup, "pids.max"), "16");
-    kepler.kepler(&["stop"]).success();
-}
-
-#[test]
-fn an_oom_killed_service_says_so_and_its_restart_policy_applies() {
-    let test = "OOM reporting";
-    let Some(kepler) = daemon(Containment::Cgroups, test) else {
-        return;
-    };
-    if !has_controller(&kepler, "memory", test) {
-        return;
-    }
-    // awk doubles a string until the cgroup's 32M run out.
-    kepler.write(
-        "kepler.yaml",
-        "services:\n  hog:\n    command: [awk, 'BEGIN { s = \"x\"; while (1) s = s s }']\n    \
-         limits:\n      memory: 32M\n    restart:\n      policy: on-failure\n      \
-         delay: 100ms\n      max_attempts: 1\n",
-    );
-    kepler.kepler(&["start", "-d"]).success();
-    let row = kepler.wait_for_service("kepler.yaml", "hog", "given up on", |row| {
-        row.status() == "failed"
-    });
-    assert_eq!(row.restarts(), 1, "{:?}", row.0);
-    assert!(row.reason().contains("oom-killed"), "{:?}", row.0);
-}
-
-/// The `limits not enforced` lines of `kepler daemon status`.
-fn containment_line_notes(kepler: &Kepler) -> String {
-    let status = kepler.kepler(&["daemon", "status"]);
-    status.success();
-    status
-        .stdout
-        .lines()
-        .skip_while(|line| !line.contains("limits not enforced"))
-        .take_while(|line| !line.trim_start().starts_with("configs:"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-#[test]
-fn limits_without_cgroups_are_named_once_in_daemon_status_and_the_service_log() {
-    let Some(kepler) = daemon(Containment::ProcessGroups, "unenforced limits") else {
-        return;
-    };
-    kepler.write(
-        "kepler.yaml",
-        "services:\n  app:\n    command: [sleep, '100000']\n    limits:\n      memory: 256M\n      \
-         cpus: 0.5\n      pids: 10\n",
-    );
-    let notes = containment_line_notes(&kepler);
-    assert!(notes.is_empty(), "nothing loaded yet: {notes}");
-    kepler.kepler(&["start", "-d", "--wait"]).success();
-    let notes = containment_line_notes(&kepler);
-    for key in ["limits.memory", "limits.cpus", "limits.pids"] {
-        let line = notes
-            .lines()
-            .find(|line| line.contains(key))
-            .unwrap_or_else(|| panic!("no note for {key} in:\n{notes}"));
-        assert!(line.contains("kepler.yaml: app: "), "{line}");
-        assert!(line.contains("KEPLER_CGROUP=off"), "{line}");
-    }
-    // limits.memory stays a per-process address-space limit.
-    let pid = kepler.service("kepler.yaml", "app").pid().unwrap();
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    assert!(
-        limits
-            .lines()
-            .any(|l| l.starts_with("Max address space") && l.contains("268435456")),
-        "{limits}"
-    );
-    // The service's log says it once, however often it starts.
-    kepler.kepler(&["restart", "-d", "--wait"]).success();
-    let logs = kepler.wait_for_log("kepler.yaml", "limits.cpus is not enforced");
-    for key in [
-        "limits.memory applies",
-        "limits.cpus is not",
-        "limits.pids is not",
-    ] {
-        assert_eq!(logs.matches(key).count(), 1, "{key} in:\n{logs}");
-    }
-    kepler.kepler(&["stop"]).success();
-}
-
 #[test]
 fn a_health_probe_runs_in_a_cgroup_of_its_own_and_leaves_nothing_behind() {
-    let Some(kepler) = daemon(Containment::Cgroups, "a probe's own cgroup") else {
+    let Some(kepler) = Kepler::started_in(Containment::Cgroups, "a probe's own cgroup") else {
         return;
     };
     let escapee = marker(61);
