@@ -27,6 +27,18 @@ const FALLBACK_RECHECK: Duration = Duration::from_millis(100);
 
 /// Resolves once no live process is left in `cgroup` (or below it).
 pub async fn wait_empty(cgroup: &Cgroup) {
+    wait_empty_and(cgroup, false).await;
+}
+
+/// [`wait_empty`], then removes the cgroup; returns whether it is gone.
+/// Removing it while still watching spares the explicit `inotify_rm_watch`
+/// (the kernel drops the watch with the directory), which is most of what
+/// a watch costs.
+pub async fn wait_empty_then_remove(cgroup: &Cgroup) -> bool {
+    wait_empty_and(cgroup, true).await
+}
+
+async fn wait_empty_and(cgroup: &Cgroup, remove: bool) -> bool {
     let watch = match watcher().and_then(|w| w.watch(cgroup.dir(), false)) {
         Ok(watch) => Some(watch),
         Err(e) => {
@@ -36,17 +48,25 @@ pub async fn wait_empty(cgroup: &Cgroup) {
     };
     // Kept open: each check is then one read.
     let Ok(events) = cgroup.events() else {
-        return; // removed: nothing can be in it
+        return true; // removed: nothing can be in it
     };
+    let notify = watch.as_ref().map(|w| Arc::clone(&w.notify));
     loop {
-        let notified = watch.as_ref().map(|w| w.notify.notified());
+        let notified = notify.as_ref().map(|n| n.notified());
         let mut notified = std::pin::pin!(notified);
         // Register before reading so a change in between is not missed.
         if let Some(notified) = notified.as_mut().as_pin_mut() {
             notified.enable();
         }
         if !events.is_populated() {
-            return;
+            if !remove {
+                return true;
+            }
+            let removed = cgroup.remove().is_ok();
+            if let (true, Some(watch)) = (removed, watch) {
+                watch.went_with_its_directory();
+            }
+            return removed;
         }
         match notified.as_pin_mut() {
             Some(notified) => notified.await,
@@ -171,6 +191,21 @@ impl Watcher {
                     // The kernel drops the watch with the directory.
                     entries.remove(&event.wd);
                 }
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// The watched cgroup was removed, which removed the kernel's watch: only
+    /// our bookkeeping is left to drop.
+    fn went_with_its_directory(self) {
+        let watch = std::mem::ManuallyDrop::new(self);
+        let mut entries = lock(&watch.watcher.entries);
+        if let Some(entry) = entries.get_mut(&watch.wd) {
+            entry.watchers -= 1;
+            if entry.watchers == 0 && !entry.remove {
+                entries.remove(&watch.wd);
             }
         }
     }

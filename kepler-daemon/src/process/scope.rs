@@ -53,12 +53,13 @@ impl Scope {
     }
 
     /// Resolves once [`Self::is_gone`]: from `cgroup.events` through
-    /// inotify, then the reaper's notice for the leader.
+    /// inotify, then the reaper's notice for the leader. An empty cgroup is
+    /// removed on the way.
     pub async fn wait_gone(&self) {
         match self {
             Scope::Group(pgid) => wait_group_gone(*pgid).await,
             Scope::Cgroup { leader, cgroup } => {
-                containment::wait_empty(cgroup).await;
+                containment::wait_empty_then_remove(cgroup).await;
                 wait_group_gone(*leader).await;
             }
         }
