@@ -10,9 +10,9 @@
 //! A hook is finished when its process group is gone (in cgroup mode: its
 //! own cgroup is empty): once the leader (`sh -c` or the argv's program)
 //! exits, whatever it left running is SIGKILLed, as for a service whose main
-//! process exited. A hook
-//! that times out gets SIGTERM, [`HOOK_STOP_GRACE`] to clean up, then
-//! SIGKILL. A hook whose future is dropped (cancelled) is SIGKILLed at once.
+//! process exited. A hook that times out gets SIGTERM, [`HOOK_STOP_GRACE`]
+//! to clean up, then SIGKILL. A hook whose future is dropped (cancelled) is
+//! SIGKILLed at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
