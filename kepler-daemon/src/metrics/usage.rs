@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::sync::OnceLock;
 
+use crate::containment::{self, Controller};
 use crate::process::Scope;
 
 /// What one process tree uses.
@@ -38,13 +39,18 @@ pub fn sample(scopes: &[&Scope]) -> Vec<Option<Usage>> {
     } else {
         scan_groups(&groups)
     };
+    // Without the memory controller there is no memory.current to try.
+    let memory_controller = containment::current()
+        .controller(Controller::Memory)
+        .is_ok();
     scopes
         .iter()
         .map(|scope| match scope {
             Scope::Group(pgid) => by_group.get(pgid).copied(),
             Scope::Cgroup { cgroup, .. } => {
                 let cpu_usec = cgroup.cpu_usage_usec().ok()?;
-                let memory_bytes = cgroup.memory_current().unwrap_or_else(|| {
+                let current = memory_controller.then(|| cgroup.memory_current()).flatten();
+                let memory_bytes = current.unwrap_or_else(|| {
                     let members = cgroup.members().unwrap_or_default();
                     members.into_iter().filter_map(resident_bytes).sum()
                 });
