@@ -8,9 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kepler_e2e::{
-    cgroup_of, group_alive, pids_with_arg, process_alive, wait_until, Containment, Kepler, DEADLINE,
-};
+use kepler_e2e::{cgroup_of, pids_with_arg, wait_until, Containment, Kepler, DEADLINE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -37,34 +35,88 @@ fn marker(n: u32) -> String {
     format!("{n}{}", std::process::id())
 }
 
-/// `app` starts one child that calls `setsid` (it leaves the service's
-/// process group and session) and one that double-forks (orphaned, it is
-/// reparented away from the service), then execs a long sleep.
-fn escaping_service(setsid: &str, double_forked: &str) -> String {
-    format!(
-        "services:\n  app:\n    command: [sh, -c, 'setsid sleep {setsid} & (sleep {double_forked} &); exec sleep 100000']\n"
-    )
+/// A process found by a marker among its arguments. Checking the marker
+/// as well as the pid keeps a recycled pid (the kernel wraps at 32768 on
+/// many machines, and the suite starts thousands of processes) from
+/// passing for a survivor.
+#[derive(Debug, Clone, PartialEq)]
+struct Marked {
+    pid: i32,
+    marker: String,
 }
 
-/// Waits until exactly one process of each marker runs; returns their pids.
-fn running_escapees(setsid: &str, double_forked: &str) -> (i32, i32) {
-    wait_until("both escapees to run", DEADLINE, || {
-        pids_with_arg(setsid).len() == 1 && pids_with_arg(double_forked).len() == 1
-    });
-    (pids_with_arg(setsid)[0], pids_with_arg(double_forked)[0])
+impl Marked {
+    /// Waits until exactly one live process carries `marker`.
+    fn running(marker: &str) -> Marked {
+        wait_until(&format!("one process with {marker}"), DEADLINE, || {
+            pids_with_arg(marker).len() == 1
+        });
+        Marked {
+            pid: pids_with_arg(marker)[0],
+            marker: marker.to_owned(),
+        }
+    }
+
+    fn alive(&self) -> bool {
+        pids_with_arg(&self.marker).contains(&self.pid)
+    }
+}
+
+/// Markers of the service's leader, its `setsid` child and its
+/// double-forked child.
+struct Markers {
+    leader: String,
+    setsid: String,
+    forked: String,
+}
+
+impl Markers {
+    fn new(test: u32) -> Markers {
+        Markers {
+            leader: marker(test * 10),
+            setsid: marker(test * 10 + 1),
+            forked: marker(test * 10 + 2),
+        }
+    }
+
+    /// `app` starts one child that calls `setsid` (it leaves the service's
+    /// process group and session) and one that double-forks (orphaned, it
+    /// is reparented away from the service), then execs a long sleep.
+    fn config(&self) -> String {
+        let Markers {
+            leader,
+            setsid,
+            forked,
+        } = self;
+        format!(
+            "services:\n  app:\n    command: [sh, -c, 'setsid sleep {setsid} & (sleep {forked} &); exec sleep {leader}']\n"
+        )
+    }
+
+    /// Waits for all three; returns (leader, setsid child, double-forked child).
+    fn running(&self) -> (Marked, Marked, Marked) {
+        (
+            Marked::running(&self.leader),
+            Marked::running(&self.setsid),
+            Marked::running(&self.forked),
+        )
+    }
 }
 
 /// With cgroups the `setsid` child went with its service. Without, it
 /// escaped (the documented limit of process groups): say so and kill it.
-fn setsid_child_gone(mode: Containment, pid: i32) {
+fn setsid_child_gone(mode: Containment, child: &Marked) {
     match mode {
-        Containment::Cgroups => assert!(!process_alive(pid), "the setsid child {pid} survived"),
+        Containment::Cgroups => assert!(!child.alive(), "the setsid child {child:?} survived"),
         Containment::ProcessGroups => {
             eprintln!(
-                "process-group mode: the setsid child {pid} left the service's group, so it \
-                 outlives the service (documented); killing it"
+                "process-group mode: the setsid child {} left the service's group, so it \
+                 outlives the service (documented); killing it",
+                child.pid
             );
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if child.alive() {
+                let _ = kill(Pid::from_raw(child.pid), Signal::SIGKILL);
+            }
         }
     }
 }
@@ -73,19 +125,16 @@ fn setsid_and_double_forked_processes_are_gone_after_stop(mode: Containment) {
     let Some(kepler) = Kepler::started_in(mode, "escapees gone after stop") else {
         return;
     };
-    let (setsid, forked) = (marker(11), marker(12));
-    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    let markers = Markers::new(1);
+    kepler.write("kepler.yaml", &markers.config());
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
-    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+    let (leader, setsid, forked) = markers.running();
+    assert_eq!(kepler.service("kepler.yaml", "app").pid(), Some(leader.pid));
 
     kepler.kepler(&["stop"]).success();
-    assert!(!group_alive(leader), "the service's group survived");
-    assert!(
-        !process_alive(forked_pid),
-        "the double-forked child survived"
-    );
-    setsid_child_gone(mode, setsid_pid);
+    assert!(!leader.alive(), "the service's leader survived");
+    assert!(!forked.alive(), "the double-forked child survived");
+    setsid_child_gone(mode, &setsid);
 }
 in_both_modes!(setsid_and_double_forked_processes_are_gone_after_stop);
 
@@ -93,25 +142,21 @@ fn setsid_and_double_forked_processes_are_gone_after_restart(mode: Containment) 
     let Some(kepler) = Kepler::started_in(mode, "escapees gone after restart") else {
         return;
     };
-    let (setsid, forked) = (marker(21), marker(22));
-    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    let markers = Markers::new(2);
+    kepler.write("kepler.yaml", &markers.config());
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
-    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+    let (leader, setsid, forked) = markers.running();
 
     kepler.kepler(&["restart", "-d", "--wait"]).success();
-    assert!(!group_alive(leader), "the old group survived the restart");
-    assert!(
-        !process_alive(forked_pid),
-        "the old double-forked child survived"
-    );
-    setsid_child_gone(mode, setsid_pid);
+    assert!(!leader.alive(), "the old leader survived the restart");
+    assert!(!forked.alive(), "the old double-forked child survived");
+    setsid_child_gone(mode, &setsid);
     // The new instance started its own.
-    let (new_setsid, new_forked) = running_escapees(&setsid, &forked);
-    assert_ne!((new_setsid, new_forked), (setsid_pid, forked_pid));
+    let (new_leader, new_setsid, new_forked) = markers.running();
+    assert_ne!(new_leader.pid, leader.pid);
     kepler.kepler(&["stop"]).success();
-    assert!(!process_alive(new_forked));
-    setsid_child_gone(mode, new_setsid);
+    assert!(!new_leader.alive() && !new_forked.alive());
+    setsid_child_gone(mode, &new_setsid);
 }
 in_both_modes!(setsid_and_double_forked_processes_are_gone_after_restart);
 
@@ -121,29 +166,29 @@ fn setsid_and_double_forked_processes_are_gone_after_a_daemon_sigkill_and_restar
     let Some(mut kepler) = Kepler::started_in(mode, "escapees gone after a daemon crash") else {
         return;
     };
-    let (setsid, forked) = (marker(31), marker(32));
-    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    let markers = Markers::new(3);
+    kepler.write("kepler.yaml", &markers.config());
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
-    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+    let (leader, setsid, forked) = markers.running();
 
     kepler.signal_daemon(Signal::SIGKILL);
     kepler.reap_killed_daemon();
-    assert!(process_alive(setsid_pid) && process_alive(forked_pid));
+    assert!(leader.alive() && setsid.alive() && forked.alive());
     kepler.start_daemon();
     // The next daemon kills the survivors before it starts the service again.
     kepler.wait_for_service("kepler.yaml", "app", "running again", |row| {
-        row.status() == "running" && row.pid().is_some_and(|pid| pid != leader)
+        row.status() == "running" && row.pid().is_some_and(|pid| pid != leader.pid)
     });
-    assert!(!group_alive(leader), "the old group survived recovery");
-    assert!(
-        !process_alive(forked_pid),
-        "the double-forked child survived recovery"
-    );
-    setsid_child_gone(mode, setsid_pid);
+    assert!(!leader.alive(), "the old leader survived recovery");
+    assert!(!forked.alive(), "the double-forked child survived recovery");
+    setsid_child_gone(mode, &setsid);
     kepler.kepler(&["stop"]).success();
-    for pid in pids_with_arg(&setsid) {
-        setsid_child_gone(mode, pid);
+    for pid in pids_with_arg(&markers.setsid) {
+        let child = Marked {
+            pid,
+            marker: markers.setsid.clone(),
+        };
+        setsid_child_gone(mode, &child);
     }
 }
 in_both_modes!(setsid_and_double_forked_processes_are_gone_after_a_daemon_sigkill_and_restart);
@@ -164,13 +209,12 @@ fn a_service_and_what_it_starts_run_in_the_services_own_cgroup() {
     let Some(kepler) = Kepler::started_in(Containment::Cgroups, "a service's own cgroup") else {
         return;
     };
-    let (setsid, forked) = (marker(41), marker(42));
-    kepler.write("kepler.yaml", &escaping_service(&setsid, &forked));
+    let markers = Markers::new(4);
+    kepler.write("kepler.yaml", &markers.config());
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    let (setsid_pid, forked_pid) = running_escapees(&setsid, &forked);
-    let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
+    let (leader, setsid, forked) = markers.running();
 
-    let own = cgroup_of(leader).expect("the service's cgroup");
+    let own = cgroup_of(leader.pid).expect("the service's cgroup");
     assert_eq!(own.file_name().unwrap(), "app.service", "{}", own.display());
     assert_eq!(
         own.parent().and_then(Path::parent),
@@ -178,8 +222,8 @@ fn a_service_and_what_it_starts_run_in_the_services_own_cgroup() {
         "{} is not in the daemon's subtree",
         own.display()
     );
-    assert_eq!(cgroup_of(setsid_pid), Some(own.clone()));
-    assert_eq!(cgroup_of(forked_pid), Some(own.clone()));
+    assert_eq!(cgroup_of(setsid.pid), Some(own.clone()));
+    assert_eq!(cgroup_of(forked.pid), Some(own.clone()));
     // The daemon itself sits in a leaf beside the configs.
     let daemon_pid = kepler.daemon_pid().unwrap();
     assert_eq!(cgroup_of(daemon_pid), Some(subtree(&kepler).join("daemon")));

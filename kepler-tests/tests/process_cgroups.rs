@@ -79,9 +79,13 @@ async fn a_child_and_its_setsid_escapee_share_its_cgroup_and_a_stop_reaches_both
     };
     become_subreaper().unwrap();
     let cgroup = test.service("app.service");
-    // The escapee tells its pid; the leader waits for it.
+    // The escapee tells its pid; the leader waits for it. Its argument
+    // tells it from whatever process gets its pid next.
+    let marker = format!("77{}", std::process::id());
     let spawned = spawn_into(
-        &shell("setsid sh -c 'echo $$; exec sleep 1000' & wait"),
+        &shell(&format!(
+            "setsid sh -c 'echo $$; exec sleep {marker}' & wait"
+        )),
         Some(cgroup.clone()),
     )
     .unwrap();
@@ -112,7 +116,15 @@ async fn a_child_and_its_setsid_escapee_share_its_cgroup_and_a_stop_reaches_both
     )
     .await;
     assert_eq!(outcome, StopOutcome::Graceful);
-    assert!(!process_exists(escapee), "the setsid escapee survived");
+    let still_there = std::fs::read(format!("/proc/{escapee}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == marker.as_bytes())
+    });
+    assert!(
+        !still_there || !process_exists(escapee),
+        "the setsid escapee survived"
+    );
     assert!(!cgroup.dir().exists(), "the empty cgroup was not removed");
 }
 
