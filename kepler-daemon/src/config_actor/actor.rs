@@ -90,8 +90,13 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             orchestrator.persist_if_dirty();
             let _ = reply.send(result);
         }
-        Command::Ps { reply } => {
-            let _ = reply.send(orchestrator.ps_infos());
+        Command::Ps { usage, reply } => {
+            let infos = if usage {
+                orchestrator.ps_infos()
+            } else {
+                orchestrator.infos()
+            };
+            let _ = reply.send(infos);
         }
         Command::Summary { reply } => {
             let _ = reply.send(super::ConfigSummaryInfo {

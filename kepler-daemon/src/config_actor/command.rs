@@ -41,6 +41,8 @@ pub enum Command {
         reply: Reply<StartPlan>,
     },
     Ps {
+        /// Sample CPU and memory of the running services too.
+        usage: bool,
         reply: oneshot::Sender<Vec<ServiceInfo>>,
     },
     /// Running and total counts and limit notes, for `daemon status` and

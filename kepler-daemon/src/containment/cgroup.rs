@@ -11,9 +11,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -160,9 +160,14 @@ pub struct LimitWrite {
 }
 
 /// A cgroup directory in the v2 hierarchy.
-#[derive(Debug, PartialEq, Eq, Hash)]
+///
+/// Its `cgroup.procs` is opened once, on first use, and kept while the
+/// handle lives: the child joins through it and a stop lists and signals
+/// the members through it, so a service costs one open of it in all.
+#[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
+    procs: OnceLock<fs::File>,
 }
 
 impl Cgroup {
@@ -173,26 +178,34 @@ impl Cgroup {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        Ok(Cgroup { dir })
+        Ok(Cgroup::at(dir))
     }
 
     /// A handle on an existing cgroup, without touching it.
     pub fn at(dir: PathBuf) -> Cgroup {
-        Cgroup { dir }
+        Cgroup {
+            dir,
+            procs: OnceLock::new(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// `cgroup.procs` opened for writing, for a child to join with
-    /// `write(fd, "0")` between its clone and exec.
-    pub fn procs_for_joining(&self) -> io::Result<OwnedFd> {
+    /// `cgroup.procs`, open for reading and writing (close-on-exec): a
+    /// child joins with `write(fd, "0")` between its clone and exec.
+    pub fn procs(&self) -> io::Result<&fs::File> {
+        if let Some(file) = self.procs.get() {
+            return Ok(file);
+        }
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(self.dir.join("cgroup.procs"))?;
-        Ok(file.into())
+        // Another thread may have won the race; either file will do.
+        Ok(self.procs.get_or_init(|| file))
     }
 
     /// Moves process `pid` (all its threads) into this cgroup.
@@ -203,9 +216,18 @@ impl Cgroup {
     /// Pids of the processes in this cgroup (not its descendants). A
     /// removed cgroup has none.
     pub fn members(&self) -> io::Result<Vec<i32>> {
-        match self.open_core_file("cgroup.procs") {
-            Ok(file) => read_members(&file),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        match self.member_list()? {
+            Some(list) => list.read(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The members, listed again with one read each time; `None` once the
+    /// cgroup is removed.
+    pub fn member_list(&self) -> io::Result<Option<MemberList<'_>>> {
+        match self.procs() {
+            Ok(file) => Ok(Some(MemberList(file))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -228,35 +250,13 @@ impl Cgroup {
             .open(self.dir.join(name))
     }
 
-    /// Sends `signal` to every process of the cgroup, reading the member
-    /// list again until a pass finds no process it has not signalled (a
-    /// member may fork while the list is read). Returns who was signalled.
+    /// Sends `signal` to every process of the cgroup (see
+    /// [`MemberList::signal`]). Returns who was signalled.
     pub fn signal_members(&self, signal: Signal) -> io::Result<Vec<i32>> {
-        /// Bounds a pathological fork storm; `kill` ends the job anyway.
-        const MAX_PASSES: usize = 32;
-        let procs = match self.open_core_file("cgroup.procs") {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut signalled = HashSet::new();
-        for _ in 0..MAX_PASSES {
-            let fresh: Vec<i32> = read_members(&procs)?
-                .into_iter()
-                .filter(|pid| *pid > 1 && !signalled.contains(pid))
-                .collect();
-            if fresh.is_empty() {
-                break;
-            }
-            for pid in fresh {
-                match kill(Pid::from_raw(pid), signal) {
-                    Ok(()) | Err(Errno::ESRCH) => {}
-                    Err(errno) => return Err(errno.into()),
-                }
-                signalled.insert(pid);
-            }
+        match self.member_list()? {
+            Some(list) => list.signal(signal),
+            None => Ok(Vec::new()),
         }
-        Ok(signalled.into_iter().collect())
     }
 
     /// SIGKILLs every process of the cgroup and its descendants at once
@@ -378,22 +378,68 @@ impl EventsFile {
     }
 }
 
-/// Reads a `cgroup.procs` from its start (the kernel lists the members
-/// afresh on every read at offset 0).
-fn read_members(procs: &fs::File) -> io::Result<Vec<i32>> {
-    let mut text = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let len = procs.read_at(&mut chunk, text.len() as u64)?;
-        if len == 0 {
-            break;
+/// An open `cgroup.procs`: the kernel lists the members afresh on every
+/// read from offset 0, so one descriptor serves a whole stop.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberList<'a>(&'a fs::File);
+
+impl MemberList<'_> {
+    /// The members now.
+    pub fn read(&self) -> io::Result<Vec<i32>> {
+        /// The kernel fills a read until its page-sized buffer would overflow
+        /// by the next line (a pid, at most a dozen bytes); a read that stops
+        /// well short of ours reached the end, and needs no second read.
+        const LINE_MARGIN: usize = 64;
+        let mut text = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let len = self.0.read_at(&mut chunk, text.len() as u64)?;
+            text.extend_from_slice(&chunk[..len]);
+            if len + LINE_MARGIN < chunk.len() {
+                break;
+            }
         }
-        text.extend_from_slice(&chunk[..len]);
+        Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect())
     }
-    Ok(String::from_utf8_lossy(&text)
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .collect())
+
+    /// No process is in the cgroup itself. For the leaf cgroups Kepler
+    /// makes (nobody else can create cgroups below them) that is
+    /// `populated 0`, read from the descriptor already open.
+    pub fn is_empty(&self) -> bool {
+        let mut first = [0u8; 16];
+        // A cgroup removed meanwhile reads as an error: empty too.
+        self.0.read_at(&mut first, 0).map_or(true, |len| len == 0)
+    }
+
+    /// Sends `signal` to every member, reading the list again until a pass
+    /// finds no process it has not signalled (a member may fork while the
+    /// list is read). Returns who was signalled.
+    pub fn signal(&self, signal: Signal) -> io::Result<Vec<i32>> {
+        /// Bounds a pathological fork storm; `kill` ends the job anyway.
+        const MAX_PASSES: usize = 32;
+        let mut signalled = HashSet::new();
+        for _ in 0..MAX_PASSES {
+            let fresh: Vec<i32> = self
+                .read()?
+                .into_iter()
+                .filter(|pid| *pid > 1 && !signalled.contains(pid))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for pid in fresh {
+                match kill(Pid::from_raw(pid), signal) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(errno) => return Err(errno.into()),
+                }
+                signalled.insert(pid);
+            }
+        }
+        Ok(signalled.into_iter().collect())
+    }
 }
 
 /// The number after `key ` in a flat-keyed file like `cpu.stat`.
@@ -522,6 +568,20 @@ mod tests {
         let gone = Cgroup::at(cgroup.dir().join("removed"));
         assert!(!gone.is_populated());
         assert!(gone.members().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_member_list_longer_than_one_read_is_read_whole() {
+        let (_dir, cgroup) = fake();
+        let pids: Vec<i32> = (1_000_000..1_002_000).collect();
+        let text: String = pids.iter().map(|pid| format!("{pid}\n")).collect();
+        assert!(text.len() > 2 * 4096);
+        fs::write(cgroup.dir().join("cgroup.procs"), text).unwrap();
+        assert_eq!(cgroup.members().unwrap(), pids);
+        let list = cgroup.member_list().unwrap().unwrap();
+        assert!(!list.is_empty());
+        fs::write(cgroup.dir().join("cgroup.procs"), "").unwrap();
+        assert!(list.is_empty(), "read again through the same descriptor");
     }
 
     #[test]

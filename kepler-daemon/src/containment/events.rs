@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use tokio::sync::Notify;
 
-use super::cgroup::Cgroup;
+use super::cgroup::{Cgroup, MemberList};
 
 /// Only if inotify itself is unavailable: how often a waiter re-reads
 /// `cgroup.events` instead.
@@ -27,29 +27,11 @@ const FALLBACK_RECHECK: Duration = Duration::from_millis(100);
 
 /// Resolves once no live process is left in `cgroup` (or below it).
 pub async fn wait_empty(cgroup: &Cgroup) {
-    wait_empty_and(cgroup, false).await;
-}
-
-/// [`wait_empty`], then removes the cgroup; returns whether it is gone.
-/// Removing it while still watching spares the explicit `inotify_rm_watch`
-/// (the kernel drops the watch with the directory), which is most of what
-/// a watch costs.
-pub async fn wait_empty_then_remove(cgroup: &Cgroup) -> bool {
-    wait_empty_and(cgroup, true).await
-}
-
-async fn wait_empty_and(cgroup: &Cgroup, remove: bool) -> bool {
-    let watch = match watcher().and_then(|w| w.watch(cgroup.dir(), false)) {
-        Ok(watch) => Some(watch),
-        Err(e) => {
-            tracing::warn!(cgroup = %cgroup.dir().display(), "cannot watch cgroup.events: {e}");
-            None
-        }
-    };
     // Kept open: each check is then one read.
     let Ok(events) = cgroup.events() else {
-        return true; // removed: nothing can be in it
+        return; // removed: nothing can be in it
     };
+    let watch = watch_events(cgroup);
     let notify = watch.as_ref().map(|w| Arc::clone(&w.notify));
     loop {
         let notified = notify.as_ref().map(|n| n.notified());
@@ -59,9 +41,32 @@ async fn wait_empty_and(cgroup: &Cgroup, remove: bool) -> bool {
             notified.enable();
         }
         if !events.is_populated() {
-            if !remove {
-                return true;
-            }
+            return;
+        }
+        match notified.as_pin_mut() {
+            Some(notified) => notified.await,
+            None => tokio::time::sleep(FALLBACK_RECHECK).await,
+        }
+    }
+}
+
+/// For a leaf cgroup whose `cgroup.procs` is open already (a stop has
+/// just signalled its members through it): waits until it has no member,
+/// then removes it; returns whether it is gone. Checking through the open
+/// list spares opening `cgroup.events`, and removing the cgroup while still
+/// watching spares the explicit `inotify_rm_watch` (the kernel drops the
+/// watch with the directory): most of what a wait costs.
+pub async fn wait_no_members_then_remove(cgroup: &Cgroup, members: &MemberList<'_>) -> bool {
+    let watch = watch_events(cgroup);
+    let notify = watch.as_ref().map(|w| Arc::clone(&w.notify));
+    loop {
+        let notified = notify.as_ref().map(|n| n.notified());
+        let mut notified = std::pin::pin!(notified);
+        // Register before reading so a change in between is not missed.
+        if let Some(notified) = notified.as_mut().as_pin_mut() {
+            notified.enable();
+        }
+        if members.is_empty() {
             let removed = cgroup.remove().is_ok();
             if let (true, Some(watch)) = (removed, watch) {
                 watch.went_with_its_directory();
@@ -71,6 +76,20 @@ async fn wait_empty_and(cgroup: &Cgroup, remove: bool) -> bool {
         match notified.as_pin_mut() {
             Some(notified) => notified.await,
             None => tokio::time::sleep(FALLBACK_RECHECK).await,
+        }
+    }
+}
+
+/// A watch on `cgroup.events`, or `None` (logged) if inotify fails: then
+/// waiters re-read on a timer.
+fn watch_events(cgroup: &Cgroup) -> Option<Watch> {
+    match watcher().and_then(|w| w.watch(cgroup.dir(), false)) {
+        Ok(watch) => Some(watch),
+        // Removed already: the caller's next read says it is empty.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(cgroup = %cgroup.dir().display(), "cannot watch cgroup.events: {e}");
+            None
         }
     }
 }

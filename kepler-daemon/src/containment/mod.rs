@@ -24,8 +24,8 @@ pub mod tree;
 use std::path::Path;
 use std::sync::OnceLock;
 
-pub use cgroup::{Cgroup, CgroupLimits, Controller};
-pub use events::{remove_when_empty, wait_empty, wait_empty_then_remove};
+pub use cgroup::{Cgroup, CgroupLimits, Controller, MemberList};
+pub use events::{remove_when_empty, wait_empty, wait_no_members_then_remove};
 pub use limits::{plan_limits, LimitPlan};
 pub use tree::{CgroupTree, ConfigCgroup};
 

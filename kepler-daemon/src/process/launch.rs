@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -34,7 +34,7 @@ pub(super) struct Launch<'a> {
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
     /// `cgroup.procs` of the cgroup the child joins first, if any.
-    pub cgroup_procs: Option<&'a OwnedFd>,
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
 struct ChildContext {

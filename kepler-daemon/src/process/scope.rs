@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 
 use super::reaper::{group_is_gone, wait_group_gone};
 use super::stop::{reap_leftovers, signal_group, stop_group, StopOutcome, KILL_TIMEOUT};
-use crate::containment::{self, Cgroup};
+use crate::containment::{self, Cgroup, MemberList};
 
 #[derive(Debug, Clone)]
 pub enum Scope {
@@ -48,7 +48,14 @@ impl Scope {
     pub fn is_gone(&self) -> bool {
         match self {
             Scope::Group(pgid) => *pgid <= 1 || group_is_gone(*pgid),
-            Scope::Cgroup { leader, cgroup } => !cgroup.is_populated() && group_is_gone(*leader),
+            Scope::Cgroup { leader, cgroup } => {
+                let empty = match cgroup.member_list() {
+                    Ok(Some(members)) => members.is_empty(),
+                    Ok(None) => true,
+                    Err(_) => !cgroup.is_populated(),
+                };
+                empty && group_is_gone(*leader)
+            }
         }
     }
 
@@ -58,10 +65,12 @@ impl Scope {
     pub async fn wait_gone(&self) {
         match self {
             Scope::Group(pgid) => wait_group_gone(*pgid).await,
-            Scope::Cgroup { leader, cgroup } => {
-                containment::wait_empty_then_remove(cgroup).await;
-                wait_group_gone(*leader).await;
-            }
+            Scope::Cgroup { leader, cgroup } => match cgroup.member_list() {
+                Ok(Some(members)) => cgroup_gone(*leader, cgroup, &members).await,
+                // Removed already, or unreadable: only the leader is left to
+                // wait for.
+                _ => wait_group_gone(*leader).await,
+            },
         }
     }
 
@@ -73,14 +82,29 @@ impl Scope {
         let Scope::Cgroup { leader, cgroup } = self else {
             return stop_group(self.leader(), signal, grace).await;
         };
+        // One open `cgroup.procs` serves the signal and the wait.
+        let members = match cgroup.member_list() {
+            Ok(Some(members)) => members,
+            Ok(None) if group_is_gone(*leader) => return StopOutcome::AlreadyGone,
+            Ok(None) => return self.kill_and_wait().await,
+            Err(err) => {
+                tracing::warn!(
+                    leader,
+                    cgroup = %cgroup.dir().display(),
+                    %err,
+                    "cannot list the cgroup's members; killing instead"
+                );
+                return self.kill_and_wait().await;
+            }
+        };
         if signal == Signal::SIGKILL {
-            if self.is_gone() {
+            if members.is_empty() && group_is_gone(*leader) {
                 self.remove_cgroup();
                 return StopOutcome::AlreadyGone;
             }
         } else {
-            match cgroup.signal_members(signal) {
-                Ok(signalled) if signalled.is_empty() && self.is_gone() => {
+            match members.signal(signal) {
+                Ok(signalled) if signalled.is_empty() && group_is_gone(*leader) => {
                     self.remove_cgroup();
                     return StopOutcome::AlreadyGone;
                 }
@@ -97,8 +121,8 @@ impl Scope {
                             let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
                         }
                     }
-                    if tokio::time::timeout(grace, self.wait_gone()).await.is_ok() {
-                        self.remove_cgroup();
+                    let gone = cgroup_gone(*leader, cgroup, &members);
+                    if tokio::time::timeout(grace, gone).await.is_ok() {
                         return StopOutcome::Graceful;
                     }
                 }
@@ -167,6 +191,8 @@ impl Scope {
         }
     }
 
+    /// Removes the cgroup (once gone); one that cannot be removed yet is
+    /// removed by the watcher once empty.
     fn remove_cgroup(&self) {
         if let Some(cgroup) = self.cgroup() {
             if let Err(err) = cgroup.remove() {
@@ -175,4 +201,12 @@ impl Scope {
             }
         }
     }
+}
+
+/// The cgroup has no member (and is removed), and its leader is reaped.
+async fn cgroup_gone(leader: i32, cgroup: &Cgroup, members: &MemberList<'_>) {
+    if !containment::wait_no_members_then_remove(cgroup, members).await {
+        containment::remove_when_empty(cgroup);
+    }
+    wait_group_gone(leader).await;
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -200,8 +200,8 @@ pub fn spawn_into(spec: &ProcessSpec, cgroup: Option<Arc<Cgroup>>) -> Result<Spa
         .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
         .collect();
     let cgroup_procs = cgroup
-        .as_ref()
-        .map(|cgroup| cgroup.procs_for_joining())
+        .as_deref()
+        .map(|cgroup| cgroup.procs().map(|file| file.as_fd()))
         .transpose()
         .map_err(|source| SpawnError::Cgroup {
             program: program(),
@@ -222,14 +222,14 @@ pub fn spawn_into(spec: &ProcessSpec, cgroup: Option<Arc<Cgroup>>) -> Result<Spa
         stdin: &stdin,
         stdout: &stdout_write,
         stderr: &stderr_write,
-        cgroup_procs: cgroup_procs.as_ref(),
+        cgroup_procs,
     };
     let (exec_error, exit) = reaper
         .track_pid(|| launch::launch(&launch))
         .map_err(launch_failed)?;
     // The child has its own copies now; ours must close so EOF can come.
     drop(launch);
-    drop((stdin, stdout_write, stderr_write, cgroup_procs));
+    drop((stdin, stdout_write, stderr_write));
     if let Some(err) = exec_error {
         if let Some(cgroup) = &cgroup {
             crate::containment::remove_when_empty(cgroup);
