@@ -57,6 +57,10 @@ pub async fn wait_empty(cgroup: &Cgroup) {
 /// watching spares the explicit `inotify_rm_watch` (the kernel drops the
 /// watch with the directory): most of what a wait costs.
 pub async fn wait_no_members_then_remove(cgroup: &Cgroup, members: &MemberList<'_>) -> bool {
+    // Often already so: then no watch is needed at all.
+    if members.is_empty() {
+        return cgroup.remove().is_ok();
+    }
     let watch = watch_events(cgroup);
     let notify = watch.as_ref().map(|w| Arc::clone(&w.notify));
     loop {

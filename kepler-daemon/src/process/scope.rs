@@ -204,9 +204,16 @@ impl Scope {
 }
 
 /// The cgroup has no member (and is removed), and its leader is reaped.
+///
+/// The leader first: the reaper hears of its exit at once, while
+/// `cgroup.events` changes reach inotify through a kernel work queue, and a
+/// process leaves `cgroup.procs` when it exits, before it is reaped. So for
+/// the usual service, whose processes all go with the leader, the cgroup is
+/// found empty without waiting for inotify; the watch is for what outlives
+/// the leader.
 async fn cgroup_gone(leader: i32, cgroup: &Cgroup, members: &MemberList<'_>) {
+    wait_group_gone(leader).await;
     if !containment::wait_no_members_then_remove(cgroup, members).await {
         containment::remove_when_empty(cgroup);
     }
-    wait_group_gone(leader).await;
 }
