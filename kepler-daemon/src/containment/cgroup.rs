@@ -335,14 +335,14 @@ impl Cgroup {
     /// microseconds (`usage_usec` of `cpu.stat`, present without the cpu
     /// controller too).
     pub fn cpu_usage_usec(&self) -> io::Result<u64> {
-        let text = fs::read_to_string(self.dir.join("cpu.stat"))?;
+        let text = read_small(&self.dir.join("cpu.stat"))?;
         keyed_value(&text, "usage_usec")
             .ok_or_else(|| io::Error::other("cpu.stat has no usage_usec"))
     }
 
     /// `memory.current`, or `None` without the memory controller.
     pub fn memory_current(&self) -> Option<u64> {
-        fs::read_to_string(self.dir.join("memory.current"))
+        read_small(&self.dir.join("memory.current"))
             .ok()?
             .trim()
             .parse()
@@ -352,7 +352,7 @@ impl Cgroup {
     /// How many times the OOM killer killed a process of this cgroup
     /// (`oom_kill` of `memory.events`); 0 without the memory controller.
     pub fn oom_kills(&self) -> u64 {
-        fs::read_to_string(self.dir.join("memory.events"))
+        read_small(&self.dir.join("memory.events"))
             .ok()
             .and_then(|text| keyed_value(&text, "oom_kill"))
             .unwrap_or(0)
@@ -440,6 +440,28 @@ impl MemberList<'_> {
         }
         Ok(signalled.into_iter().collect())
     }
+}
+
+/// A kernel-generated text file of a few hundred bytes (cgroup and `/proc`
+/// files), usually in one `read`: such files report no size, so
+/// `read_to_string` would probe them in small steps.
+pub fn read_small(path: &Path) -> io::Result<String> {
+    const CHUNK: usize = 1024;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    let mut text = Vec::new();
+    let mut chunk = [0u8; CHUNK];
+    loop {
+        // A read that leaves room reached the end (see MemberList::read).
+        let len = file.read_at(&mut chunk, text.len() as u64)?;
+        text.extend_from_slice(&chunk[..len]);
+        if len + 64 < CHUNK {
+            break;
+        }
+    }
+    String::from_utf8(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The number after `key ` in a flat-keyed file like `cpu.stat`.

@@ -10,8 +10,10 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::containment::cgroup::read_small;
 use crate::containment::{self, Controller};
 use crate::process::Scope;
 
@@ -83,7 +85,7 @@ fn scan_groups(groups: &[i32]) -> HashMap<i32, Usage> {
         else {
             continue;
         };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(stat) = read_small(Path::new(&format!("/proc/{pid}/stat"))) else {
             continue;
         };
         let Some(process) = parse_stat(&stat) else {
@@ -123,7 +125,7 @@ fn parse_stat(stat: &str) -> Option<ProcStat> {
 
 /// Resident memory of `pid` from `/proc/<pid>/statm`.
 fn resident_bytes(pid: i32) -> Option<u64> {
-    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let statm = read_small(Path::new(&format!("/proc/{pid}/statm"))).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page_size())
 }
