@@ -43,12 +43,24 @@ fn stdout_and_stderr_are_captured_with_a_partial_last_line() {
 #[test]
 fn head_tail_and_service_filters_merge_in_time_order() {
     let kepler = Kepler::started();
+    // Each line is written only once the one before it is stored (the test
+    // hands out the turns), so the order holds however slowly the machine
+    // schedules the two services and their pumps.
+    let turn = |n: u32| format!("until [ -e turn{n} ]; do sleep 0.01; done");
     kepler.write(
         "kepler.yaml",
-        "services:\n  a:\n    command: [\"sh\", \"-c\", \"echo a1; sleep 0.05; echo a2; sleep 1000\"]\n  b:\n    command: [\"sh\", \"-c\", \"sleep 0.02; echo b1; sleep 0.05; echo b2; sleep 1000\"]\n",
+        &format!(
+            "services:\n  a:\n    command: [\"sh\", \"-c\", \"echo a1; {}; echo a2; sleep 1000\"]\n  b:\n    command: [\"sh\", \"-c\", \"{}; echo b1; {}; echo b2; sleep 1000\"]\n",
+            turn(2),
+            turn(1),
+            turn(3),
+        ),
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    wait_for_log_line(&kepler, "a2");
+    for (n, line) in ["a1", "b1", "a2"].into_iter().enumerate() {
+        wait_for_log_line(&kepler, line);
+        kepler.write(&format!("turn{}", n + 1), "");
+    }
     wait_for_log_line(&kepler, "b2");
     assert_eq!(
         lines_of(&kepler.kepler(&["logs"])),

@@ -93,8 +93,12 @@ fn a_leader_that_exits_takes_its_group_with_it() {
 #[test]
 fn dependents_stop_before_their_dependencies() {
     let kepler = Kepler::started();
+    // Each says it is ready once its trap is set: a stop that came before
+    // would find no trap to run.
     let script = |name: &str| {
-        format!("trap 'echo {name} >> stops.txt; exit 0' TERM; while :; do sleep 0.02; done")
+        format!(
+            "trap 'echo {name} >> stops.txt; exit 0' TERM; echo {name} >> ready.txt; while :; do sleep 0.02; done"
+        )
     };
     kepler.write(
         "kepler.yaml",
@@ -106,6 +110,7 @@ fn dependents_stop_before_their_dependencies() {
         ),
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler.wait_for_lines("ready.txt", "three traps set", |l| l.len() == 3);
     kepler.kepler(&["stop"]).success();
     let stops = kepler.wait_for_lines("stops.txt", "three stops", |l| l.len() == 3);
     assert_eq!(stops, ["web", "api", "db"]);
