@@ -376,7 +376,9 @@ fn buffered_lines_reach_the_log_when_the_service_goes_quiet() {
         "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo one; echo two >&2; echo three; sleep 1000\"]\n    logs:\n      buffer_size: 16K\n",
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
+    // Two pipes, two pumps: wait for the last line of each.
     wait_for_log_line(&kepler, "app | three");
+    wait_for_log_line(&kepler, "app | two");
     let mut lines = lines_of(&kepler.kepler(&["logs"]));
     // stdout and stderr are separate pipes: only each one's order is fixed.
     let stdout_order: Vec<&String> = lines.iter().filter(|l| !l.ends_with("two")).collect();
