@@ -5,6 +5,7 @@
 pub mod config;
 pub mod config_actor;
 pub mod config_identity;
+pub mod containment;
 pub mod daemon;
 pub mod deps;
 pub mod detach;
@@ -15,6 +16,7 @@ pub mod hooks;
 pub mod logs;
 pub mod lua_eval;
 pub mod memory;
+pub mod metrics;
 pub mod notify;
 pub mod orchestrator;
 pub mod persistence;

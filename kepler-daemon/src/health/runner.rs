@@ -145,10 +145,12 @@ async fn run(
         retries,
         start_period,
         target,
+        cgroups,
     } = spec;
     let interval = interval.max(MIN_INTERVAL);
     let started = Instant::now();
-    let mut prober = Prober::new(target, timeout, groups);
+    let cgroups = cgroups.map(|cgroups| (cgroups, service.clone()));
+    let mut prober = Prober::new(target, timeout, groups, cgroups);
     let mut tracker = HealthTracker::new(retries);
     loop {
         tokio::select! {
