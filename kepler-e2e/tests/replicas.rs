@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 
-use kepler_e2e::{Kepler, ServiceRow};
+use kepler_e2e::{Containment, Kepler, ServiceRow};
 
 /// A replicated service whose every instance (and its `pre_start` hook)
 /// writes its replica number and count to files of its own, says hello on
@@ -427,4 +427,72 @@ fn a_scale_that_does_not_finish_in_time_says_what_the_new_instances_wait_for() {
     fs::write(kepler.dir().join("gate.ok"), "").unwrap();
     wait_for_running(&kepler, "kepler.yaml", "web", 2);
     kepler.kepler(&["stop"]).success();
+}
+
+/// Processes whose argv has `arg` as one of its words.
+fn count_processes_with_arg(arg: &str) -> usize {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn after_a_daemon_crash_each_instance_runs_exactly_once_at_the_scaled_count() {
+    // Survivors are found through their cgroups, or by their recorded
+    // process groups: both ways must know instances.
+    for containment in [Containment::ProcessGroups, Containment::Cgroups] {
+        let test = "after_a_daemon_crash_each_instance_runs_exactly_once";
+        if let Some(kepler) = Kepler::started_in(containment, test) {
+            crash_and_recover(kepler, containment);
+        }
+    }
+}
+
+fn crash_and_recover(mut kepler: Kepler, containment: Containment) {
+    // Each instance sleeps for a number of its own, so its processes can be
+    // counted: 100<replica><test pid>.
+    let marker = |replica: u32| format!("100{replica}{}", std::process::id());
+    kepler.write(
+        "kepler.yaml",
+        &format!(
+            "services:\n  web:\n    replicas: 2\n    command: [\"sh\", \"-c\", \"exec sleep 100${{KEPLER_REPLICA}}{}\"]\n",
+            std::process::id()
+        ),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    kepler.kepler(&["scale", "web=3"]).success();
+    let before = pids(&instances(&kepler, "kepler.yaml", "web"));
+    assert_eq!(before.len(), 3);
+
+    kepler.signal_daemon(nix::sys::signal::Signal::SIGKILL);
+    kepler.reap_killed_daemon();
+    kepler.start_daemon();
+    kepler_e2e::wait_until("3 new instances", kepler_e2e::DEADLINE, || {
+        let web = instances(&kepler, "kepler.yaml", "web");
+        web.len() == 3
+            && web
+                .values()
+                .all(|r| running(r) && !before.contains(&r.pid().unwrap_or(0)))
+    });
+    for pid in &before {
+        assert!(!kepler_e2e::group_alive(*pid), "{pid} survived the crash");
+    }
+    for replica in 1..=3 {
+        let count = count_processes_with_arg(&marker(replica));
+        assert_eq!(count, 1, "web.{replica} ({containment:?})");
+    }
+    kepler.kepler(&["stop"]).success();
+    for replica in 1..=3 {
+        assert_eq!(
+            count_processes_with_arg(&marker(replica)),
+            0,
+            "web.{replica}"
+        );
+    }
 }

@@ -48,6 +48,7 @@ pub use snapshot_check::{
     check_snapshot, SnapshotProblems, MAX_INSTANCES, MAX_SERVICES, MAX_SNAPSHOT_BYTES,
 };
 pub use values::{
-    ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec, DEFAULT_UMASK,
+    ByteSize, CpuCount, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec,
+    DEFAULT_UMASK,
 };
 pub use view::config_view;

@@ -41,11 +41,14 @@ pub enum Command {
         reply: Reply<StartPlan>,
     },
     Ps {
+        /// Sample CPU and memory of the running services too.
+        usage: bool,
         reply: oneshot::Sender<Vec<ServiceInfo>>,
     },
-    /// Running and total counts, for `daemon status` and `prune`.
+    /// Running and total counts and limit notes, for `daemon status` and
+    /// `prune`.
     Summary {
-        reply: oneshot::Sender<(usize, usize)>,
+        reply: oneshot::Sender<super::ConfigSummaryInfo>,
     },
     /// Bakes again as `who` (the config's owner) with `sys_env`, from the
     /// file now known as `source`.

@@ -15,6 +15,7 @@
 //! dependency index joins services and lists their instances; `kepler
 //! scale` adds and removes instances at runtime (`scale.rs`).
 
+mod containment;
 mod exit;
 mod health;
 mod hooks;
@@ -27,7 +28,7 @@ mod start;
 mod stop;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kepler_protocol::{ServiceInfo, ServiceStatus};
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::BakedConfig;
+use crate::containment::ConfigCgroup;
 use crate::deps::DependencyIndex;
 use crate::events::{ConfigEvents, StateChange};
 use crate::health::{HealthEvent, HealthHandle};
@@ -63,6 +65,9 @@ pub enum Internal {
         service: String,
         generation: u64,
         status: ExitStatus,
+        /// The kernel's OOM killer ended it (cgroups with the memory
+        /// controller only).
+        oom_killed: bool,
     },
     StopFinished {
         service: String,
@@ -127,6 +132,12 @@ pub struct Orchestrator {
     /// added again under the same name carries on from it, so reports still
     /// in flight for the old one are stale for the new one too.
     retired_generations: HashMap<String, u64>,
+    /// The config's cgroup (cgroup mode), created with its first process.
+    cgroup: Option<ConfigCgroup>,
+    /// Per service, its limits that are not enforced as configured.
+    limit_notes: BTreeMap<String, Vec<String>>,
+    /// Services whose log already says so.
+    limits_logged: HashSet<String>,
 }
 
 /// What a start or restart request needs to wait on.
@@ -185,6 +196,7 @@ impl Orchestrator {
             }
         }
         events.snapshot.send_replace(config.clone());
+        let limit_notes = containment::limit_notes(&config);
         let mut services = HashMap::new();
         for (service, settings) in &config.services {
             let service: Arc<str> = Arc::from(service.as_str());
@@ -220,6 +232,9 @@ impl Orchestrator {
             scale_waiters: Vec::new(),
             users: HashMap::new(),
             retired_generations: HashMap::new(),
+            cgroup: None,
+            limit_notes,
+            limits_logged: HashSet::new(),
         }
     }
 
@@ -332,7 +347,8 @@ impl Orchestrator {
                 service,
                 generation,
                 status,
-            } => self.on_group_gone(&service, generation, status),
+                oom_killed,
+            } => self.on_group_gone(&service, generation, status, oom_killed),
             Internal::StopFinished {
                 service,
                 generation,

@@ -327,6 +327,7 @@ impl Orchestrator {
             self.pumps.remove(&name);
             self.health.remove(&name);
             self.watches.remove(&name);
+            self.limits_logged.remove(&name);
             self.dirty = true;
         }
     }
