@@ -164,6 +164,12 @@ impl ConfigStore {
         self.dir.shown(LOGS)
     }
 
+    /// The config's log directory, created if needed, opened through this
+    /// store's descriptor.
+    pub fn open_logs(&self) -> Result<TrustedDir, TrustError> {
+        self.dir.create_dir(LOGS)
+    }
+
     pub fn has_snapshot(&self) -> bool {
         matches!(self.dir.stat(SNAPSHOT), Ok(Some(_)))
     }

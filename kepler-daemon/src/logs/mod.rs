@@ -162,11 +162,17 @@ pub(crate) struct StoreInner {
 }
 
 impl LogStore {
-    /// Opens (creating if needed, mode 0750 before umask) the log directory
-    /// `dir` and starts the clock after the newest line already stored there,
-    /// so timestamps stay unique across daemon restarts.
+    /// Opens (creating if needed) the log directory `dir` by path, for tests
+    /// and tools; see [`LogStore::in_dir`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<LogStore, LogError> {
-        let dir = Arc::new(LogDir::open(dir)?);
+        Self::in_dir(LogDir::open(dir)?)
+    }
+
+    /// The store of the log directory `dir`, with its clock started after
+    /// the newest line already stored there, so timestamps stay unique
+    /// across daemon restarts.
+    pub fn in_dir(dir: LogDir) -> Result<LogStore, LogError> {
+        let dir = Arc::new(dir);
         let newest = backward::newest_timestamp(&dir)?;
         Ok(LogStore {
             inner: Arc::new(StoreInner {
