@@ -18,6 +18,7 @@ pub mod orchestrator;
 pub mod persistence;
 pub mod process;
 pub mod registry;
+pub mod run;
 pub mod server;
 pub mod state;
 pub mod state_dir;

@@ -19,10 +19,10 @@ pub use codec::{BincodeCodec, FrameError, MAX_FRAME_LEN};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
 pub use log_batch::{LogBatch, LogLineRef, LogSource};
 pub use message::{ClientMessage, RequestId, ServerMessage};
-pub use request::{ConfigRef, LogRange, Request, StartMode};
+pub use request::{ConfigRef, LogRange, Request, RunOptions, StartMode};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
-    ServiceInfo, ServiceStatus,
+    ServiceInfo, ServiceStatus, WaitedService,
 };
 
 /// Name of the socket file inside the daemon's state directory.

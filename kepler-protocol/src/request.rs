@@ -53,6 +53,28 @@ pub enum Request {
     },
     /// The next page of a log opened by `Logs`.
     LogsPage { config: ConfigRef, cursor: u64 },
+    /// `kepler run`: bake the config afresh from its file, start services
+    /// (all when empty) as `Start` does in `mode`, and once every service
+    /// has ended remove the config's stored state (unless
+    /// `options.keep_state`). Attached, it answers `RunEnded` with the run's
+    /// exit code.
+    Run {
+        config: ConfigRef,
+        services: Vec<String>,
+        mode: StartMode,
+        options: RunOptions,
+    },
+}
+
+/// How a `Run` ends and what it leaves behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Keep the config's snapshot, state and logs after the run.
+    pub keep_state: bool,
+    /// The first failure that will not be retried stops every service.
+    pub abort_on_failure: bool,
+    /// Stop every service once this one has ended, and take its exit code.
+    pub exit_code_from: Option<String>,
 }
 
 /// Which stored lines `Logs` starts with.

@@ -32,6 +32,15 @@ pub enum Response {
         ready: Vec<String>,
         deferred: Vec<String>,
     },
+    /// An attached `Run` is over: every service has ended. `exit_code` is
+    /// what `kepler run` exits with; `cause` says which service decided it
+    /// when it is not 0; `cleanup_error` why the config's state was kept
+    /// although it should have been removed.
+    RunEnded {
+        exit_code: i32,
+        cause: Option<String>,
+        cleanup_error: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +159,17 @@ pub enum Event {
     Log(LogLine),
     /// Several lines at once (log follow).
     Logs(Vec<LogLine>),
+    /// Sent first by a `--wait` start, restart or run: the services it
+    /// waits for, in dependency order; their `ServiceState`s follow.
+    StartupPlan { services: Vec<WaitedService> },
+}
+
+/// A service that `--wait` waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitedService {
+    pub name: String,
+    /// It is ready once healthy, not once running.
+    pub healthcheck: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -121,6 +121,9 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
         Command::Ps { reply } => {
             let _ = reply.send(orchestrator.infos());
         }
+        Command::Views { reply } => {
+            let _ = reply.send(orchestrator.views());
+        }
         Command::Summary { reply } => {
             let _ = reply.send((orchestrator.running_count(), orchestrator.infos().len()));
         }

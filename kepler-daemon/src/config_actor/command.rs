@@ -43,6 +43,11 @@ pub enum Command {
     Ps {
         reply: oneshot::Sender<Vec<ServiceInfo>>,
     },
+    /// Every service's state now, as state changes (`kepler run` after it
+    /// fell behind the broadcast).
+    Views {
+        reply: oneshot::Sender<Vec<crate::events::StateChange>>,
+    },
     /// Running and total counts, for `daemon status` and `prune`.
     Summary {
         reply: oneshot::Sender<(usize, usize)>,

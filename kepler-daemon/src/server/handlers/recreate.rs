@@ -7,6 +7,7 @@ use super::RequestContext;
 use crate::config_actor::ActorError;
 
 pub async fn handle(ctx: &RequestContext, config: ConfigRef) -> Result<Response, ActorError> {
+    ctx.daemon.runs().refuse_if_held(&config.path, "recreate")?;
     let handle = config_for(ctx, &config).await?;
     // The bake captures the caller's environment as the config's system
     // environment; someone else's (even root's) must not end up in it.

@@ -25,6 +25,10 @@ pub async fn handle(
              removes the config's stored state; run `kepler stop --clean` without service names",
         ));
     }
+    if clean {
+        // A run removes its state itself once its services have ended.
+        ctx.daemon.runs().refuse_if_held(&config.path, "clean up")?;
+    }
     let handle = config_for(ctx, &config).await?;
     let request = StopIntentRequest {
         signal,
