@@ -32,6 +32,11 @@ pub fn render_event(event: &Event, paint: Paint) -> String {
         Event::Progress { message } => {
             paint.paint(&format!("{KEPLER_PREFIX} | {message}"), style::dim())
         }
+        Event::StartupPlan { services } => {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            let message = format!("waiting for {}", names.join(", "));
+            paint.paint(&format!("{KEPLER_PREFIX} | {message}"), style::dim())
+        }
     }
 }
 

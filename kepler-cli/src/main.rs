@@ -11,6 +11,7 @@ mod config_ref;
 mod daemon_binary;
 mod event_output;
 mod human_time;
+mod progress;
 mod style;
 
 use std::process::ExitCode;

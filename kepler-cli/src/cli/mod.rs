@@ -9,7 +9,7 @@ mod signal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 pub use crate::bridges::import::Format as ImportFormat;
@@ -53,6 +53,14 @@ pub enum Command {
     ///
     /// Without -d, follows their output like `kepler start`.
     Restart(StartArgs),
+    /// Run services once, for CI: bake the config afresh from its file,
+    /// start like `kepler start`, and remove the config's stored state once
+    /// every service has ended.
+    ///
+    /// Exits 0 when every service ended well (exit 0, or stopped by you),
+    /// else with the exit code of the first service that failed (1 for one
+    /// that could not start).
+    Run(RunArgs),
     /// Bake the config again from its file; every service must be stopped.
     Recreate,
     /// List the services of the config and their states.
@@ -189,9 +197,44 @@ pub struct StartArgs {
     #[arg(long, requires = "wait", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// With --wait: `auto` redraws one line per service in place on a
+    /// terminal; `plain` prints one line per change.
+    #[arg(long, value_enum, value_name = "STYLE", default_value = "auto")]
+    pub progress: ProgressChoice,
+
     /// Services to act on (default: all).
     #[arg(value_name = "SERVICE")]
     pub services: Vec<String>,
+}
+
+/// How `--wait` shows its progress.
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressChoice {
+    /// Lines redrawn in place on a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    /// One line per change, always.
+    Plain,
+}
+
+/// `kepler run`: the modes of `start`, and how the run ends.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+
+    /// Keep the config's snapshot, state and logs after the run.
+    #[arg(long)]
+    pub keep_state: bool,
+
+    /// Stop every service at the first failure that will not be retried,
+    /// and exit with that service's code.
+    #[arg(long)]
+    pub abort_on_failure: bool,
+
+    /// Stop every service once SERVICE has ended, and exit with its code.
+    #[arg(long, value_name = "SERVICE")]
+    pub exit_code_from: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -262,6 +305,42 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kepler").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_takes_the_start_modes_and_how_the_run_ends() {
+        match parse(&[
+            "run",
+            "--abort-on-failure",
+            "--exit-code-from",
+            "tests",
+            "--keep-state",
+            "web",
+            "tests",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Run(args) => {
+                assert!(args.abort_on_failure && args.keep_state);
+                assert_eq!(args.exit_code_from.as_deref(), Some("tests"));
+                assert_eq!(args.start.services, ["web", "tests"]);
+                assert!(!args.start.detach);
+            }
+            other => panic!("expected run, got {other:?}"),
+        }
+        match parse(&["run", "-d", "--wait", "--progress", "plain"])
+            .unwrap()
+            .command
+        {
+            Command::Run(args) => {
+                assert!(args.start.detach && args.start.wait);
+                assert_eq!(args.start.progress, ProgressChoice::Plain);
+            }
+            other => panic!("expected run, got {other:?}"),
+        }
+        assert!(parse(&["run", "--wait"]).is_err());
+        assert!(parse(&["start", "-d", "--wait", "--progress", "fancy"]).is_err());
     }
 
     fn start_args(args: &[&str]) -> StartArgs {

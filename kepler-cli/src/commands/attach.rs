@@ -4,12 +4,11 @@
 //!
 //! The first Ctrl+C sends a stop for the same services on the same connection
 //! and keeps printing (the stopping services' output is still streamed); the
-//! second one leaves at once with exit status 130, services left as they are.
-
-use std::process::ExitCode;
+//! second one leaves at once with exit status 130, services left as they
+//! are (a `kepler run` then stops them: its client is gone).
 
 use anyhow::{Context, Result};
-use kepler_protocol::{Request, RequestId, ServerMessage};
+use kepler_protocol::{Request, RequestId, Response, ServerMessage};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::client::{into_result, Client};
@@ -17,12 +16,20 @@ use crate::event_output::print_event;
 use crate::style::Paint;
 
 /// Exit status after a second Ctrl+C, as shells report death by SIGINT.
-const INTERRUPTED: u8 = 130;
+pub const INTERRUPTED: u8 = 130;
+
+/// How following a request ended.
+pub enum Followed {
+    /// The daemon's final answer (never an error: those are returned as one).
+    Answered(Response),
+    /// A second Ctrl+C: left without waiting.
+    Interrupted,
+}
 
 /// Sends `request` and prints its events until its final response; `stop`
-/// is sent on the first Ctrl+C. Ok(0) on `Done`; the daemon's message as
-/// the error on `Error`.
-pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Result<ExitCode> {
+/// is sent on the first Ctrl+C. The daemon's message is the error on
+/// `Error`.
+pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Result<Followed> {
     // Installed before sending, so a Ctrl+C from here on is never the default
     // "exit at once".
     let mut interrupts =
@@ -52,15 +59,14 @@ pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Res
             },
             _ = interrupts.recv() => {
                 if stop_id.is_some() {
-                    return Ok(ExitCode::from(INTERRUPTED));
+                    return Ok(Followed::Interrupted);
                 }
                 eprintln!("stopping services... (press Ctrl+C again to exit without waiting)");
                 stop_id = Some(client.send(stop.clone()).await?);
             }
         }
     }
-    match outcome {
-        Some(Err(e)) => Err(e),
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    Ok(Followed::Answered(
+        outcome.expect("the loop ends with an answer")?,
+    ))
 }
