@@ -191,7 +191,11 @@ impl StartupProgress {
         let elapsed = self.started.elapsed();
         for line in &self.lines {
             let Some(bar) = &line.bar else { continue };
-            if let Some((Mark::Working, text)) = &line.shown {
+            let shown = line
+                .shown
+                .clone()
+                .unwrap_or((Mark::Working, "starting".into()));
+            if let (Mark::Working, text) = &shown {
                 bar.set_style(settled_style());
                 bar.set_message(settled_line(
                     Mark::Idle,
@@ -214,7 +218,9 @@ impl Drop for StartupProgress {
 }
 
 fn working_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {prefix} {msg} {secs}")
+    // A line that wrapped could not be redrawn in place: the message is cut
+    // to the terminal's width instead.
+    ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {secs}")
         .expect("a valid template")
         .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
         .with_key(

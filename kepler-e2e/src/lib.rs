@@ -7,6 +7,7 @@
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a
 //! fixed sleep.
 
+pub mod terminal;
 pub mod wire;
 
 use std::fs;
@@ -234,6 +235,11 @@ impl Kepler {
 
     pub fn state_dir(&self) -> &Path {
         &self.state
+    }
+
+    /// Where the `kepler` and `kepler-daemon` binaries under test are.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bins
     }
 
     pub fn socket_path(&self) -> PathBuf {

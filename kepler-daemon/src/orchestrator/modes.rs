@@ -35,9 +35,9 @@ pub struct Subscriptions {
 
 /// Waits until every startup-cluster service of the plan is ready: up (or
 /// healthy when it has a healthcheck) or completed with code 0. Fails naming
-/// the first one that fails, or when `timeout` passes. `progress` sees the
-/// plan's view and then every change of those services (live progress of
-/// `--wait`); it returns false once nobody listens any more.
+/// the first one that fails, or when `timeout` passes. `progress` sees
+/// where each of those services stands and then every change of theirs
+/// (live progress of `--wait`); it returns false once nobody listens.
 pub async fn wait_for_startup<F, Fut>(
     mut states: broadcast::Receiver<StateChange>,
     plan: StartPlan,
@@ -88,15 +88,30 @@ where
         }
         Ok(())
     };
-    for view in &plan.views {
-        if listening && needs_health.contains_key(&*view.service) {
-            listening = progress(view).await;
+    // Events already queued are older than the plan; replaying them in
+    // order ends at the plan's state, so they are judged after it. Progress
+    // shows them first, in order, then the plan's view of the services
+    // that had none.
+    let mut queued = Vec::new();
+    loop {
+        match states.try_recv() {
+            Ok(change) => queued.push(change),
+            Err(TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
         }
-        judge(view, &mut pending)?;
+    }
+    let changed: HashSet<Arc<str>> = queued.iter().map(|c| c.service.clone()).collect();
+    let unchanged = plan.views.iter().filter(|v| !changed.contains(&v.service));
+    for change in queued.iter().chain(unchanged) {
+        if listening && needs_health.contains_key(&*change.service) {
+            listening = progress(change).await;
+        }
+    }
+    for change in plan.views.iter().chain(&queued) {
+        judge(change, &mut pending)?;
     }
     let wait = async {
-        // Events already queued are older than the plan; replaying them in
-        // order ends at the plan's state, so only judge once caught up.
+        // Only judged as done once caught up with what is queued.
         loop {
             if pending.is_empty() && states.is_empty() {
                 return Ok(());
