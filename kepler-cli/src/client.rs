@@ -3,15 +3,23 @@
 //! Connection failures are turned into messages that say what to do: start the
 //! daemon, or join the `kepler` group. Requests carry ids, so one connection
 //! can have several running at once; `send` and `next_message` expose that.
+//!
+//! Nothing is sent, not even the hello, before the other end is known to be
+//! the daemon: the socket file must be a socket owned by root (not a
+//! symlink), and the process answering on it must run as root (its kernel
+//! credentials, `SO_PEERCRED`). Anyone else there could be relaying or
+//! impersonating the daemon to read what the CLI sends and to choose what it
+//! prints.
 
 use std::io;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{SinkExt, StreamExt};
 use kepler_protocol::{
     handshake, BincodeCodec, ClientMessage, Event, Hello, HelloReply, Request, RequestId, Response,
-    ServerMessage, KEPLER_GROUP, SOCKET_FILE,
+    ServerMessage, KEPLER_GROUP, MAX_FRAME_LEN, MAX_REQUEST_LEN, SOCKET_FILE,
 };
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
@@ -49,33 +57,95 @@ pub enum ConnectError {
     },
     #[error("the daemon closed the connection during the handshake")]
     Closed,
+    /// What is at the socket's path, or answers on it, is not the daemon.
+    #[error(
+        "refusing to talk to {}: {why}. The kepler daemon runs as root and owns its socket, so \
+         something else is there; nothing was sent to it. Check KEPLER_DAEMON_PATH, or have an \
+         administrator remove it and start the daemon with `sudo kepler daemon start -d`",
+        path.display()
+    )]
+    NotTheDaemon { path: PathBuf, why: String },
 }
 
 pub fn socket_path() -> PathBuf {
     kepler_protocol::state_dir().join(SOCKET_FILE)
 }
 
+fn connect_error(path: &Path, e: io::Error) -> ConnectError {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ConnectError::NotRunning(path.to_path_buf())
+        }
+        io::ErrorKind::PermissionDenied => ConnectError::NoAccess(path.to_path_buf()),
+        _ => ConnectError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+/// Why the file at `path` cannot be the daemon's socket, if it cannot.
+/// `lstat`, so a symlink is judged itself, not what it points to.
+fn check_socket_file(path: &Path) -> Result<(), ConnectError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| connect_error(path, e))?;
+    let not_the_daemon = |why: String| ConnectError::NotTheDaemon {
+        path: path.to_path_buf(),
+        why,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(not_the_daemon("it is a symbolic link, not a socket".into()));
+    }
+    if !meta.file_type().is_socket() {
+        return Err(not_the_daemon("it is not a socket".into()));
+    }
+    if meta.uid() != 0 {
+        return Err(not_the_daemon(format!(
+            "the socket is owned by uid {}, not root",
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// Why the process answering on `stream` cannot be the daemon, if it cannot.
+fn check_peer(path: &Path, stream: &UnixStream) -> Result<(), ConnectError> {
+    let not_the_daemon = |why: String| ConnectError::NotTheDaemon {
+        path: path.to_path_buf(),
+        why,
+    };
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| not_the_daemon(format!("cannot read who answers on it: {e}")))?;
+    if cred.uid() != 0 {
+        let pid = cred
+            .pid()
+            .map_or(String::new(), |pid| format!(" (pid {pid})"));
+        return Err(not_the_daemon(format!(
+            "the process answering on it{pid} runs as uid {}, not root",
+            cred.uid()
+        )));
+    }
+    Ok(())
+}
+
 impl Client {
     pub async fn connect() -> Result<Self, ConnectError> {
         let path = socket_path();
+        check_socket_file(&path)?;
         let stream = UnixStream::connect(&path)
             .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                    ConnectError::NotRunning(path.clone())
-                }
-                io::ErrorKind::PermissionDenied => ConnectError::NoAccess(path.clone()),
-                _ => ConnectError::Io {
-                    path: path.clone(),
-                    source: e,
-                },
-            })?;
+            .map_err(|e| connect_error(&path, e))?;
+        // The file may have been swapped since it was checked; the kernel's
+        // word on who listens is what counts.
+        check_peer(&path, &stream)?;
         let daemon_pid = stream
             .peer_cred()
             .ok()
             .and_then(|cred| cred.pid())
             .and_then(|pid| u32::try_from(pid).ok());
-        let mut framed = Framed::new(stream, BincodeCodec::<HelloReply, Hello>::new());
+        // Requests are sent with the bound the daemon reads them with.
+        let codec = BincodeCodec::<HelloReply, Hello>::with_limits(MAX_FRAME_LEN, MAX_REQUEST_LEN);
+        let mut framed = Framed::new(stream, codec);
         let hello = Hello::current();
         framed
             .send(hello.clone())

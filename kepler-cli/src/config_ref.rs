@@ -1,12 +1,12 @@
 //! Which config file a command is about: `-f FILE`, else `kepler.yaml`, else
-//! `kepler.yml` in the current directory. The daemon gets the canonical path
-//! and the CLI's environment, which it uses when it bakes the config.
+//! `kepler.yml` in the current directory. The daemon gets the canonical path;
+//! requests that may bake the config (start, restart, recreate) also carry
+//! the CLI's environment, and only those.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use kepler_protocol::ConfigRef;
+use anyhow::{anyhow, bail, Context, Result};
+use kepler_protocol::{check_sys_env, ConfigRef, SysEnv};
 
 /// File names looked for in the current directory, in order.
 const DEFAULT_NAMES: [&str; 2] = ["kepler.yaml", "kepler.yml"];
@@ -45,20 +45,22 @@ pub fn find_config_in(file: Option<&Path>, dir: &Path) -> Result<PathBuf> {
     Ok(canonical)
 }
 
-/// The request's view of the config: its path and this process's environment.
+/// The request's view of the config: its path.
 pub fn config_ref(file: Option<&Path>) -> Result<ConfigRef> {
     Ok(ConfigRef {
         path: find_config(file)?,
-        sys_env: sys_env(),
     })
 }
 
-/// The CLI's environment; variables that are not UTF-8 cannot be expanded
-/// into a config, so they are left out.
-fn sys_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
+/// The CLI's environment, for a request that may bake the config; variables
+/// that are not UTF-8 cannot be expanded into a config, so they are left
+/// out. Refused here, before anything is sent, past the daemon's bounds.
+pub fn sys_env() -> Result<SysEnv> {
+    let env: SysEnv = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .collect()
+        .collect();
+    check_sys_env(&env).map_err(|e| anyhow!(e))?;
+    Ok(env)
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //!
 //! With colour, each service's name has its own colour and the bar of a line
 //! the service wrote to stderr is red. Rendering is pure, so tests can pin it.
+//! What services wrote, and reasons that quote their config, go through
+//! [`TextMode`]: on a terminal, control characters are shown, never sent.
 
 use std::io::{self, Write};
 use std::time::{Duration, UNIX_EPOCH};
@@ -11,62 +13,85 @@ use std::time::{Duration, UNIX_EPOCH};
 use kepler_protocol::{Event, LogLine, ServiceStatus};
 
 use crate::style::{self, Paint};
+use crate::terminal_text::{write_text, TextMode};
 
 /// The prefix of lines that come from Kepler rather than from a service.
 const KEPLER_PREFIX: &str = "kepler";
 
-/// The event as lines of text (without the final newline).
-pub fn render_event(event: &Event, paint: Paint) -> String {
+/// Writes the event as lines of text, each ending in a newline.
+pub fn write_event(
+    out: &mut impl Write,
+    event: &Event,
+    paint: Paint,
+    mode: TextMode,
+) -> io::Result<()> {
     match event {
-        Event::Log(line) => render_log_line(line, paint),
+        Event::Log(line) => write_log_line(out, line, paint, mode),
         Event::Logs(lines) => lines
             .iter()
-            .map(|line| render_log_line(line, paint))
-            .collect::<Vec<_>>()
-            .join("\n"),
+            .try_for_each(|line| write_log_line(out, line, paint, mode)),
         Event::ServiceState {
             service,
             status,
             reason,
-        } => render_state(service, *status, reason.as_deref(), paint),
+        } => {
+            let reason = reason.as_deref().map(|r| mode.show(r));
+            writeln!(
+                out,
+                "{}",
+                render_state(service, *status, reason.as_deref(), paint)
+            )
+        }
         Event::Progress { message } => {
-            paint.paint(&format!("{KEPLER_PREFIX} | {message}"), style::dim())
+            let line = format!("{KEPLER_PREFIX} | {}", mode.show(message));
+            writeln!(out, "{}", paint.paint(&line, style::dim()))
         }
         Event::StartupPlan { services } => {
             let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-            let message = format!("waiting for {}", names.join(", "));
-            paint.paint(&format!("{KEPLER_PREFIX} | {message}"), style::dim())
+            let line = format!("{KEPLER_PREFIX} | waiting for {}", names.join(", "));
+            writeln!(out, "{}", paint.paint(&line, style::dim()))
         }
     }
 }
 
-/// Writes the event to stdout as [`render_event`] shows it.
-pub fn print_event(event: &Event, paint: Paint) -> io::Result<()> {
-    writeln!(io::stdout().lock(), "{}", render_event(event, paint))
-}
-
-/// `service | text`, once per line if the bytes hold several, after the
-/// line's time when its service asks for it (`logs.timestamp`). Bytes that
-/// are not UTF-8 are shown lossily.
-pub fn render_log_line(line: &LogLine, paint: Paint) -> String {
-    let prefix = line_prefix(&line.service, line.hook.as_deref(), line.stderr, paint);
-    let stamp = line.show_time.then(|| log_time(line.timestamp_us));
+/// The event as lines of text (without the final newline), as it would be
+/// written to a pipe.
+#[cfg(test)]
+pub fn render_event(event: &Event, paint: Paint) -> String {
     let mut out = Vec::new();
-    write_log_text(&mut out, stamp.as_deref(), &prefix, &line.bytes)
-        .expect("writing to a Vec cannot fail");
+    write_event(&mut out, event, paint, TextMode::Plain).expect("writing to a Vec cannot fail");
     out.pop(); // the last newline
     String::from_utf8(out).expect("text written lossily is UTF-8")
 }
 
+/// Writes the event to stdout as [`write_event`] shows it.
+pub fn print_event(event: &Event, paint: Paint, mode: TextMode) -> io::Result<()> {
+    write_event(&mut io::stdout().lock(), event, paint, mode)
+}
+
+/// `service | text`, once per line if the bytes hold several, after the
+/// line's time when its service asks for it (`logs.timestamp`).
+fn write_log_line(
+    out: &mut impl Write,
+    line: &LogLine,
+    paint: Paint,
+    mode: TextMode,
+) -> io::Result<()> {
+    let prefix = line_prefix(&line.service, line.hook.as_deref(), line.stderr, paint);
+    let stamp = line.show_time.then(|| log_time(line.timestamp_us));
+    write_log_text(out, stamp.as_deref(), &prefix, &line.bytes, mode)
+}
+
 /// Writes `prefix text` and a newline once per line that `bytes` holds (a
 /// trailing newline only ends the last one), each after `stamp` and a space
-/// when given. Bytes that are not UTF-8 are shown lossily, and a trailing
+/// when given. The text is written as `mode` says; unless raw, a trailing
 /// `\r` is dropped. No intermediate string for the common valid line.
 pub fn write_log_text(
     out: &mut impl Write,
     stamp: Option<&str>,
     prefix: &str,
     bytes: &[u8],
+    mode: TextMode,
 ) -> io::Result<()> {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let mut write_part = |part: &[u8]| -> io::Result<()> {
@@ -75,11 +100,11 @@ pub fn write_log_text(
             out.write_all(b" ")?;
         }
         out.write_all(prefix.as_bytes())?;
-        let part = part.strip_suffix(b"\r").unwrap_or(part);
-        match std::str::from_utf8(part) {
-            Ok(_) => out.write_all(part)?,
-            Err(_) => out.write_all(String::from_utf8_lossy(part).as_bytes())?,
-        }
+        let part = match mode {
+            TextMode::Raw => part,
+            TextMode::Plain | TextMode::Terminal => part.strip_suffix(b"\r").unwrap_or(part),
+        };
+        write_text(out, part, mode)?;
         out.write_all(b"\n")
     };
     // Stored lines never hold `\n`; lines pushed live may.
@@ -252,6 +277,34 @@ mod tests {
             render_event(&event, Paint::PLAIN),
             "kepler | api failed: dependency db failed"
         );
+    }
+
+    #[test]
+    fn on_a_terminal_what_others_wrote_is_shown_not_sent() {
+        let written = |event: &Event| {
+            let mut out = Vec::new();
+            write_event(&mut out, event, Paint::PLAIN, TextMode::Terminal).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let line = log("web", None, false, b"\x1b]0;owned\x07hi\r\n");
+        assert_eq!(written(&line), "web | \\x1b]0;owned\\x07hi\n");
+        let state = Event::ServiceState {
+            service: "web".into(),
+            status: ServiceStatus::Failed,
+            reason: Some("cannot start `\x1b[2J`".into()),
+        };
+        assert_eq!(
+            written(&state),
+            "kepler | web failed: cannot start `\\x1b[2J`\n"
+        );
+    }
+
+    #[test]
+    fn raw_keeps_every_byte_but_still_prefixes_each_line() {
+        let mut out = Vec::new();
+        let line = log("web", None, false, b"\x1b[1m\xff\r\nnext");
+        write_event(&mut out, &line, Paint::PLAIN, TextMode::Raw).unwrap();
+        assert_eq!(out, b"web | \x1b[1m\xff\r\nweb | next\n");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod event_output;
 mod human_time;
 mod progress;
 mod style;
+mod terminal_text;
 
 use std::process::ExitCode;
 
@@ -45,7 +46,12 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote configs and paths that someone else may have written.
+            let message = format!("{e:#}");
+            eprintln!(
+                "error: {}",
+                terminal_text::TextMode::for_stderr().show(&message)
+            );
             ExitCode::FAILURE
         }
     }

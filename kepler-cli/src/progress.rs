@@ -15,7 +15,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kepler_protocol::{Event, ServiceStatus, WaitedService};
 
 use crate::cli::ProgressChoice;
+use crate::event_output::write_event;
 use crate::style::{self, Paint};
+use crate::terminal_text::TextMode;
 
 /// How a service's line looks now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,8 @@ pub struct StartupProgress {
     started: Instant,
     live: Option<MultiProgress>,
     paint: Paint,
+    /// How others' text (reasons) is shown on stderr.
+    mode: TextMode,
     lines: Vec<Line>,
     width: usize,
     finished: bool,
@@ -111,6 +115,7 @@ impl StartupProgress {
                 Paint::plain()
             },
             live,
+            mode: TextMode::for_stderr(),
             lines: Vec::new(),
             width: 0,
             finished: false,
@@ -125,9 +130,16 @@ impl StartupProgress {
                 service,
                 status,
                 reason,
-            } => self.update(&service, status, reason.as_deref()),
+            } => {
+                // Reasons quote the config, which others may have written.
+                let reason = reason.as_deref().map(|r| self.mode.show(r).into_owned());
+                self.update(&service, status, reason.as_deref())
+            }
             other => {
-                let text = crate::event_output::render_event(&other, self.paint);
+                let mut text = Vec::new();
+                let _ = write_event(&mut text, &other, self.paint, self.mode);
+                let text = String::from_utf8_lossy(&text);
+                let text = text.trim_end_matches('\n');
                 match &self.live {
                     Some(live) => {
                         let _ = live.println(text);

@@ -2,6 +2,8 @@
 //! how it shows the answer, and the Ctrl+C protocol of an attached start
 //! (a stop on the same connection, then exit 130 on the second Ctrl+C).
 
+// Shared with looking.rs, which uses the parts this file does not.
+#[allow(dead_code)]
 mod support;
 
 use std::process::Output;
@@ -49,11 +51,12 @@ async fn attached_start_prints_logs_and_states_and_exits_0_when_done() {
     match &start.request {
         Request::Start {
             config,
+            sys_env,
             services,
             mode,
         } => {
             assert_eq!(config.path, daemon.config_path());
-            assert!(config.sys_env.contains_key("PATH"));
+            assert!(sys_env.contains_key("PATH"));
             assert_eq!(services, &["web"]);
             assert_eq!(*mode, StartMode::Attached);
         }

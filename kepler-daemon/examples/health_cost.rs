@@ -58,6 +58,7 @@ fn main() {
             working_dir: PathBuf::from("/"),
             user: None,
             limits: Default::default(),
+            umask: 0o022,
             stdout: OutputMode::Null,
             stderr: OutputMode::Null,
         };

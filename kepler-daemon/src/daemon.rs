@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::orchestrator::{modes, StopIntentRequest};
 use crate::registry::Registry;
 use crate::run::RunLeases;
-use crate::server;
+use crate::server::{self, ConnectionLimits};
 use crate::state::StopIntent;
 use crate::state_dir::StateDir;
 
@@ -31,10 +31,16 @@ pub struct Daemon {
     started: Instant,
     shutdown: watch::Sender<bool>,
     closing: watch::Sender<bool>,
+    connection_limits: ConnectionLimits,
 }
 
 impl Daemon {
     pub fn new(state_dir: StateDir) -> Arc<Self> {
+        Self::with_connection_limits(state_dir, ConnectionLimits::default())
+    }
+
+    /// A daemon with other bounds on connections (tests use short ones).
+    pub fn with_connection_limits(state_dir: StateDir, limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Daemon {
             registry: Registry::new(state_dir.configs_dir()),
             runs: RunLeases::default(),
@@ -42,7 +48,12 @@ impl Daemon {
             started: Instant::now(),
             shutdown: watch::channel(false).0,
             closing: watch::channel(false).0,
+            connection_limits: limits,
         })
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        self.connection_limits
     }
 
     pub fn state_dir(&self) -> &StateDir {

@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use crate::config::{HookAction, HookConfig, HumanDuration};
+use crate::config::{HookAction, HookConfig, HumanDuration, DEFAULT_UMASK};
 use crate::process::{
     reap_leftovers, signal_group, signal_name, spawn, stop_group, ExitStatus, ExitWaiter,
     OutputMode, ProcessSpec, ResourceLimits, SpawnError, StopOutcome,
@@ -74,6 +74,8 @@ pub struct HookRun {
     pub working_dir: PathBuf,
     /// Run as this identity; `None` keeps the daemon's.
     pub user: Option<ResolvedUser>,
+    /// File-creation mask (a service hook's is its service's).
+    pub umask: u32,
     /// `None` lets the hook run as long as it likes.
     pub timeout: Option<Duration>,
 }
@@ -95,6 +97,7 @@ impl HookRun {
             env: hook.environment.clone(),
             working_dir: hook.working_dir.clone(),
             user,
+            umask: hook.umask.unwrap_or(DEFAULT_UMASK).0,
             timeout: hook.timeout.map(|timeout| timeout.0),
         }
     }
@@ -176,6 +179,7 @@ pub async fn run_hook(
         working_dir: run.working_dir.clone(),
         user: run.user.clone(),
         limits: ResourceLimits::default(),
+        umask: run.umask,
         stdout: OutputMode::Pipe,
         stderr: OutputMode::Pipe,
     };

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use dashmap::DashMap;
-use kepler_protocol::{ConfigRef, ErrorKind};
+use kepler_protocol::{ConfigRef, ErrorKind, SysEnv};
 use tokio::sync::Mutex;
 
 use crate::config::{self, Baked};
@@ -94,18 +94,26 @@ impl Registry {
         }
     }
 
-    /// The actor of `config`, loading (baking) it on first reference.
+    /// The actor of `config`, loading it on first reference: from its
+    /// snapshot if it has one, else by baking it with `sys_env`. Without an
+    /// environment nothing is baked: `None` means the config is not loaded.
     pub async fn get_or_load(
         &self,
         config: &ConfigRef,
+        sys_env: Option<&SysEnv>,
         caller: &Caller,
-    ) -> Result<ConfigHandle, ActorError> {
+    ) -> Result<Option<ConfigHandle>, ActorError> {
         if let Some(handle) = self.live(&config.path) {
-            return Ok(handle);
+            return Ok(Some(handle));
+        }
+        let store = ConfigStore::new(&self.configs_dir, &config.path);
+        // Looking needs no lock: only a bake may wait for one.
+        if sys_env.is_none() && !store.has_snapshot() {
+            return Ok(None);
         }
         let _guard = self.loading.lock().await;
         if let Some(handle) = self.live(&config.path) {
-            return Ok(handle);
+            return Ok(Some(handle));
         }
         if !config.path.is_absolute() {
             return Err(ActorError::new(
@@ -113,7 +121,6 @@ impl Registry {
                 format!("config path {} is not absolute", config.path.display()),
             ));
         }
-        let store = ConfigStore::new(&self.configs_dir, &config.path);
         let (baked_config, state) = if store.has_snapshot() {
             // Left by an actor that crashed: reuse the snapshot as it is.
             let snapshot = store
@@ -121,7 +128,10 @@ impl Registry {
                 .map_err(|e| ActorError::new(ErrorKind::Failed, e))?;
             (snapshot, store.read_state().unwrap_or_default())
         } else {
-            let baked = bake_for(caller, &config.path, config.sys_env.clone()).await?;
+            let Some(sys_env) = sys_env else {
+                return Ok(None);
+            };
+            let baked = bake_for(caller, &config.path, sys_env.clone()).await?;
             fs::create_dir_all(&self.configs_dir)
                 .and_then(|()| store.write_bake(&baked))
                 .map_err(|e| {
@@ -138,7 +148,7 @@ impl Registry {
         };
         let handle = config_actor::spawn(baked_config, store, state, false)?;
         self.configs.insert(config.path.clone(), handle.clone());
-        Ok(handle)
+        Ok(Some(handle))
     }
 
     /// A loaded config's actor, if it is alive.

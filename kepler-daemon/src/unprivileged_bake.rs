@@ -122,6 +122,7 @@ pub async fn bake_as(
             cpu_time_secs: Some(WORKER_CPU_SECS),
             max_fds: None,
         },
+        umask: crate::config::DEFAULT_UMASK.0,
         stdout: OutputMode::Pipe,
         stderr: OutputMode::Pipe,
     };

@@ -7,8 +7,11 @@
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a
 //! fixed sleep.
 
+pub mod kill_on_drop;
 pub mod terminal;
 pub mod wire;
+
+pub use kill_on_drop::KillOnDrop;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -295,7 +298,9 @@ impl Kepler {
         self.run(&mut command, args)
     }
 
-    fn run(&self, command: &mut Command, args: &[&str]) -> Run {
+    /// Runs `command` (a `kepler` command built with [`Kepler::command`] and
+    /// changed as a test needs) and waits for it; `args` name it in failures.
+    pub fn run(&self, command: &mut Command, args: &[&str]) -> Run {
         let output = command.output().expect("run kepler");
         Run::from_output(format!("kepler {}", args.join(" ")), output)
     }
@@ -303,6 +308,12 @@ impl Kepler {
     /// Starts the daemon in the foreground (as the harness's child) and waits
     /// until it answers a ping.
     pub fn start_daemon(&mut self) {
+        self.start_daemon_with(|_| {});
+    }
+
+    /// [`Kepler::start_daemon`], with `customise` applied to the daemon's
+    /// command first (e.g. to start it with other resource limits).
+    pub fn start_daemon_with(&mut self, customise: impl FnOnce(&mut Command)) {
         assert!(
             self.daemon.is_none(),
             "daemon already started by this harness"
@@ -312,13 +323,13 @@ impl Kepler {
             .append(true)
             .open(self.foreground_log())
             .unwrap();
-        let child = self
-            .command("kepler-daemon")
+        let mut command = self.command("kepler-daemon");
+        command
             .env("KEPLER_LOG", "debug")
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn kepler-daemon");
+            .stderr(log);
+        customise(&mut command);
+        let child = command.spawn().expect("spawn kepler-daemon");
         self.daemon = Some(child);
         self.wait_until_pingable();
     }

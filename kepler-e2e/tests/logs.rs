@@ -43,25 +43,27 @@ fn stdout_and_stderr_are_captured_with_a_partial_last_line() {
 #[test]
 fn head_tail_and_service_filters_merge_in_time_order() {
     let kepler = Kepler::started();
-    // Each line waits for a go file the test creates only once the previous
-    // line is in the log, so the stored order is a1, b1, a2, b2 however
-    // loaded the machine is.
-    let gated = |name: &str| format!("while [ ! -e {name} ]; do sleep 0.01; done");
+    // Each line is printed once the test says so, and stored before the
+    // next is asked for: the order is the test's, not the scheduler's.
+    let service = |lines: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"for l in {lines}; do while [ ! -e go-$l ]; do sleep 0.01; done; \
+             echo $l; done; exec sleep 1000\"]"
+        )
+    };
     kepler.write(
         "kepler.yaml",
         &format!(
-            "services:\n  a:\n    command: [\"sh\", \"-c\", \"echo a1; {}; echo a2; sleep 1000\"]\n  b:\n    command: [\"sh\", \"-c\", \"{}; echo b1; {}; echo b2; sleep 1000\"]\n",
-            gated("go-a2"),
-            gated("go-b1"),
-            gated("go-b2"),
+            "services:\n  a:\n    command: {}\n  b:\n    command: {}\n",
+            service("a1 a2"),
+            service("b1 b2")
         ),
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    for (line, go) in [("a1", "go-b1"), ("b1", "go-a2"), ("a2", "go-b2")] {
+    for line in ["a1", "b1", "a2", "b2"] {
+        std::fs::write(kepler.dir().join(format!("go-{line}")), "").unwrap();
         wait_for_log_line(&kepler, line);
-        kepler.write(go, "");
     }
-    wait_for_log_line(&kepler, "b2");
     assert_eq!(
         lines_of(&kepler.kepler(&["logs"])),
         ["a | a1", "b | b1", "a | a2", "b | b2"]

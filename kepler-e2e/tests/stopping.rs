@@ -101,8 +101,13 @@ fn a_leader_that_exits_takes_its_group_with_it() {
 #[test]
 fn dependents_stop_before_their_dependencies() {
     let kepler = Kepler::started();
+    // `ready.txt` says the trap is set: a stop before that would kill the
+    // shell without a word.
     let script = |name: &str| {
-        format!("trap 'echo {name} >> stops.txt; exit 0' TERM; echo ok > {name}.ready; while :; do sleep 0.02; done")
+        format!(
+            "trap 'echo {name} >> stops.txt; exit 0' TERM; echo {name} >> ready.txt; \
+             while :; do sleep 0.02; done"
+        )
     };
     kepler.write(
         "kepler.yaml",
@@ -114,9 +119,7 @@ fn dependents_stop_before_their_dependencies() {
         ),
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
-    for name in ["db", "api", "web"] {
-        kepler.wait_for_file(&format!("{name}.ready"));
-    }
+    kepler.wait_for_lines("ready.txt", "three traps set", |l| l.len() == 3);
     kepler.kepler(&["stop"]).success();
     let stops = kepler.wait_for_lines("stops.txt", "three stops", |l| l.len() == 3);
     assert_eq!(stops, ["web", "api", "db"]);

@@ -20,8 +20,8 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
     #[error("malformed message: {0}")]
     Malformed(#[from] bincode::Error),
-    /// Nothing was sent: the message would not fit in a frame.
-    #[error("message of {0} bytes exceeds the {MAX_FRAME_LEN}-byte frame limit")]
+    /// Nothing was sent: the message would not fit in a frame the peer reads.
+    #[error("message of {0} bytes is larger than the other side accepts")]
     TooLarge(u64),
 }
 
@@ -37,15 +37,27 @@ fn bincode_options() -> impl Options {
 /// Decodes frames into `In` and encodes `Out` into frames.
 pub struct BincodeCodec<In, Out> {
     frames: LengthDelimitedCodec,
+    /// Largest frame `encode` produces.
+    send_limit: usize,
     _types: PhantomData<fn(Out) -> In>,
 }
 
 impl<In, Out> BincodeCodec<In, Out> {
+    /// Frames up to [`MAX_FRAME_LEN`] both ways.
     pub fn new() -> Self {
+        Self::with_limits(MAX_FRAME_LEN, MAX_FRAME_LEN)
+    }
+
+    /// Frames up to `receive` bytes are read and up to `send` bytes written
+    /// (each at most [`MAX_FRAME_LEN`]). The daemon reads requests with
+    /// [`crate::MAX_REQUEST_LEN`]; the CLI sends with the same bound, so it
+    /// refuses a request the daemon would cut off.
+    pub fn with_limits(receive: usize, send: usize) -> Self {
         Self {
             frames: LengthDelimitedCodec::builder()
-                .max_frame_length(MAX_FRAME_LEN)
+                .max_frame_length(receive.min(MAX_FRAME_LEN))
                 .new_codec(),
+            send_limit: send.min(MAX_FRAME_LEN),
             _types: PhantomData,
         }
     }
@@ -54,6 +66,7 @@ impl<In, Out> BincodeCodec<In, Out> {
     pub fn retype<In2, Out2>(self) -> BincodeCodec<In2, Out2> {
         BincodeCodec {
             frames: self.frames,
+            send_limit: self.send_limit,
             _types: PhantomData,
         }
     }
@@ -88,7 +101,7 @@ impl<In, Out: Serialize> Encoder<Out> for BincodeCodec<In, Out> {
         let len = bincode::DefaultOptions::new()
             .with_fixint_encoding()
             .serialized_size(&item)?;
-        if len > MAX_FRAME_LEN as u64 {
+        if len > self.send_limit as u64 {
             return Err(FrameError::TooLarge(len));
         }
         let len = len as usize;
@@ -174,6 +187,27 @@ mod tests {
             Err(FrameError::TooLarge(len)) if len > MAX_FRAME_LEN as u64
         ));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn each_direction_has_its_own_limit() {
+        let request = ClientMessage {
+            id: 1,
+            request: Request::Ping,
+        };
+        let mut sender =
+            BincodeCodec::<ClientMessage, ClientMessage>::with_limits(MAX_FRAME_LEN, 8);
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            sender.encode(request.clone(), &mut buf),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(buf.is_empty());
+
+        let mut receiver =
+            BincodeCodec::<ClientMessage, ClientMessage>::with_limits(8, MAX_FRAME_LEN);
+        receiver.encode(request, &mut buf).unwrap();
+        assert!(matches!(receiver.decode(&mut buf), Err(FrameError::Io(_))));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod config_view;
 pub mod handshake;
+pub mod limits;
 pub mod log_batch;
 pub mod message;
 pub mod request;
@@ -17,9 +18,10 @@ pub mod response;
 
 pub use codec::{BincodeCodec, FrameError, MAX_FRAME_LEN};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
+pub use limits::{check_sys_env, MAX_REQUEST_LEN, MAX_SYS_ENV_BYTES, MAX_SYS_ENV_VARS};
 pub use log_batch::{LogBatch, LogLineRef, LogSource};
 pub use message::{ClientMessage, RequestId, ServerMessage};
-pub use request::{ConfigRef, LogRange, Request, RunOptions, StartMode};
+pub use request::{ConfigRef, LogRange, Request, RunOptions, StartMode, SysEnv};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
     ServiceInfo, ServiceStatus, WaitedService,

@@ -16,6 +16,8 @@ pub enum Request {
     /// Start services (all when `services` is empty) and what they depend on.
     Start {
         config: ConfigRef,
+        /// Used only if this request loads (bakes) the config.
+        sys_env: SysEnv,
         services: Vec<String>,
         mode: StartMode,
     },
@@ -31,19 +33,23 @@ pub enum Request {
     /// Stop then start services (all when empty).
     Restart {
         config: ConfigRef,
+        /// Used only if this request loads (bakes) the config.
+        sys_env: SysEnv,
         services: Vec<String>,
         mode: StartMode,
     },
     /// Bake the config again from its source file; refused while anything runs.
-    Recreate { config: ConfigRef },
+    Recreate { config: ConfigRef, sys_env: SysEnv },
     /// Remove the state of configs that have nothing running.
     Prune { force: bool, dry_run: bool },
-    /// Service states of one config, or of every loaded config.
+    /// Service states of one config, or of every loaded config. A config
+    /// that is not loaded is left out: `ps` never bakes.
     Ps { config: Option<ConfigRef> },
     /// Stored output of services (all when empty), merged in time order.
     /// Without `follow` the answer is a `LogPage`; a long log continues with
     /// `LogsPage`. With `follow`, lines are pushed as `Event::Logs` until the
-    /// client goes away.
+    /// client goes away. A config that is not loaded has no logs: the answer
+    /// is `NotLoaded`.
     Logs {
         config: ConfigRef,
         services: Vec<String>,
@@ -60,6 +66,8 @@ pub enum Request {
     /// exit code.
     Run {
         config: ConfigRef,
+        /// A run always bakes: the environment its config is baked with.
+        sys_env: SysEnv,
         services: Vec<String>,
         mode: StartMode,
         options: RunOptions,
@@ -85,17 +93,19 @@ pub enum LogRange {
     Tail(usize),
 }
 
-/// Which config a request is about, and the environment of the CLI that sent it.
-///
-/// `sys_env` is used only when the daemon bakes the config for the first time
-/// (or on `recreate`): it is the "system environment" of expansion and of
-/// `sys_env: inherit`. The daemon never uses its own environment for services.
+/// Which config a request is about: the absolute, canonical path of its file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigRef {
-    /// Absolute, canonical path of the config file.
     pub path: PathBuf,
-    pub sys_env: BTreeMap<String, String>,
 }
+
+/// The environment of the CLI that sent a request that may bake a config
+/// (`Start`, `Restart`, `Recreate`): the "system environment" of expansion
+/// and of `sys_env: inherit`. Only those requests carry it, so a command
+/// that only looks (`ps`, `logs`, `stop`) never hands the caller's
+/// environment to whatever answers on the socket. The daemon never uses its
+/// own environment for services. Bounded by [`crate::limits::check_sys_env`].
+pub type SysEnv = BTreeMap<String, String>;
 
 /// How long a start or restart request keeps the client waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,6 +32,11 @@ pub enum Response {
         ready: Vec<String>,
         deferred: Vec<String>,
     },
+    /// The config is not loaded (never started, or pruned), and the request
+    /// does not load one: there is nothing to show or stop.
+    NotLoaded {
+        path: PathBuf,
+    },
     /// An attached `Run` is over: every service has ended. `exit_code` is
     /// what `kepler run` exits with; `cause` says which service decided it
     /// when it is not 0; `cleanup_error` why the config's state was kept
@@ -57,6 +62,9 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The request was well-formed but failed.
     Failed,
+    /// A bound on what one client may ask for was reached (connections,
+    /// requests in flight, environment size); the message names it.
+    LimitReached,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

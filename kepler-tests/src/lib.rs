@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use kepler_daemon::daemon::{self, Daemon};
+use kepler_daemon::server::ConnectionLimits;
 use kepler_daemon::state_dir::StateDir;
 use kepler_protocol::{
     BincodeCodec, ClientMessage, Hello, HelloReply, Request, RequestId, ServerMessage,
@@ -31,10 +32,15 @@ pub struct InProcessDaemon {
 
 impl InProcessDaemon {
     pub async fn start() -> Self {
+        Self::start_with_limits(ConnectionLimits::default()).await
+    }
+
+    /// A daemon with other bounds on connections (e.g. a short idle timeout).
+    pub async fn start_with_limits(limits: ConnectionLimits) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = StateDir::prepare(&dir.path().join("state")).expect("state dir");
         let listener = UnixListener::bind(state.socket_path()).expect("bind socket");
-        let daemon = Daemon::new(state);
+        let daemon = Daemon::with_connection_limits(state, limits);
         let task = tokio::spawn(daemon::run(listener, daemon.clone(), || {}));
         InProcessDaemon { dir, daemon, task }
     }

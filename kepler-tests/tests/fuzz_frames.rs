@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use fuzz_support::{fuzz, peak_allocation, CountingAllocator, Target};
 use kepler_protocol::{
     BincodeCodec, ClientMessage, ConfigRef, Hello, HelloReply, Request, ServerMessage, StartMode,
-    MAX_FRAME_LEN,
+    SysEnv, MAX_FRAME_LEN,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -38,10 +38,13 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn config_ref() -> impl Strategy<Value = ConfigRef> {
-    (text(), btree_map(text(), text(), 0..4)).prop_map(|(path, sys_env)| ConfigRef {
+    text().prop_map(|path| ConfigRef {
         path: PathBuf::from(path),
-        sys_env,
     })
+}
+
+fn sys_env() -> impl Strategy<Value = SysEnv> {
+    btree_map(text(), text(), 0..4)
 }
 
 fn start_mode() -> impl Strategy<Value = StartMode> {
@@ -61,13 +64,14 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         Just(Request::DaemonStatus),
         Just(Request::Shutdown),
-        (config_ref(), services(), start_mode()).prop_map(|(config, services, mode)| {
-            Request::Start {
+        (config_ref(), sys_env(), services(), start_mode()).prop_map(
+            |(config, sys_env, services, mode)| Request::Start {
                 config,
+                sys_env,
                 services,
                 mode,
             }
-        }),
+        ),
         (
             config_ref(),
             services(),
@@ -80,14 +84,16 @@ fn request() -> impl Strategy<Value = Request> {
                 signal,
                 clean,
             }),
-        (config_ref(), services(), start_mode()).prop_map(|(config, services, mode)| {
-            Request::Restart {
+        (config_ref(), sys_env(), services(), start_mode()).prop_map(
+            |(config, sys_env, services, mode)| Request::Restart {
                 config,
+                sys_env,
                 services,
                 mode,
             }
-        }),
-        config_ref().prop_map(|config| Request::Recreate { config }),
+        ),
+        (config_ref(), sys_env())
+            .prop_map(|(config, sys_env)| Request::Recreate { config, sys_env }),
         (any::<bool>(), any::<bool>())
             .prop_map(|(force, dry_run)| Request::Prune { force, dry_run }),
         proptest::option::of(config_ref()).prop_map(|config| Request::Ps { config }),

@@ -32,6 +32,7 @@ fn service_process() -> ProcessSpec {
         working_dir: PathBuf::from("/"),
         user: None,
         limits: Default::default(),
+        umask: 0o022,
         stdout: OutputMode::Null,
         stderr: OutputMode::Null,
     }

@@ -25,6 +25,7 @@ fn hook(name: &str, service: Option<&str>, action: HookAction) -> HookRun {
         env: BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]),
         working_dir: PathBuf::from("/"),
         user: None,
+        umask: 0o022,
         timeout: None,
     }
 }
@@ -273,6 +274,7 @@ async fn hook_run_from_a_baked_hook_keeps_its_settings() {
         action: script("echo \"$GREETING from $(pwd)\""),
         user: None,
         group: None,
+        umask: None,
         working_dir: PathBuf::from("/tmp"),
         env_file: None,
         environment: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),

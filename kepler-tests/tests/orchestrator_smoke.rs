@@ -31,16 +31,14 @@ async fn a_dependency_chain_starts_in_order_and_stops_completely() {
         "services:\n  db:\n    command: [sleep, '1000']\n  web:\n    command: [sleep, '1000']\n    depends_on: [db]\n",
     )
     .unwrap();
-    let config = ConfigRef {
-        path: config_path,
-        sys_env: BTreeMap::new(),
-    };
+    let config = ConfigRef { path: config_path };
     let mut frames = daemon.connect().await;
     send(
         &mut frames,
         1,
         Request::Start {
             config: config.clone(),
+            sys_env: BTreeMap::new(),
             services: vec![],
             mode: StartMode::Wait {
                 timeout_ms: Some(10_000),

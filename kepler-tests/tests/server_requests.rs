@@ -1,11 +1,13 @@
-//! The protocol server answers many requests on one connection by id, and a
-//! shutdown answers in-flight requests before closing.
+//! The protocol server answers many requests on one connection by id, a
+//! shutdown answers in-flight requests before closing, and a connection with
+//! nothing in flight is closed after the idle timeout.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kepler_protocol::{Request, Response, ServerMessage};
+use kepler_daemon::server::ConnectionLimits;
+use kepler_protocol::{ConfigRef, LogRange, Request, Response, ServerMessage, StartMode};
 use kepler_tests::{send, InProcessDaemon};
 
 #[tokio::test]
@@ -58,4 +60,91 @@ async fn shutdown_request_is_acknowledged_before_the_connection_closes() {
     let socket = daemon.socket_path();
     daemon.shutdown().await;
     assert!(!socket.exists());
+}
+
+fn short_idle() -> ConnectionLimits {
+    ConnectionLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..ConnectionLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_connection_with_nothing_in_flight_is_closed_after_the_idle_timeout() {
+    let daemon = InProcessDaemon::start_with_limits(short_idle()).await;
+    let mut frames = daemon.connect().await;
+    // A request resets the clock; once answered, the clock runs again.
+    send(&mut frames, 1, Request::Ping).await;
+    assert!(matches!(
+        frames.next().await,
+        Some(Ok(ServerMessage::Response {
+            id: 1,
+            response: Response::Pong
+        }))
+    ));
+    let closed = tokio::time::timeout(Duration::from_secs(10), frames.next())
+        .await
+        .expect("the idle connection is closed");
+    assert!(closed.is_none(), "{closed:?}");
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_a_stream_open_is_not_idle() {
+    let daemon = InProcessDaemon::start_with_limits(short_idle()).await;
+    let config = daemon.dir.path().join("kepler.yaml");
+    std::fs::write(
+        &config,
+        "services:\n  app:\n    command: [sh, -c, 'echo up; exec sleep 1000']\n",
+    )
+    .unwrap();
+    let config = ConfigRef { path: config };
+    let mut frames = daemon.connect().await;
+    let start = Request::Start {
+        config: config.clone(),
+        sys_env: Default::default(),
+        services: vec![],
+        mode: StartMode::Wait { timeout_ms: None },
+    };
+    send(&mut frames, 1, start).await;
+    let started = tokio::time::timeout(Duration::from_secs(10), frames.next()).await;
+    assert!(
+        matches!(
+            started,
+            Ok(Some(Ok(ServerMessage::Response {
+                id: 1,
+                response: Response::Started { .. }
+            })))
+        ),
+        "{started:?}"
+    );
+    let follow = Request::Logs {
+        config: config.clone(),
+        services: vec![],
+        range: LogRange::All,
+        include_hooks: true,
+        follow: true,
+    };
+    send(&mut frames, 2, follow).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), frames.next()).await;
+    assert!(
+        matches!(first, Ok(Some(Ok(ServerMessage::Event { id: 2, .. })))),
+        "{first:?}"
+    );
+    // Well past the idle timeout, the connection is still served.
+    tokio::time::sleep(Duration::from_millis(900)).await; // three idle timeouts
+    send(&mut frames, 3, Request::Ping).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match frames.next().await {
+                Some(Ok(ServerMessage::Response { id: 3, response })) => return Some(response),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("an answer");
+    assert_eq!(answer, Some(Response::Pong));
+    daemon.shutdown().await;
 }

@@ -178,6 +178,11 @@ pub struct LogsArgs {
     /// Show the time each line was stored.
     #[arg(long)]
     pub timestamps: bool,
+    /// Print what services wrote byte for byte. Without it, on a terminal,
+    /// control characters (escape sequences) are shown as `\x1b` and the
+    /// like instead of being sent to the terminal.
+    #[arg(long)]
+    pub raw: bool,
     /// Services to show (default: all).
     pub services: Vec<String>,
 }
@@ -201,6 +206,11 @@ pub struct StartArgs {
     /// terminal; `plain` prints one line per change.
     #[arg(long, value_enum, value_name = "STYLE", default_value = "auto")]
     pub progress: ProgressChoice,
+
+    /// Without -d: print what services write byte for byte. Without it, on a
+    /// terminal, control characters are shown as `\x1b` and the like.
+    #[arg(long, conflicts_with = "detach")]
+    pub raw: bool,
 
     /// Services to act on (default: all).
     #[arg(value_name = "SERVICE")]

@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::client::{into_result, Client};
 use crate::event_output::print_event;
 use crate::style::Paint;
+use crate::terminal_text::TextMode;
 
 /// Exit status after a second Ctrl+C, as shells report death by SIGINT.
 pub const INTERRUPTED: u8 = 130;
@@ -28,8 +29,13 @@ pub enum Followed {
 
 /// Sends `request` and prints its events until its final response; `stop`
 /// is sent on the first Ctrl+C. The daemon's message is the error on
-/// `Error`.
-pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Result<Followed> {
+/// `Error`. Services' output is written as `mode` says.
+pub async fn follow(
+    client: &mut Client,
+    request: Request,
+    stop: Request,
+    mode: TextMode,
+) -> Result<Followed> {
     // Installed before sending, so a Ctrl+C from here on is never the default
     // "exit at once".
     let mut interrupts =
@@ -44,7 +50,7 @@ pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Res
         tokio::select! {
             message = client.next_message() => match message? {
                 ServerMessage::Event { id, event } if id == request_id || Some(id) == stop_id => {
-                    print_event(&event, paint).context("cannot write to stdout")?;
+                    print_event(&event, paint, mode).context("cannot write to stdout")?;
                 }
                 ServerMessage::Response { id, response } if id == request_id => {
                     outcome = Some(into_result(response));
@@ -52,7 +58,9 @@ pub async fn follow(client: &mut Client, request: Request, stop: Request) -> Res
                 ServerMessage::Response { id, response } if Some(id) == stop_id => {
                     stop_answered = true;
                     if let Err(e) = into_result(response) {
-                        eprintln!("error: cannot stop the services: {e:#}");
+                        let message = format!("{e:#}");
+                        let message = TextMode::for_stderr().show(&message);
+                        eprintln!("error: cannot stop the services: {message}");
                     }
                 }
                 _ => {}

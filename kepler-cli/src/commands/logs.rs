@@ -1,7 +1,9 @@
 //! `kepler logs [--follow] [--head N | --tail N] [--no-hook] [--timestamps]
-//! [service...]`: stored output as `service | line`, coloured per service on
-//! a terminal. A whole log is fetched page by page; `--follow` then receives
-//! new lines as the daemon stores them, until Ctrl+C.
+//! [--raw] [service...]`: stored output as `service | line`, coloured per
+//! service on a terminal, where control characters are shown rather than
+//! sent (see `terminal_text`) unless `--raw`. A whole log is fetched page by
+//! page; `--follow` then receives new lines as the daemon stores them, until
+//! Ctrl+C. A config that is not loaded has no logs.
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -13,8 +15,9 @@ use kepler_protocol::{Event, LogBatch, LogLine, LogRange, Request, Response, Ser
 use crate::cli::LogsArgs;
 use crate::client::{into_result, Client};
 use crate::config_ref::config_ref;
-use crate::event_output::{line_prefix, log_time, render_event, write_log_text};
+use crate::event_output::{line_prefix, log_time, write_event, write_log_text};
 use crate::style::Paint;
+use crate::terminal_text::TextMode;
 
 pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
     let config = config_ref(file)?;
@@ -26,6 +29,7 @@ pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
     };
     let printer = Printer {
         paint: Paint::for_stdout(),
+        mode: TextMode::for_stdout(args.raw),
         timestamps: args.timestamps,
     };
     let request = Request::Logs {
@@ -40,6 +44,10 @@ pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
     }
     let mut out = BufWriter::with_capacity(1024 * 1024, io::stdout().lock());
     let mut response = client.request(request).await?;
+    if let Response::NotLoaded { path } = &response {
+        eprintln!("kepler: {}", super::not_loaded(path));
+        return Ok(ExitCode::SUCCESS);
+    }
     loop {
         let Response::LogPage { lines, cursor } = response else {
             bail!("unexpected answer from the daemon: {response:?}");
@@ -89,14 +97,16 @@ async fn follow(client: &mut Client, request: Request, printer: Printer) -> Resu
                 let written = match &event {
                     Event::Logs(lines) => lines.iter().try_for_each(|l| printer.write(&mut out, l)),
                     Event::Log(line) => printer.write(&mut out, line),
-                    other => writeln!(out, "{}", render_event(other, printer.paint)),
+                    other => write_event(&mut out, other, printer.paint, printer.mode),
                 };
                 if written.and_then(|()| out.flush()).is_err() {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
             ServerMessage::Response { id: got, response } if got == id => {
-                into_result(response)?;
+                if let Response::NotLoaded { path } = into_result(response)? {
+                    eprintln!("kepler: {}", super::not_loaded(&path));
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             _ => {}
@@ -107,6 +117,7 @@ async fn follow(client: &mut Client, request: Request, printer: Printer) -> Resu
 #[derive(Clone, Copy)]
 struct Printer {
     paint: Paint,
+    mode: TextMode,
     /// `--timestamps`: every line with its time, whatever its service says.
     timestamps: bool,
 }
@@ -141,7 +152,7 @@ impl Printer {
         bytes: &[u8],
     ) -> io::Result<()> {
         let stamp = (self.timestamps || show_time).then(|| log_time(timestamp_us));
-        write_log_text(out, stamp.as_deref(), prefix, bytes)
+        write_log_text(out, stamp.as_deref(), prefix, bytes, self.mode)
     }
 }
 
@@ -170,6 +181,7 @@ mod tests {
         let mut out = Vec::new();
         let printer = Printer {
             paint: Paint::PLAIN,
+            mode: TextMode::Plain,
             timestamps: true,
         };
         printer.write(&mut out, &line).unwrap();
@@ -201,6 +213,7 @@ mod tests {
         let mut out = Vec::new();
         let printer = Printer {
             paint: Paint::PLAIN,
+            mode: TextMode::Plain,
             timestamps: false,
         };
         printer.write_batch(&mut out, &batch).unwrap();

@@ -18,6 +18,8 @@ mod stop;
 
 use std::process::ExitCode;
 
+use std::path::Path;
+
 use anyhow::Result;
 use kepler_protocol::{Request, Response};
 
@@ -25,6 +27,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Client;
 use crate::event_output::print_event;
 use crate::style::Paint;
+use crate::terminal_text::TextMode;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let file = cli.file.as_deref();
@@ -49,12 +52,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 /// (progress, state changes) before its final answer, which it returns.
 async fn request_printing_events(client: &mut Client, request: Request) -> Result<Response> {
     let paint = Paint::for_stdout();
+    let mode = TextMode::for_stdout(false);
     client
         .request_with_events(request, |event| {
             // A closed stdout must not stop the request half-way.
-            let _ = print_event(&event, paint);
+            let _ = print_event(&event, paint, mode);
         })
         .await
+}
+
+/// What a command that only looks at a config says when it is not loaded:
+/// like `docker compose` for a project never started, there is nothing.
+fn not_loaded(path: &Path) -> String {
+    format!(
+        "{} is not loaded (never started, or pruned); `kepler start` loads and starts it",
+        path.display()
+    )
 }
 
 /// "all services", or the names the user gave: "web, db".

@@ -8,6 +8,7 @@ use kepler_protocol::{PrunedConfig, Request, Response};
 
 use crate::cli::PruneArgs;
 use crate::client::Client;
+use crate::terminal_text::TextMode;
 
 pub async fn run(args: PruneArgs) -> Result<ExitCode> {
     let mut client = Client::connect().await?;
@@ -19,7 +20,11 @@ pub async fn run(args: PruneArgs) -> Result<ExitCode> {
         Response::Pruned(pruned) => pruned,
         other => bail!("unexpected answer from the daemon: {other:?}"),
     };
-    println!("{}", render_pruned(&pruned, args.dry_run));
+    // Paths name other users' files: shown, not sent, on a terminal.
+    let mode = TextMode::for_stdout(false);
+    for line in render_pruned(&pruned, args.dry_run).lines() {
+        println!("{}", mode.show(line));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,6 +17,7 @@ use crate::client::Client;
 use crate::config_ref::config_ref;
 use crate::human_time::human_duration;
 use crate::style::{self, Paint};
+use crate::terminal_text::TextMode;
 
 /// Space between columns; the table has no borders.
 const COLUMN_GAP: u16 = 2;
@@ -32,14 +33,18 @@ pub async fn run(file: Option<&Path>, args: PsArgs) -> Result<ExitCode> {
     };
     let path = config.as_ref().map(|c| c.path.clone());
     let mut client = Client::connect().await?;
-    let configs = match client.request(Request::Ps { config }).await? {
+    let mut configs = match client.request(Request::Ps { config }).await? {
         Response::Ps(configs) => configs,
         other => bail!("unexpected answer from the daemon: {other:?}"),
     };
+    if !args.json {
+        show_safely(&mut configs, TextMode::for_stdout(false));
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json_rows(&configs))?);
     } else if configs.iter().all(|c| c.services.is_empty()) {
         match path {
+            Some(path) if configs.is_empty() => println!("{}", super::not_loaded(&path)),
             Some(path) => println!("{} has no services", path.display()),
             None => println!("no configs are loaded"),
         }
@@ -52,6 +57,18 @@ pub async fn run(file: Option<&Path>, args: PsArgs) -> Result<ExitCode> {
         println!("{}", render_table(&configs, args.all, paint, width));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Paths and reasons quote what config owners wrote; on a terminal their
+/// control characters are shown, not sent. (JSON escapes them anyway.)
+fn show_safely(configs: &mut [ConfigServices], mode: TextMode) {
+    for config in configs {
+        let path = mode.show(&config.path.to_string_lossy()).into_owned();
+        config.path = PathBuf::from(path);
+        for reason in config.services.iter_mut().filter_map(|s| s.reason.as_mut()) {
+            *reason = mode.show(reason).into_owned();
+        }
+    }
 }
 
 /// The table, without a final newline. `width` (the terminal's) wraps long

@@ -9,13 +9,17 @@ use kepler_protocol::Request;
 
 use super::request_printing_events;
 use crate::client::Client;
-use crate::config_ref::config_ref;
+use crate::config_ref::{config_ref, sys_env};
 
 pub async fn run(file: Option<&Path>) -> Result<ExitCode> {
     let config = config_ref(file)?;
     let path = config.path.clone();
+    let request = Request::Recreate {
+        config,
+        sys_env: sys_env()?,
+    };
     let mut client = Client::connect().await?;
-    request_printing_events(&mut client, Request::Recreate { config }).await?;
+    request_printing_events(&mut client, request).await?;
     println!("recreated {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

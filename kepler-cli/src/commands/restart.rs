@@ -9,7 +9,7 @@ use kepler_protocol::Request;
 
 use super::start::{run_in_mode, start_mode, Wording};
 use crate::cli::StartArgs;
-use crate::config_ref::config_ref;
+use crate::config_ref::{config_ref, sys_env};
 
 const WORDING: Wording = Wording {
     ongoing: "restarting",
@@ -20,6 +20,7 @@ pub async fn run(file: Option<&Path>, args: StartArgs) -> Result<ExitCode> {
     let config = config_ref(file)?;
     let request = Request::Restart {
         config: config.clone(),
+        sys_env: sys_env()?,
         services: args.services.clone(),
         mode: start_mode(&args),
     };

@@ -19,7 +19,8 @@ use super::start::{start_mode, wait_showing_progress, Wording};
 use super::{request_printing_events, services_phrase};
 use crate::cli::RunArgs;
 use crate::client::Client;
-use crate::config_ref::config_ref;
+use crate::config_ref::{config_ref, sys_env};
+use crate::terminal_text::TextMode;
 
 const WORDING: Wording = Wording {
     ongoing: "running",
@@ -31,6 +32,7 @@ pub async fn run(file: Option<&Path>, args: RunArgs) -> Result<ExitCode> {
     let mode = start_mode(&args.start);
     let request = Request::Run {
         config: config.clone(),
+        sys_env: sys_env()?,
         services: args.start.services.clone(),
         mode,
         options: RunOptions {
@@ -49,7 +51,14 @@ pub async fn run(file: Option<&Path>, args: RunArgs) -> Result<ExitCode> {
                 signal: None,
                 clean: false,
             };
-            match attach::follow(&mut client, request, stop).await? {
+            match attach::follow(
+                &mut client,
+                request,
+                stop,
+                TextMode::for_stdout(args.start.raw),
+            )
+            .await?
+            {
                 Followed::Answered(Response::RunEnded {
                     exit_code,
                     cause,

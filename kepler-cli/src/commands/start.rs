@@ -14,13 +14,15 @@ use super::attach::{self, Followed};
 use super::{request_printing_events, services_phrase};
 use crate::cli::StartArgs;
 use crate::client::Client;
-use crate::config_ref::config_ref;
+use crate::config_ref::{config_ref, sys_env};
 use crate::progress::StartupProgress;
+use crate::terminal_text::TextMode;
 
 pub async fn run(file: Option<&Path>, args: StartArgs) -> Result<ExitCode> {
     let config = config_ref(file)?;
     let request = Request::Start {
         config: config.clone(),
+        sys_env: sys_env()?,
         services: args.services.clone(),
         mode: start_mode(&args),
     };
@@ -72,7 +74,8 @@ pub(super) async fn run_in_mode(
                 signal: None,
                 clean: false,
             };
-            match attach::follow(&mut client, request, stop).await? {
+            match attach::follow(&mut client, request, stop, TextMode::for_stdout(args.raw)).await?
+            {
                 Followed::Answered(_) => Ok(ExitCode::SUCCESS),
                 Followed::Interrupted => Ok(ExitCode::from(attach::INTERRUPTED)),
             }
@@ -141,6 +144,7 @@ mod tests {
             wait,
             timeout,
             progress: ProgressChoice::Auto,
+            raw: false,
             services: vec![],
         }
     }

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use kepler_protocol::Request;
+use kepler_protocol::{Request, Response};
 
-use super::{request_printing_events, services_phrase};
+use super::{not_loaded, request_printing_events, services_phrase};
 use crate::cli::StopArgs;
 use crate::client::Client;
 use crate::config_ref::config_ref;
@@ -25,11 +25,10 @@ pub async fn run(file: Option<&Path>, args: StopArgs) -> Result<ExitCode> {
         clean: args.clean,
     };
     let clean = args.clean;
-    request_printing_events(&mut client, request).await?;
-    if clean {
-        println!("stopped {what} and removed the config's stored state");
-    } else {
-        println!("stopped {what}");
+    match request_printing_events(&mut client, request).await? {
+        Response::NotLoaded { path } => println!("nothing to stop: {}", not_loaded(&path)),
+        _ if clean => println!("stopped {what} and removed the config's stored state"),
+        _ => println!("stopped {what}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -55,6 +55,19 @@ impl FakeDaemon {
         kepler_in(self.project.path(), self.state_dir.path(), args)
     }
 
+    /// [`FakeDaemon::kepler`] with extra environment variables.
+    pub fn kepler_with_env(&self, args: &[&str], env: &[(String, String)]) -> Child {
+        let mut command = command_in(self.project.path(), self.state_dir.path(), args);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        command.spawn().expect("run the kepler binary")
+    }
+
+    /// Whether a client has connected and not been accepted yet.
+    pub fn has_waiting_connection(&self) -> bool {
+        use futures::FutureExt;
+        self.listener.accept().now_or_never().is_some()
+    }
+
     /// Accepts the CLI's connection and completes the handshake.
     pub async fn accept(&self) -> FakeConnection {
         let (stream, _) = within(self.listener.accept()).await.unwrap();
@@ -91,7 +104,14 @@ impl FakeConnection {
 }
 
 pub fn kepler_in(dir: &Path, state_dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kepler"))
+    command_in(dir, state_dir, args)
+        .spawn()
+        .expect("run the kepler binary")
+}
+
+fn command_in(dir: &Path, state_dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kepler"));
+    command
         .args(args)
         .current_dir(dir)
         .env(STATE_DIR_ENV, state_dir)
@@ -99,9 +119,8 @@ pub fn kepler_in(dir: &Path, state_dir: &Path, args: &[&str]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the kepler binary")
+        .kill_on_drop(true);
+    command
 }
 
 /// `future`, or a test failure once [`DEADLINE`] has passed.

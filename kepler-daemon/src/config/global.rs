@@ -63,6 +63,7 @@ pub(crate) fn bake_global(
                 working_dir: &config_dir,
                 user: None,
                 group: None,
+                umask: None,
             };
             let kinds: Vec<_> = GlobalHookKind::ALL.iter().map(|k| (k.name(), *k)).collect();
             hooks(node, &map.path("hooks"), &kinds, &base, cx)

@@ -14,7 +14,7 @@ use super::document::{Node, NodeValue};
 use super::environment::{environment, read_env_file};
 use super::expand::Scope;
 use super::snapshot::{HookAction, HookConfig};
-use super::values::{GroupSpec, UserSpec};
+use super::values::{GroupSpec, Umask, UserSpec};
 use crate::env::EnvMap;
 
 const HOOK_KEYS: &[&str] = &[
@@ -33,6 +33,7 @@ pub(crate) struct HookBase<'a> {
     pub working_dir: &'a Path,
     pub user: Option<&'a UserSpec>,
     pub group: Option<&'a GroupSpec>,
+    pub umask: Option<Umask>,
 }
 
 /// Decodes a `hooks:` mapping whose allowed names are `kinds`.
@@ -142,6 +143,7 @@ fn hook(
         action,
         user,
         group,
+        umask: base.umask,
         working_dir,
         env_file,
         environment: final_env,

@@ -40,5 +40,7 @@ pub use snapshot::{
     LogRetention, LogStore, RestartConfig, RestartPolicy, Retention, ServiceConfig,
     ServiceHookKind, SnapshotError,
 };
-pub use values::{ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, UserSpec};
+pub use values::{
+    ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec, DEFAULT_UMASK,
+};
 pub use view::config_view;

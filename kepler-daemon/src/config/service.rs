@@ -17,7 +17,7 @@ use super::lua_stage::{context, LazyContext};
 use super::snapshot::{
     Limits, RestartConfig, RestartPolicy, ServiceConfig, ServiceHookKind, DEFAULT_STOP_GRACE_PERIOD,
 };
-use super::values::{ByteSize, GroupSpec, StopSignal, UserSpec};
+use super::values::{ByteSize, GroupSpec, StopSignal, Umask, UserSpec};
 use crate::env::{process_environment, EnvMap, SysEnvPolicy};
 
 const SERVICE_KEYS: &[&str] = &[
@@ -34,6 +34,7 @@ const SERVICE_KEYS: &[&str] = &[
     "group",
     "logs",
     "limits",
+    "umask",
     "stop_signal",
     "stop_grace_period",
     "wait",
@@ -207,6 +208,9 @@ pub(crate) fn bake_service(
         |n| logs(n, &map.path("logs"), &global.logs, &mut cx.diag),
     );
     let limits = limits(&map, &scope, cx);
+    let umask: Option<Umask> = map
+        .get("umask")
+        .and_then(|n| parsed(n, &map.path("umask"), &mut cx.diag));
     let stop_signal: StopSignal = map
         .get("stop_signal")
         .and_then(|n| parsed(n, &map.path("stop_signal"), &mut cx.diag))
@@ -226,6 +230,7 @@ pub(crate) fn bake_service(
                 working_dir: &working_dir,
                 user: user.as_ref(),
                 group: group.as_ref(),
+                umask,
             };
             hooks(node, &map.path("hooks"), &service_hook_kinds(), &base, cx)
         }
@@ -246,6 +251,7 @@ pub(crate) fn bake_service(
         group,
         logs,
         limits,
+        umask,
         stop_signal,
         stop_grace_period,
         wait,

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, UserSpec};
+use super::values::{
+    ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec,
+};
 use crate::env::SysEnvPolicy;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +78,9 @@ pub struct ServiceConfig {
     pub logs: LogConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// File-creation mask; `None` gives [`super::DEFAULT_UMASK`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<Umask>,
     pub stop_signal: StopSignal,
     pub stop_grace_period: HumanDuration,
     /// `wait:` on the service: `true` puts it in the startup cluster,
@@ -220,6 +225,9 @@ pub struct HookConfig {
     pub user: Option<UserSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupSpec>,
+    /// A service hook has its service's; `None` gives [`super::DEFAULT_UMASK`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<Umask>,
     /// Absolute.
     pub working_dir: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,5 @@
 //! The small value formats of `kepler.yaml`: durations, byte sizes, signals,
-//! users and groups, exit-code filters and service names.
+//! users and groups, exit-code filters, umasks and service names.
 //!
 //! Each type parses from the text a person writes and renders back to the
 //! same human form, so the baked snapshot reads like the config and
@@ -404,6 +404,37 @@ impl<'de> Deserialize<'de> for ExitCodeFilter {
     }
 }
 
+/// A process's file-creation mask, written in octal like `"0027"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Umask(pub u32);
+
+/// What a service gets when its config sets no `umask` (the usual login
+/// default), whatever the daemon's own is.
+pub const DEFAULT_UMASK: Umask = Umask(0o022);
+
+impl FromStr for Umask {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let digits = text.trim();
+        let octal =
+            (1..=4).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        match u32::from_str_radix(digits, 8) {
+            Ok(mask) if octal && mask <= 0o777 => Ok(Umask(mask)),
+            _ => Err(format!(
+                "`{text}` is not a umask; write it in octal from \"0000\" to \"0777\", like \"0027\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Umask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+serde_via_text!(Umask);
+
 /// Service names become log file names and CLI arguments, so they are kept
 /// to a portable file-name alphabet.
 pub const SERVICE_NAME_RULE: &str =
@@ -414,6 +445,23 @@ pub fn is_valid_service_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+#[cfg(test)]
+mod umask_tests {
+    use super::*;
+
+    #[test]
+    fn umasks_are_octal_from_0000_to_0777_and_render_with_four_digits() {
+        assert_eq!("0027".parse(), Ok(Umask(0o027)));
+        assert_eq!("22".parse(), Ok(Umask(0o022)));
+        assert_eq!("0777".parse::<Umask>().unwrap().to_string(), "0777");
+        assert_eq!(Umask(0o7).to_string(), "0007");
+        for bad in ["1000", "0778", "8", "", "00022", "-022", "0x1f", "rwx"] {
+            let err = bad.parse::<Umask>().unwrap_err();
+            assert!(err.contains("octal"), "{bad}: {err}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use kepler_protocol::ServiceStatus;
 
 use super::output::RetentionPoint;
 use super::{Internal, Orchestrator};
-use crate::config::ServiceHookKind;
+use crate::config::{ServiceHookKind, DEFAULT_UMASK};
 use crate::deps::{self, Readiness};
 use crate::process::{self, OutputMode, ProcessSpec, ResourceLimits};
 use crate::user::{identity_env, resolve_user, ResolvedUser};
@@ -345,6 +345,7 @@ impl Orchestrator {
                 cpu_time_secs: service.limits.cpu_time,
                 max_fds: service.limits.max_fds,
             },
+            umask: service.umask.unwrap_or(DEFAULT_UMASK).0,
             stdout: OutputMode::Pipe,
             stderr: OutputMode::Pipe,
         })

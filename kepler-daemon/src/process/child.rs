@@ -34,6 +34,9 @@ pub(super) enum Stage {
     RegainedRoot = 6,
     WorkingDir = 7,
     Signals = 8,
+    /// No directory of the search path had a program the user may run;
+    /// errno is `EACCES` if one was refused, else `ENOENT`.
+    Search = 9,
 }
 
 impl Stage {
@@ -47,6 +50,7 @@ impl Stage {
             6 => Stage::RegainedRoot,
             7 => Stage::WorkingDir,
             8 => Stage::Signals,
+            9 => Stage::Search,
             _ => return None,
         })
     }
@@ -73,6 +77,12 @@ fn tagged(stage: Stage, detail: usize, errno: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
+/// The code the launcher reports when a search found nothing to run.
+pub(super) fn search_failed(denied: bool) -> i32 {
+    let errno = if denied { libc::EACCES } else { libc::ENOENT };
+    TAG | (Stage::Search as i32) << 16 | errno
+}
+
 fn last_errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -95,6 +105,7 @@ pub(super) fn decode_error(err: &io::Error) -> Option<ChildFailure> {
 pub(super) struct ChildSetup {
     limits: Vec<LimitSetting>,
     identity: Option<Identity>,
+    umask: libc::mode_t,
     working_dir: CString,
     highest_signal: libc::c_int,
 }
@@ -111,6 +122,7 @@ impl ChildSetup {
         working_dir: &Path,
         user: Option<&ResolvedUser>,
         resource_limits: &ResourceLimits,
+        umask: u32,
     ) -> Result<ChildSetup, std::ffi::NulError> {
         Ok(ChildSetup {
             limits: limits::plan(resource_limits),
@@ -119,19 +131,25 @@ impl ChildSetup {
                 gid: user.gid,
                 groups: user.supplementary.clone(),
             }),
+            umask: umask & 0o777,
             working_dir: CString::new(working_dir.as_os_str().as_bytes())?,
             highest_signal: libc::SIGRTMAX(),
         })
     }
 
-    /// Runs in the cloned child. Order matters: limits are set while still
-    /// root (raising a hard limit needs privilege); `working_dir` is entered
-    /// as the service user so it must be reachable by that user; signals are
-    /// reset last so a stop request during setup still kills the child.
+    /// Runs in the cloned child. Order matters: limits are set once the
+    /// child is the service's user, so they can lower but never raise the
+    /// hard limits that user gets (raising needs root's privilege);
+    /// `working_dir` is entered, and the program looked up, as that user, so
+    /// it must be reachable by them; signals are reset last so a stop request
+    /// during setup still kills the child.
     pub fn apply(&self) -> io::Result<()> {
         // SAFETY: setsid has no memory-safety preconditions.
         if unsafe { libc::setsid() } < 0 {
             return Err(tagged(Stage::Setsid, 0, last_errno()));
+        }
+        if let Some(identity) = &self.identity {
+            identity.apply()?;
         }
         for (index, limit) in self.limits.iter().enumerate() {
             // nix's setrlimit is a plain syscall wrapper on stack data.
@@ -139,9 +157,8 @@ impl ChildSetup {
                 return Err(tagged(Stage::Limit, index, errno as i32));
             }
         }
-        if let Some(identity) = &self.identity {
-            identity.apply()?;
-        }
+        // SAFETY: umask only sets this task's mask; it cannot fail.
+        unsafe { libc::syscall(libc::SYS_umask, self.umask) };
         // SAFETY: `working_dir` is a NUL-terminated string owned by `self`.
         if unsafe { libc::chdir(self.working_dir.as_ptr()) } < 0 {
             return Err(tagged(Stage::WorkingDir, 0, last_errno()));
@@ -201,6 +218,15 @@ impl ChildSetup {
     /// What the limit at `index` of the plan was, for error messages.
     pub fn limit_at(&self, index: usize) -> Option<(LimitKind, u64)> {
         self.limits.get(index).map(|limit| (limit.kind, limit.soft))
+    }
+
+    /// The hard limit the child had for the limit at `index` of the plan:
+    /// the daemon's own, which a child inherits.
+    pub fn inherited_hard_limit(&self, index: usize) -> Option<u64> {
+        let limit = self.limits.get(index)?;
+        nix::sys::resource::getrlimit(limit.resource)
+            .ok()
+            .map(|(_, hard)| hard)
     }
 }
 

@@ -12,6 +12,11 @@
 //! (glibc's `setuid` family signals all of the process's threads, which in
 //! the child would be the daemon's), and every signal handler reset to
 //! default before any signal is unblocked.
+//!
+//! A bare program name is looked up here, in the child, after it has become
+//! the service's user: each directory of the search path is tried with
+//! `execve` as `execvp` does, so the daemon's root rights never tell a
+//! service whether a file exists in a directory its user cannot read.
 
 use std::ffi::CString;
 use std::io;
@@ -19,14 +24,18 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::child::ChildSetup;
+use super::child::{search_failed, ChildSetup};
 
 /// Stack for the child until it calls `execve`; it only makes system calls.
 const CHILD_STACK: usize = 64 * 1024;
 
 /// Everything the child needs, prepared by the parent.
 pub(super) struct Launch<'a> {
-    pub program: CString,
+    /// Paths to `execve`, in order; the first that runs wins.
+    pub programs: Vec<CString>,
+    /// Whether `programs` are the candidates of a search path (a miss moves
+    /// on to the next) rather than one given path.
+    pub search: bool,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub setup: &'a ChildSetup,
@@ -36,7 +45,9 @@ pub(super) struct Launch<'a> {
 }
 
 struct ChildContext {
-    program: *const libc::c_char,
+    /// Null-terminated.
+    programs: *const *const libc::c_char,
+    search: bool,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     setup: *const ChildSetup,
@@ -60,8 +71,15 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
         .map(|e| e.as_ptr())
         .chain(std::iter::once(ptr::null()))
         .collect();
+    let programs: Vec<*const libc::c_char> = launch
+        .programs
+        .iter()
+        .map(|p| p.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect();
     let context = ChildContext {
-        program: launch.program.as_ptr(),
+        programs: programs.as_ptr(),
+        search: launch.search,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         setup: launch.setup,
@@ -129,11 +147,34 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     if let Err(e) = unsafe { &*context.setup }.apply() {
         return fail(e.raw_os_error().unwrap_or(libc::EIO));
     }
-    // SAFETY: null-terminated arrays of C strings owned by the parent.
-    unsafe { libc::execve(context.program, context.argv, context.envp) };
-    fail(
-        io::Error::last_os_error()
+    let mut denied = false;
+    for index in 0.. {
+        // SAFETY: a null-terminated array of C strings owned by the parent.
+        let program = unsafe { *context.programs.add(index) };
+        if program.is_null() {
+            break;
+        }
+        // SAFETY: null-terminated arrays of C strings owned by the parent.
+        unsafe { libc::execve(program, context.argv, context.envp) };
+        let errno = io::Error::last_os_error()
             .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
+            .unwrap_or(libc::EIO);
+        if !context.search {
+            return fail(errno);
+        }
+        match errno {
+            // Not here (or not for this user): try the next directory.
+            libc::EACCES => denied = true,
+            libc::ENOENT
+            | libc::ENOTDIR
+            | libc::ELOOP
+            | libc::ENAMETOOLONG
+            | libc::ESTALE
+            | libc::ENODEV
+            | libc::ETIMEDOUT => {}
+            // Found, but it cannot run: that is the answer.
+            _ => return fail(errno),
+        }
+    }
+    fail(search_failed(denied))
 }

@@ -5,15 +5,16 @@
 //! Program lookup: a name containing `/` is used as is (relative names are
 //! resolved inside `working_dir`). A bare name is searched in the service's
 //! own `PATH` when its environment has one, else in [`DEFAULT_SEARCH_PATH`];
-//! the search happens here, in the daemon, and no `PATH` is added to the
-//! service's environment. The child itself is started by [`super::launch`].
+//! no `PATH` is added to the service's environment. The search is done by
+//! the child as the service's user (see [`super::launch`]): the daemon only
+//! lists the candidates, and never looks at the file system for a service.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
@@ -42,6 +43,8 @@ pub struct ProcessSpec {
     /// Run as this identity; `None` keeps the daemon's (root).
     pub user: Option<ResolvedUser>,
     pub limits: ResourceLimits,
+    /// File-creation mask of the process (only the permission bits count).
+    pub umask: u32,
     pub stdout: OutputMode,
     pub stderr: OutputMode,
 }
@@ -85,6 +88,16 @@ pub enum SpawnError {
     )]
     NotFound { program: String, searched: String },
     #[error(
+        "cannot start `{program}`: not found in {searched} as a program uid {uid} may run \
+         (permission denied); make it and its directory accessible to the service user, or \
+         set PATH in `environment` to a directory that holds it"
+    )]
+    SearchDenied {
+        program: String,
+        searched: String,
+        uid: u32,
+    },
+    #[error(
         "cannot start `{program}`: {source}; check `command` and PATH in the service environment, \
          and that the program is executable by the service user"
     )]
@@ -114,6 +127,18 @@ pub enum SpawnError {
         value: u64,
         #[source]
         source: io::Error,
+    },
+    #[error(
+        "cannot start `{program}` as uid {uid}: {limit} = {value} is above the hard limit \
+         {hard} that uid {uid} has; lower it (only services that run as root may raise a hard \
+         limit)"
+    )]
+    LimitAboveHard {
+        program: String,
+        uid: u32,
+        limit: &'static str,
+        value: u64,
+        hard: u64,
     },
     #[error(
         "cannot start `{program}` as uid {uid} gid {gid}: {step} failed: {source}; the daemon \
@@ -155,14 +180,17 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
         return Err(SpawnError::NoRuntime { program: program() });
     }
     check_no_nul(spec)?;
-    let executable = resolve_program(name, &spec.env)?;
-    let setup =
-        ChildSetup::prepare(&spec.working_dir, spec.user.as_ref(), &spec.limits).map_err(|_| {
-            SpawnError::NulByte {
-                program: program(),
-                what: "working_dir",
-            }
-        })?;
+    let candidates = program_candidates(name, &spec.env);
+    let setup = ChildSetup::prepare(
+        &spec.working_dir,
+        spec.user.as_ref(),
+        &spec.limits,
+        spec.umask,
+    )
+    .map_err(|_| SpawnError::NulByte {
+        program: program(),
+        what: "working_dir",
+    })?;
     let reaper = reaper().map_err(|source| SpawnError::Io {
         program: program(),
         source,
@@ -183,7 +211,11 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     let (stdout_read, stdout_write) = output_ends(spec.stdout).map_err(launch_failed)?;
     let (stderr_read, stderr_write) = output_ends(spec.stderr).map_err(launch_failed)?;
     let launch = Launch {
-        program: to_c(executable.as_os_str().as_bytes()),
+        programs: candidates
+            .iter()
+            .map(|path| to_c(path.as_os_str().as_bytes()))
+            .collect(),
+        search: !name.contains('/'),
         argv,
         envp,
         setup: &setup,
@@ -276,32 +308,26 @@ fn check_no_nul(spec: &ProcessSpec) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// See the module docs for the lookup rules.
-fn resolve_program(name: &str, env: &BTreeMap<String, String>) -> Result<PathBuf, SpawnError> {
+/// The paths the child tries, in order (see the module docs for the rules).
+fn program_candidates(name: &str, env: &BTreeMap<String, String>) -> Vec<PathBuf> {
     if name.contains('/') {
-        return Ok(PathBuf::from(name));
+        return vec![PathBuf::from(name)];
     }
-    let search = env
-        .get("PATH")
+    env.get("PATH")
         .map(String::as_str)
-        .unwrap_or(DEFAULT_SEARCH_PATH);
-    search
+        .unwrap_or(DEFAULT_SEARCH_PATH)
         .split(':')
         .filter(|dir| !dir.is_empty())
         .map(|dir| Path::new(dir).join(name))
-        .find(|candidate| is_executable_file(candidate))
-        .ok_or_else(|| SpawnError::NotFound {
-            program: name.to_owned(),
-            searched: match env.get("PATH") {
-                Some(path) => format!("the service's PATH ({path})"),
-                None => format!("{DEFAULT_SEARCH_PATH} (the service environment has no PATH)"),
-            },
-        })
+        .collect()
 }
 
-fn is_executable_file(path: &Path) -> bool {
-    path.metadata()
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+/// Where a bare name was looked for, for messages.
+fn searched(env: &BTreeMap<String, String>) -> String {
+    match env.get("PATH") {
+        Some(path) => format!("the service's PATH ({path})"),
+        None => format!("{DEFAULT_SEARCH_PATH} (the service environment has no PATH)"),
+    }
 }
 
 /// Turns std's spawn error into one that says which step failed.
@@ -323,6 +349,7 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
         .user
         .as_ref()
         .map_or((0, 0), |user| (user.uid, user.gid));
+    let not_root = spec.user.as_ref().is_some_and(|user| user.uid != 0);
     let user_step = |step| SpawnError::User {
         program: program.clone(),
         uid,
@@ -336,18 +363,36 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
             dir: spec.working_dir.clone(),
             source,
         },
-        Stage::Limit => match setup.limit_at(detail) {
-            Some((kind, value)) => SpawnError::Limit {
+        Stage::Limit => match (setup.limit_at(detail), setup.inherited_hard_limit(detail)) {
+            (Some((kind, value)), Some(hard)) if not_root && errno == libc::EPERM => {
+                SpawnError::LimitAboveHard {
+                    program,
+                    uid,
+                    limit: kind.config_key(),
+                    value,
+                    hard,
+                }
+            }
+            (Some((kind, value)), _) => SpawnError::Limit {
                 program,
                 limit: kind.config_key(),
                 value,
                 source,
             },
-            None => SpawnError::Setup {
+            (None, _) => SpawnError::Setup {
                 program,
                 step: "setrlimit",
                 source,
             },
+        },
+        Stage::Search if errno == libc::EACCES => SpawnError::SearchDenied {
+            program,
+            searched: searched(&spec.env),
+            uid,
+        },
+        Stage::Search => SpawnError::NotFound {
+            program,
+            searched: searched(&spec.env),
         },
         Stage::Groups => user_step("setgroups"),
         Stage::Gid => user_step("setgid"),

@@ -2,7 +2,8 @@
 //!
 //! Every request runs in its own task and answers through one writer task, so
 //! a long stream (log follow) never delays a `ps` on the same connection.
-//! A frame that cannot be decoded closes this connection only.
+//! A frame that cannot be decoded closes this connection only. What one
+//! user may hold (requests in flight, idle time) comes from [`super::budget`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,35 +11,35 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use kepler_protocol::{
     handshake, BincodeCodec, ClientMessage, ErrorKind, FrameError, Hello, HelloReply, Response,
-    ServerMessage, MAX_FRAME_LEN,
+    ServerMessage, MAX_FRAME_LEN, MAX_REQUEST_LEN,
 };
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::Framed;
 
+use super::budget::ConnectionTicket;
 use super::handlers::{self, RequestContext};
-use super::peer;
+use super::peer::{self, Caller};
 use crate::daemon::Daemon;
 
 /// A client must say hello within this time or be dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests one connection may have running at once; more wait unread.
-const MAX_IN_FLIGHT: usize = 64;
 /// Frames queued for a slow reader before handlers wait.
 const OUTBOX_DEPTH: usize = 1024;
-/// How long in-flight requests get to answer when the daemon shuts down.
+/// How long in-flight requests get to answer when the daemon shuts down,
+/// and then how long what they answered gets to reach the client: a client
+/// that does not read is dropped after that, so it never holds up a stop.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
-    let caller = match peer::peer_of(&stream) {
-        Ok(caller) => caller,
-        Err(e) => {
-            tracing::warn!("could not read peer credentials, closing: {e}");
-            return;
-        }
-    };
-    let mut framed = Framed::new(stream, BincodeCodec::<Hello, HelloReply>::new());
+pub async fn serve_connection(
+    stream: UnixStream,
+    caller: Caller,
+    ticket: ConnectionTicket,
+    daemon: Arc<Daemon>,
+) {
+    let codec = BincodeCodec::<Hello, HelloReply>::with_limits(MAX_REQUEST_LEN, MAX_FRAME_LEN);
+    let mut framed = Framed::new(stream, codec);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(hello))) => hello,
         Ok(Some(Err(e))) => {
@@ -61,7 +62,7 @@ pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
     let framed = framed.map_codec(|codec| codec.retype::<ClientMessage, ServerMessage>());
     let (mut sink, mut frames) = framed.split();
     let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_DEPTH);
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(message) = outgoing.recv().await {
             let (id, is_response) = match &message {
                 ServerMessage::Response { id, .. } => (*id, true),
@@ -95,9 +96,12 @@ pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
     });
 
     let caller = Arc::new(caller);
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let limits = daemon.connection_limits();
+    let in_flight = Arc::new(Semaphore::new(limits.in_flight_per_connection));
     let mut requests = JoinSet::new();
     let mut closing = daemon.closing_connections();
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             frame = frames.next() => match frame {
@@ -108,8 +112,17 @@ pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
                         _ = crate::daemon::raised(&mut closing) => break,
                     };
                     let ctx = RequestContext::new(id, daemon.clone(), caller.clone(), outbox.clone());
+                    // Past the user's share the request is answered at once,
+                    // so nothing of it waits.
+                    let user_permit = ticket.start_request();
                     requests.spawn(async move {
-                        handlers::handle(request, ctx).await;
+                        match user_permit {
+                            Ok(user_permit) => {
+                                handlers::handle(request, ctx).await;
+                                drop(user_permit);
+                            }
+                            Err(reason) => handlers::refuse(ctx, reason).await,
+                        }
                         drop(permit);
                     });
                 }
@@ -119,7 +132,15 @@ pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
                 }
                 None => break,
             },
-            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                if requests.is_empty() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                }
+            }
+            () = &mut idle, if requests.is_empty() => {
+                tracing::debug!(uid = caller.uid, pid = caller.pid, "closing an idle connection");
+                break;
+            }
             _ = crate::daemon::raised(&mut closing) => {
                 let drain = async { while requests.join_next().await.is_some() {} };
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
@@ -131,5 +152,16 @@ pub async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
     // change half-way: the actor finishes the command on its own.
     requests.abort_all();
     drop(outbox);
-    let _ = writer.await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            uid = caller.uid,
+            pid = caller.pid,
+            "dropping a client that does not read"
+        );
+        writer.abort();
+    }
+    drop(ticket);
 }

@@ -25,6 +25,7 @@ pub fn spec(argv: &[&str]) -> ProcessSpec {
         working_dir: PathBuf::from("/"),
         user: None,
         limits: ResourceLimits::default(),
+        umask: 0o022,
         stdout: OutputMode::Pipe,
         stderr: OutputMode::Pipe,
     }

@@ -7,6 +7,7 @@ use kepler_protocol::{Request, Response};
 
 use crate::client::Client;
 use crate::human_time::human_duration;
+use crate::terminal_text::TextMode;
 
 pub async fn run() -> Result<ExitCode> {
     let mut client = Client::connect().await?;
@@ -23,10 +24,12 @@ pub async fn run() -> Result<ExitCode> {
         println!("  configs:   none loaded");
     } else {
         println!("  configs:");
+        // Paths name other users' files; shown, not sent, on a terminal.
+        let mode = TextMode::for_stdout(false);
         for config in &status.configs {
             println!(
                 "    {}  ({} services, {} running)",
-                config.path.display(),
+                mode.show(&config.path.to_string_lossy()),
                 config.services,
                 config.running
             );

@@ -3,7 +3,7 @@
 
 use kepler_protocol::{ConfigRef, ErrorKind, Event, LogLine, LogRange, Response};
 
-use super::config_access::config_for;
+use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config::BakedConfig;
 use crate::config_actor::{ActorError, ConfigHandle};
@@ -62,7 +62,9 @@ pub async fn handle(
     include_hooks: bool,
     follow: bool,
 ) -> Result<Response, ActorError> {
-    let handle = config_for(ctx, &config).await?;
+    let Some(handle) = loaded_config(ctx, &config).await? else {
+        return Ok(Response::NotLoaded { path: config.path });
+    };
     check_services(&handle, &services).await?;
     let store = handle.logs().clone();
     if follow {
@@ -126,7 +128,9 @@ pub async fn page(
     config: ConfigRef,
     cursor: u64,
 ) -> Result<Response, ActorError> {
-    let handle = config_for(ctx, &config).await?;
+    let Some(handle) = loaded_config(ctx, &config).await? else {
+        return Ok(Response::NotLoaded { path: config.path });
+    };
     next_page(&handle, LogCursorId(cursor)).await
 }
 

@@ -14,7 +14,7 @@ mod stop;
 
 use std::sync::Arc;
 
-use kepler_protocol::{Event, Request, RequestId, Response, ServerMessage};
+use kepler_protocol::{ErrorKind, Event, Request, RequestId, Response, ServerMessage};
 use tokio::sync::mpsc;
 
 use super::Caller;
@@ -82,6 +82,15 @@ impl RequestContext {
     }
 }
 
+/// Answers a request that a bound on the caller kept from running.
+pub async fn refuse(ctx: RequestContext, reason: String) {
+    let response = Response::Error {
+        kind: ErrorKind::LimitReached,
+        message: reason,
+    };
+    ctx.respond(response).await;
+}
+
 pub async fn handle(request: Request, ctx: RequestContext) {
     let response = match request {
         Request::Ping => Response::Pong,
@@ -89,16 +98,18 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         Request::Shutdown => shutdown::handle(&ctx).await,
         Request::Start {
             config,
+            sys_env,
             services,
             mode,
-        } => start::handle(&ctx, config, services, mode, start::Verb::Start)
+        } => start::handle(&ctx, config, sys_env, services, mode, start::Verb::Start)
             .await
             .unwrap_or_else(error_response),
         Request::Restart {
             config,
+            sys_env,
             services,
             mode,
-        } => start::handle(&ctx, config, services, mode, start::Verb::Restart)
+        } => start::handle(&ctx, config, sys_env, services, mode, start::Verb::Restart)
             .await
             .unwrap_or_else(error_response),
         Request::Stop {
@@ -109,7 +120,7 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         } => stop::handle(&ctx, config, services, signal, clean)
             .await
             .unwrap_or_else(error_response),
-        Request::Recreate { config } => recreate::handle(&ctx, config)
+        Request::Recreate { config, sys_env } => recreate::handle(&ctx, config, sys_env)
             .await
             .unwrap_or_else(error_response),
         Request::Prune { force, dry_run } => prune::handle(&ctx, force, dry_run)
@@ -132,10 +143,11 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             .unwrap_or_else(error_response),
         Request::Run {
             config,
+            sys_env,
             services,
             mode,
             options,
-        } => run::handle(&ctx, config, services, mode, options)
+        } => run::handle(&ctx, config, sys_env, services, mode, options)
             .await
             .unwrap_or_else(error_response),
     };

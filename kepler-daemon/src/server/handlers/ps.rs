@@ -2,7 +2,7 @@
 
 use kepler_protocol::{ConfigRef, ConfigServices, Response};
 
-use super::config_access::config_for;
+use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 
@@ -10,8 +10,9 @@ pub async fn handle(
     ctx: &RequestContext,
     config: Option<ConfigRef>,
 ) -> Result<Response, ActorError> {
-    let handles = match config {
-        Some(config) => vec![config_for(ctx, &config).await?],
+    let handles: Vec<_> = match config {
+        // Like `docker compose ps` of a project never started: nothing.
+        Some(config) => loaded_config(ctx, &config).await?.into_iter().collect(),
         // Non-root callers see only the configs they own.
         None => ctx
             .daemon

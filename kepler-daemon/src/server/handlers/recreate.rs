@@ -1,14 +1,18 @@
 //! `kepler recreate`: bake the config again; refused while anything runs.
 
-use kepler_protocol::{ConfigRef, ErrorKind, Response};
+use kepler_protocol::{ConfigRef, ErrorKind, Response, SysEnv};
 
 use super::config_access::config_for;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 
-pub async fn handle(ctx: &RequestContext, config: ConfigRef) -> Result<Response, ActorError> {
+pub async fn handle(
+    ctx: &RequestContext,
+    config: ConfigRef,
+    sys_env: SysEnv,
+) -> Result<Response, ActorError> {
     ctx.daemon.runs().refuse_if_held(&config.path, "recreate")?;
-    let handle = config_for(ctx, &config).await?;
+    let handle = config_for(ctx, &config, &sys_env).await?;
     // The bake captures the caller's environment as the config's system
     // environment; someone else's (even root's) must not end up in it.
     if handle.owner_uid() != ctx.caller.uid {
@@ -22,8 +26,6 @@ pub async fn handle(ctx: &RequestContext, config: ConfigRef) -> Result<Response,
             ),
         ));
     }
-    handle
-        .recreate((*ctx.caller).clone(), config.sys_env)
-        .await?;
+    handle.recreate((*ctx.caller).clone(), sys_env).await?;
     Ok(Response::Done)
 }

@@ -3,7 +3,7 @@
 //! supervisor ([`crate::run`]) that ends the run and removes its state.
 //! Attached, the answer is the run's exit code.
 
-use kepler_protocol::{ConfigRef, ErrorKind, Response, RunOptions, StartMode};
+use kepler_protocol::{ConfigRef, ErrorKind, Response, RunOptions, StartMode, SysEnv};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::config_access::config_for;
@@ -19,6 +19,7 @@ use crate::run::{self, RunOutcome, Supervision};
 pub async fn handle(
     ctx: &RequestContext,
     config: ConfigRef,
+    sys_env: SysEnv,
     services: Vec<String>,
     mode: StartMode,
     options: RunOptions,
@@ -33,6 +34,7 @@ pub async fn handle(
     let setup = tokio::spawn(set_up(
         ctx.detached(),
         config,
+        sys_env,
         services,
         mode,
         options,
@@ -82,13 +84,14 @@ struct Running {
 async fn set_up(
     ctx: RequestContext,
     config: ConfigRef,
+    sys_env: SysEnv,
     services: Vec<String>,
     mode: StartMode,
     options: RunOptions,
     client: Option<oneshot::Receiver<()>>,
 ) -> Result<Running, ActorError> {
     let lease = ctx.daemon.runs().claim(&config.path, ctx.caller.pid)?;
-    let handle = fresh_config(&ctx, &config).await?;
+    let handle = fresh_config(&ctx, &config, sys_env).await?;
     let Begun {
         mut subscriptions,
         supervisor_states,
@@ -131,11 +134,12 @@ async fn set_up(
 async fn fresh_config(
     ctx: &RequestContext,
     config: &ConfigRef,
+    sys_env: SysEnv,
 ) -> Result<ConfigHandle, ActorError> {
     let registry = ctx.daemon.registry();
     let baked_before = registry.live(&config.path).is_some()
         || ConfigStore::new(registry.configs_dir(), &config.path).has_snapshot();
-    let handle = config_for(ctx, config).await?;
+    let handle = config_for(ctx, config, &sys_env).await?;
     if !baked_before {
         return Ok(handle);
     }
@@ -152,7 +156,7 @@ async fn fresh_config(
         ));
     }
     handle
-        .recreate((*ctx.caller).clone(), config.sys_env.clone())
+        .recreate((*ctx.caller).clone(), sys_env)
         .await
         .map_err(|e| match e.kind {
             ErrorKind::Conflict => ActorError::new(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kepler_protocol::{ConfigRef, Event, Response, StartMode, WaitedService};
+use kepler_protocol::{ConfigRef, Event, Response, StartMode, SysEnv, WaitedService};
 use tokio::sync::broadcast;
 
 use super::config_access::config_for;
@@ -21,6 +21,7 @@ pub enum Verb {
 pub async fn handle(
     ctx: &RequestContext,
     config: ConfigRef,
+    sys_env: SysEnv,
     services: Vec<String>,
     mode: StartMode,
     verb: Verb,
@@ -30,7 +31,10 @@ pub async fn handle(
         Verb::Restart => "restart",
     };
     ctx.daemon.runs().refuse_if_held(&config.path, verb_name)?;
-    let handle = config_for(ctx, &config).await?;
+    let handle = config_for(ctx, &config, &sys_env).await?;
+    // An attached start lasts as long as its services: keep nothing of the
+    // caller's environment for that long.
+    drop(sys_env);
     let restart = matches!(verb, Verb::Restart);
     // A failing global pre_start (or on_init) hook starts nothing.
     modes::before_start(&handle, restart).await?;

@@ -5,7 +5,7 @@
 
 use kepler_protocol::{ConfigRef, ErrorKind, Response};
 
-use super::config_access::config_for;
+use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config_actor::ActorError;
 use crate::orchestrator::{modes, StopIntentRequest};
@@ -29,7 +29,10 @@ pub async fn handle(
         // A run removes its state itself once its services have ended.
         ctx.daemon.runs().refuse_if_held(&config.path, "clean up")?;
     }
-    let handle = config_for(ctx, &config).await?;
+    // Nothing to stop in a config that is not loaded; it is not baked for that.
+    let Some(handle) = loaded_config(ctx, &config).await? else {
+        return Ok(Response::NotLoaded { path: config.path });
+    };
     let request = StopIntentRequest {
         signal,
         intent: StopIntent::User,
