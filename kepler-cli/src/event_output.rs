@@ -139,6 +139,27 @@ pub fn line_prefix(service: &str, hook: Option<&str>, stderr: bool, paint: Paint
     prefix
 }
 
+/// What a note of Kepler's says, without the `kepler | ` before it (for
+/// JSON, where it is a line of the service `kepler`); `None` for output.
+pub fn note_text(event: &Event) -> Option<String> {
+    match event {
+        Event::Log(_) | Event::Logs(_) => None,
+        Event::ServiceState {
+            service,
+            status,
+            reason,
+        } => Some(match reason {
+            Some(reason) => format!("{service} {}: {reason}", status.name()),
+            None => format!("{service} {}", status.name()),
+        }),
+        Event::Progress { message } => Some(message.clone()),
+        Event::StartupPlan { services } => {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            Some(format!("waiting for {}", names.join(", ")))
+        }
+    }
+}
+
 /// `kepler | web exited (1)`, or `kepler | web failed: why` with a reason.
 fn render_state(
     service: &str,

@@ -11,6 +11,7 @@ mod config_ref;
 mod daemon_binary;
 mod event_output;
 mod human_time;
+mod line_output;
 mod progress;
 mod style;
 mod terminal_text;

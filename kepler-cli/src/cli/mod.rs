@@ -176,13 +176,17 @@ pub struct LogsArgs {
     #[arg(long)]
     pub no_hook: bool,
     /// Show the time each line was stored.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["raw", "json"])]
     pub timestamps: bool,
-    /// Print what services wrote byte for byte. Without it, on a terminal,
+    /// Print only what services wrote, byte for byte: no `service |`
+    /// prefix, no colour, no Kepler notes. Without it, on a terminal,
     /// control characters (escape sequences) are shown as `\x1b` and the
     /// like instead of being sent to the terminal.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub raw: bool,
+    /// One JSON object per line: time, service, replica, stream, hook, line.
+    #[arg(long)]
+    pub json: bool,
     /// Services to show (default: all).
     pub services: Vec<String>,
 }
@@ -207,10 +211,16 @@ pub struct StartArgs {
     #[arg(long, value_enum, value_name = "STYLE", default_value = "auto")]
     pub progress: ProgressChoice,
 
-    /// Without -d: print what services write byte for byte. Without it, on a
+    /// Without -d: print only what services write, byte for byte: no
+    /// `service |` prefix, no colour, no Kepler notes. Without it, on a
     /// terminal, control characters are shown as `\x1b` and the like.
-    #[arg(long, conflicts_with = "detach")]
+    #[arg(long, conflicts_with_all = ["detach", "json"])]
     pub raw: bool,
+
+    /// Without -d: one JSON object per line of output (time, service,
+    /// replica, stream, hook, line); Kepler's notes as service `kepler`.
+    #[arg(long, conflicts_with = "detach")]
+    pub json: bool,
 
     /// Services to act on (default: all).
     #[arg(value_name = "SERVICE")]

@@ -7,13 +7,14 @@
 //! second one leaves at once with exit status 130, services left as they
 //! are (a `kepler run` then stops them: its client is gone).
 
+use std::io::{self, Write};
+
 use anyhow::{Context, Result};
 use kepler_protocol::{Request, RequestId, Response, ServerMessage};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::client::{into_result, Client};
-use crate::event_output::print_event;
-use crate::style::Paint;
+use crate::line_output::LineFormat;
 use crate::terminal_text::TextMode;
 
 /// Exit status after a second Ctrl+C, as shells report death by SIGINT.
@@ -29,18 +30,17 @@ pub enum Followed {
 
 /// Sends `request` and prints its events until its final response; `stop`
 /// is sent on the first Ctrl+C. The daemon's message is the error on
-/// `Error`. Services' output is written as `mode` says.
+/// `Error`. Output and notes are written as `format` says.
 pub async fn follow(
     client: &mut Client,
     request: Request,
     stop: Request,
-    mode: TextMode,
+    format: LineFormat,
 ) -> Result<Followed> {
     // Installed before sending, so a Ctrl+C from here on is never the default
     // "exit at once".
     let mut interrupts =
         signal(SignalKind::interrupt()).context("cannot listen for Ctrl+C (SIGINT)")?;
-    let paint = Paint::for_stdout();
     let request_id = client.send(request).await?;
     let mut stop_id: Option<RequestId> = None;
     let mut stop_answered = false;
@@ -50,7 +50,11 @@ pub async fn follow(
         tokio::select! {
             message = client.next_message() => match message? {
                 ServerMessage::Event { id, event } if id == request_id || Some(id) == stop_id => {
-                    print_event(&event, paint, mode).context("cannot write to stdout")?;
+                    let mut out = io::stdout().lock();
+                    format
+                        .write_event(&mut out, &event)
+                        .and_then(|()| out.flush())
+                        .context("cannot write to stdout")?;
                 }
                 ServerMessage::Response { id, response } if id == request_id => {
                     outcome = Some(into_result(response));

@@ -20,7 +20,7 @@ use super::{request_printing_events, services_phrase};
 use crate::cli::RunArgs;
 use crate::client::Client;
 use crate::config_ref::{config_ref, sys_env};
-use crate::terminal_text::TextMode;
+use crate::line_output::LineFormat;
 
 const WORDING: Wording = Wording {
     ongoing: "running",
@@ -55,7 +55,7 @@ pub async fn run(file: Option<&Path>, args: RunArgs) -> Result<ExitCode> {
                 &mut client,
                 request,
                 stop,
-                TextMode::for_stdout(args.start.raw),
+                LineFormat::for_stdout(args.start.raw, args.start.json, false),
             )
             .await?
             {

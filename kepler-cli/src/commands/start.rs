@@ -15,8 +15,8 @@ use super::{request_printing_events, services_phrase};
 use crate::cli::StartArgs;
 use crate::client::Client;
 use crate::config_ref::{config_ref, sys_env};
+use crate::line_output::LineFormat;
 use crate::progress::StartupProgress;
-use crate::terminal_text::TextMode;
 
 pub async fn run(file: Option<&Path>, args: StartArgs) -> Result<ExitCode> {
     let config = config_ref(file)?;
@@ -74,7 +74,13 @@ pub(super) async fn run_in_mode(
                 signal: None,
                 clean: false,
             };
-            match attach::follow(&mut client, request, stop, TextMode::for_stdout(args.raw)).await?
+            match attach::follow(
+                &mut client,
+                request,
+                stop,
+                LineFormat::for_stdout(args.raw, args.json, false),
+            )
+            .await?
             {
                 Followed::Answered(_) => Ok(ExitCode::SUCCESS),
                 Followed::Interrupted => Ok(ExitCode::from(attach::INTERRUPTED)),
@@ -145,6 +151,7 @@ mod tests {
             timeout,
             progress: ProgressChoice::Auto,
             raw: false,
+            json: false,
             services: vec![],
         }
     }
