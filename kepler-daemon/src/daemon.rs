@@ -42,7 +42,7 @@ impl Daemon {
     /// A daemon with other bounds on connections (tests use short ones).
     pub fn with_connection_limits(state_dir: StateDir, limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Daemon {
-            registry: Registry::new(state_dir.configs_dir()),
+            registry: Registry::new(state_dir.configs().clone()),
             runs: RunLeases::default(),
             state_dir,
             started: Instant::now(),

@@ -8,10 +8,10 @@
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
 use nix::unistd::{dup2, fork, pipe, setsid, ForkResult};
+
+use crate::state_dir::StateDir;
 
 /// Held by the detached child; writing to it releases the waiting parent.
 pub struct ReadyPipe(OwnedFd);
@@ -25,10 +25,12 @@ impl ReadyPipe {
 
 /// Forks. The parent never returns: it exits 0 once the child is ready, or 1
 /// (after showing the end of the daemon log) if the child died first. The child
-/// returns in a new session with its output going to `log_path`.
+/// returns in a new session with its output going to `daemon.log`, which is
+/// opened (and checked) before the fork, so a planted FIFO cannot hang it.
 ///
 /// Must be called before any thread is started.
-pub fn daemonize(log_path: &Path) -> io::Result<ReadyPipe> {
+pub fn daemonize(state: &StateDir) -> io::Result<ReadyPipe> {
+    let log = state.open_daemon_log().map_err(io::Error::other)?;
     let (read_end, write_end) = pipe()?;
     // SAFETY: called from `main` before the tokio runtime or any other thread
     // exists, so the child starts from a consistent single-threaded state.
@@ -42,25 +44,16 @@ pub fn daemonize(log_path: &Path) -> io::Result<ReadyPipe> {
             }
             eprintln!(
                 "kepler-daemon (pid {child}) exited during start-up; its log {}:",
-                log_path.display()
+                state.daemon_log_path().display()
             );
-            if let Ok(log) = std::fs::read_to_string(log_path) {
-                let lines: Vec<&str> = log.lines().collect();
-                for line in &lines[lines.len().saturating_sub(20)..] {
-                    eprintln!("  {line}");
-                }
+            for line in state.daemon_log_tail(20) {
+                eprintln!("  {line}");
             }
             std::process::exit(1);
         }
         ForkResult::Child => {
             drop(read_end);
             setsid()?;
-            let log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o640)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(log_path)?;
             let null = OpenOptions::new().read(true).open("/dev/null")?;
             dup2(null.as_raw_fd(), 0)?;
             dup2(log.as_raw_fd(), 1)?;

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod config_actor;
+pub mod config_identity;
 pub mod daemon;
 pub mod deps;
 pub mod detach;
@@ -22,6 +23,8 @@ pub mod run;
 pub mod server;
 pub mod state;
 pub mod state_dir;
+pub mod trusted_fs;
 pub mod unprivileged_bake;
 pub mod user;
 pub mod watcher;
+pub mod write_access;

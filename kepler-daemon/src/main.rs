@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -57,8 +56,16 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &Path, transfer: bool, json: bool) -> ExitCode {
-    // The environment of whoever runs the check stands in for the CLI's.
-    let sys_env: BTreeMap<String, String> = std::env::vars().collect();
+    // A bake worker gets the CLI's environment on stdin (its own is a fixed
+    // minimum); `kepler check` uses the environment of whoever runs it.
+    let sys_env: BTreeMap<String, String> = if transfer {
+        match kepler_daemon::unprivileged_bake::WorkerInput::read_from(std::io::stdin().lock()) {
+            Ok(input) => input.sys_env,
+            Err(e) => return fail(e),
+        }
+    } else {
+        std::env::vars().collect()
+    };
     let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     match kepler_daemon::config::bake(&path, &sys_env) {
         Ok(baked) if transfer => {
@@ -122,23 +129,12 @@ fn serve(detach: bool) -> ExitCode {
         Ok(lock) => lock,
         Err(e) => return fail(e),
     };
-    if let Err(e) = state.remove_stale_socket() {
-        return fail(e);
-    }
-    let listener = match UnixListener::bind(state.socket_path()) {
+    let listener = match state.bind_socket() {
         Ok(listener) => listener,
-        Err(e) => {
-            return fail(format!(
-                "cannot listen on {}: {e}",
-                state.socket_path().display()
-            ))
-        }
+        Err(e) => return fail(format!("cannot listen: {e}")),
     };
-    if let Err(e) = state.secure_socket() {
-        return fail(e);
-    }
     let ready_pipe = if detach {
-        match detach::daemonize(&state.daemon_log_path()) {
+        match detach::daemonize(&state) {
             Ok(pipe) => Some(pipe),
             Err(e) => return fail(format!("cannot detach: {e}")),
         }

@@ -7,6 +7,7 @@
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a
 //! fixed sleep.
 
+pub mod hostile;
 pub mod kill_on_drop;
 pub mod terminal;
 pub mod wire;
@@ -73,7 +74,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(command: String, output: Output) -> Self {
+    pub(crate) fn from_output(command: String, output: Output) -> Self {
         Run {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -1,9 +1,10 @@
-//! Whose config is whose: a config belongs to the user who loaded it, runs
+//! Whose config is whose: a config belongs to the owner of its file, runs
 //! as that user unless it names another (never root), is baked with that
 //! user's rights, and is visible and manageable only by that user and root.
 //!
 //! Configs live in the scratch dir (0755, files 0644) so the member can read
-//! them; what runs as the member writes into `out/`.
+//! them; the member's own configs are files it owns (`write_as`); what runs
+//! as the member writes into `out/`.
 
 use std::collections::BTreeSet;
 
@@ -25,14 +26,14 @@ fn uid_of(pid: i32) -> u32 {
 }
 
 fn refused(run: &Run) {
-    run.failure().stderr_has("permission denied");
+    run.failure().stderr_has("not found or not yours");
 }
 
 #[test]
 fn services_of_a_members_config_run_as_the_member_when_they_name_no_user() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    kepler.write("mine.yaml", SLEEPER);
+    kepler.write_as(&member, "mine.yaml", SLEEPER);
     kepler
         .kepler_as(&member, &["-f", "mine.yaml", "start", "-d", "--wait"])
         .success();
@@ -48,7 +49,7 @@ fn services_of_a_members_config_run_as_the_member_when_they_name_no_user() {
 fn the_owner_and_root_can_both_manage_a_members_config() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    kepler.write("mine.yaml", SLEEPER);
+    kepler.write_as(&member, "mine.yaml", SLEEPER);
     kepler
         .kepler_as(&member, &["-f", "mine.yaml", "start", "-d", "--wait"])
         .success();
@@ -96,7 +97,8 @@ fn a_member_is_refused_on_a_config_root_loaded() {
 fn nothing_in_a_members_config_may_run_as_root() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         &format!(
             r#"services:
@@ -137,7 +139,8 @@ fn nothing_in_a_members_config_may_run_as_root() {
 fn a_member_cannot_read_a_file_it_has_no_right_to_through_env_file() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         "services:\n  app:\n    command: [\"sleep\", \"1000\"]\n    env_file: /etc/shadow\n",
     );
@@ -156,7 +159,7 @@ fn a_member_cannot_read_a_file_it_has_no_right_to_through_env_file() {
 fn ps_all_and_daemon_status_show_a_member_only_its_own_configs() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    let mine = kepler.write("mine.yaml", SLEEPER);
+    let mine = kepler.write_as(&member, "mine.yaml", SLEEPER);
     let roots = kepler.write("root.yaml", SLEEPER);
     kepler
         .kepler(&["-f", "root.yaml", "start", "-d", "--wait"])
@@ -203,7 +206,8 @@ fn global_hooks_of_a_members_config_run_as_the_member() {
     let kepler = Kepler::started();
     let member = TestUser::member();
     kepler.shared_dir("out");
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         "kepler:\n  hooks:\n    pre_start:\n      run: id -u > out/global_pre_start\nservices:\n  app:\n    command: [\"sleep\", \"1000\"]\n    hooks:\n      pre_start:\n        run: id -u > out/pre_start\n",
     );
@@ -224,7 +228,7 @@ fn recreate_by_root_bakes_a_members_config_with_the_members_rights() {
     let kepler = Kepler::started();
     let member = TestUser::member();
     kepler.shared_dir("out");
-    kepler.write("mine.yaml", SLEEPER);
+    kepler.write_as(&member, "mine.yaml", SLEEPER);
     kepler
         .kepler_as(&member, &["-f", "mine.yaml", "start", "-d", "--wait"])
         .success();
@@ -235,7 +239,8 @@ fn recreate_by_root_bakes_a_members_config_with_the_members_rights() {
     // The member's config now names a file only root may read.
     let secret = kepler.write("secret.env", "SECRET=hunter2\n");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo \\\"[$SECRET]\\\" > out/env; exec sleep 1000\"]\n    env_file: secret.env\n",
     );
@@ -267,7 +272,8 @@ fn a_members_config_runs_only_as_the_member_with_groups_the_member_has() {
     let kepler = Kepler::started();
     let member = TestUser::member();
     kepler.shared_dir("out");
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         r#"services:
   own_group:
@@ -324,7 +330,8 @@ fn file_watching_never_reveals_names_in_directories_the_owner_cannot_list() {
     let private = tree.join("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    kepler.write(
+    kepler.write_as(
+        &member,
         "watcher.yaml",
         "services:\n  app:\n    command: [sleep, '1000']\n    working_dir: tree\n    restart:\n      policy: always\n      watch: [\"**/*.txt\"]\n",
     );

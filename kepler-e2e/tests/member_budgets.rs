@@ -111,7 +111,8 @@ fn root_gets_through_while_a_member_holds_every_connection_it_can() {
 fn a_members_requests_in_flight_are_bounded_over_all_its_connections() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    let config = kepler.write(
+    let config = kepler.write_as(
+        &member,
         "mine.yaml",
         "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo up; exec sleep 1000\"]\n",
     );
@@ -161,7 +162,8 @@ fn a_members_requests_in_flight_are_bounded_over_all_its_connections() {
 fn an_oversized_environment_is_refused_before_anything_is_baked() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    let config = kepler.write(
+    let config = kepler.write_as(
+        &member,
         "mine.yaml",
         "services:\n  app:\n    command: [\"sleep\", \"1000\"]\n",
     );
@@ -217,7 +219,8 @@ fn an_oversized_environment_is_refused_before_anything_is_baked() {
 fn a_follower_that_never_reads_cannot_keep_daemon_stop_from_finishing() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         "services:\n  quiet:\n    command: [\"sh\", \"-c\", \"echo ready; exec sleep 1000\"]\n  \
          flood:\n    command: [\"sh\", \"-c\", \"seq 1 1000000; echo flooded; exec sleep 1000\"]\n",

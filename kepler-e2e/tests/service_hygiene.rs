@@ -24,7 +24,8 @@ fn services_get_umask_0022_unless_their_config_sets_one() {
     let member = TestUser::member();
     let out = kepler.shared_dir("out");
     let out = out.display();
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         &format!(
             r#"services:
@@ -60,7 +61,8 @@ fn services_get_umask_0022_unless_their_config_sets_one() {
         .kepler_as(&member, &["-f", "mine.yaml", "stop"])
         .success();
 
-    kepler.write(
+    kepler.write_as(
+        &member,
         "bad.yaml",
         "services:\n  app:\n    command: [\"true\"]\n    umask: \"0778\"\n",
     );
@@ -82,7 +84,8 @@ fn program_lookup_tells_a_member_nothing_about_directories_only_root_can_read() 
     fs::set_permissions(private.join("present"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
     let path = private.display();
-    kepler.write(
+    kepler.write_as(
+        &member,
         "mine.yaml",
         &format!(
             r#"services:
@@ -176,7 +179,7 @@ fn a_members_service_cannot_get_a_hard_limit_above_the_one_it_inherits() {
     let config = |fds: u64| {
         format!("services:\n  app:\n    command: [\"sleep\", \"1000\"]\n    limits:\n      max_fds: {fds}\n")
     };
-    kepler.write("more.yaml", &config(2 * DAEMON_NOFILE_HARD));
+    kepler.write_as(&member, "more.yaml", &config(2 * DAEMON_NOFILE_HARD));
     kepler
         .kepler_as(&member, &["-f", "more.yaml", "start", "-d", "--wait"])
         .failure();
@@ -190,7 +193,7 @@ fn a_members_service_cannot_get_a_hard_limit_above_the_one_it_inherits() {
     assert_eq!(row.pid(), None);
 
     // Lowering is the service's own business.
-    kepler.write("less.yaml", &config(512));
+    kepler.write_as(&member, "less.yaml", &config(512));
     kepler
         .kepler_as(&member, &["-f", "less.yaml", "start", "-d", "--wait"])
         .success();
@@ -288,7 +291,7 @@ fn child_exits(mut child: KillOnDrop) {
 fn escape_sequences_in_a_members_output_are_shown_not_sent_to_roots_terminal() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    kepler.write("mine.yaml", HOSTILE_OUTPUT);
+    kepler.write_as(&member, "mine.yaml", HOSTILE_OUTPUT);
     kepler
         .kepler_as(&member, &["-f", "mine.yaml", "start", "-d", "--wait"])
         .success();

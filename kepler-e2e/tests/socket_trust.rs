@@ -157,7 +157,7 @@ fn roots_cli_sends_nothing_to_a_member_listening_on_a_root_owned_socket() {
 fn looking_at_a_config_that_is_not_loaded_bakes_nothing() {
     let kepler = Kepler::started();
     let member = TestUser::member();
-    kepler.write("mine.yaml", SLEEPER);
+    kepler.write_as(&member, "mine.yaml", SLEEPER);
     let configs = kepler.state_dir().join("configs");
     let loaded = || fs::read_dir(&configs).map_or(0, |entries| entries.count());
 

@@ -5,7 +5,6 @@
 //! requests without paying for process start-up; use `kepler-e2e` for anything
 //! a user does through the binaries.
 
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,7 +38,7 @@ impl InProcessDaemon {
     pub async fn start_with_limits(limits: ConnectionLimits) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = StateDir::prepare(&dir.path().join("state")).expect("state dir");
-        let listener = UnixListener::bind(state.socket_path()).expect("bind socket");
+        let listener = state.bind_socket().expect("bind socket");
         let daemon = Daemon::with_connection_limits(state, limits);
         let task = tokio::spawn(daemon::run(listener, daemon.clone(), || {}));
         InProcessDaemon { dir, daemon, task }

@@ -1,11 +1,14 @@
 //! The config corpus: every bad config fails with its expected message at
-//! its expected line; every good config bakes and survives a snapshot
-//! round-trip.
+//! its expected line; every good config bakes, passes the checks a snapshot
+//! from elsewhere gets, and survives a round-trip through the stored JSON
+//! and the rendered YAML.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kepler_daemon::config::{bake, load_snapshot, render_snapshot};
+use kepler_daemon::config::{
+    bake, check_snapshot, load_snapshot, render_snapshot, snapshot_from_json, snapshot_to_json,
+};
 
 fn corpus(kind: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -100,6 +103,13 @@ fn every_bad_config_fails_with_its_message_at_its_line() {
 
 fn check_good(path: &Path) -> Result<(), String> {
     let baked = bake(path, &sys_env()).map_err(|errors| errors.to_string())?;
+    check_snapshot(&baked.config)
+        .map_err(|err| format!("a baked config fails the checks: {err}"))?;
+    let stored =
+        snapshot_from_json(&snapshot_to_json(&baked.config)).map_err(|err| err.to_string())?;
+    if stored != baked.config {
+        return Err("the JSON snapshot did not round-trip".to_owned());
+    }
     let rendered = render_snapshot(&baked.config);
     let loaded = load_snapshot(&rendered).map_err(|err| format!("{err}\n{rendered}"))?;
     if loaded != baked.config {

@@ -378,7 +378,9 @@ fn a_pathological_pattern_is_stopped_by_the_time_limit() {
 fn memory_bombs_are_stopped_by_the_memory_limit() {
     for bomb in [
         "local s = 'x' while true do s = s .. s end",
-        "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end",
+        // Chunks big enough to reach the limit in a few thousand steps: on a
+        // loaded machine, 4 KiB ones could hit the 1 s time limit first.
+        "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 65536) .. i end",
         "global.hoard = {} for i = 1, 1e9 do global.hoard[i] = table.create(512, i) end",
         "return string.rep('x', 2^30)",
     ] {

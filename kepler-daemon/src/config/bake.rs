@@ -56,13 +56,49 @@ pub(crate) struct BakeContext<'a> {
 
 const ROOT_KEYS: &[&str] = &["kepler", "lua", "services"];
 
+/// Largest config file read; a real one is a few KiB.
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
 /// Reads, validates and bakes `config_file`. `sys_env` is the environment
 /// the CLI captured; the daemon's own environment is never used.
 pub fn bake(config_file: &Path, sys_env: &BTreeMap<String, String>) -> Result<Baked, ConfigErrors> {
-    let source_text = std::fs::read_to_string(config_file).map_err(|err| {
-        Diagnostics::new(config_file).file_error(format!("cannot read the config file: {err}"))
-    })?;
+    let source_text =
+        read_source(config_file).map_err(|err| Diagnostics::new(config_file).file_error(err))?;
     bake_source(config_file, source_text, sys_env)
+}
+
+/// The config file's text: a regular file (opened without blocking, so a
+/// FIFO cannot hang the bake) of at most [`MAX_CONFIG_FILE`] bytes, and, when
+/// baking with root's rights, writable only by root.
+fn read_source(config_file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(config_file)
+        .map_err(|err| format!("cannot read the config file: {err}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|err| format!("cannot read the config file: {err}"))?;
+    if !meta.is_file() {
+        return Err("cannot read the config file: it is not a regular file".to_owned());
+    }
+    if crate::write_access::reading_as_root() {
+        crate::write_access::check_file(config_file, &meta)
+            .map_err(|verdict| format!("refused: {verdict}"))?;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read the config file: {err}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(format!(
+            "the config file is larger than {} KiB; split it or move data into env files",
+            MAX_CONFIG_FILE / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "the config file is not valid UTF-8".to_owned())
 }
 
 /// Bakes `source_text` as if read from `config_file` (whose directory
@@ -194,6 +230,18 @@ fn bake_services(
     };
     if entries.is_empty() {
         cx.diag.at(node.mark, "services", "no services are defined");
+    }
+    if entries.len() > super::snapshot_check::MAX_SERVICES {
+        cx.diag.at(
+            node.mark,
+            "services",
+            format!(
+                "{} services, more than the {} a config may have; split it into several configs",
+                entries.len(),
+                super::snapshot_check::MAX_SERVICES
+            ),
+        );
+        return;
     }
     for entry in entries.iter_mut() {
         if !check_service_name(&entry.key, entry.key_mark, cx) {

@@ -157,8 +157,9 @@ fn expand_entry(
 const MAX_ENV_FILE: u64 = 1024 * 1024;
 
 /// Reads an env file that must be a regular file of at most
-/// [`MAX_ENV_FILE`] bytes. Opened without blocking, so naming a FIFO or a
-/// device cannot hang or flood the bake.
+/// [`MAX_ENV_FILE`] bytes (and, when baking with root's rights, writable
+/// only by root). Opened without blocking, so naming a FIFO or a device
+/// cannot hang or flood the bake.
 fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -169,6 +170,10 @@ fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
+    }
+    if crate::write_access::reading_as_root() {
+        crate::write_access::check_file(path, &meta)
+            .map_err(|verdict| std::io::Error::other(format!("refused: {verdict}")))?;
     }
     if meta.len() > MAX_ENV_FILE {
         return Err(std::io::Error::other(format!(

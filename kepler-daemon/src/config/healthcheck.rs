@@ -127,7 +127,7 @@ fn test_command(node: &Node, path: &str, diag: &mut Diagnostics) -> Option<Vec<S
 }
 
 /// Plain `http://host[:port][/path]`: probes speak HTTP without TLS.
-fn check_http_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_http_url(url: &str) -> Result<(), String> {
     let bad = |why: &str| {
         format!("`{url}` is not a usable health URL: {why}; expected http://host[:port]/path")
     };
@@ -138,7 +138,7 @@ fn check_http_url(url: &str) -> Result<(), String> {
     check_host_port(authority, false).map_err(|why| bad(&why))
 }
 
-fn check_tcp_address(address: &str) -> Result<(), String> {
+pub(crate) fn check_tcp_address(address: &str) -> Result<(), String> {
     check_host_port(address, true).map_err(|why| {
         format!("`{address}` is not a TCP address: {why}; expected host:port like localhost:5432")
     })

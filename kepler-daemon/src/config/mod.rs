@@ -4,14 +4,17 @@
 //! [`bake`] is the entry point: it reads a config with the environment the
 //! CLI captured and returns either a [`Baked`] snapshot or every error in the
 //! file ([`ConfigErrors`], one `file:line:column: path: message` per line).
-//! The snapshot ([`BakedConfig`]) is what the daemon runs from and stores as
-//! `expanded_config.yaml` ([`render_snapshot`] / [`load_snapshot`]).
+//! The snapshot ([`BakedConfig`]) is what the daemon runs from; it stores it
+//! as JSON ([`snapshot_to_json`] / [`snapshot_from_json`], which checks it
+//! again with [`check_snapshot`]) and renders it as YAML for people
+//! ([`render_snapshot`]).
 //!
 //! Module map: `document` (YAML with positions) -> `lua_stage` (tags) ->
 //! `decode` + `service`/`global`/`hooks`/`dependency`/`healthcheck`/`logs`/
 //! `environment` (typed reading, expansion) -> `validate` (whole-config
 //! checks) -> `snapshot` (the result) with `graph` (its dependency queries);
-//! `view` renders the snapshot as the JSON `kepler export` reads.
+//! `view` renders the snapshot as the JSON `kepler export` reads;
+//! `snapshot_check` checks a snapshot that came from elsewhere.
 
 mod bake;
 mod decode;
@@ -28,6 +31,7 @@ mod logs;
 mod lua_stage;
 mod service;
 pub mod snapshot;
+pub mod snapshot_check;
 mod validate;
 pub mod values;
 mod view;
@@ -35,11 +39,12 @@ mod view;
 pub use bake::{bake, bake_source, Baked, EnvFileCopy};
 pub use error::{ConfigError, ConfigErrors};
 pub use snapshot::{
-    load_snapshot, render_snapshot, BakedConfig, DependencyCondition, DependencyEdge, GlobalConfig,
-    GlobalHookKind, HealthProbe, Healthcheck, HookAction, HookConfig, Limits, LogConfig,
-    LogRetention, LogStore, RestartConfig, RestartPolicy, Retention, ServiceConfig,
-    ServiceHookKind, SnapshotError,
+    load_snapshot, render_snapshot, snapshot_from_json, snapshot_to_json, BakedConfig,
+    DependencyCondition, DependencyEdge, GlobalConfig, GlobalHookKind, HealthProbe, Healthcheck,
+    HookAction, HookConfig, Limits, LogConfig, LogRetention, LogStore, RestartConfig,
+    RestartPolicy, Retention, ServiceConfig, ServiceHookKind, SnapshotError,
 };
+pub use snapshot_check::{check_snapshot, SnapshotProblems, MAX_SERVICES, MAX_SNAPSHOT_BYTES};
 pub use values::{
     ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec, DEFAULT_UMASK,
 };

@@ -2,14 +2,16 @@
 //!
 //! Everything here is resolved: variables expanded, Lua results substituted,
 //! defaults filled, paths absolute, and each service's and hook's final
-//! process environment computed. It is stored as `expanded_config.yaml` in
-//! the human forms (`10s`, `50M`, `SIGTERM`) and read back unchanged.
+//! process environment computed. It is stored as JSON (`snapshot.json`,
+//! values in their human forms `10s`, `50M`, `SIGTERM`) and read back
+//! unchanged; `expanded_config.yaml` renders it for people.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::snapshot_check::{check_snapshot, SnapshotProblems, MAX_SNAPSHOT_BYTES};
 use super::values::{
     ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec,
 };
@@ -401,16 +403,70 @@ pub struct Limits {
     pub max_fds: Option<u64>,
 }
 
+/// Why a stored or received snapshot was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid config snapshot: {0}")]
-pub struct SnapshotError(#[from] serde_yaml::Error);
-
-/// Reads back an `expanded_config.yaml` written by [`render_snapshot`].
-pub fn load_snapshot(yaml: &str) -> Result<BakedConfig, SnapshotError> {
-    Ok(serde_yaml::from_str(yaml)?)
+pub enum SnapshotError {
+    #[error("invalid config snapshot: {0}")]
+    Decode(String),
+    #[error("invalid config snapshot: {0}")]
+    Invalid(#[from] SnapshotProblems),
 }
 
-/// The snapshot as YAML, for `expanded_config.yaml` and `kepler-daemon check`.
+/// The snapshot as compact JSON: what the daemon stores and reads back, and
+/// what a bake worker answers. JSON has no aliases, so what is read is never
+/// larger than the bytes it came from.
+pub fn snapshot_to_json(config: &BakedConfig) -> Vec<u8> {
+    // Strings, numbers, bools, lists and string-keyed maps only.
+    serde_json::to_vec(config).expect("a baked config always serialises")
+}
+
+/// Decodes a snapshot that did not come from this process's own bake and
+/// runs every check of [`check_snapshot`] on it. `json` is already bounded
+/// by its reader ([`MAX_SNAPSHOT_BYTES`]).
+pub fn snapshot_from_json(json: &[u8]) -> Result<BakedConfig, SnapshotError> {
+    let config: BakedConfig =
+        serde_json::from_slice(json).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+    check_snapshot(&config)?;
+    Ok(config)
+}
+
+/// Reads back an `expanded_config.yaml` as older Kepler versions stored it
+/// (now only written for people to read): at most [`MAX_SNAPSHOT_BYTES`],
+/// refused if it uses aliases (Kepler never wrote any, and they could expand
+/// a small file into gigabytes), and checked like any snapshot.
+pub fn load_snapshot(yaml: &str) -> Result<BakedConfig, SnapshotError> {
+    if yaml.len() as u64 > MAX_SNAPSHOT_BYTES {
+        return Err(SnapshotError::Decode(format!(
+            "larger than {MAX_SNAPSHOT_BYTES} bytes"
+        )));
+    }
+    refuse_aliases(yaml)?;
+    let config: BakedConfig =
+        serde_yaml::from_str(yaml).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+    check_snapshot(&config)?;
+    Ok(config)
+}
+
+fn refuse_aliases(yaml: &str) -> Result<(), SnapshotError> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(yaml);
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok((Event::Alias(_), mark)) => {
+                return Err(SnapshotError::Decode(format!(
+                    "line {}: uses a YAML alias, which kepler never writes",
+                    mark.line()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(SnapshotError::Decode(e.to_string())),
+        }
+    }
+}
+
+/// The snapshot as YAML, for people: `kepler check`, and
+/// `expanded_config.yaml` in the state directory (never read back).
 pub fn render_snapshot(config: &BakedConfig) -> String {
     // Every field is a string, number, bool, list or string-keyed map, which
     // serde_yaml always serialises.

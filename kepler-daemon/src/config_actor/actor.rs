@@ -26,7 +26,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
         mut watch,
     } = inboxes;
     if let Some(state) = resume {
-        recover::kill_survivors(&state).await;
+        recover::kill_survivors(&state, orchestrator.config()).await;
         orchestrator.resume(&state);
     }
     orchestrator.persist_if_dirty();
@@ -128,46 +128,24 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             let _ = reply.send((orchestrator.running_count(), orchestrator.infos().len()));
         }
         Command::Recreate {
-            caller,
+            who,
             sys_env,
+            source,
             reply,
         } => {
-            let _ = reply.send(recreate(orchestrator, &caller, sys_env).await);
+            let _ = reply.send(recreate(orchestrator, &who, sys_env, source).await);
         }
         Command::GlobalHook { kind, reply } => orchestrator.run_global_hook(kind, reply),
         Command::Close | Command::Unload { .. } => {}
     }
 }
 
-/// Who a rebake runs as: the config's owner, not whoever asked. Root
-/// recreating a member's config must not lend the member its rights (e.g.
-/// an `env_file` only root may read).
-fn owner_identity(
-    owner_uid: u32,
-    caller: &crate::server::Caller,
-) -> Result<crate::server::Caller, ActorError> {
-    if caller.uid == owner_uid {
-        return Ok(caller.clone());
-    }
-    let owner = crate::user::resolve_user(&owner_uid.to_string(), None).map_err(|e| {
-        ActorError::new(
-            ErrorKind::Failed,
-            format!("cannot rebake as the config's owner (uid {owner_uid}): {e}"),
-        )
-    })?;
-    Ok(crate::server::Caller {
-        pid: caller.pid,
-        uid: owner.uid,
-        gid: owner.gid,
-        groups: owner.supplementary,
-    })
-}
-
 /// Bakes the config again from its source file and swaps the snapshot in.
 async fn recreate(
     orchestrator: &mut Orchestrator,
-    caller: &crate::server::Caller,
+    who: &crate::unprivileged_bake::BakeAs,
     sys_env: std::collections::BTreeMap<String, String>,
+    source: crate::persistence::SourceId,
 ) -> Result<(), ActorError> {
     let active = orchestrator.active_count();
     if active > 0 {
@@ -181,11 +159,13 @@ async fn recreate(
         ));
     }
     let path = orchestrator.config().config_file.clone();
-    let baker = owner_identity(orchestrator.owner_uid(), caller)?;
-    let baked = crate::registry::bake_for(&baker, &path, sys_env).await?;
-    orchestrator.store().write_bake(&baked).map_err(|e| {
-        ActorError::new(ErrorKind::Failed, format!("cannot write the snapshot: {e}"))
-    })?;
-    orchestrator.replace_config(std::sync::Arc::new(baked.config));
+    let baked = crate::registry::bake_for(who, &path, sys_env).await?;
+    let stored = orchestrator
+        .store()
+        .write_bake(&baked, orchestrator.owner_uid(), source)
+        .map_err(|e| {
+            ActorError::new(ErrorKind::Failed, format!("cannot write the snapshot: {e}"))
+        })?;
+    orchestrator.replace_config(std::sync::Arc::new(stored.config));
     Ok(())
 }

@@ -52,9 +52,12 @@ pub enum Command {
     Summary {
         reply: oneshot::Sender<(usize, usize)>,
     },
+    /// Bakes again as `who` (the config's owner) with `sys_env`, from the
+    /// file now known as `source`.
     Recreate {
-        caller: crate::server::Caller,
+        who: crate::unprivileged_bake::BakeAs,
         sys_env: BTreeMap<String, String>,
+        source: crate::persistence::SourceId,
         reply: Reply<()>,
     },
     /// Runs a global hook; answers when it has finished.

@@ -1,6 +1,7 @@
 //! The cloneable way in to a config actor.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kepler_protocol::{ErrorKind, ServiceInfo};
@@ -10,7 +11,7 @@ use super::command::{ActorError, Command, Reply};
 use crate::events::ConfigEvents;
 use crate::logs::LogStore;
 use crate::orchestrator::{StartPlan, StopIntentRequest};
-use crate::persistence::ConfigStore;
+use crate::persistence::{ConfigStore, SourceId};
 
 #[derive(Clone)]
 pub struct ConfigHandle {
@@ -20,6 +21,8 @@ pub struct ConfigHandle {
     logs: LogStore,
     commands: mpsc::UnboundedSender<Command>,
     owner_uid: u32,
+    /// Updated by `recreate`, which may read a new file at the same path.
+    source: Arc<Mutex<SourceId>>,
     service_count: usize,
 }
 
@@ -35,7 +38,6 @@ impl ConfigHandle {
         events: ConfigEvents,
         logs: LogStore,
         commands: mpsc::UnboundedSender<Command>,
-        owner_uid: u32,
         service_count: usize,
     ) -> Self {
         ConfigHandle {
@@ -44,9 +46,17 @@ impl ConfigHandle {
             events,
             logs,
             commands,
-            owner_uid,
+            owner_uid: 0,
+            source: Arc::new(Mutex::new(SourceId::default())),
             service_count,
         }
+    }
+
+    /// Whose config it is and which file it came from (from its snapshot).
+    pub(super) fn owned_by(mut self, owner_uid: u32, source: SourceId) -> Self {
+        self.owner_uid = owner_uid;
+        self.source = Arc::new(Mutex::new(source));
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -75,8 +85,20 @@ impl ConfigHandle {
         self.ask(|reply| Command::GlobalHook { kind, reply }).await
     }
 
+    /// The uid that owned the config file when it was baked: whose config
+    /// this is.
     pub fn owner_uid(&self) -> u32 {
         self.owner_uid
+    }
+
+    /// The file it was baked from.
+    pub fn source(&self) -> SourceId {
+        *self.source.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `other` is a handle on the same actor.
+    pub fn is_same(&self, other: &ConfigHandle) -> bool {
+        self.commands.same_channel(&other.commands)
     }
 
     pub fn service_count(&self) -> usize {
@@ -162,15 +184,19 @@ impl ConfigHandle {
 
     pub async fn recreate(
         &self,
-        caller: crate::server::Caller,
+        who: crate::unprivileged_bake::BakeAs,
         sys_env: std::collections::BTreeMap<String, String>,
+        source: SourceId,
     ) -> Result<(), ActorError> {
         self.ask(|reply| Command::Recreate {
-            caller,
+            who,
             sys_env,
+            source,
             reply,
         })
-        .await
+        .await?;
+        *self.source.lock().unwrap_or_else(PoisonError::into_inner) = source;
+        Ok(())
     }
 
     pub fn close(&self) {

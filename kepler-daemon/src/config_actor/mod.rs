@@ -20,21 +20,26 @@ use tokio::sync::mpsc;
 
 use kepler_protocol::ErrorKind;
 
-use crate::config::BakedConfig;
 use crate::events::ConfigEvents;
 use crate::logs::LogStore;
 use crate::orchestrator::{Channels, Orchestrator};
-use crate::persistence::{ConfigState, ConfigStore};
+use crate::persistence::{ConfigState, ConfigStore, StoredSnapshot};
 
-/// Starts the actor for `config`. With `resume`, process groups left by a
-/// previous daemon are killed first and the services that were up are
-/// started again.
+/// Starts the actor for a checked snapshot. With `resume`, process groups
+/// left by a previous daemon (or actor) are killed first and the services
+/// that were up are started again.
 pub fn spawn(
-    config: BakedConfig,
+    stored: StoredSnapshot,
     store: ConfigStore,
     state: ConfigState,
     resume: bool,
 ) -> Result<ConfigHandle, ActorError> {
+    let StoredSnapshot {
+        owner_uid,
+        source,
+        config,
+        ..
+    } = stored;
     let path: PathBuf = config.config_file.clone();
     let logs = LogStore::open(store.logs_dir()).map_err(|e| {
         ActorError::new(
@@ -48,11 +53,11 @@ pub fn spawn(
     let (mailbox, internal) = mpsc::unbounded_channel();
     let (health, health_events) = mpsc::unbounded_channel();
     let (watch, watch_events) = mpsc::unbounded_channel();
-    let owner_uid = state.owner_uid;
     let service_count = config.services.len();
     let orchestrator = Orchestrator::new(
         config,
         store.clone(),
+        owner_uid,
         state.clone(),
         events.clone(),
         logs.clone(),
@@ -72,13 +77,8 @@ pub fn spawn(
         },
         resume.then_some(state),
     ));
-    Ok(ConfigHandle::new(
-        path,
-        store,
-        events,
-        logs,
-        commands,
-        owner_uid,
-        service_count,
-    ))
+    Ok(
+        ConfigHandle::new(path, store, events, logs, commands, service_count)
+            .owned_by(owner_uid, source),
+    )
 }

@@ -81,14 +81,18 @@ impl ConfigDir {
                 ));
             }
         }
-        read_source(file).map_err(|err| format!("cannot read `{shown}`: {err}"))
+        read_source(file, &resolved).map_err(|err| format!("cannot read `{shown}`: {err}"))
     }
 }
 
-fn read_source(file: File) -> Result<String, String> {
+fn read_source(file: File, path: &Path) -> Result<String, String> {
     let meta = file.metadata().map_err(|err| err.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".to_string());
+    }
+    if crate::write_access::reading_as_root() {
+        crate::write_access::check_file(path, &meta)
+            .map_err(|verdict| format!("refused: {verdict}"))?;
     }
     if meta.len() > MAX_SOURCE_BYTES {
         return Err(format!("larger than {MAX_SOURCE_BYTES} bytes"));

@@ -139,6 +139,7 @@ impl Orchestrator {
     pub fn new(
         config: Arc<BakedConfig>,
         store: ConfigStore,
+        owner_uid: u32,
         state: ConfigState,
         events: ConfigEvents,
         logs: LogStore,
@@ -172,7 +173,7 @@ impl Orchestrator {
             pumps: HashMap::new(),
             health: HashMap::new(),
             watches: HashMap::new(),
-            owner_uid: state.owner_uid,
+            owner_uid,
             global_init_done: state.global_init_done,
             dirty: true,
             stop_waiters: Vec::new(),
@@ -418,7 +419,6 @@ impl Orchestrator {
             }
         }
         let state = ConfigState {
-            owner_uid: self.owner_uid,
             global_init_done: self.global_init_done,
             services: self
                 .services
@@ -448,15 +448,11 @@ impl Orchestrator {
 
     /// Takes a new baked config (after `recreate`); only valid while nothing runs.
     pub fn replace_config(&mut self, config: Arc<BakedConfig>) {
-        let state = ConfigState {
-            owner_uid: self.owner_uid,
-            global_init_done: false,
-            services: Default::default(),
-        };
         let fresh = Orchestrator::new(
             config,
             self.store.clone(),
-            state,
+            self.owner_uid,
+            ConfigState::default(),
             self.events.clone(),
             self.logs.clone(),
             self.channels.clone(),

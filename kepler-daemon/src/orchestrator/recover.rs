@@ -42,14 +42,36 @@ fn survivors(pgid: i32) -> bool {
         })
 }
 
+/// Whether a process group read from `state.json` could be a service's:
+/// above 1, within the kernel's pid range, and not the daemon's own group.
+/// The state file is root's, but a bad value must never aim a SIGKILL.
+fn plausible_group(pgid: i32) -> bool {
+    let pid_max = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .unwrap_or(4_194_304);
+    pgid > 1
+        && pgid <= pid_max
+        && pgid != std::process::id() as i32
+        && pgid != nix::unistd::getpgrp().as_raw()
+}
+
 /// Kills the process groups recorded in `state` that still belong to the
-/// previous daemon's services and waits until they are gone.
-pub async fn kill_survivors(state: &ConfigState) {
+/// previous daemon's services and waits until they are gone. Only services
+/// of `config` count, each recorded group only once.
+pub async fn kill_survivors(state: &ConfigState, config: &crate::config::BakedConfig) {
     let mut waits = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (name, service) in &state.services {
-        let Some(pgid) = service.pgid.filter(|p| *p > 1) else {
+        if !config.services.contains_key(name) {
+            continue;
+        }
+        let Some(pgid) = service.pgid.filter(|p| plausible_group(*p)) else {
             continue;
         };
+        if !seen.insert(pgid) {
+            continue;
+        }
         let leader_is_ours = match (start_ticks(pgid), service.start_ticks) {
             (Some(now), Some(recorded)) => now == recorded,
             (Some(_), None) => false,

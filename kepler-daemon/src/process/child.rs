@@ -37,6 +37,8 @@ pub(super) enum Stage {
     /// No directory of the search path had a program the user may run;
     /// errno is `EACCES` if one was refused, else `ENOENT`.
     Search = 9,
+    /// The daemon was already gone when a helper tied to it started.
+    ParentDeath = 10,
 }
 
 impl Stage {
@@ -51,6 +53,7 @@ impl Stage {
             7 => Stage::WorkingDir,
             8 => Stage::Signals,
             9 => Stage::Search,
+            10 => Stage::ParentDeath,
             _ => return None,
         })
     }
@@ -108,6 +111,9 @@ pub(super) struct ChildSetup {
     umask: libc::mode_t,
     working_dir: CString,
     highest_signal: libc::c_int,
+    /// For helpers of the daemon itself (the bake worker): the pid they are
+    /// tied to; they get SIGKILL when its thread that started them ends.
+    die_with: Option<libc::pid_t>,
 }
 
 struct Identity {
@@ -123,6 +129,7 @@ impl ChildSetup {
         user: Option<&ResolvedUser>,
         resource_limits: &ResourceLimits,
         umask: u32,
+        die_with_daemon: bool,
     ) -> Result<ChildSetup, std::ffi::NulError> {
         Ok(ChildSetup {
             limits: limits::plan(resource_limits),
@@ -134,6 +141,7 @@ impl ChildSetup {
             umask: umask & 0o777,
             working_dir: CString::new(working_dir.as_os_str().as_bytes())?,
             highest_signal: libc::SIGRTMAX(),
+            die_with: die_with_daemon.then(|| std::process::id() as libc::pid_t),
         })
     }
 
@@ -156,6 +164,10 @@ impl ChildSetup {
             if let Err(errno) = setrlimit(limit.resource, limit.soft, limit.hard) {
                 return Err(tagged(Stage::Limit, index, errno as i32));
             }
+        }
+        // After the user switch, which clears the setting.
+        if let Some(daemon) = self.die_with {
+            tie_to_daemon(daemon)?;
         }
         // SAFETY: umask only sets this task's mask; it cannot fail.
         unsafe { libc::syscall(libc::SYS_umask, self.umask) };
@@ -256,6 +268,29 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// Asks for SIGKILL when the daemon goes, then checks it has not gone
+/// already (it could have died between the clone and the request).
+fn tie_to_daemon(daemon: libc::pid_t) -> io::Result<()> {
+    // SAFETY: plain syscalls on integers; they affect only this task.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ) < 0
+        {
+            return Err(tagged(Stage::ParentDeath, 0, last_errno()));
+        }
+        if libc::syscall(libc::SYS_getppid) as libc::pid_t != daemon {
+            return Err(tagged(Stage::ParentDeath, 0, libc::ESRCH));
+        }
+    }
+    Ok(())
 }
 
 /// Descriptors some library opened without O_CLOEXEC would otherwise leak

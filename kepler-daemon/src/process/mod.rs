@@ -38,5 +38,8 @@ pub mod stop;
 pub use limits::{original_fd_limit, raise_fd_limit, ResourceLimits};
 pub use reaper::{become_subreaper, wait_group_gone, ExitStatus, ExitWaiter};
 pub use signal::{parse_signal, signal_name, SignalParseError};
-pub use spawn::{spawn, OutputMode, ProcessSpec, SpawnError, Spawned, DEFAULT_SEARCH_PATH};
+pub use spawn::{
+    spawn, spawn_with, OutputMode, ProcessSpec, SpawnError, SpawnOptions, Spawned,
+    DEFAULT_SEARCH_PATH,
+};
 pub use stop::{reap_leftovers, signal_group, stop_group, StopOutcome, KILL_TIMEOUT};

@@ -49,7 +49,20 @@ pub struct ProcessSpec {
     pub stderr: OutputMode,
 }
 
-/// Where a service's stdout or stderr goes. stdin is always `/dev/null`.
+/// How a process the daemon starts for itself differs from a service's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpawnOptions {
+    /// stdin is a pipe the daemon writes ([`Spawned::stdin`]) instead of
+    /// `/dev/null`.
+    pub stdin_pipe: bool,
+    /// The process gets SIGKILL when the daemon's thread that started it
+    /// ends (`PR_SET_PDEATHSIG`): for helpers that must not outlive the
+    /// daemon. Services deliberately survive a daemon crash.
+    pub die_with_daemon: bool,
+}
+
+/// Where a service's stdout or stderr goes. stdin is `/dev/null` unless
+/// [`SpawnOptions::stdin_pipe`] asks for a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
     /// A pipe the daemon reads (non-blocking, registered with tokio).
@@ -65,6 +78,8 @@ pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
+    /// With [`SpawnOptions::stdin_pipe`]: the write end of its stdin.
+    pub stdin: Option<pipe::Sender>,
     /// Resolves when the leader has been reaped.
     pub exit: ExitWaiter,
 }
@@ -174,6 +189,11 @@ pub enum SpawnError {
 /// failed exec is this function's error), typically well under a
 /// millisecond, whatever the size of the daemon.
 pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
+    spawn_with(spec, SpawnOptions::default())
+}
+
+/// [`spawn`] with the options of a helper process (see [`SpawnOptions`]).
+pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, SpawnError> {
     let name = spec.argv.first().ok_or(SpawnError::EmptyCommand)?;
     let program = || name.clone();
     if tokio::runtime::Handle::try_current().is_err() {
@@ -186,6 +206,7 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
         spec.user.as_ref(),
         &spec.limits,
         spec.umask,
+        options.die_with_daemon,
     )
     .map_err(|_| SpawnError::NulByte {
         program: program(),
@@ -207,7 +228,13 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
         .iter()
         .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
         .collect();
-    let stdin = open_null(false).map_err(launch_failed)?;
+    let (stdin, stdin_write) = if options.stdin_pipe {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| launch_failed(e.into()))?;
+        (read, Some(write))
+    } else {
+        (open_null(false).map_err(launch_failed)?, None)
+    };
     let (stdout_read, stdout_write) = output_ends(spec.stdout).map_err(launch_failed)?;
     let (stderr_read, stderr_write) = output_ends(spec.stderr).map_err(launch_failed)?;
     let launch = Launch {
@@ -237,13 +264,15 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     let pipes = (|| {
         let stdout = stdout_read.map(pipe::Receiver::from_owned_fd).transpose()?;
         let stderr = stderr_read.map(pipe::Receiver::from_owned_fd).transpose()?;
-        Ok::<_, io::Error>((stdout, stderr))
+        let stdin = stdin_write.map(pipe::Sender::from_owned_fd).transpose()?;
+        Ok::<_, io::Error>((stdout, stderr, stdin))
     })();
     match pipes {
-        Ok((stdout, stderr)) => Ok(Spawned {
+        Ok((stdout, stderr, stdin)) => Ok(Spawned {
             pid,
             stdout,
             stderr,
+            stdin,
             exit,
         }),
         Err(source) => {
@@ -415,6 +444,11 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
         Stage::Signals => SpawnError::Setup {
             program,
             step: "resetting signals",
+            source,
+        },
+        Stage::ParentDeath => SpawnError::Setup {
+            program,
+            step: "tying it to the daemon",
             source,
         },
     }

@@ -2,6 +2,7 @@
 
 use kepler_protocol::{ConfigSummary, DaemonStatus, Response};
 
+use super::config_access::may_act_on;
 use super::RequestContext;
 
 pub async fn handle(ctx: &RequestContext) -> Response {
@@ -9,7 +10,7 @@ pub async fn handle(ctx: &RequestContext) -> Response {
     let mut configs = Vec::new();
     for handle in daemon.registry().all() {
         // Non-root callers see only their own configs.
-        if !ctx.caller.is_root() && handle.owner_uid() != ctx.caller.uid {
+        if !may_act_on(ctx, &handle) {
             continue;
         }
         let summary = handle.summary().await;

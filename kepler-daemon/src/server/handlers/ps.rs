@@ -2,7 +2,7 @@
 
 use kepler_protocol::{ConfigRef, ConfigServices, Response};
 
-use super::config_access::loaded_config;
+use super::config_access::{loaded_config, may_act_on};
 use super::RequestContext;
 use crate::config_actor::ActorError;
 
@@ -19,7 +19,7 @@ pub async fn handle(
             .registry()
             .all()
             .into_iter()
-            .filter(|h| ctx.caller.is_root() || h.owner_uid() == ctx.caller.uid)
+            .filter(|h| may_act_on(ctx, h))
             .collect(),
     };
     let mut configs = Vec::with_capacity(handles.len());

@@ -6,14 +6,13 @@
 use kepler_protocol::{ConfigRef, ErrorKind, Response, RunOptions, StartMode, SysEnv};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::config_access::config_for;
+use super::config_access::{config_for, loaded_config};
 use super::start::wait_showing_progress;
 use super::RequestContext;
 use crate::config_actor::{ActorError, ConfigHandle};
 use crate::events::StateChange;
 use crate::orchestrator::modes::{self, Subscriptions};
 use crate::orchestrator::StartPlan;
-use crate::persistence::ConfigStore;
 use crate::run::{self, RunOutcome, Supervision};
 
 pub async fn handle(
@@ -129,47 +128,33 @@ async fn set_up(
     })
 }
 
-/// The config baked from its file now: loaded (and baked) if it was not,
-/// baked again in place if it was, which needs every service stopped.
+/// The config baked from its file now. One loaded before (started, or
+/// kept by an earlier run) is let go first, state and all, so the run starts
+/// afresh like the first load of a config; that needs every service of it
+/// stopped.
 async fn fresh_config(
     ctx: &RequestContext,
     config: &ConfigRef,
     sys_env: SysEnv,
 ) -> Result<ConfigHandle, ActorError> {
-    let registry = ctx.daemon.registry();
-    let baked_before = registry.live(&config.path).is_some()
-        || ConfigStore::new(registry.configs_dir(), &config.path).has_snapshot();
-    let handle = config_for(ctx, config, &sys_env).await?;
-    if !baked_before {
-        return Ok(handle);
-    }
-    // The bake takes the caller's environment; only the owner's may go in.
-    if handle.owner_uid() != ctx.caller.uid {
-        return Err(ActorError::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "{} belongs to uid {}; only its owner may run it, since a run bakes the \
-                 caller's environment into the config",
-                config.path.display(),
-                handle.owner_uid()
-            ),
-        ));
-    }
-    handle
-        .recreate((*ctx.caller).clone(), sys_env)
-        .await
-        .map_err(|e| match e.kind {
-            ErrorKind::Conflict => ActorError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "cannot run {}: services of it started with `kepler start` are still \
-                     running or starting; stop them first with `kepler stop`",
-                    config.path.display()
+    if let Some(previous) = loaded_config(ctx, config).await? {
+        ctx.daemon
+            .registry()
+            .forget(&previous)
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::Conflict => ActorError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "cannot run {}: services of it started with `kepler start` are still \
+                         running or starting; stop them first with `kepler stop`",
+                        config.path.display()
+                    ),
                 ),
-            ),
-            _ => e,
-        })?;
-    Ok(handle)
+                _ => e,
+            })?;
+    }
+    config_for(ctx, config, &sys_env).await
 }
 
 /// A run's services on their way up, and the subscriptions taken before.
