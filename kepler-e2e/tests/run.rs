@@ -250,3 +250,27 @@ fn ctrl_c_ends_the_run_with_0_and_a_vanished_client_ends_it_too() {
         wait_for_no_state(&kepler);
     }
 }
+
+#[test]
+fn a_member_runs_its_own_config_and_nobody_elses() {
+    let kepler = Kepler::started();
+    let member = kepler_e2e::TestUser::member();
+    kepler.write_as(
+        &member,
+        "mine.yaml",
+        "services:\n  job:\n    command: [\"sh\", \"-c\", \"echo as $(id -u)\"]\n",
+    );
+    let run = kepler.kepler_as(&member, &["-f", "mine.yaml", "run"]);
+    run.success()
+        .stdout_has(&format!("job | as {}", member.uid));
+    assert_eq!(configs_in(&kepler), 0);
+    kepler.write(
+        "roots.yaml",
+        "services:\n  job:\n    command: [\"sh\", \"-c\", \"echo root's\"]\n",
+    );
+    kepler
+        .kepler_as(&member, &["-f", "roots.yaml", "run"])
+        .failure()
+        .stderr_has("not found or not yours");
+    assert_eq!(configs_in(&kepler), 0);
+}
