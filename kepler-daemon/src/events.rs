@@ -10,8 +10,15 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::BakedConfig;
 
-/// Lines a lagging subscriber may fall behind before it is told it lagged.
-pub const CHANNEL_CAPACITY: usize = 65_536;
+/// State changes a subscriber may fall behind per service before it is told
+/// it lagged: a start or restart of every service at once is a few changes
+/// each, so this is many bursts of headroom.
+const CHANGES_PER_SERVICE: usize = 16;
+/// Bounds of a config's broadcast capacity. Its slots are allocated up
+/// front (about 90 bytes each), so it grows with the config, not to the
+/// largest config there could be.
+const MIN_CAPACITY: usize = 1024;
+const MAX_CAPACITY: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct StateChange {
@@ -45,9 +52,16 @@ pub struct ConfigEvents {
 }
 
 impl ConfigEvents {
+    /// The broadcast of a config running `config`, sized by its number of
+    /// services.
     pub fn new(config: Arc<BakedConfig>) -> Self {
+        let capacity = config
+            .services
+            .len()
+            .saturating_mul(CHANGES_PER_SERVICE)
+            .clamp(MIN_CAPACITY, MAX_CAPACITY);
         ConfigEvents {
-            states: broadcast::channel(CHANNEL_CAPACITY).0,
+            states: broadcast::channel(capacity).0,
             snapshot: watch::channel(config).0,
         }
     }

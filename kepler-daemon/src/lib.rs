@@ -14,6 +14,7 @@ pub mod health;
 pub mod hooks;
 pub mod logs;
 pub mod lua_eval;
+pub mod memory;
 pub mod notify;
 pub mod orchestrator;
 pub mod persistence;

@@ -160,6 +160,7 @@ fn serve(detach: bool) -> ExitCode {
     }
     // Taken before the runtime's threads exist: it edits the environment.
     let notifier = kepler_daemon::notify::Notifier::from_env();
+    kepler_daemon::memory::use_one_arena();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -463,13 +463,15 @@ impl Registry {
     }
 
     /// Forgets `handle` and ends its actor (prune), if it is still the entry
-    /// for its path.
-    pub fn unload(&self, handle: &ConfigHandle) {
+    /// for its path. Returns once the actor has ended, so its last state
+    /// write cannot come after the caller removed the config's directory.
+    pub async fn unload(&self, handle: &ConfigHandle) {
         if let Some((_, removed)) = self
             .configs
             .remove_if(handle.path(), |_, entry| entry.is_same(handle))
         {
             removed.close();
+            removed.closed().await;
         }
     }
 }

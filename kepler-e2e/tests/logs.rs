@@ -174,7 +174,7 @@ fn a_whole_log_larger_than_one_page_is_printed_complete_and_in_order() {
 }
 
 #[test]
-fn max_size_keeps_the_newest_lines() {
+fn max_size_keeps_the_newest_lines_in_two_segments_that_every_reader_joins() {
     let kepler = Kepler::started();
     kepler.write(
         "kepler.yaml",
@@ -185,7 +185,7 @@ fn max_size_keeps_the_newest_lines() {
     let lines = lines_of(&kepler.kepler(&["logs"]));
     assert!(
         lines.len() < 20_000,
-        "nothing was truncated: {}",
+        "nothing was rotated away: {}",
         lines.len()
     );
     assert_eq!(lines.last().unwrap(), "counter | done");
@@ -196,17 +196,46 @@ fn max_size_keeps_the_newest_lines() {
         .parse()
         .unwrap();
     assert_eq!(lines.len() - 1, 20_000 - first + 1);
-    let file = kepler.state_dir().join("configs");
-    let dir = std::fs::read_dir(file)
+    // Two segments of at most half of max_size each, both in use.
+    let configs = kepler.state_dir().join("configs");
+    let dir = std::fs::read_dir(configs)
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    let size = std::fs::metadata(dir.join("logs/counter.stdout.log"))
-        .unwrap()
-        .len();
-    assert!(size <= 64 * 1024, "log file is {size} bytes");
+    let size = |name: &str| {
+        std::fs::metadata(dir.join("logs").join(name))
+            .unwrap()
+            .len()
+    };
+    let (previous, current) = (size("counter.stdout.log.1"), size("counter.stdout.log"));
+    assert!(
+        previous <= 32 * 1024 && current <= 32 * 1024,
+        "segments of {previous} and {current} bytes"
+    );
+    assert!(
+        previous + current >= 32 * 1024,
+        "at least half of max_size kept"
+    );
+    // Heads and tails, short (one message) and long (cursor pages), reach
+    // across the segment boundary: exactly the first or last lines of the
+    // whole log, each line once and whole.
+    let per_segment = lines.len() / 2;
+    for (flag, n) in [
+        ("--head", 5),
+        ("--tail", 5),
+        ("--head", per_segment + 100),
+        ("--tail", per_segment + 100),
+        ("--tail", 150),
+    ] {
+        let part = lines_of(&kepler.kepler(&["logs", flag, &n.to_string()]));
+        let expected = match flag {
+            "--head" => &lines[..n],
+            _ => &lines[lines.len() - n..],
+        };
+        assert!(part == expected, "{flag} {n}: {} lines", part.len());
+    }
     kepler.kepler(&["stop"]).success();
 }
 
@@ -332,13 +361,13 @@ fn interrupt(mut follower: std::process::Child) -> Option<i32> {
 }
 
 #[test]
-fn follow_carries_on_across_max_size_truncations() {
+fn a_follower_keeps_up_across_many_rotations() {
     let kepler = Kepler::started();
     // Waits to be told to go, so the follower is live before the burst;
-    // 3000 lines of ~25 bytes cut a 16 KiB file several times.
+    // 20,000 lines of ~30 bytes rotate 8 KiB segments dozens of times.
     kepler.write(
         "kepler.yaml",
-        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo ready; while [ ! -e go ]; do sleep 0.02; done; seq 1 3000 | sed 's/^/line /'; echo done; sleep 1000\"]\n    logs:\n      max_size: 16K\n",
+        "services:\n  app:\n    command: [\"sh\", \"-c\", \"echo ready; while [ ! -e go ]; do sleep 0.02; done; seq 1 20000 | sed 's/^/line /'; echo done; sleep 1000\"]\n    logs:\n      max_size: 16K\n",
     );
     kepler.kepler(&["start", "-d", "--wait"]).success();
     wait_for_log_line(&kepler, "app | ready");
@@ -357,13 +386,13 @@ fn follow_carries_on_across_max_size_truncations() {
     }
     assert_eq!(
         numbers,
-        (1..=3000).collect::<Vec<_>>(),
+        (1..=20_000).collect::<Vec<_>>(),
         "every line, once, in order"
     );
     let stored = lines_of(&kepler.kepler(&["logs"]));
     assert!(
         !stored.contains(&"app | line 1".to_string()) && stored.len() < 3000,
-        "the file was truncated meanwhile ({} lines kept)",
+        "the log was rotated meanwhile ({} lines kept)",
         stored.len()
     );
     assert_eq!(interrupt(follower), Some(0));

@@ -6,7 +6,7 @@
 //! service names by the file-name rule (they become log file names, so never
 //! `/`, `..`, NUL or control characters), dependency targets, conditions and
 //! cycles, non-empty commands, absolute paths, environment names, health
-//! probe addresses, restart settings and the number of services. Types
+//! probe addresses, restart settings, log bounds and the number of services. Types
 //! (durations, sizes, signals, users) are checked by decoding itself. Size is
 //! bounded before decoding: both the worker's answer and the file on disk
 //! are read with [`MAX_SNAPSHOT_BYTES`] counted while reading.
@@ -16,7 +16,8 @@ use std::path::{Component, Path};
 
 use super::graph::find_cycles;
 use super::healthcheck::{check_http_url, check_tcp_address};
-use super::snapshot::{BakedConfig, HealthProbe, HookAction, HookConfig, RestartPolicy};
+use super::logs::{MAX_BUFFER_SIZE, MIN_MAX_SIZE};
+use super::snapshot::{BakedConfig, HealthProbe, HookAction, HookConfig, LogConfig, RestartPolicy};
 use super::values::{is_valid_service_name, SERVICE_NAME_RULE};
 
 /// Most services one config may have.
@@ -100,6 +101,22 @@ fn check_hook(hook: &HookConfig, at: &str, problems: &mut Problems) {
     check_environment(&hook.environment, &format!("{at}.environment"), problems);
 }
 
+/// The log bounds a bake enforces (the writer clamps them again).
+fn check_logs(logs: &LogConfig, at: &str, problems: &mut Problems) {
+    if logs.buffer_size.0 > MAX_BUFFER_SIZE.0 {
+        problems.push(
+            format!("{at}.buffer_size"),
+            format!("{} is more than {MAX_BUFFER_SIZE}", logs.buffer_size),
+        );
+    }
+    if let Some(max) = logs.max_size.filter(|max| max.0 < MIN_MAX_SIZE.0) {
+        problems.push(
+            format!("{at}.max_size"),
+            format!("{max} is less than {MIN_MAX_SIZE}"),
+        );
+    }
+}
+
 /// Checks `config` as described in the module docs.
 pub fn check_snapshot(config: &BakedConfig) -> Result<(), SnapshotProblems> {
     let mut problems = Problems {
@@ -119,6 +136,7 @@ pub fn check_snapshot(config: &BakedConfig) -> Result<(), SnapshotProblems> {
             ),
         );
     }
+    check_logs(&config.kepler.logs, "kepler.logs", &mut problems);
     for (kind, hook) in &config.kepler.hooks {
         check_hook(
             hook,
@@ -175,6 +193,7 @@ pub fn check_snapshot(config: &BakedConfig) -> Result<(), SnapshotProblems> {
                 );
             }
         }
+        check_logs(&service.logs, &format!("{at}.logs"), &mut problems);
         let restart = &service.restart;
         if restart.delay > restart.max_delay {
             problems.push(
@@ -327,6 +346,17 @@ mod tests {
         let mut config = web();
         config.services.get_mut("web").unwrap().command.clear();
         refused(&config, "services.web.command: the command is empty");
+    }
+
+    #[test]
+    fn log_bounds_past_what_a_bake_allows_are_refused() {
+        let mut config = web();
+        config.services.get_mut("web").unwrap().logs.buffer_size =
+            crate::config::ByteSize(500 << 30);
+        refused(&config, "services.web.logs.buffer_size");
+        let mut config = web();
+        config.kepler.logs.max_size = Some(crate::config::ByteSize(1));
+        refused(&config, "kepler.logs.max_size");
     }
 
     #[test]

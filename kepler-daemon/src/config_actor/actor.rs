@@ -38,9 +38,12 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
             biased;
             Some(message) = internal.recv() => {
                 orchestrator.handle_internal(message);
+                let mut handled = 1;
                 while let Ok(message) = internal.try_recv() {
                     orchestrator.handle_internal(message);
+                    handled += 1;
                 }
+                crate::memory::note_work(handled);
             }
             Some(event) = health.recv() => orchestrator.on_health(event),
             Some(report) = watch.recv() => orchestrator.on_watch_report(report),
@@ -55,7 +58,10 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
                         break;
                     }
                 },
-                Some(command) => handle(&mut orchestrator, command).await,
+                Some(command) => {
+                    handle(&mut orchestrator, command).await;
+                    crate::memory::note_work(1);
+                }
             },
         }
         orchestrator.persist_if_dirty();

@@ -208,4 +208,9 @@ impl ConfigHandle {
     pub async fn unload(&self) -> Result<(), ActorError> {
         self.ask(|reply| Command::Unload { reply }).await
     }
+
+    /// Resolves once the actor has ended (after its last state write).
+    pub async fn closed(&self) {
+        self.commands.closed().await;
+    }
 }

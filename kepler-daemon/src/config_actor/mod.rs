@@ -48,12 +48,12 @@ pub fn spawn(
         )
     })?;
     let config = Arc::new(config);
+    let service_count = config.services.len();
     let events = ConfigEvents::new(config.clone());
     let (commands, inbox) = mpsc::unbounded_channel();
     let (mailbox, internal) = mpsc::unbounded_channel();
     let (health, health_events) = mpsc::unbounded_channel();
     let (watch, watch_events) = mpsc::unbounded_channel();
-    let service_count = config.services.len();
     let orchestrator = Orchestrator::new(
         config,
         store.clone(),

@@ -1,21 +1,21 @@
 //! Server-side cursors, so a client can fetch a large log in pages.
 //!
 //! A cursor is small: the selection (services, hooks or not) and the
-//! timestamp of the last line handed out. Each page reopens the files and
+//! timestamp of the last line handed out. Each page reopens the streams and
 //! binary-searches to just after that timestamp, so cursors survive
-//! truncations and clears and hold no file descriptors between pages.
+//! rotations and clears and hold no file descriptors between pages.
 //! Cursors idle for [`CURSOR_IDLE`] are dropped (checked lazily whenever the
 //! registry is used, no timer); at most [`MAX_CURSORS`] live per config, and
 //! opening one more evicts the least recently used.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kepler_protocol::LogBatch;
 
-use super::reader::{self, PageLimit};
+use super::dir::LogDir;
+use super::forward::{self, PageLimit};
 use super::{lock, LogError};
 
 pub const CURSOR_IDLE: Duration = Duration::from_secs(60);
@@ -53,18 +53,18 @@ struct Table {
 }
 
 pub struct CursorRegistry {
-    dir: PathBuf,
+    dir: Arc<LogDir>,
     limit: usize,
     idle: Duration,
     table: Mutex<Table>,
 }
 
 impl CursorRegistry {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: Arc<LogDir>) -> Self {
         Self::with_limits(dir, MAX_CURSORS, CURSOR_IDLE)
     }
 
-    pub fn with_limits(dir: PathBuf, limit: usize, idle: Duration) -> Self {
+    pub fn with_limits(dir: Arc<LogDir>, limit: usize, idle: Duration) -> Self {
         CursorRegistry {
             dir,
             limit: limit.max(1),
@@ -163,7 +163,7 @@ impl CursorRegistry {
             )
         };
         // Read without holding the table: other cursors stay usable.
-        let mut merge = reader::read_after(&self.dir, &services, include_hooks, after)?;
+        let mut merge = forward::read_after(&self.dir, &services, include_hooks, after)?;
         // Room for a page of typical lines up front: growing a multi-megabyte
         // buffer line by line showed in profiles.
         let mut lines = LogBatch::with_capacity(n.min(PAGE_LINES_RESERVED), PAGE_TEXT_RESERVED);

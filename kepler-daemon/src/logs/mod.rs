@@ -1,46 +1,58 @@
 //! Log storage: turns each service's stdout/stderr pipes into durable on-disk
 //! logs, pushes new lines to followers, and reads logs back fast.
 //!
-//! One [`LogStore`] per loaded config owns `<config state dir>/logs/`. Each
-//! service has two files there, `<service>.stdout.log` and
-//! `<service>.stderr.log`; hook output goes to the files of the service it
-//! belongs to (global hooks use the reserved service name [`GLOBAL_SERVICE`]),
-//! each line tagged with its [`Origin`]. The record format is in [`record`].
+//! One [`LogStore`] per loaded config owns `<config state dir>/logs/`, opened
+//! once as a directory fd ([`dir`]). Each service has two streams there,
+//! stdout and stderr, each one or two segment files ([`record`] has the
+//! names and the record format); hook output goes to the streams of the
+//! service it belongs to (global hooks use the reserved service name
+//! [`GLOBAL_SERVICE`]), each line tagged with its [`Origin`].
 //!
-//! The path of a line: a [`pump`](pump::pump) task reads the pipe in large
-//! chunks and hands the complete lines of one read to the file's shared
-//! [`writer`] (one `write` per batch, on the blocking pool), then publishes
-//! them on the config's broadcast ([`follow`]). Readers ([`reader`]) scan
-//! files backwards for `--tail`, forwards with a k-way merge for `--head` and
-//! whole-log dumps, and [`cursor`] keeps paging positions for clients.
+//! The path of a line: a [`pump`](pump::pump) on the log thread reads the
+//! pipe and hands the complete lines of one read to the stream's shared
+//! [`writer`] (one `write` per read; `max_size` is kept by rotating
+//! segments), then publishes them to followers ([`follow`]). Readers walk
+//! streams backwards for `--tail` ([`backward`]) and forwards with a k-way
+//! merge for `--head`, whole logs and cursor pages ([`forward`], [`cursor`]),
+//! and hand a follow its stored lines page by page ([`backlog`]); every
+//! reader sees a stream's two segments as one ([`segments`]).
 //!
 //! Timestamps are unique within a config: a per-config clock hands out
 //! strictly increasing microseconds (the wall clock, or one past the last value
 //! when lines arrive faster than one per microsecond). So a timestamp names a
-//! line, files are sorted by it, merges are exact, and followers and cursors
-//! resume by timestamp instead of byte offsets, which a truncation would move.
+//! line, streams are sorted by it, merges are exact, and followers and cursors
+//! resume by timestamp instead of byte offsets, which a rotation would move.
 
+pub mod backlog;
+pub mod backward;
 pub mod cursor;
+pub mod dir;
 pub mod follow;
+pub mod forward;
 pub mod pump;
-pub mod reader;
 pub mod record;
+pub(crate) mod search;
+pub mod segments;
 pub mod writer;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use backlog::Backlog;
+pub use backward::{tail, tail_start};
 pub use cursor::{CursorRegistry, LogCursorId, LogPage};
+pub use dir::LogDir;
 pub use follow::{FollowEvent, Follower};
-pub use pump::{pump, pump_reader, LogSink, PumpReport};
-pub use reader::{clear, clear_all, head, read_after, read_all, tail, tail_start, LogMerge};
-pub use record::{GLOBAL_SERVICE, MAX_LINE_BYTES};
+pub use forward::{head, read_after, read_all, LogMerge, PageLimit};
+pub use pump::{pump, spawn_pump, LogSink, PumpReport};
+pub use record::{Segment, GLOBAL_SERVICE, MAX_LINE_BYTES};
+pub use segments::log_files;
+pub use writer::{MAX_BUFFER_SIZE, MIN_MAX_SIZE};
 
 use follow::Publisher;
 use writer::{FileWriter, LogClock};
@@ -53,7 +65,7 @@ pub struct LogSettings {
     pub store_stderr: bool,
     /// Bytes to gather before a write; 0 writes every pipe read before the next.
     pub buffer_size: usize,
-    /// Size past which a file is cut down to its newest half.
+    /// Disk a stream may use: two segments of at most half of it each.
     pub max_size: Option<u64>,
 }
 
@@ -69,7 +81,7 @@ impl Default for LogSettings {
 }
 
 /// Which pipe a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -129,20 +141,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The log store of one config: its directory, the open writers, the clock
-/// that stamps lines, the followers' broadcast and the paging cursors.
+/// that stamps lines, the followers' ring and the paging cursors.
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<StoreInner>,
 }
 
-/// A file's writer, shared by the service's pump and its hooks' pumps.
+/// A stream's writer, shared by the service's pump and its hooks' pumps.
 pub(crate) type SharedWriter = Arc<Mutex<FileWriter>>;
 
 pub(crate) struct StoreInner {
-    pub(crate) dir: PathBuf,
+    pub(crate) dir: Arc<LogDir>,
     pub(crate) clock: LogClock,
     pub(crate) writers: Mutex<HashMap<(String, Stream), SharedWriter>>,
-    pub(crate) publisher: Publisher,
+    pub(crate) publisher: Arc<Publisher>,
     /// Bumped after every write that reached a file, so tests and tools can
     /// wait for "it is on disk" as an event.
     pub(crate) written: watch::Sender<u64>,
@@ -154,17 +166,8 @@ impl LogStore {
     /// `dir` and starts the clock after the newest line already stored there,
     /// so timestamps stay unique across daemon restarts.
     pub fn open(dir: impl Into<PathBuf>) -> Result<LogStore, LogError> {
-        let dir = dir.into();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&dir)
-            .map_err(io_error(&dir))?;
-        let meta = std::fs::symlink_metadata(&dir).map_err(io_error(&dir))?;
-        if !meta.is_dir() {
-            return Err(LogError::NotADirectory { path: dir });
-        }
-        let newest = reader::newest_timestamp(&dir)?;
+        let dir = Arc::new(LogDir::open(dir)?);
+        let newest = backward::newest_timestamp(&dir)?;
         Ok(LogStore {
             inner: Arc::new(StoreInner {
                 clock: LogClock::starting_after(newest),
@@ -177,13 +180,19 @@ impl LogStore {
         })
     }
 
-    pub fn dir(&self) -> &Path {
+    /// The log directory.
+    pub fn dir(&self) -> &LogDir {
         &self.inner.dir
+    }
+
+    /// Its path (for messages and tools; files are reached through the fd).
+    pub fn path(&self) -> &Path {
+        self.inner.dir.path()
     }
 
     /// Where a pump for `service`'s `stream` writes. Hooks pass their
     /// `Origin::Hook` with the settings of the service they belong to; the
-    /// latest settings given for a file apply to it from now on.
+    /// latest settings given for a stream apply to it from now on.
     pub fn sink(
         &self,
         service: &str,
@@ -195,46 +204,70 @@ impl LogStore {
             Stream::Stdout => settings.store_stdout,
             Stream::Stderr => settings.store_stderr,
         };
-        let writer = stored.then(|| {
-            let mut writers = lock(&self.inner.writers);
-            let writer = writers
-                .entry((service.to_string(), stream))
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(FileWriter::new(
-                        record::log_path(&self.inner.dir, service, stream),
-                        settings,
-                    )))
-                });
-            lock(writer).configure(settings);
-            writer.clone()
-        });
+        let writer = stored
+            .then(|| self.writer(service, stream, settings))
+            .flatten();
         LogSink::new(self.inner.clone(), service, stream, origin, writer)
     }
 
-    /// Subscribes to new lines, then reads the newest `tail` lines already
-    /// stored; the follower skips live lines that the tail already holds or
-    /// that are older than it, so the two join without gap or duplicate.
+    fn writer(
+        &self,
+        service: &str,
+        stream: Stream,
+        settings: &LogSettings,
+    ) -> Option<SharedWriter> {
+        let mut writers = lock(&self.inner.writers);
+        if let Some(writer) = writers.get(&(service.to_string(), stream)) {
+            lock(writer).configure(settings);
+            return Some(writer.clone());
+        }
+        let names = record::file_name(service, stream, Segment::Current).zip(record::file_name(
+            service,
+            stream,
+            Segment::Previous,
+        ));
+        let Some((current, previous)) = names else {
+            // Names are validated at bake; a name that is not one file name
+            // is never stored, wherever it came from.
+            tracing::warn!(
+                service,
+                "not storing the output of a service whose name is not a file name"
+            );
+            return None;
+        };
+        let writer = Arc::new(Mutex::new(FileWriter::new(
+            self.inner.dir.clone(),
+            current,
+            previous,
+            settings,
+        )));
+        writers.insert((service.to_string(), stream), writer.clone());
+        Some(writer)
+    }
+
+    /// Subscribes to new lines, then notes the newest `tail` lines already
+    /// stored, to be read page by page from the [`Backlog`]; the follower
+    /// skips live lines the backlog covers, so the two join without gap or
+    /// duplicate.
     pub async fn follow(
         &self,
         services: &[String],
         tail: usize,
         include_hooks: bool,
-    ) -> Result<(Vec<LogLine>, Follower), LogError> {
+    ) -> Result<(Backlog, Follower), LogError> {
         let mut follower = self.inner.publisher.subscribe(services, include_hooks);
         let dir = self.inner.dir.clone();
         let wanted = services.to_vec();
-        let lines = if tail == 0 {
-            Vec::new()
-        } else {
-            tokio::task::spawn_blocking(move || reader::tail(&dir, &wanted, tail, include_hooks))
+        let backlog =
+            tokio::task::spawn_blocking(move || Backlog::open(dir, &wanted, tail, include_hooks))
                 .await
                 .map_err(|e| LogError::Io {
-                    path: self.inner.dir.clone(),
+                    path: self.path().to_path_buf(),
                     source: io::Error::other(e),
-                })??
-        };
-        follower.continue_after(&lines, tail);
-        Ok((lines, follower))
+                })??;
+        let (ends, window_start) = backlog.coverage();
+        follower.continue_after(ends, window_start);
+        Ok((backlog, follower))
     }
 
     /// Subscribes to new lines only.
@@ -253,33 +286,32 @@ impl LogStore {
         }
     }
 
-    /// Empties `service`'s log files (retention policies). Running pumps keep
-    /// writing: each file is truncated in place under its writer's lock, and
-    /// the writer appends to the emptied file. Blocking.
+    /// Empties `service`'s streams (retention policies). Running pumps keep
+    /// writing: each stream is cleared under its writer's lock, and the
+    /// writer appends to the emptied segment. Blocking.
     pub fn clear(&self, service: &str) -> Result<(), LogError> {
         for stream in [Stream::Stdout, Stream::Stderr] {
-            self.clear_file(service, stream)?;
+            self.clear_stream(service, stream)?;
         }
         Ok(())
     }
 
-    /// Empties every log file of the config. Blocking.
+    /// Empties every stream of the config. Blocking.
     pub fn clear_all(&self) -> Result<(), LogError> {
-        for (service, stream) in reader::log_files(&self.inner.dir)? {
-            self.clear_file(&service, stream)?;
+        for (service, stream) in log_files(&self.inner.dir)? {
+            self.clear_stream(&service, stream)?;
         }
         Ok(())
     }
 
-    /// One file at a time, so no two writer locks are ever held together.
-    fn clear_file(&self, service: &str, stream: Stream) -> Result<(), LogError> {
-        let path = record::log_path(&self.inner.dir, service, stream);
+    /// One stream at a time, so no two writer locks are ever held together.
+    fn clear_stream(&self, service: &str, stream: Stream) -> Result<(), LogError> {
         let writer = lock(&self.inner.writers)
             .get(&(service.to_string(), stream))
             .cloned();
         match writer {
             Some(writer) => lock(&writer).clear(),
-            None => reader::truncate_file(&path),
+            None => clear_stream(&self.inner.dir, service, stream),
         }
     }
 
@@ -292,6 +324,41 @@ impl LogStore {
     pub fn cursors(&self) -> &CursorRegistry {
         &self.inner.cursors
     }
+}
+
+/// Empties one stream without its writer at hand: the previous segment is
+/// removed and the current one emptied in place, which an open writer
+/// survives (it appends). Prefer [`LogStore::clear`] while the config runs,
+/// which also drops lines still buffered.
+fn clear_stream(dir: &LogDir, service: &str, stream: Stream) -> Result<(), LogError> {
+    let names = record::file_name(service, stream, Segment::Current).zip(record::file_name(
+        service,
+        stream,
+        Segment::Previous,
+    ));
+    let Some((current, previous)) = names else {
+        return Ok(());
+    };
+    dir.remove(&previous)
+        .map_err(io_error(&dir.display_path(&previous)))?;
+    writer::truncate(dir, &current)
+}
+
+/// Empties `service`'s stdout and stderr streams in `dir`; see
+/// [`LogStore::clear`] for the version that knows the writers.
+pub fn clear(dir: &LogDir, service: &str) -> Result<(), LogError> {
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        clear_stream(dir, service, stream)?;
+    }
+    Ok(())
+}
+
+/// Empties every stream in `dir`.
+pub fn clear_all(dir: &LogDir) -> Result<(), LogError> {
+    for (service, stream) in log_files(dir)? {
+        clear_stream(dir, &service, stream)?;
+    }
+    Ok(())
 }
 
 impl LogLine {

@@ -1,39 +1,53 @@
-//! Capture: a pump task drains one pipe (a service's or a hook's stdout or
-//! stderr) until EOF, cuts the bytes into lines, stores them and publishes
-//! them to followers.
+//! Capture: a pump task drains one pipe (a service's stdout or stderr) until
+//! EOF, cuts the bytes into lines, stores them and publishes them to
+//! followers.
 //!
-//! Each pipe read becomes one batch: its complete lines are stamped, encoded
-//! and written with a single `write` on the blocking pool, and the pump reads
-//! again only when that is done, so with `buffer_size: 0` a line is in the
-//! file before the next read. The hop to the blocking pool costs tens of
-//! microseconds per read (reads are up to 1 MiB, so it is amortised when the
-//! service is chatty) and keeps a slow disk, a `max_size` rewrite or a writer
-//! lock held by a hook's pump off the tokio workers that drain other pipes.
-//! Measured with `examples/log_throughput.rs` (1M lines of 90 bytes): writing
-//! inline in the task and hopping to the blocking pool were within noise of
-//! each other (190-300 ms on a busy 2-core machine), so isolation wins.
+//! Every pump of the daemon runs on one thread of its own (`kepler-logs`, a
+//! current-thread runtime), so copying output to disk never competes with
+//! requests for the daemon's workers: `ps` or `stop` answer as fast while
+//! services flood. A pump waits until its pipe is readable, then, without
+//! yielding, reads at most [`READ_CHUNK`] bytes, stamps and encodes the
+//! complete lines, writes them with one `write` and publishes them; then it
+//! lets the other pumps have their turn. So a chatty service gets one read's
+//! worth per turn, and the bytes between its pipe and its file never exceed
+//! one read plus a partial line. When the disk or this thread cannot keep
+//! up, pipes fill and the services writing to them block: that is the
+//! backpressure, nothing queues up in the daemon.
 //!
-//! A partial last line is stored at EOF; a line longer than
-//! [`MAX_LINE_BYTES`] is stored as several records. With a buffer, pending
-//! lines are written when the pipe has been idle for [`IDLE_FLUSH`], at EOF
-//! and on [`LogSink::flush`].
+//! The read and encode buffers belong to the thread, not to the pumps: an
+//! idle service costs its pump's task and nothing more, whatever its output
+//! did before. Pipes keep the kernel's default size until a read finds one
+//! full; then it grows to [`CHATTY_PIPE`] so a chatty service blocks less.
+//!
+//! A partial last line is stored at EOF; a line longer than a record may
+//! hold is stored as several records. With a buffer, pending lines are
+//! written when the pipe has been idle for [`IDLE_FLUSH`], at EOF and on
+//! [`LogSink::flush`].
 
+use std::cell::RefCell;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::unix::pipe;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use super::record::{self, MAX_LINE_BYTES};
 use super::writer::FileWriter;
-use super::{lock, LogLine, Origin, StoreInner, Stream};
+use super::{lock, Origin, StoreInner, Stream};
 
 /// How long a pipe must stay silent before buffered lines are written.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(150);
 
-/// Bytes asked for per pipe read.
-const READ_CHUNK: usize = 1024 * 1024;
+/// Bytes asked for per pipe read, and so per turn of a pump.
+const READ_CHUNK: usize = 64 * 1024;
+/// The kernel's default pipe capacity: a read this large found the pipe full.
+const DEFAULT_PIPE: usize = 64 * 1024;
+/// Pipe capacity of a service whose pipe was found full.
+const CHATTY_PIPE: usize = 256 * 1024;
+/// A partial line's buffer larger than this is given back once empty.
+const KEEP_CARRY: usize = 4 * 1024;
 
 /// What one pump stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,24 +59,26 @@ pub struct PumpReport {
 /// Where a pump puts its lines: one service's stream, one origin.
 pub struct LogSink {
     store: Arc<StoreInner>,
-    service: String,
+    service: Arc<str>,
     stream: Stream,
     origin: Origin,
     tag: Vec<u8>,
     /// `None` when this stream is not stored (`store.stdout: false`).
     writer: Option<Arc<Mutex<FileWriter>>>,
+    /// Longest payload of one record, so records fit the stream's segments.
+    max_payload: usize,
 }
 
-/// Lines of one pipe read: payloads are `data[start..end]`.
-pub(crate) struct LineBatch {
-    data: Vec<u8>,
+/// Buffers of the thread a pump runs on, shared by its pumps.
+#[derive(Default)]
+struct Scratch {
+    read: Vec<u8>,
     ranges: Vec<(usize, usize)>,
+    encoded: Vec<u8>,
 }
 
-impl LineBatch {
-    fn payloads(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        self.ranges.iter().map(|&(s, e)| &self.data[s..e])
-    }
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl LogSink {
@@ -73,13 +89,18 @@ impl LogSink {
         origin: Origin,
         writer: Option<Arc<Mutex<FileWriter>>>,
     ) -> Self {
+        let tag = record::origin_tag(&origin).into_owned();
+        let max_payload = writer
+            .as_ref()
+            .map_or(MAX_LINE_BYTES, |w| lock(w).max_payload(&tag));
         LogSink {
             store,
-            service: service.to_string(),
+            service: service.into(),
             stream,
-            tag: record::origin_tag(&origin).into_owned(),
+            tag,
             origin,
             writer,
+            max_payload,
         }
     }
 
@@ -87,66 +108,48 @@ impl LogSink {
     /// output, Kepler's own notes), each split at newlines. Blocking, but a
     /// few lines cost one small write.
     pub fn write_lines<'a>(&self, lines: impl IntoIterator<Item = &'a [u8]>) {
-        let mut batch = LineBatch {
-            data: Vec::new(),
-            ranges: Vec::new(),
-        };
+        let mut data = Vec::new();
+        let mut ranges = Vec::new();
         for line in lines {
             for part in line.split(|b| *b == b'\n') {
-                for chunk in part
-                    .chunks(MAX_LINE_BYTES)
-                    .chain(part.is_empty().then_some(&[][..]))
-                {
-                    let start = batch.data.len();
-                    batch.data.extend_from_slice(chunk);
-                    batch.ranges.push((start, batch.data.len()));
-                }
+                let start = data.len();
+                data.extend_from_slice(part);
+                push_pieces(&mut ranges, start, data.len(), self.max_payload);
             }
         }
-        if batch.ranges.is_empty() {
+        if ranges.is_empty() {
             return;
         }
-        let first = self.store(now_us(), &batch);
-        self.publish(first, &batch);
+        self.store_and_publish(&data, &ranges, &mut Vec::new());
     }
 
-    /// Stamps and stores a batch; returns its first timestamp. Blocking.
-    fn store(&self, now_us: u64, batch: &LineBatch) -> u64 {
-        let count = batch.ranges.len() as u64;
-        let Some(writer) = &self.writer else {
-            return self.store.clock.reserve(now_us, count);
+    /// Stamps, stores and publishes the lines `data[start..end]` of
+    /// `ranges`. Blocking (one write, under the stream's lock).
+    fn store_and_publish(&self, data: &[u8], ranges: &[(usize, usize)], encoded: &mut Vec<u8>) {
+        let payloads = ranges.iter().map(|&(s, e)| &data[s..e]);
+        let count = ranges.len() as u64;
+        let now = now_us();
+        let first_ts = match &self.writer {
+            None => self.store.clock.reserve(now, count),
+            Some(writer) => {
+                let mut writer = lock(writer);
+                // Stamped under the stream's lock so timestamps increase along it.
+                let first_ts = self.store.clock.reserve(now, count);
+                if writer.append(first_ts, &self.tag, payloads.clone(), encoded) {
+                    self.store.written.send_modify(|n| *n += 1);
+                }
+                first_ts
+            }
         };
-        let mut writer = lock(writer);
-        // Stamped under the file's lock so timestamps increase along the file.
-        let first_ts = self.store.clock.reserve(now_us, count);
-        if writer.append(first_ts, &self.tag, batch.payloads()) {
-            self.store.written.send_modify(|n| *n += 1);
-        }
-        first_ts
-    }
-
-    fn publish(&self, first_ts: u64, batch: &LineBatch) {
         let publisher = &self.store.publisher;
-        if !publisher.has_followers() {
-            return;
+        if publisher.has_followers() {
+            publisher.publish(&self.service, self.stream, &self.origin, first_ts, payloads);
         }
-        let lines = batch
-            .payloads()
-            .enumerate()
-            .map(|(i, bytes)| LogLine {
-                service: self.service.clone(),
-                stream: self.stream,
-                origin: self.origin.clone(),
-                timestamp_us: first_ts + i as u64,
-                bytes: bytes.to_vec(),
-            })
-            .collect();
-        publisher.publish(lines);
     }
 
-    /// Whether buffered lines wait for a write. Never blocks the tokio
-    /// worker: a writer busy elsewhere counts as pending (the idle flush
-    /// then finds nothing or writes what is there).
+    /// Whether buffered lines wait for a write. Never blocks: a writer busy
+    /// elsewhere counts as pending (the idle flush then finds nothing or
+    /// writes what is there).
     fn has_pending(&self) -> bool {
         self.writer.as_ref().is_some_and(|w| match w.try_lock() {
             Ok(writer) => writer.has_pending(),
@@ -155,7 +158,7 @@ impl LogSink {
         })
     }
 
-    /// Writes this file's buffered lines. Blocking.
+    /// Writes this stream's buffered lines. Blocking.
     pub fn flush(&self) {
         if let Some(writer) = &self.writer {
             if lock(writer).flush() {
@@ -171,146 +174,213 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Pumps a pipe until EOF; see [`pump_reader`]. Asks the kernel for a 1 MiB
-/// pipe first (best effort) so a chatty service fills bigger batches.
+/// The runtime every pump of the daemon shares: one thread of its own, so
+/// log work and requests never wait for each other's turn. `None` if the
+/// thread could not be started (the pumps then run where they are spawned).
+fn log_runtime() -> Option<&'static Handle> {
+    static RUNTIME: OnceLock<Option<Handle>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| tracing::warn!("cannot build the log runtime: {e}"))
+                .ok()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("kepler-logs".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .map_err(|e| tracing::warn!("cannot start the log thread: {e}"))
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Pumps `pipe` on the log thread; see [`pump`].
+pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport> {
+    let Some(runtime) = log_runtime() else {
+        return tokio::spawn(pump(pipe, sink));
+    };
+    // The pipe moves to the log thread's reactor, so its wake-ups are
+    // handled there too.
+    let fd = match pipe.into_nonblocking_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(service = %sink.service, "cannot hand the output pipe to the log thread: {e}");
+            return tokio::spawn(async { PumpReport::default() });
+        }
+    };
+    runtime.spawn(async move {
+        match pipe::Receiver::from_owned_fd_unchecked(fd) {
+            Ok(pipe) => pump(pipe, sink).await,
+            Err(e) => {
+                tracing::warn!(service = %sink.service, "cannot watch the output pipe: {e}");
+                PumpReport::default()
+            }
+        }
+    })
+}
+
+/// What one turn of a pump found.
+enum Turn {
+    Read(usize),
+    NotReady,
+    End,
+}
+
+/// Reads `pipe` until EOF (or a read error, which is logged), storing and
+/// publishing every line. Never fails: disk errors are logged by the writer
+/// and the pipe keeps draining so the service never blocks on its output.
 pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
-    // F_SETPIPE_SZ only changes the pipe's capacity; failure (over the
-    // unprivileged limit) leaves the default 64 KiB, which still works.
+    let mut report = PumpReport::default();
+    // A partial line waiting for the rest of it (no `\n` in it).
+    let mut carry: Vec<u8> = Vec::new();
+    let mut grown = false;
+    loop {
+        let ready = if sink.has_pending() {
+            match tokio::time::timeout(IDLE_FLUSH, pipe.readable()).await {
+                Ok(ready) => ready,
+                Err(_idle) => {
+                    sink.flush();
+                    continue;
+                }
+            }
+        } else {
+            pipe.readable().await
+        };
+        if let Err(e) = ready {
+            tracing::warn!(service = %sink.service, stream = sink.stream.as_str(), "waiting on an output pipe failed: {e}; storing what was read");
+            break;
+        }
+        let turn = SCRATCH.with(|scratch| {
+            one_turn(
+                &pipe,
+                &sink,
+                &mut carry,
+                &mut scratch.borrow_mut(),
+                &mut report,
+            )
+        });
+        match turn {
+            Turn::Read(n) => {
+                if n >= DEFAULT_PIPE && !grown {
+                    grown = true;
+                    grow(&pipe);
+                }
+                // One read's worth per turn: the other pipes go next.
+                tokio::task::yield_now().await;
+            }
+            Turn::NotReady => {}
+            Turn::End => break,
+        }
+    }
+    if !carry.is_empty() {
+        let mut ranges = Vec::new();
+        push_pieces(&mut ranges, 0, carry.len(), sink.max_payload);
+        report.lines += ranges.len() as u64;
+        report.bytes += carry.len() as u64;
+        sink.store_and_publish(&carry, &ranges, &mut Vec::new());
+    }
+    sink.flush();
+    report
+}
+
+/// Reads once (without waiting) and stores the complete lines read.
+fn one_turn(
+    pipe: &pipe::Receiver,
+    sink: &LogSink,
+    carry: &mut Vec<u8>,
+    scratch: &mut Scratch,
+    report: &mut PumpReport,
+) -> Turn {
+    let Scratch {
+        read: data,
+        ranges,
+        encoded,
+    } = scratch;
+    data.clear();
+    data.extend_from_slice(carry);
+    let scanned = carry.len();
+    data.reserve(READ_CHUNK);
+    let n = match pipe.try_read_buf(data) {
+        Ok(0) => return Turn::End,
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Turn::NotReady,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Turn::NotReady,
+        Err(e) => {
+            tracing::warn!(service = %sink.service, stream = sink.stream.as_str(), "reading an output pipe failed: {e}; storing what was read");
+            return Turn::End;
+        }
+    };
+    let consumed = split_lines(data, scanned, false, sink.max_payload, ranges);
+    carry.clear();
+    carry.extend_from_slice(&data[consumed..]);
+    if carry.is_empty() && carry.capacity() > KEEP_CARRY {
+        *carry = Vec::new();
+    }
+    if !ranges.is_empty() {
+        report.lines += ranges.len() as u64;
+        report.bytes += ranges.iter().map(|(s, e)| (e - s) as u64).sum::<u64>();
+        sink.store_and_publish(data, ranges, encoded);
+    }
+    Turn::Read(n)
+}
+
+/// Gives a chatty service's pipe more room (best effort: failure leaves the
+/// default 64 KiB, which still works).
+fn grow(pipe: &pipe::Receiver) {
     // SAFETY: fcntl on a file descriptor we own, no pointers passed.
     unsafe {
         libc::fcntl(
             pipe.as_raw_fd(),
             libc::F_SETPIPE_SZ,
-            READ_CHUNK as libc::c_int,
+            CHATTY_PIPE as libc::c_int,
         )
     };
-    pump_reader(pipe, sink).await
 }
 
-/// Reads `reader` until EOF (or a read error, which is logged), storing and
-/// publishing every line. Never fails: disk errors are logged by the writer
-/// and the pipe keeps draining so the service never blocks on its output.
-pub async fn pump_reader<R: AsyncRead + Unpin>(mut reader: R, sink: LogSink) -> PumpReport {
-    let sink = Arc::new(sink);
-    let mut report = PumpReport::default();
-    let mut data: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    // data[..scanned] is a partial line: no `\n` in it.
-    let mut scanned = 0;
-    loop {
-        data.reserve(READ_CHUNK.saturating_sub(data.len()));
-        let read = if sink.has_pending() {
-            match tokio::time::timeout(IDLE_FLUSH, reader.read_buf(&mut data)).await {
-                Ok(read) => read,
-                Err(_idle) => {
-                    run_blocking(&sink, |sink| sink.flush()).await;
-                    continue;
-                }
-            }
-        } else {
-            reader.read_buf(&mut data).await
-        };
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!(service = %sink.service, stream = sink.stream.as_str(), "reading output pipe failed: {e}; storing what was read");
-                break;
-            }
-        }
-        let (ranges, consumed) = split_lines(&data, scanned, false);
-        scanned = data.len() - consumed;
-        if ranges.is_empty() {
-            continue;
-        }
-        let batch = LineBatch {
-            data: std::mem::take(&mut data),
-            ranges,
-        };
-        let batch = store_and_publish(&sink, batch, &mut report).await;
-        data = batch.data;
-        data.drain(..consumed);
-    }
-    let (ranges, _) = split_lines(&data, scanned, true);
-    if !ranges.is_empty() {
-        store_and_publish(&sink, LineBatch { data, ranges }, &mut report).await;
-    }
-    run_blocking(&sink, |sink| sink.flush()).await;
-    report
-}
-
-async fn store_and_publish(
-    sink: &Arc<LogSink>,
-    batch: LineBatch,
-    report: &mut PumpReport,
-) -> LineBatch {
-    let now = now_us();
-    report.lines += batch.ranges.len() as u64;
-    report.bytes += batch
-        .ranges
-        .iter()
-        .map(|(s, e)| (e - s) as u64)
-        .sum::<u64>();
-    let (batch, first_ts) = run_blocking(sink, move |sink| {
-        let first_ts = sink.store(now, &batch);
-        (batch, first_ts)
-    })
-    .await;
-    sink.publish(first_ts, &batch);
-    batch
-}
-
-/// Runs `f` on the blocking pool. A panic there is a bug, not an I/O error,
-/// so it is re-raised here rather than hidden.
-async fn run_blocking<T: Send + 'static>(
-    sink: &Arc<LogSink>,
-    f: impl FnOnce(&LogSink) -> T + Send + 'static,
-) -> T {
-    let sink = sink.clone();
-    match tokio::task::spawn_blocking(move || f(&sink)).await {
-        Ok(value) => value,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-/// Cuts `data` into line payload ranges. `data[..scanned]` is known to hold no
-/// `\n`. Lines longer than [`MAX_LINE_BYTES`] become several ranges; so does a
-/// trailing partial line once it exceeds that. At `eof` the partial line is a
-/// range too. Returns the ranges and how many bytes of `data` they consumed.
-pub(crate) fn split_lines(data: &[u8], scanned: usize, eof: bool) -> (Vec<(usize, usize)>, usize) {
-    let mut ranges = Vec::new();
+/// Cuts `data` into line payload ranges (into `ranges`, cleared first).
+/// `data[..scanned]` is known to hold no `\n`. Lines longer than `max` become
+/// several ranges; so does a trailing partial line once it exceeds `max`. At
+/// `eof` the partial line is a range too. Returns how many bytes of `data`
+/// the ranges consumed.
+pub(crate) fn split_lines(
+    data: &[u8],
+    scanned: usize,
+    eof: bool,
+    max: usize,
+    ranges: &mut Vec<(usize, usize)>,
+) -> usize {
+    ranges.clear();
     let mut start = 0;
     for nl in memchr::memchr_iter(b'\n', &data[scanned..]) {
         let end = scanned + nl;
-        push_pieces(&mut ranges, start, end);
+        push_pieces(ranges, start, end, max);
         start = end + 1;
     }
     let rest = data.len() - start;
     if eof && rest > 0 {
-        push_pieces(&mut ranges, start, data.len());
+        push_pieces(ranges, start, data.len(), max);
         start = data.len();
-    } else if rest > MAX_LINE_BYTES {
+    } else if rest > max {
         // Keep the tail under the limit for later; it may end the line.
-        let whole = rest / MAX_LINE_BYTES * MAX_LINE_BYTES;
-        let cut = if whole == rest {
-            whole - MAX_LINE_BYTES
-        } else {
-            whole
-        };
-        push_pieces(&mut ranges, start, start + cut);
+        let whole = rest / max * max;
+        let cut = if whole == rest { whole - max } else { whole };
+        push_pieces(ranges, start, start + cut, max);
         start += cut;
     }
-    (ranges, start)
+    start
 }
 
-fn push_pieces(ranges: &mut Vec<(usize, usize)>, start: usize, end: usize) {
+fn push_pieces(ranges: &mut Vec<(usize, usize)>, start: usize, end: usize, max: usize) {
     if start == end {
         ranges.push((start, end));
         return;
     }
     let mut s = start;
     while s < end {
-        let e = (s + MAX_LINE_BYTES).min(end);
+        let e = (s + max).min(end);
         ranges.push((s, e));
         s = e;
     }
@@ -320,9 +390,14 @@ fn push_pieces(ranges: &mut Vec<(usize, usize)>, start: usize, end: usize) {
 mod tests {
     use super::*;
 
-    fn pieces(data: &[u8], eof: bool) -> (Vec<usize>, usize) {
-        let (ranges, consumed) = split_lines(data, 0, eof);
+    fn pieces_max(data: &[u8], eof: bool, max: usize) -> (Vec<usize>, usize) {
+        let mut ranges = Vec::new();
+        let consumed = split_lines(data, 0, eof, max, &mut ranges);
         (ranges.iter().map(|(s, e)| e - s).collect(), consumed)
+    }
+
+    fn pieces(data: &[u8], eof: bool) -> (Vec<usize>, usize) {
+        pieces_max(data, eof, MAX_LINE_BYTES)
     }
 
     #[test]
@@ -357,11 +432,17 @@ mod tests {
         assert_eq!(pieces(&exact, false), (vec![], 0));
         exact.push(b'\n');
         assert_eq!(pieces(&exact, false).0, vec![MAX_LINE_BYTES]);
+        // A smaller limit (a small max_size) cuts smaller records.
+        assert_eq!(pieces_max(b"abcdefg\nhi", true, 3), (vec![3, 3, 1, 2], 10));
     }
 
     #[test]
     fn scanning_resumes_after_the_known_partial_line() {
-        let data = b"abc\ndef";
-        assert_eq!(split_lines(data, 3, false), (vec![(0, 3)], 4));
+        let mut ranges = Vec::new();
+        assert_eq!(
+            split_lines(b"abc\ndef", 3, false, MAX_LINE_BYTES, &mut ranges),
+            4
+        );
+        assert_eq!(ranges, vec![(0, 3)]);
     }
 }

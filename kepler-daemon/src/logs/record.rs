@@ -16,7 +16,10 @@
 //! lets readers walk backwards from the end with `memrchr`. Lines longer than
 //! [`MAX_LINE_BYTES`] are stored as several records.
 //!
-//! Files are `<service>.stdout.log` and `<service>.stderr.log`; output of
+//! Each stream is stored in at most two segments: the current one,
+//! `<service>.stdout.log` (or `.stderr.log`), and, once `max_size` has made
+//! it rotate, the previous one, `<service>.stdout.log.1`. Every record of the
+//! previous segment is older than every record of the current one. Output of
 //! global hooks goes to the reserved service [`GLOBAL_SERVICE`], which user
 //! services cannot be named since service names start with a letter or digit.
 
@@ -36,20 +39,49 @@ const TS_DIGITS: usize = 16;
 const SERVICE_TAG: &[u8] = b"-";
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// One of the (at most two) files of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Segment {
+    /// Older records, renamed aside by the last rotation.
+    Previous,
+    /// Where new records are appended.
+    Current,
+}
+
+/// The file name of a segment: `<service>.<stream>.log`, plus `.1` for the
+/// previous segment. `None` for a service name that could not be a single
+/// file name (service names are validated at bake; this is the last guard).
+pub fn file_name(service: &str, stream: Stream, segment: Segment) -> Option<String> {
+    if service.is_empty() || service.starts_with('.') || service.contains(['/', '\0']) {
+        return None;
+    }
+    let suffix = match segment {
+        Segment::Current => "",
+        Segment::Previous => ".1",
+    };
+    Some(format!("{service}.{}.log{suffix}", stream.as_str()))
+}
+
+/// The path of a stream's current segment (for tools and tests; the daemon
+/// opens files through the directory fd).
 pub fn log_path(dir: &Path, service: &str, stream: Stream) -> PathBuf {
     dir.join(format!("{service}.{}.log", stream.as_str()))
 }
 
-/// Splits a file name into service and stream, for `<service>.<stream>.log`.
-pub fn parse_file_name(name: &str) -> Option<(&str, Stream)> {
-    let stem = name.strip_suffix(".log")?;
+/// Splits a file name into service, stream and segment, for
+/// `<service>.<stream>.log` and `<service>.<stream>.log.1`.
+pub fn parse_file_name(name: &str) -> Option<(&str, Stream, Segment)> {
+    let (stem, segment) = match name.strip_suffix(".log.1") {
+        Some(stem) => (stem, Segment::Previous),
+        None => (name.strip_suffix(".log")?, Segment::Current),
+    };
     let (service, stream) = if let Some(s) = stem.strip_suffix(".stdout") {
         (s, Stream::Stdout)
     } else {
         (stem.strip_suffix(".stderr")?, Stream::Stderr)
     };
-    // Temp files of a truncation start with a dot.
-    (!service.is_empty() && !service.starts_with('.')).then_some((service, stream))
+    // Temp files start with a dot.
+    (!service.is_empty() && !service.starts_with('.')).then_some((service, stream, segment))
 }
 
 /// The origin field as written to disk.
@@ -252,21 +284,45 @@ mod tests {
     }
 
     #[test]
-    fn file_names_map_to_service_and_stream() {
+    fn file_names_map_to_service_stream_and_segment() {
         assert_eq!(
             parse_file_name("web.stdout.log"),
-            Some(("web", Stream::Stdout))
+            Some(("web", Stream::Stdout, Segment::Current))
+        );
+        assert_eq!(
+            parse_file_name("web.stdout.log.1"),
+            Some(("web", Stream::Stdout, Segment::Previous))
         );
         assert_eq!(
             parse_file_name("a.b.stderr.log"),
-            Some(("a.b", Stream::Stderr))
+            Some(("a.b", Stream::Stderr, Segment::Current))
         );
         assert_eq!(parse_file_name(".web.stdout.log.tmp"), None);
+        assert_eq!(parse_file_name(".web.stdout.log.1.tmp"), None);
         assert_eq!(parse_file_name(".web.stdout.log"), None);
         assert_eq!(parse_file_name("web.log"), None);
+        assert_eq!(parse_file_name("web.stdout.log.2"), None);
+        for segment in [Segment::Current, Segment::Previous] {
+            let name = file_name("web", Stream::Stderr, segment).unwrap();
+            assert_eq!(
+                parse_file_name(&name),
+                Some(("web", Stream::Stderr, segment))
+            );
+        }
         assert_eq!(
             log_path(Path::new("/x"), "_kepler", Stream::Stderr),
             PathBuf::from("/x/_kepler.stderr.log")
         );
+    }
+
+    #[test]
+    fn names_that_are_not_one_file_name_have_no_segment_files() {
+        for bad in ["", "../x", "a/b", ".hidden", "nul\0"] {
+            assert_eq!(
+                file_name(bad, Stream::Stdout, Segment::Current),
+                None,
+                "{bad:?}"
+            );
+        }
     }
 }

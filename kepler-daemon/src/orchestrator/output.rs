@@ -62,11 +62,11 @@ impl Orchestrator {
         let mut pumps = Vec::with_capacity(2);
         if let Some(pipe) = stdout {
             let sink = self.sink(Some(name), Stream::Stdout, Origin::Service);
-            pumps.push(tokio::spawn(logs::pump(pipe, sink)));
+            pumps.push(logs::spawn_pump(pipe, sink));
         }
         if let Some(pipe) = stderr {
             let sink = self.sink(Some(name), Stream::Stderr, Origin::Service);
-            pumps.push(tokio::spawn(logs::pump(pipe, sink)));
+            pumps.push(logs::spawn_pump(pipe, sink));
         }
         self.pumps.insert(name.to_string(), pumps);
     }

@@ -14,19 +14,18 @@ use kepler_protocol::{
     ServerMessage, MAX_FRAME_LEN, MAX_REQUEST_LEN,
 };
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::codec::Framed;
 
 use super::budget::ConnectionTicket;
 use super::handlers::{self, RequestContext};
+use super::outbox::Outbox;
 use super::peer::{self, Caller};
 use crate::daemon::Daemon;
 
 /// A client must say hello within this time or be dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Frames queued for a slow reader before handlers wait.
-const OUTBOX_DEPTH: usize = 1024;
 /// How long in-flight requests get to answer when the daemon shuts down,
 /// and then how long what they answered gets to reach the client: a client
 /// that does not read is dropped after that, so it never holds up a stop.
@@ -61,9 +60,11 @@ pub async fn serve_connection(
 
     let framed = framed.map_codec(|codec| codec.retype::<ClientMessage, ServerMessage>());
     let (mut sink, mut frames) = framed.split();
-    let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_DEPTH);
+    let (outbox, mut outgoing) = Outbox::new();
     let mut writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
+        // Each frame's share of the outbox budget is given back once sent.
+        while let Some(queued) = outgoing.recv().await {
+            let message = queued.message;
             let (id, is_response) = match &message {
                 ServerMessage::Response { id, .. } => (*id, true),
                 ServerMessage::Event { id, .. } => (*id, false),

@@ -10,6 +10,7 @@
 mod budget;
 mod connection;
 pub mod handlers;
+mod outbox;
 pub mod peer;
 
 use std::sync::Arc;

@@ -1,17 +1,28 @@
 //! `kepler logs`: stored output merged in time order, paged through
 //! server-side cursors, or followed live (pushed, never polled).
 
+use futures::FutureExt;
 use kepler_protocol::{ConfigRef, ErrorKind, Event, LogLine, LogRange, Response};
+use tokio::sync::watch;
 
 use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config::BakedConfig;
 use crate::config_actor::{ActorError, ConfigHandle};
-use crate::logs::{self, FollowEvent, LogCursorId, LogStore};
+use crate::logs::{self, FollowEvent, LogCursorId, LogStore, PageLimit};
 
 /// Lines per page of a paged read (a page also stops at
-/// [`logs::cursor::PAGE_TEXT_BYTES`]) and per event of a follow's backlog.
+/// [`logs::cursor::PAGE_TEXT_BYTES`]).
 const PAGE: usize = 50_000;
+/// A follow's backlog goes in events of at most this many lines and bytes of
+/// text: smaller than a cursor page, since a follow's client may stop reading
+/// while an event is prepared, queued and in the writer.
+const BACKLOG_EVENT_LINES: usize = 10_000;
+const BACKLOG_EVENT_BYTES: usize = 1024 * 1024;
+/// Live lines gathered into one event of a follow, at most (and at most
+/// [`LIVE_EVENT_BYTES`] of text): whatever has arrived since the last event.
+const LIVE_EVENT_LINES: usize = 1_000;
+const LIVE_EVENT_BYTES: usize = 256 * 1024;
 /// The longest `--tail` answered in one message: even lines of the longest
 /// record (64 KiB) fit in a frame.
 const DIRECT_LINES: usize = 200;
@@ -70,21 +81,24 @@ pub async fn handle(
     if follow {
         return follow_logs(ctx, &handle, services, range, include_hooks).await;
     }
-    let dir = store.dir().to_path_buf();
     // A short tail is answered at once (the common `--tail 100` needs no
     // cursor); anything that could outgrow a message goes through a cursor,
     // page by page, like a whole log.
     let page = match range {
         LogRange::Tail(n) if n <= DIRECT_LINES => {
-            tokio::task::spawn_blocking(move || logs::tail(&dir, &services, n, include_hooks))
-                .await
-                .map_err(failed)?
-                .map_err(failed)?
+            let reader = store.clone();
+            tokio::task::spawn_blocking(move || {
+                logs::tail(reader.dir(), &services, n, include_hooks)
+            })
+            .await
+            .map_err(failed)?
+            .map_err(failed)?
         }
         LogRange::Tail(n) => {
             let wanted = services.clone();
+            let reader = store.clone();
             let start = tokio::task::spawn_blocking(move || {
-                logs::tail_start(&dir, &wanted, n, include_hooks)
+                logs::tail_start(reader.dir(), &wanted, n, include_hooks)
             })
             .await
             .map_err(failed)?
@@ -162,45 +176,94 @@ async fn follow_logs(
 ) -> Result<Response, ActorError> {
     let store: &LogStore = handle.logs();
     let config = handle.config();
-    let backlog = match range {
+    let backlog_lines = match range {
         LogRange::Tail(n) => n,
         LogRange::All | LogRange::Head(_) => FOLLOW_BACKLOG,
     };
-    let (lines, mut follower) = store
-        .follow(&services, backlog, include_hooks)
+    let (mut backlog, mut follower) = store
+        .follow(&services, backlog_lines, include_hooks)
         .await
         .map_err(failed)?;
-    // The backlog goes in events of at most a page's lines and text.
-    let mut chunk: Vec<LogLine> = Vec::new();
-    let mut text = 0;
-    for line in lines {
-        if chunk.len() >= PAGE || text >= logs::cursor::PAGE_TEXT_BYTES {
-            if !ctx.emit(Event::Logs(std::mem::take(&mut chunk))).await {
-                return Ok(Response::Done);
-            }
-            text = 0;
-        }
-        text += line.bytes.len();
-        chunk.push(wire_line(line, &config));
-    }
-    if !chunk.is_empty() && !ctx.emit(Event::Logs(chunk)).await {
-        return Ok(Response::Done);
-    }
     let mut closing = ctx.daemon.closing_connections();
+    // The stored lines, a page per event, each read when the last one left.
+    let page = PageLimit {
+        lines: BACKLOG_EVENT_LINES,
+        text_bytes: BACKLOG_EVENT_BYTES,
+    };
     loop {
-        let event = tokio::select! {
+        let (next, rest) = tokio::task::spawn_blocking(move || {
+            let next = backlog.next_page(page);
+            (next, backlog)
+        })
+        .await
+        .map_err(failed)?;
+        backlog = rest;
+        match next.map_err(failed)? {
+            Some(mut batch) => {
+                batch.mark_show_time(|service| config.log_config(service).timestamp);
+                if !emit(ctx, &mut closing, Event::Logs(batch.to_lines())).await {
+                    return Ok(Response::Done);
+                }
+            }
+            None => break,
+        }
+    }
+    drop(backlog);
+    loop {
+        let first = tokio::select! {
             event = follower.next() => event,
             _ = crate::daemon::raised(&mut closing) => return Ok(Response::Done),
         };
-        let event = match event {
-            Some(FollowEvent::Line(line)) => Event::Logs(vec![wire_line(line, &config)]),
-            Some(FollowEvent::Missed(n)) => Event::Progress {
-                message: format!("({n} lines were written too fast to follow; they are stored)"),
-            },
-            None => return Ok(Response::Done),
-        };
-        if !ctx.emit(event).await {
+        // What has arrived meanwhile goes in the same event.
+        let mut lines = Vec::new();
+        let mut text = 0;
+        let mut gap = None;
+        let mut event = first;
+        loop {
+            match event {
+                Some(FollowEvent::Line(line)) => {
+                    text += line.bytes.len();
+                    lines.push(wire_line(line, &config));
+                }
+                Some(FollowEvent::Missed(n)) => {
+                    gap = Some(n);
+                    break;
+                }
+                None => break,
+            }
+            if lines.len() >= LIVE_EVENT_LINES || text >= LIVE_EVENT_BYTES {
+                break;
+            }
+            match follower.next().now_or_never() {
+                Some(next) => event = next,
+                None => break,
+            }
+        }
+        let ended = lines.is_empty() && gap.is_none();
+        if !lines.is_empty() && !emit(ctx, &mut closing, Event::Logs(lines)).await {
             return Ok(Response::Done);
         }
+        if let Some(n) = gap {
+            let message = format!(
+                "({n} lines were written while this client was not reading; those still stored are in `kepler logs`)"
+            );
+            if !emit(ctx, &mut closing, Event::Progress { message }).await {
+                return Ok(Response::Done);
+            }
+        }
+        if ended {
+            return Ok(Response::Done);
+        }
+    }
+}
+
+/// Pushes an event, waiting for room in the connection's outbox; false when
+/// the client is gone or the daemon closes connections. A client that stops
+/// reading holds its follow here, while its follower drops what it cannot
+/// keep (told as a gap once the client reads again).
+async fn emit(ctx: &RequestContext, closing: &mut watch::Receiver<bool>, event: Event) -> bool {
+    tokio::select! {
+        sent = ctx.emit(event) => sent,
+        _ = crate::daemon::raised(closing) => false,
     }
 }

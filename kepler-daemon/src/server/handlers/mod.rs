@@ -15,8 +15,8 @@ mod stop;
 use std::sync::Arc;
 
 use kepler_protocol::{ErrorKind, Event, Request, RequestId, Response, ServerMessage};
-use tokio::sync::mpsc;
 
+use super::outbox::Outbox;
 use super::Caller;
 use crate::config_actor::ActorError;
 use crate::daemon::Daemon;
@@ -34,7 +34,7 @@ pub struct RequestContext {
     pub id: RequestId,
     pub daemon: Arc<Daemon>,
     pub caller: Arc<Caller>,
-    outbox: mpsc::Sender<ServerMessage>,
+    outbox: Outbox,
 }
 
 impl RequestContext {
@@ -42,7 +42,7 @@ impl RequestContext {
         id: RequestId,
         daemon: Arc<Daemon>,
         caller: Arc<Caller>,
-        outbox: mpsc::Sender<ServerMessage>,
+        outbox: Outbox,
     ) -> Self {
         RequestContext {
             id,

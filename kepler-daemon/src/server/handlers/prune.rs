@@ -124,7 +124,7 @@ async fn prune_one(
             entry.note = format!("{still} service(s) still running; not removed");
             return Ok(Some(entry));
         }
-        registry.unload(handle);
+        registry.unload(handle).await;
     }
     match configs.remove_tree(name) {
         Ok(()) => {

@@ -1,0 +1,412 @@
+//! Reading from the newest record back: `--tail`, where a long tail starts,
+//! and the newest timestamp of a directory. Each stream is walked backwards
+//! in blocks through its current segment and then its previous one, and the
+//! streams are merged newest first, so the cost follows the number of lines
+//! asked for, not the size of the files, and memory is one block per stream
+//! whatever that number is.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::dir::LogDir;
+use super::record::{self, Record};
+use super::segments::{self, StreamFiles};
+use super::{LogError, LogLine, Stream};
+
+/// Bytes read per step when walking a file backwards.
+const BACK_BLOCK: usize = 64 * 1024;
+
+/// Records of a file from the last to the first.
+pub(crate) struct BackwardRecords {
+    file: File,
+    /// File offset of `buf[0]`.
+    pos: u64,
+    /// Unreturned bytes before the last returned record; ends with `\n`
+    /// once trimmed.
+    buf: Vec<u8>,
+    /// Length of `buf` to keep on the next call (drops the returned record).
+    keep: usize,
+    trimmed: bool,
+}
+
+impl BackwardRecords {
+    pub(crate) fn new(file: File) -> io::Result<Self> {
+        let pos = file.metadata()?.len();
+        Ok(BackwardRecords {
+            file,
+            pos,
+            buf: Vec::new(),
+            keep: 0,
+            trimmed: false,
+        })
+    }
+
+    /// Prepends the block before `pos`. A file that shrank under us (it was
+    /// cleared) reads as ending where it now ends.
+    fn read_block(&mut self) -> io::Result<()> {
+        let size = (self.pos as usize).min(BACK_BLOCK);
+        let start = self.pos - size as u64;
+        let mut block = vec![0; size + self.buf.len()];
+        if let Err(e) = self.file.read_exact_at(&mut block[..size], start) {
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                return Err(e);
+            }
+            self.buf.clear();
+            self.keep = 0;
+            self.pos = 0;
+            return Ok(());
+        }
+        block[size..].copy_from_slice(&self.buf);
+        self.buf = block;
+        self.pos = start;
+        Ok(())
+    }
+
+    /// Drops bytes after the last `\n`: a write in progress.
+    fn trim(&mut self) -> io::Result<()> {
+        loop {
+            if let Some(i) = memchr::memrchr(b'\n', &self.buf) {
+                self.buf.truncate(i + 1);
+                break;
+            }
+            if self.pos == 0 {
+                self.buf.clear();
+                break;
+            }
+            self.read_block()?;
+        }
+        self.trimmed = true;
+        self.keep = self.buf.len();
+        Ok(())
+    }
+
+    /// The previous record, without its `\n`.
+    pub(crate) fn next_record(&mut self) -> io::Result<Option<&[u8]>> {
+        if !self.trimmed {
+            self.trim()?;
+        }
+        self.buf.truncate(self.keep);
+        loop {
+            let Some(body_end) = self.buf.len().checked_sub(1) else {
+                if self.pos == 0 {
+                    return Ok(None);
+                }
+                self.read_block()?;
+                continue;
+            };
+            match memchr::memrchr(b'\n', &self.buf[..body_end]) {
+                Some(i) => {
+                    self.keep = i + 1;
+                    return Ok(Some(&self.buf[i + 1..body_end]));
+                }
+                None if self.pos == 0 => {
+                    self.keep = 0;
+                    return Ok(Some(&self.buf[..body_end]));
+                }
+                None => self.read_block()?,
+            }
+        }
+    }
+}
+
+/// One stream read backwards over its segments, with the record at hand
+/// decoded (and copied, since the merge needs it while others advance).
+struct BackwardStream {
+    service: String,
+    stream: Stream,
+    /// Newest segment last, so `pop` gives the next one to walk.
+    pending: Vec<File>,
+    records: Option<BackwardRecords>,
+    include_hooks: bool,
+    /// The newest record not yet taken.
+    head: Option<Held>,
+    /// Timestamp of the last record walked: an older segment repeating it
+    /// (a crash in the middle of a migration) is skipped.
+    oldest_seen: u64,
+}
+
+struct Held {
+    timestamp_us: u64,
+    hook: Option<Box<[u8]>>,
+    payload: Vec<u8>,
+}
+
+impl BackwardStream {
+    fn new(files: StreamFiles, include_hooks: bool) -> Self {
+        BackwardStream {
+            service: files.service,
+            stream: files.stream,
+            pending: files.files,
+            records: None,
+            include_hooks,
+            head: None,
+            oldest_seen: u64::MAX,
+        }
+    }
+
+    /// Moves `head` to the next older wanted record; `keep_bytes` false
+    /// keeps only its timestamp.
+    fn advance(&mut self, keep_bytes: bool) -> io::Result<()> {
+        self.head = None;
+        loop {
+            let records = match &mut self.records {
+                Some(records) => records,
+                None => match self.pending.pop() {
+                    Some(file) => self.records.insert(BackwardRecords::new(file)?),
+                    None => return Ok(()),
+                },
+            };
+            let Some(raw) = records.next_record()? else {
+                self.records = None;
+                continue;
+            };
+            let Some(rec) = record::parse(raw) else {
+                continue;
+            };
+            if rec.timestamp_us >= self.oldest_seen {
+                continue;
+            }
+            self.oldest_seen = rec.timestamp_us;
+            if self.include_hooks || rec.hook.is_none() {
+                self.head = Some(Held {
+                    timestamp_us: rec.timestamp_us,
+                    hook: if keep_bytes {
+                        rec.hook.map(Into::into)
+                    } else {
+                        None
+                    },
+                    payload: if keep_bytes {
+                        rec.payload.to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                });
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Heap entry: the stream whose held record is newest comes out first.
+struct Newest(u64, usize);
+
+impl PartialEq for Newest {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Newest {}
+impl PartialOrd for Newest {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Newest {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// Hands the newest `n` wanted records of the selected services to `take`,
+/// newest first, merged over every stream.
+fn walk_newest(
+    dir: &LogDir,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+    keep_bytes: bool,
+    mut take: impl FnMut(&BackwardStream, Held),
+) -> Result<(), LogError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut streams = Vec::new();
+    let mut heap = BinaryHeap::new();
+    for (service, stream) in segments::select(dir, services)? {
+        let files = segments::open_stream(dir, &service, stream)?;
+        let mut walker = BackwardStream::new(files, include_hooks);
+        let path = dir.display_path(&service);
+        walker.advance(keep_bytes).map_err(super::io_error(&path))?;
+        if let Some(head) = &walker.head {
+            heap.push(Newest(head.timestamp_us, streams.len()));
+        }
+        streams.push(walker);
+    }
+    for _ in 0..n {
+        let Some(Newest(_, i)) = heap.pop() else {
+            break;
+        };
+        let walker = &mut streams[i];
+        let held = walker.head.take().expect("a queued stream holds a record");
+        take(walker, held);
+        let path = dir.display_path(&walker.service);
+        walker.advance(keep_bytes).map_err(super::io_error(&path))?;
+        if let Some(head) = &walker.head {
+            heap.push(Newest(head.timestamp_us, i));
+        }
+    }
+    Ok(())
+}
+
+/// The newest `n` lines of the selected services (empty: all) over stdout and
+/// stderr, merged by timestamp, oldest first.
+pub fn tail(
+    dir: &LogDir,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+) -> Result<Vec<LogLine>, LogError> {
+    let mut lines = Vec::new();
+    walk_newest(dir, services, n, include_hooks, true, |walker, held| {
+        let rec = Record {
+            timestamp_us: held.timestamp_us,
+            hook: held.hook.as_deref(),
+            payload: &[],
+        };
+        lines.push(LogLine {
+            service: walker.service.clone(),
+            stream: walker.stream,
+            origin: rec.origin(),
+            timestamp_us: held.timestamp_us,
+            bytes: held.payload,
+        });
+    })?;
+    lines.reverse();
+    Ok(lines)
+}
+
+/// The timestamp of the oldest of the newest `n` lines, where a tail of
+/// `n` lines starts; `None` when there are no lines. Its memory does not
+/// depend on `n`.
+pub fn tail_start(
+    dir: &LogDir,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+) -> Result<Option<u64>, LogError> {
+    Ok(tail_window(dir, services, n, include_hooks)?.0)
+}
+
+/// [`tail_start`] and how many lines the tail holds (fewer than `n` when
+/// fewer are stored).
+pub(crate) fn tail_window(
+    dir: &LogDir,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+) -> Result<(Option<u64>, usize), LogError> {
+    let mut oldest = None;
+    let mut count = 0;
+    walk_newest(dir, services, n, include_hooks, false, |_, held| {
+        oldest = Some(held.timestamp_us);
+        count += 1;
+    })?;
+    Ok((oldest, count))
+}
+
+/// Each selected stream's newest timestamp, hook lines included.
+pub(crate) fn newest_per_stream(
+    dir: &LogDir,
+    services: &[String],
+) -> Result<Vec<(String, Stream, u64)>, LogError> {
+    let mut newest = Vec::new();
+    for (service, stream) in segments::select(dir, services)? {
+        let files = segments::open_stream(dir, &service, stream)?;
+        let mut walker = BackwardStream::new(files, true);
+        let path = dir.display_path(&service);
+        walker.advance(false).map_err(super::io_error(&path))?;
+        if let Some(head) = walker.head {
+            newest.push((service, stream, head.timestamp_us));
+        }
+    }
+    Ok(newest)
+}
+
+/// The newest timestamp stored in `dir` (0 when empty).
+pub(crate) fn newest_timestamp(dir: &LogDir) -> Result<u64, LogError> {
+    let mut newest = 0;
+    walk_newest(dir, &[], 1, true, false, |_, held| {
+        newest = held.timestamp_us;
+    })?;
+    Ok(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::record::encode;
+    use std::io::Write;
+
+    fn file_with(records: &[(u64, &[u8])], trailing: &[u8]) -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.stdout.log");
+        let mut data = Vec::new();
+        for (ts, payload) in records {
+            encode(&mut data, *ts, b"-", payload);
+        }
+        data.extend_from_slice(trailing);
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(&data))
+            .expect("write");
+        let file = File::open(&path).expect("open");
+        (dir, file)
+    }
+
+    #[test]
+    fn backward_reader_crosses_blocks_and_ignores_a_write_in_progress() {
+        let big = vec![b'b'; BACK_BLOCK + 100];
+        let recs: Vec<(u64, &[u8])> = vec![(1, b"first"), (2, &big), (3, b""), (4, b"last")];
+        let (_dir, file) = file_with(&recs, b"0000000000000005 - parti");
+        let mut records = BackwardRecords::new(file).expect("meta");
+        let mut got = Vec::new();
+        while let Some(raw) = records.next_record().expect("read") {
+            got.push(record::parse(raw).expect("record").payload.to_vec());
+        }
+        assert_eq!(got, vec![b"last".to_vec(), vec![], big, b"first".to_vec()]);
+    }
+
+    fn dir_with(files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, LogDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for (name, data) in files {
+            std::fs::write(tmp.path().join(name), data).expect("write");
+        }
+        let dir = LogDir::open(tmp.path()).expect("open");
+        (tmp, dir)
+    }
+
+    #[test]
+    fn a_tail_starts_at_the_oldest_of_the_newest_lines_over_all_files_and_segments() {
+        let (mut out, mut out_prev, mut err) = (Vec::new(), Vec::new(), Vec::new());
+        for ts in 1..=10u64 {
+            let file = match ts {
+                _ if ts % 2 == 0 => &mut err,
+                1..=4 => &mut out_prev,
+                _ => &mut out,
+            };
+            let tag: &[u8] = if ts == 9 { b"post_exit" } else { b"-" };
+            encode(file, ts, tag, b"x");
+        }
+        let (_tmp, dir) = dir_with(&[
+            ("a.stdout.log", out),
+            ("a.stdout.log.1", out_prev),
+            ("a.stderr.log", err),
+        ]);
+        let start = |n, hooks| tail_start(&dir, &[], n, hooks).expect("read");
+        assert_eq!(start(3, true), Some(8));
+        assert_eq!(start(3, false), Some(7), "the hook's line does not count");
+        assert_eq!(start(8, true), Some(3), "into the previous segment");
+        assert_eq!(start(100, true), Some(1));
+        assert_eq!(start(usize::MAX, true), Some(1));
+        assert_eq!(start(0, true), None);
+        let lines = tail(&dir, &[], 8, true).expect("read");
+        let stamps: Vec<u64> = lines.iter().map(|l| l.timestamp_us).collect();
+        assert_eq!(stamps, (3..=10).collect::<Vec<_>>());
+        assert_eq!(newest_timestamp(&dir).expect("read"), 10);
+        let (_tmp, empty) = dir_with(&[]);
+        assert_eq!(tail_start(&empty, &[], 5, true).expect("read"), None);
+        assert_eq!(newest_timestamp(&empty).expect("read"), 0);
+    }
+}
