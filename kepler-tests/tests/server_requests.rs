@@ -133,6 +133,7 @@ async fn a_connection_with_a_stream_open_is_not_idle() {
         range: LogRange::All,
         include_hooks: true,
         follow: true,
+        filter: Default::default(),
     };
     send(&mut frames, 2, follow).await;
     let first = tokio::time::timeout(Duration::from_secs(10), frames.next()).await;

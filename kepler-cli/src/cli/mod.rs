@@ -5,6 +5,7 @@
 
 mod duration;
 mod signal;
+mod time_bound;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +17,7 @@ pub use crate::bridges::import::Format as ImportFormat;
 
 pub use duration::parse_duration;
 pub use signal::parse_signal;
+pub use time_bound::{now_us, parse_time_bound, TimeBound};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -187,6 +189,20 @@ pub struct LogsArgs {
     /// One JSON object per line: time, service, replica, stream, hook, line.
     #[arg(long)]
     pub json: bool,
+    /// Only lines stored since T: a duration meaning that long ago (10m,
+    /// 1h30m, 2d) or an RFC 3339 time (2026-11-23T18:00:00Z).
+    #[arg(long, value_name = "T", value_parser = parse_time_bound)]
+    pub since: Option<TimeBound>,
+    /// Only lines stored until T (same forms as --since).
+    #[arg(long, value_name = "T", value_parser = parse_time_bound)]
+    pub until: Option<TimeBound>,
+    /// Only lines matching PATTERN, a regular expression (Rust's regex
+    /// syntax), matched against each line by the daemon.
+    #[arg(long, value_name = "PATTERN")]
+    pub grep: Option<String>,
+    /// With --grep: ignore case.
+    #[arg(short = 'i', long, requires = "grep")]
+    pub ignore_case: bool,
     /// Services to show (default: all).
     pub services: Vec<String>,
 }
@@ -325,6 +341,39 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kepler").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn logs_takes_time_bounds_and_a_pattern() {
+        match parse(&[
+            "logs",
+            "--since",
+            "10m",
+            "--until",
+            "2001-09-09T01:46:40Z",
+            "--grep",
+            "err(or)?",
+            "-i",
+            "--tail",
+            "5",
+            "--json",
+            "web",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Logs(args) => {
+                assert_eq!(args.since, Some(TimeBound::Ago(Duration::from_secs(600))));
+                assert_eq!(args.until, Some(TimeBound::At(1_000_000_000_000_000)));
+                assert_eq!(args.grep.as_deref(), Some("err(or)?"));
+                assert!(args.ignore_case && args.json);
+                assert_eq!(args.tail, Some(5));
+            }
+            other => panic!("expected logs, got {other:?}"),
+        }
+        let err = parse(&["logs", "--since", "yesterday"]).unwrap_err();
+        assert!(err.to_string().contains("yesterday"), "{err}");
+        assert!(parse(&["logs", "-i"]).is_err(), "-i needs --grep");
     }
 
     #[test]

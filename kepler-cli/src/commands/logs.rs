@@ -11,28 +11,30 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use kepler_protocol::{LogRange, Request, Response, ServerMessage};
+use kepler_protocol::{check_grep, LogFilter, LogRange, Request, Response, ServerMessage};
 
-use crate::cli::LogsArgs;
+use crate::cli::{now_us, LogsArgs};
 use crate::client::{into_result, Client};
 use crate::config_ref::config_ref;
 use crate::line_output::LineFormat;
 
 pub async fn run(file: Option<&Path>, args: LogsArgs) -> Result<ExitCode> {
     let config = config_ref(file)?;
-    let mut client = Client::connect().await?;
     let range = match (args.head, args.tail) {
         (Some(n), _) => LogRange::Head(n),
         (_, Some(n)) => LogRange::Tail(n),
         _ => LogRange::All,
     };
     let printer = LineFormat::for_stdout(args.raw, args.json, args.timestamps);
+    let filter = log_filter(&args, now_us())?;
+    let mut client = Client::connect().await?;
     let request = Request::Logs {
         config: config.clone(),
         services: args.services,
         range,
         include_hooks: !args.no_hook,
         follow: args.follow,
+        filter,
     };
     if args.follow {
         return follow(&mut client, request, printer).await;
@@ -103,4 +105,25 @@ async fn follow(client: &mut Client, request: Request, printer: LineFormat) -> R
             _ => {}
         }
     }
+}
+
+/// `--since`, `--until` and `--grep` as the daemon takes them: times fixed
+/// to moments (durations count back from `now_us`), checked before sending.
+fn log_filter(args: &LogsArgs, now_us: u64) -> Result<LogFilter> {
+    let since_us = args.since.map(|t| t.resolve(now_us));
+    let until_us = args.until.map(|t| t.resolve(now_us));
+    if let (Some(since), Some(until)) = (since_us, until_us) {
+        if since > until {
+            bail!("--since is after --until: no line can be in between");
+        }
+    }
+    if let Some(pattern) = &args.grep {
+        check_grep(pattern).map_err(anyhow::Error::msg)?;
+    }
+    Ok(LogFilter {
+        since_us,
+        until_us,
+        grep: args.grep.clone(),
+        ignore_case: args.ignore_case,
+    })
 }

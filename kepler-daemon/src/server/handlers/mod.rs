@@ -135,7 +135,8 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             range,
             include_hooks,
             follow,
-        } => logs::handle(&ctx, config, services, range, include_hooks, follow)
+            filter,
+        } => logs::handle(&ctx, config, services, range, include_hooks, follow, filter)
             .await
             .unwrap_or_else(error_response),
         Request::LogsPage { config, cursor } => logs::page(&ctx, config, cursor)
