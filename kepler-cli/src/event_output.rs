@@ -190,6 +190,7 @@ mod tests {
             hook: hook.map(Into::into),
             stderr,
             show_time: false,
+            replica: None,
             timestamp_us: 0,
             bytes: bytes.to_vec(),
         })
@@ -202,6 +203,7 @@ mod tests {
             hook: None,
             stderr: false,
             show_time: true,
+            replica: None,
             timestamp_us: 1_000_000_000_123_456,
             bytes: b"one\ntwo".to_vec(),
         });

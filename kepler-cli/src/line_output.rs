@@ -3,7 +3,9 @@
 //! as one JSON object per line (`--json`).
 //!
 //! JSON lines have `time` (RFC 3339, UTC, microseconds), `service`,
-//! `replica` (for an instance of a replicated service), `stream` (`stdout`
+//! `replica` (for an instance of a replicated service, whose `service` is
+//! then the replicated one; the daemon says which origins are instances),
+//! `stream` (`stdout`
 //! or `stderr`), `hook` (when a hook wrote it) and `line` (the text, made
 //! valid UTF-8). Kepler's own notes (state changes, progress) are lines of
 //! the service `kepler` in JSON and are left out of `--raw`, which holds
@@ -54,12 +56,12 @@ impl LineFormat {
     }
 }
 
-/// The instance number of a line's origin, when it is an instance of a
-/// replicated service. The one place that derives JSON's `replica`: log
-/// origins do not carry one yet (replicas, #18 item 2, are being added on
-/// another branch); once they do, read it from the origin here.
-pub fn replica_of(_service: &str) -> Option<u32> {
-    None
+/// The service JSON names for an origin: the replicated service for one of
+/// its instances (`web` for `web.2`, instance 2), else the origin's name.
+fn json_service(service: &str, replica: Option<u32>) -> &str {
+    replica
+        .and_then(|i| service.strip_suffix(&format!(".{i}")))
+        .unwrap_or(service)
 }
 
 /// One line as JSON, fields in this order.
@@ -100,18 +102,13 @@ impl LineFormat {
             }
             LineFormat::Raw => batch.iter().try_for_each(|line| write_raw(out, line.bytes)),
             LineFormat::Json => {
-                let replicas: Vec<Option<u32>> = batch
-                    .sources()
-                    .iter()
-                    .map(|s| replica_of(&s.service))
-                    .collect();
                 for line in batch {
                     let source = line.source;
                     write_json(
                         out,
                         line.timestamp_us,
-                        &source.service,
-                        replicas[line.source_id as usize],
+                        json_service(&source.service, source.replica),
+                        source.replica,
                         source.stderr,
                         source.hook.as_deref(),
                         line.bytes,
@@ -141,8 +138,8 @@ impl LineFormat {
                     write_json(
                         out,
                         line.timestamp_us,
-                        &line.service,
-                        replica_of(&line.service),
+                        json_service(&line.service, line.replica),
+                        line.replica,
                         line.stderr,
                         line.hook.as_deref(),
                         part,
@@ -220,6 +217,7 @@ mod tests {
             hook: hook.map(String::from),
             stderr,
             show_time: false,
+            replica: None,
             timestamp_us: 1_000_000_000_123_456,
             bytes: bytes.to_vec(),
         }
@@ -332,6 +330,7 @@ mod tests {
                 hook: hook.map(String::from),
                 stderr: *stderr,
                 show_time: *service == "db",
+                replica: None,
                 timestamp_us: 0,
                 bytes: bytes.to_vec(),
             })
@@ -346,6 +345,34 @@ mod tests {
             text,
             "web | up\n1970-01-01T00:00:00.000000Z db[pre_start] | migrating\nweb | caf\u{fffd}\n\
              web | one\nweb | two\n"
+        );
+    }
+
+    #[test]
+    fn an_instance_of_a_replicated_service_is_its_service_and_replica_in_json() {
+        let mut instance = line("web.2", None, false, b"hello");
+        instance.replica = Some(2);
+        let batch: LogBatch = [instance.clone(), line("db.1", None, false, b"plain")]
+            .into_iter()
+            .collect();
+        let text = written(LineFormat::Json, |f, out| {
+            f.write_batch(out, &batch).unwrap()
+        });
+        let values: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(values[0]["service"], "web");
+        assert_eq!(values[0]["replica"], 2);
+        // A service named with a dot that is no instance keeps its name.
+        assert_eq!(values[1]["service"], "db.1");
+        assert!(values[1].get("replica").is_none());
+        let text = written(LineFormat::Json, |f, out| {
+            f.write_line(out, &instance).unwrap()
+        });
+        assert!(
+            text.contains("\"service\":\"web\",\"replica\":2,"),
+            "{text}"
         );
     }
 }

@@ -75,6 +75,7 @@ async fn raw_logs_are_the_bytes_the_service_wrote() {
             hook: None,
             stderr: false,
             show_time: false,
+            replica: None,
             timestamp_us: 1,
             bytes: bytes.to_vec(),
         };

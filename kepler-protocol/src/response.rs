@@ -190,6 +190,9 @@ pub struct LogLine {
     /// The service asks for its lines to be shown with their time
     /// (`logs.timestamp: true`).
     pub show_time: bool,
+    /// The instance number, when `service` is an instance of a replicated
+    /// service (`web.2` is instance 2 of `web`).
+    pub replica: Option<u32>,
     /// Raw bytes; shown lossily when they are not UTF-8. Encoded as one
     /// byte string, not a sequence of numbers (a large log is mostly this).
     #[serde(with = "serde_bytes")]

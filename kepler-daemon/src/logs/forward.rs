@@ -354,6 +354,7 @@ impl LogMerge {
                         stderr: source.stream == Stream::Stderr,
                         // Set by whoever sends the page, who knows the config.
                         show_time: false,
+                        replica: None,
                     });
                     ids[i].push((hook.map(Into::into), id));
                     id

@@ -380,8 +380,9 @@ pub fn clear_all(dir: &LogDir) -> Result<(), LogError> {
 
 impl LogLine {
     /// The line as sent to clients; `show_time` when its service asks for
-    /// its lines to be shown with their time (`logs.timestamp`).
-    pub fn into_wire(self, show_time: bool) -> kepler_protocol::LogLine {
+    /// its lines to be shown with their time (`logs.timestamp`), `replica`
+    /// when it is an instance of a replicated service.
+    pub fn into_wire(self, show_time: bool, replica: Option<u32>) -> kepler_protocol::LogLine {
         kepler_protocol::LogLine {
             service: self.service,
             hook: match self.origin {
@@ -390,6 +391,7 @@ impl LogLine {
             },
             stderr: self.stream == Stream::Stderr,
             show_time,
+            replica,
             timestamp_us: self.timestamp_us,
             bytes: self.bytes,
         }

@@ -231,7 +231,8 @@ where
             match held_log.take().expect("held") {
                 FollowEvent::Line(line) => {
                     let show_time = config.log_config(&line.service).timestamp;
-                    Event::Log(line.into_wire(show_time))
+                    let replica = config.replica_of(&line.service);
+                    Event::Log(line.into_wire(show_time, replica))
                 }
                 FollowEvent::Missed(missed) => Event::Progress {
                     message: format!(

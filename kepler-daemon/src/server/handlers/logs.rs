@@ -39,7 +39,14 @@ fn failed(e: impl std::fmt::Display) -> ActorError {
 /// `logs.timestamp` asks for it.
 fn wire_line(line: logs::LogLine, config: &BakedConfig) -> LogLine {
     let show_time = config.log_config(&line.service).timestamp;
-    line.into_wire(show_time)
+    let replica = config.replica_of(&line.service);
+    line.into_wire(show_time, replica)
+}
+
+/// Marks a page's origins as its config says: time shown, replica.
+fn mark_origins(batch: &mut kepler_protocol::LogBatch, config: &BakedConfig) {
+    batch.mark_show_time(|service| config.log_config(service).timestamp);
+    batch.mark_replicas(|service| config.replica_of(service));
 }
 
 /// Unknown service names are an error listing the config's services.
@@ -177,8 +184,7 @@ async fn next_page(handle: &ConfigHandle, id: LogCursorId) -> Result<Response, A
         store.cursors().close(id);
     }
     let config = handle.config();
-    page.lines
-        .mark_show_time(|service| config.log_config(service).timestamp);
+    mark_origins(&mut page.lines, &config);
     Ok(Response::LogPage {
         lines: page.lines,
         cursor: page.more.then_some(id.0),
@@ -226,7 +232,7 @@ async fn follow_logs(
         backlog = rest;
         match next.map_err(failed)? {
             Some(mut batch) => {
-                batch.mark_show_time(|service| config.log_config(service).timestamp);
+                mark_origins(&mut batch, &config);
                 if !emit(ctx, &mut closing, Event::Logs(batch.to_lines())).await {
                     return Ok(Response::Done);
                 }
