@@ -10,6 +10,7 @@ use super::config_access::{config_for, loaded_config};
 use super::start::wait_showing_progress;
 use super::RequestContext;
 use crate::config_actor::{ActorError, ConfigHandle};
+use crate::config_identity::identify;
 use crate::events::StateChange;
 use crate::orchestrator::modes::{self, Subscriptions};
 use crate::orchestrator::StartPlan;
@@ -89,7 +90,9 @@ async fn set_up(
     options: RunOptions,
     client: Option<oneshot::Receiver<()>>,
 ) -> Result<Running, ActorError> {
-    let lease = ctx.daemon.runs().claim(&config.path, ctx.caller.pid)?;
+    // Held by the config's one name, whatever path the request gave.
+    let file = identify(&ctx.caller, &config.path).await?;
+    let lease = ctx.daemon.runs().claim(&file.path, ctx.caller.pid)?;
     let handle = fresh_config(&ctx, &config, sys_env).await?;
     let Begun {
         mut subscriptions,

@@ -30,8 +30,9 @@ pub async fn handle(
         Verb::Start => "start",
         Verb::Restart => "restart",
     };
-    ctx.daemon.runs().refuse_if_held(&config.path, verb_name)?;
     let handle = config_for(ctx, &config, &sys_env).await?;
+    // By the config's one name, whatever path the request gave.
+    ctx.daemon.runs().refuse_if_held(handle.path(), verb_name)?;
     // An attached start lasts as long as its services: keep nothing of the
     // caller's environment for that long.
     drop(sys_env);

@@ -25,14 +25,16 @@ pub async fn handle(
              removes the config's stored state; run `kepler stop --clean` without service names",
         ));
     }
-    if clean {
-        // A run removes its state itself once its services have ended.
-        ctx.daemon.runs().refuse_if_held(&config.path, "clean up")?;
-    }
     // Nothing to stop in a config that is not loaded; it is not baked for that.
     let Some(handle) = loaded_config(ctx, &config).await? else {
         return Ok(Response::NotLoaded { path: config.path });
     };
+    if clean {
+        // A run removes its state itself once its services have ended.
+        ctx.daemon
+            .runs()
+            .refuse_if_held(handle.path(), "clean up")?;
+    }
     let request = StopIntentRequest {
         signal,
         intent: StopIntent::User,
