@@ -10,6 +10,7 @@ mod commands;
 mod config_ref;
 mod daemon_binary;
 mod event_output;
+mod human_size;
 mod human_time;
 mod line_output;
 mod progress;

@@ -229,6 +229,9 @@ async fn ps_all_asks_for_every_config_and_prints_a_table() {
             restarts: 0,
             health_failures: None,
             reason: None,
+            cpu_percent: Some(1.5),
+            memory_bytes: Some(3 << 20),
+            cpu_seconds: Some(0.25),
         }],
     }];
     conn.respond(ps.id, Response::Ps(services)).await;
@@ -236,8 +239,8 @@ async fn ps_all_asks_for_every_config_and_prints_a_table() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(
         text(&output.stdout),
-        "CONFIG                NAME  STATUS   PID  UPTIME  HEALTH  RESTARTS\n\
-         /srv/app/kepler.yaml  web   running  77   5s              0\n"
+        "CONFIG                NAME  STATUS   PID  UPTIME  CPU   MEM   HEALTH  RESTARTS\n\
+         /srv/app/kepler.yaml  web   running  77   5s      1.5%  3.0M          0\n"
     );
 }
 

@@ -7,11 +7,12 @@
 //! environment and absolute working dir ([`HookConfig`]), so the orchestrator
 //! only resolves the user and calls [`HookRun::new`] and [`run_hook`].
 //!
-//! A hook is finished when its process group is gone: once the leader
-//! (`sh -c` or the argv's program) exits, whatever it left running in its
-//! group is SIGKILLed, as for a service whose main process exited. A hook
-//! that times out gets SIGTERM, [`HOOK_STOP_GRACE`] to clean up, then
-//! SIGKILL. A hook whose future is dropped (cancelled) is SIGKILLed at once.
+//! A hook is finished when its process group is gone (in cgroup mode: its
+//! own cgroup is empty): once the leader (`sh -c` or the argv's program)
+//! exits, whatever it left running is SIGKILLed, as for a service whose main
+//! process exited. A hook that times out gets SIGTERM, [`HOOK_STOP_GRACE`]
+//! to clean up, then SIGKILL. A hook whose future is dropped (cancelled) is
+//! SIGKILLed at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,9 +25,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use crate::config::{HookAction, HookConfig, HumanDuration, DEFAULT_UMASK};
+use crate::containment::ConfigCgroup;
 use crate::process::{
-    reap_leftovers, signal_group, signal_name, spawn, stop_group, ExitStatus, ExitWaiter,
-    OutputMode, ProcessSpec, ResourceLimits, SpawnError, StopOutcome,
+    signal_name, spawn_into, ExitStatus, ExitWaiter, OutputMode, ProcessSpec, ResourceLimits,
+    Scope, SpawnError, StopOutcome,
 };
 use crate::user::ResolvedUser;
 
@@ -78,6 +80,9 @@ pub struct HookRun {
     pub umask: u32,
     /// `None` lets the hook run as long as it likes.
     pub timeout: Option<Duration>,
+    /// In cgroup mode, the config's cgroup: each run gets a cgroup of its
+    /// own below it. `None` contains the hook by its process group.
+    pub cgroups: Option<ConfigCgroup>,
 }
 
 impl HookRun {
@@ -99,6 +104,7 @@ impl HookRun {
             user,
             umask: hook.umask.unwrap_or(DEFAULT_UMASK).0,
             timeout: hook.timeout.map(|timeout| timeout.0),
+            cgroups: None,
         }
     }
 
@@ -183,17 +189,30 @@ pub async fn run_hook(
         stdout: OutputMode::Pipe,
         stderr: OutputMode::Pipe,
     };
-    let spawned = spawn(&spec).map_err(|source| HookError::Spawn {
+    let spawn_error = |source| HookError::Spawn {
         hook: hook.clone(),
         source,
-    })?;
-    let mut guard = GroupGuard::new(spawned.pid);
+    };
+    let cgroup = match &run.cgroups {
+        Some(cgroups) => Some(cgroups.hook(run.service.as_deref(), &run.name).map_err(
+            |source| {
+                spawn_error(SpawnError::Cgroup {
+                    program: spec.argv[0].clone(),
+                    cgroup: cgroups.dir().to_path_buf(),
+                    source,
+                })
+            },
+        )?),
+        None => None,
+    };
+    let spawned = spawn_into(&spec, cgroup).map_err(spawn_error)?;
+    let mut guard = GroupGuard::new(spawned.scope);
     let mut exit = spawned.exit;
     let mut streams = OutputStreams {
         stdout: spawned.stdout.map(LineReader::new),
         stderr: spawned.stderr.map(LineReader::new),
     };
-    tracing::debug!(%hook, pid = guard.pgid, "hook started");
+    tracing::debug!(%hook, pid = guard.scope.leader(), "hook started");
 
     let mut emit = |stderr: bool, bytes: Vec<u8>| {
         output(HookOutputLine {
@@ -206,7 +225,7 @@ pub async fn run_hook(
     let run_to_exit = async {
         let status = streams.forward_until(&mut exit, &mut emit).await;
         // The leader is gone; nothing of the hook may outlive it.
-        (status, reap_leftovers(guard.pgid).await)
+        (status, guard.scope.reap_leftovers().await)
     };
     let finished = match run.timeout {
         None => Ok(run_to_exit.await),
@@ -221,7 +240,8 @@ pub async fn run_hook(
         }
         Err(limit) => {
             tracing::warn!(%hook, ?limit, "hook timed out; stopping its process group");
-            guard.group_gone(stop_group(guard.pgid, Signal::SIGTERM, HOOK_STOP_GRACE).await);
+            let outcome = guard.scope.stop(Signal::SIGTERM, HOOK_STOP_GRACE).await;
+            guard.group_gone(outcome);
             Err(HookError::TimedOut { hook, after: limit })
         }
     };
@@ -240,16 +260,16 @@ fn check_status(hook: HookId, status: ExitStatus) -> Result<(), HookError> {
     }
 }
 
-/// SIGKILLs the hook's process group when dropped before the group was seen
-/// gone: a cancelled hook must not keep running.
+/// SIGKILLs the hook's process group (or cgroup) when dropped before it was
+/// seen gone: a cancelled hook must not keep running.
 struct GroupGuard {
-    pgid: i32,
+    scope: Scope,
     armed: bool,
 }
 
 impl GroupGuard {
-    fn new(pgid: i32) -> Self {
-        GroupGuard { pgid, armed: true }
+    fn new(scope: Scope) -> Self {
+        GroupGuard { scope, armed: true }
     }
 
     /// After the group is gone its number may be reused: never signal it
@@ -265,13 +285,11 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
             tracing::debug!(
-                pgid = self.pgid,
-                "hook cancelled; killing its process group"
+                pid = self.scope.leader(),
+                "hook cancelled; killing its processes"
             );
             // The reaper collects the killed processes.
-            if let Err(err) = signal_group(self.pgid, Signal::SIGKILL) {
-                tracing::error!(pgid = self.pgid, %err, "cannot kill a cancelled hook's group");
-            }
+            self.scope.kill_now();
         }
     }
 }

@@ -145,6 +145,12 @@ fn serve(detach: bool) -> ExitCode {
         return fail(format!("cannot write {}: {e}", state.pid_path().display()));
     }
 
+    // Services run in cgroups of this daemon's own subtree when a writable
+    // cgroup v2 exists; the daemon moves itself into it before any thread
+    // or child exists.
+    let state_root = std::fs::canonicalize(state.root()).unwrap_or_else(|_| state.root().into());
+    kepler_daemon::containment::init(&state_root);
+
     // Configs are baked in limited worker processes started from this binary.
     match std::env::current_exe() {
         Ok(exe) => kepler_daemon::unprivileged_bake::use_worker(exe),
@@ -177,6 +183,7 @@ fn serve(detach: bool) -> ExitCode {
         notifier.ready();
         notifier.stopping_when_raised(closing);
     }));
+    kepler_daemon::containment::tear_down();
     drop(lock);
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,9 @@ use std::time::Instant;
 
 use kepler_protocol::{ServiceInfo, ServiceStatus};
 
+use crate::metrics::{CpuRate, Usage};
+use crate::process::Scope;
+
 /// Why a service is being stopped, which decides what happens once it is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopIntent {
@@ -22,6 +25,10 @@ pub struct ServiceRuntime {
     pub reason: Option<String>,
     /// Leader pid, which is also the process group id.
     pub pid: Option<i32>,
+    /// Every process of the running service: its group or its cgroup.
+    pub scope: Option<Scope>,
+    /// The last CPU sample, for the percentage `ps` shows.
+    pub cpu: Option<CpuRate>,
     /// Leader start time in clock ticks since boot, to recognise it later.
     pub start_ticks: Option<u64>,
     pub started_at: Option<Instant>,
@@ -67,6 +74,8 @@ impl Default for ServiceRuntime {
             status: ServiceStatus::Stopped,
             reason: None,
             pid: None,
+            scope: None,
+            cpu: None,
             start_ticks: None,
             started_at: None,
             restarts: 0,
@@ -107,6 +116,18 @@ impl ServiceRuntime {
             && !self.waiting
     }
 
+    /// The service as `ps` shows it; `usage` is what its processes use now
+    /// (while it runs), with the CPU percentage already updated.
+    pub fn info_with_usage(&self, name: &str, usage: Option<Usage>) -> ServiceInfo {
+        let mut info = self.info(name);
+        if let Some(usage) = usage {
+            info.cpu_percent = self.cpu.map(|rate| rate.percent());
+            info.memory_bytes = Some(usage.memory_bytes);
+            info.cpu_seconds = Some(usage.cpu_usec as f64 / 1e6);
+        }
+        info
+    }
+
     pub fn info(&self, name: &str) -> ServiceInfo {
         ServiceInfo {
             name: name.to_string(),
@@ -119,6 +140,9 @@ impl ServiceRuntime {
             restarts: self.restarts,
             health_failures: self.health_failures,
             reason: self.reason.clone(),
+            cpu_percent: None,
+            memory_bytes: None,
+            cpu_seconds: None,
         }
     }
 }

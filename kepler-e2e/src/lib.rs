@@ -7,6 +7,7 @@
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a
 //! fixed sleep.
 
+pub mod cgroups;
 pub mod hostile;
 pub mod kill_on_drop;
 pub mod terminal;
@@ -24,6 +25,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getgrouplist, Pid, User};
 use tempfile::TempDir;
+
+use cgroups::daemon_subtree;
+pub use cgroups::{cgroup2_mount, cgroup_of, kill_and_remove_cgroups, Containment};
 
 /// Default deadline for conditions in tests.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -196,6 +200,10 @@ pub struct Kepler {
     bins: PathBuf,
     /// The daemon when started in the foreground by the harness.
     daemon: Option<Child>,
+    /// Extra environment for every daemon this harness starts.
+    daemon_env: Vec<(String, String)>,
+    /// cgroup subtrees of daemons seen, removed when the harness goes.
+    subtrees: Vec<PathBuf>,
 }
 
 impl Default for Kepler {
@@ -223,6 +231,8 @@ impl Kepler {
             state,
             bins: bin_dir(),
             daemon: None,
+            daemon_env: Vec::new(),
+            subtrees: Vec::new(),
         }
     }
 
@@ -327,12 +337,19 @@ impl Kepler {
         let mut command = self.command("kepler-daemon");
         command
             .env("KEPLER_LOG", "debug")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         customise(&mut command);
         let child = command.spawn().expect("spawn kepler-daemon");
+        let pid = child.id() as i32;
         self.daemon = Some(child);
         self.wait_until_pingable();
+        if let Some(subtree) = daemon_subtree(pid) {
+            if !self.subtrees.contains(&subtree) {
+                self.subtrees.push(subtree);
+            }
+        }
     }
 
     /// Waits until a ping on a fresh connection succeeds.
@@ -419,6 +436,21 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// Live processes (zombies excluded) with `arg` among their arguments.
+pub fn pids_with_arg(arg: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
+        })
+        .filter(|pid| process_alive(*pid))
+        .collect()
+}
+
 /// A service's row of `kepler ps --json`.
 #[derive(Debug, Clone)]
 pub struct ServiceRow(pub serde_json::Value);
@@ -438,6 +470,15 @@ impl ServiceRow {
     }
     pub fn reason(&self) -> &str {
         self.0["reason"].as_str().unwrap_or("")
+    }
+    pub fn cpu_percent(&self) -> Option<f64> {
+        self.0["cpu_percent"].as_f64()
+    }
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.0["memory_bytes"].as_u64()
+    }
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.0["cpu_seconds"].as_f64()
     }
 }
 
@@ -557,9 +598,11 @@ impl Drop for Kepler {
             .map(|c| c.id() as i32)
             .or_else(|| self.daemon_pid());
         if let Some(pid) = pid {
-            // Services lead their own process groups; remember them before the
-            // daemon goes, in case it cannot stop them itself.
+            // Services lead their own process groups, or live in the daemon's
+            // cgroup subtree; remember both before the daemon goes, in case
+            // it cannot stop them itself.
             let groups = children_of(pid);
+            let subtree = daemon_subtree(pid);
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             let start = Instant::now();
             while process_alive(pid) && start.elapsed() < DEADLINE {
@@ -577,6 +620,16 @@ impl Drop for Kepler {
             if let Some(mut child) = self.daemon.take() {
                 let _ = child.wait();
             }
+            if let Some(subtree) = subtree {
+                if !self.subtrees.contains(&subtree) {
+                    self.subtrees.push(subtree);
+                }
+            }
+        }
+        // A daemon that stopped cleanly removed its subtree already; one that
+        // was killed left it, with whatever ran in it.
+        for subtree in &self.subtrees {
+            kill_and_remove_cgroups(subtree);
         }
     }
 }

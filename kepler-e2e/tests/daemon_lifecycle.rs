@@ -145,7 +145,7 @@ fn daemon_status_reports_pid_version_and_uptime() {
     let pid = kepler.daemon_pid().unwrap();
     let run = kepler.kepler(&["daemon", "status"]);
     run.success()
-        .stdout_has(&format!("pid:       {pid}"))
+        .stdout_has(&format!("pid:         {pid}"))
         .stdout_has(env!("CARGO_PKG_VERSION"))
         .stdout_has("uptime:");
 }

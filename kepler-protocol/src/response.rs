@@ -74,6 +74,12 @@ pub struct DaemonStatus {
     pub uptime_secs: u64,
     pub state_dir: PathBuf,
     pub configs: Vec<ConfigSummary>,
+    /// How services are contained: `cgroup v2 at <path>` or `process groups
+    /// (no writable cgroup v2: <reason>)`.
+    pub containment: String,
+    /// Limits of loaded configs that are not enforced as configured, each
+    /// naming the config, service and key, and why.
+    pub limit_notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +108,12 @@ pub struct ServiceInfo {
     pub health_failures: Option<u32>,
     /// Why the service is in its state (failure reason, what it waits for).
     pub reason: Option<String>,
+    /// CPU use since the previous `ps` (100 = one CPU), while it runs.
+    pub cpu_percent: Option<f64>,
+    /// Memory in use now, in bytes, while it runs.
+    pub memory_bytes: Option<u64>,
+    /// CPU time used by the current process and its children, in seconds.
+    pub cpu_seconds: Option<f64>,
 }
 
 /// A service's state as users see it.

@@ -27,6 +27,7 @@ fn hook(name: &str, service: Option<&str>, action: HookAction) -> HookRun {
         user: None,
         umask: 0o022,
         timeout: None,
+        cgroups: None,
     }
 }
 

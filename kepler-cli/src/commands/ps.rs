@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::cli::PsArgs;
 use crate::client::Client;
 use crate::config_ref::config_ref;
+use crate::human_size::{human_bytes, human_percent};
 use crate::human_time::human_duration;
 use crate::style::{self, Paint};
 use crate::terminal_text::TextMode;
@@ -101,7 +102,9 @@ pub fn render_table(
     if with_config {
         header.push("CONFIG");
     }
-    header.extend(["NAME", "STATUS", "PID", "UPTIME", "HEALTH", "RESTARTS"]);
+    header.extend([
+        "NAME", "STATUS", "PID", "UPTIME", "CPU", "MEM", "HEALTH", "RESTARTS",
+    ]);
     if with_reason {
         header.push("REASON");
     }
@@ -124,6 +127,12 @@ pub fn render_table(
         row.push(Cell::new(optional(service.pid)));
         row.push(Cell::new(
             service.uptime_secs.map(human_duration).unwrap_or_default(),
+        ));
+        row.push(Cell::new(
+            service.cpu_percent.map(human_percent).unwrap_or_default(),
+        ));
+        row.push(Cell::new(
+            service.memory_bytes.map(human_bytes).unwrap_or_default(),
         ));
         row.push(Cell::new(health(service.health_failures)));
         row.push(Cell::new(service.restarts));
@@ -192,6 +201,12 @@ pub struct JsonRow {
     pub restarts: u32,
     pub health_failures: Option<u32>,
     pub reason: Option<String>,
+    /// CPU use since the previous `ps` (100 = one CPU), while it runs.
+    pub cpu_percent: Option<f64>,
+    /// Memory in use, in bytes, while it runs.
+    pub memory_bytes: Option<u64>,
+    /// CPU time used so far by the running process and its children.
+    pub cpu_seconds: Option<f64>,
 }
 
 pub fn json_rows(configs: &[ConfigServices]) -> Vec<JsonRow> {
@@ -211,6 +226,9 @@ pub fn json_rows(configs: &[ConfigServices]) -> Vec<JsonRow> {
                 restarts: service.restarts,
                 health_failures: service.health_failures,
                 reason: service.reason.clone(),
+                cpu_percent: service.cpu_percent,
+                memory_bytes: service.memory_bytes,
+                cpu_seconds: service.cpu_seconds,
             })
         })
         .collect()
@@ -242,6 +260,9 @@ mod tests {
             restarts: 0,
             health_failures: None,
             reason: None,
+            cpu_percent: None,
+            memory_bytes: None,
+            cpu_seconds: None,
         }
     }
 
@@ -253,6 +274,9 @@ mod tests {
                     pid: Some(4242),
                     uptime_secs: Some(182),
                     health_failures: Some(0),
+                    cpu_percent: Some(12.5),
+                    memory_bytes: Some(38 << 20 | 400 << 10),
+                    cpu_seconds: Some(22.75),
                     ..service("web", ServiceStatus::Healthy)
                 },
                 ServiceInfo {
@@ -260,6 +284,9 @@ mod tests {
                     uptime_secs: Some(3 * 3600 + 60),
                     restarts: 2,
                     health_failures: Some(3),
+                    cpu_percent: Some(0.0),
+                    memory_bytes: Some(512 << 10),
+                    cpu_seconds: Some(1.5),
                     ..service("worker", ServiceStatus::Unhealthy)
                 },
                 service("migrate", ServiceStatus::Exited(0)),
@@ -282,10 +309,10 @@ mod tests {
     fn the_table_of_one_config_has_no_config_or_reason_column() {
         let table = render_table(&[app()], false, Paint::PLAIN, None);
         let expected = "\
-NAME     STATUS      PID   UPTIME  HEALTH   RESTARTS
-web      healthy     4242  3m 2s   ok       0
-worker   unhealthy   4300  3h 1m   3 fails  2
-migrate  exited (0)                         0";
+NAME     STATUS      PID   UPTIME  CPU    MEM    HEALTH   RESTARTS
+web      healthy     4242  3m 2s   12.5%  38.4M  ok       0
+worker   unhealthy   4300  3h 1m   0.0%   512K   3 fails  2
+migrate  exited (0)                                       0";
         assert_eq!(table, expected, "\n{table}");
     }
 
@@ -293,20 +320,20 @@ migrate  exited (0)                         0";
     fn all_adds_a_config_column_and_any_reason_adds_a_reason_column() {
         let table = render_table(&[app(), broken()], true, Paint::PLAIN, None);
         let expected = "\
-CONFIG                 NAME     STATUS      PID   UPTIME  HEALTH   RESTARTS  REASON
-/srv/app/kepler.yaml   web      healthy     4242  3m 2s   ok       0
-/srv/app/kepler.yaml   worker   unhealthy   4300  3h 1m   3 fails  2
-/srv/app/kepler.yaml   migrate  exited (0)                         0
-/srv/other/kepler.yml  api      failed                             5         exited (1) 5 times; gave up";
+CONFIG                 NAME     STATUS      PID   UPTIME  CPU    MEM    HEALTH   RESTARTS  REASON
+/srv/app/kepler.yaml   web      healthy     4242  3m 2s   12.5%  38.4M  ok       0
+/srv/app/kepler.yaml   worker   unhealthy   4300  3h 1m   0.0%   512K   3 fails  2
+/srv/app/kepler.yaml   migrate  exited (0)                                       0
+/srv/other/kepler.yml  api      failed                                           5         exited (1) 5 times; gave up";
         assert_eq!(table, expected, "\n{table}");
     }
 
     #[test]
     fn a_long_reason_wraps_to_fit_the_width_it_is_given() {
-        let table = render_table(&[app(), broken()], false, Paint::PLAIN, Some(78));
+        let table = render_table(&[app(), broken()], false, Paint::PLAIN, Some(90));
         for line in table.lines() {
             let len = line.chars().count();
-            assert!(len <= 78, "{line:?} is {len} long\n{table}");
+            assert!(len <= 90, "{line:?} is {len} long\n{table}");
         }
         let reason: Vec<&str> = table.split_whitespace().skip_while(|w| *w != "5").collect();
         assert_eq!(
@@ -346,8 +373,11 @@ CONFIG                 NAME     STATUS      PID   UPTIME  HEALTH   RESTARTS  REA
             names,
             [
                 "config",
+                "cpu_percent",
+                "cpu_seconds",
                 "exit_code",
                 "health_failures",
+                "memory_bytes",
                 "pid",
                 "reason",
                 "restarts",
@@ -356,6 +386,10 @@ CONFIG                 NAME     STATUS      PID   UPTIME  HEALTH   RESTARTS  REA
                 "uptime_secs"
             ]
         );
+        assert_eq!(value[0]["cpu_percent"], 12.5);
+        assert_eq!(value[0]["memory_bytes"], 38 << 20 | 400 << 10);
+        assert_eq!(value[0]["cpu_seconds"], 22.75);
+        assert!(value[2]["cpu_percent"].is_null());
         assert_eq!(value[0]["config"], "/srv/app/kepler.yaml");
         assert_eq!(value[0]["status"], "healthy");
         assert_eq!(value[0]["pid"], 4242);

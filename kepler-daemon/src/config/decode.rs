@@ -123,7 +123,7 @@ pub(crate) fn text<'n>(node: &'n Node, path: &str, diag: &mut Diagnostics) -> Op
 }
 
 /// A scalar written without quotes, for booleans and numbers.
-fn plain(node: &Node) -> Option<&str> {
+pub(crate) fn plain(node: &Node) -> Option<&str> {
     match &node.value {
         NodeValue::Scalar {
             text,

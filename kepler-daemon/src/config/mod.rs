@@ -46,6 +46,7 @@ pub use snapshot::{
 };
 pub use snapshot_check::{check_snapshot, SnapshotProblems, MAX_SERVICES, MAX_SNAPSHOT_BYTES};
 pub use values::{
-    ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec, DEFAULT_UMASK,
+    ByteSize, CpuCount, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec,
+    DEFAULT_UMASK,
 };
 pub use view::config_view;

@@ -3,7 +3,7 @@
 
 use super::bake::{resolve_path, BakeContext, GlobalDefaults};
 use super::decode::{
-    boolean, expanded, expanded_parsed, fields, keyword, parsed, whole_number, Fields,
+    boolean, expanded, expanded_parsed, fields, keyword, parsed, plain, whole_number, Fields,
 };
 use super::dependency::{depends_on, DependencyRef};
 use super::document::{Mark, Node, NodeValue};
@@ -17,7 +17,7 @@ use super::lua_stage::{context, LazyContext};
 use super::snapshot::{
     Limits, RestartConfig, RestartPolicy, ServiceConfig, ServiceHookKind, DEFAULT_STOP_GRACE_PERIOD,
 };
-use super::values::{ByteSize, GroupSpec, StopSignal, Umask, UserSpec};
+use super::values::{ByteSize, CpuCount, GroupSpec, StopSignal, Umask, UserSpec};
 use crate::env::{process_environment, EnvMap, SysEnvPolicy};
 
 const SERVICE_KEYS: &[&str] = &[
@@ -424,7 +424,15 @@ fn limits(service: &Fields<'_>, scope: &Scope<'_>, cx: &mut BakeContext<'_>) -> 
     let Some(map) = fields(
         node,
         &service.path("limits"),
-        &["memory", "cpu_time", "max_fds"],
+        &[
+            "memory",
+            "swap",
+            "cpus",
+            "pids",
+            "io_weight",
+            "cpu_time",
+            "max_fds",
+        ],
         &mut cx.diag,
     ) else {
         return limits;
@@ -438,7 +446,55 @@ fn limits(service: &Fields<'_>, scope: &Scope<'_>, cx: &mut BakeContext<'_>) -> 
     limits.max_fds = map
         .get("max_fds")
         .and_then(|n| whole_number(n, &map.path("max_fds"), &mut cx.diag));
+    limits.swap = map
+        .get("swap")
+        .and_then(|n| expanded_parsed::<ByteSize>(n, &map.path("swap"), scope, &mut cx.diag));
+    limits.cpus = map
+        .get("cpus")
+        .and_then(|n| expanded_parsed::<CpuCount>(n, &map.path("cpus"), scope, &mut cx.diag));
+    limits.pids = map.get("pids").and_then(|n| {
+        let what = "the most processes and threads the service may have at once";
+        number_in(
+            n,
+            &map.path("pids"),
+            1..=u32::MAX as u64,
+            what,
+            &mut cx.diag,
+        )
+    });
+    limits.io_weight = map.get("io_weight").and_then(|n| {
+        let what = "its share of disk time against other services; 100 is the default";
+        number_in(n, &map.path("io_weight"), 1..=10_000, what, &mut cx.diag).map(|w| w as u16)
+    });
     limits
+}
+
+/// A whole number within `range`, else an error saying the range and what
+/// the number means.
+fn number_in(
+    node: &Node,
+    path: &str,
+    range: std::ops::RangeInclusive<u64>,
+    what: &str,
+    diag: &mut Diagnostics,
+) -> Option<u64> {
+    let value = plain(node).and_then(|text| text.trim().parse::<u64>().ok());
+    match value {
+        Some(number) if range.contains(&number) => Some(number),
+        _ => {
+            diag.at(
+                node.mark,
+                path,
+                format!(
+                    "expected a whole number from {} to {} ({what}), found {}",
+                    range.start(),
+                    range.end(),
+                    node.describe()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// The service's name check, reported at its key.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::snapshot_check::{check_snapshot, SnapshotProblems, MAX_SNAPSHOT_BYTES};
 use super::values::{
-    ByteSize, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec,
+    ByteSize, CpuCount, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec,
 };
 use crate::env::SysEnvPolicy;
 
@@ -411,6 +411,19 @@ pub struct Limits {
     /// Open file descriptors (`RLIMIT_NOFILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fds: Option<u64>,
+    /// Swap the service may use (`memory.swap.max`); 0 when `memory` is set
+    /// and this is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<ByteSize>,
+    /// CPU bandwidth (`cpu.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<CpuCount>,
+    /// Processes and threads (`pids.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Relative share of block I/O, 1-10000 (`io.weight`, default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u16>,
 }
 
 /// Why a stored or received snapshot was refused.

@@ -169,6 +169,66 @@ impl fmt::Display for ByteSize {
 }
 serde_via_text!(ByteSize);
 
+/// A share of CPU time counted in CPUs: `0.5` is half of one CPU, `2` two
+/// whole ones. Kept in thousandths so it compares and prints exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CpuCount {
+    millis: u64,
+}
+
+pub const CPUS_FORMAT: &str =
+    "a number of CPUs like 0.5, 1 or 2.25 (at least 0.01, at most 3 decimals)";
+
+impl CpuCount {
+    /// Thousandths of a CPU.
+    pub fn millis(self) -> u64 {
+        self.millis
+    }
+
+    /// `cpu.max` as (quota, period) in microseconds, over a 100 ms period.
+    pub fn quota_and_period(self) -> (u64, u64) {
+        const PERIOD_USEC: u64 = 100_000;
+        (self.millis * PERIOD_USEC / 1000, PERIOD_USEC)
+    }
+}
+
+impl FromStr for CpuCount {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not {CPUS_FORMAT}");
+        let trimmed = text.trim();
+        let (whole, fraction) = trimmed.split_once('.').unwrap_or((trimmed, ""));
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 3 {
+            return Err(bad());
+        }
+        let whole: u64 = whole.parse().map_err(|_| bad())?;
+        let fraction: u64 = format!("{fraction:0<3}").parse().map_err(|_| bad())?;
+        let millis = whole
+            .checked_mul(1000)
+            .and_then(|m| m.checked_add(fraction))
+            .filter(|m| *m <= 10_000_000)
+            .ok_or_else(|| format!("`{text}` is more CPUs than any machine has"))?;
+        if millis < 10 {
+            return Err(bad());
+        }
+        Ok(CpuCount { millis })
+    }
+}
+
+impl fmt::Display for CpuCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, fraction) = (self.millis / 1000, self.millis % 1000);
+        if fraction == 0 {
+            return write!(f, "{whole}");
+        }
+        let fraction = format!("{fraction:03}");
+        write!(f, "{whole}.{}", fraction.trim_end_matches('0'))
+    }
+}
+serde_via_text!(CpuCount);
+
 /// A signal given by name (`SIGTERM`, `TERM`, any case) or number (`9`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StopSignal(pub Signal);
@@ -467,6 +527,27 @@ mod umask_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_counts_parse_decimals_and_print_them_back() {
+        for (text, millis, quota) in [
+            ("0.5", 500, 50_000),
+            ("2", 2000, 200_000),
+            ("1.25", 1250, 125_000),
+            ("0.01", 10, 1_000),
+        ] {
+            let cpus: CpuCount = text.parse().unwrap();
+            assert_eq!(cpus.millis(), millis, "{text}");
+            assert_eq!(cpus.quota_and_period(), (quota, 100_000), "{text}");
+            assert_eq!(cpus.to_string(), text);
+        }
+        assert_eq!("1.500".parse::<CpuCount>().unwrap().to_string(), "1.5");
+        for bad in [
+            "0", "0.001", "-1", "1.2345", "half", "", ".5", "1e3", "20000",
+        ] {
+            assert!(bad.parse::<CpuCount>().is_err(), "{bad} was accepted");
+        }
+    }
 
     #[test]
     fn durations_parse_every_unit_and_combinations() {

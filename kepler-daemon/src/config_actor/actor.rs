@@ -26,7 +26,12 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
         mut watch,
     } = inboxes;
     if let Some(state) = resume {
-        recover::kill_survivors(&state, orchestrator.config()).await;
+        recover::kill_survivors(
+            &state,
+            orchestrator.config(),
+            orchestrator.leftover_cgroup(),
+        )
+        .await;
         orchestrator.resume(&state);
     }
     orchestrator.persist_if_dirty();
@@ -67,6 +72,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
         orchestrator.persist_if_dirty();
     }
     orchestrator.persist_if_dirty();
+    orchestrator.remove_cgroup();
     drop(orchestrator);
     if let Some(reply) = unloaded {
         let _ = reply.send(Ok(()));
@@ -124,14 +130,23 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             orchestrator.persist_if_dirty();
             let _ = reply.send(result);
         }
-        Command::Ps { reply } => {
-            let _ = reply.send(orchestrator.infos());
+        Command::Ps { usage, reply } => {
+            let infos = if usage {
+                orchestrator.ps_infos()
+            } else {
+                orchestrator.infos()
+            };
+            let _ = reply.send(infos);
         }
         Command::Views { reply } => {
             let _ = reply.send(orchestrator.views());
         }
         Command::Summary { reply } => {
-            let _ = reply.send((orchestrator.running_count(), orchestrator.infos().len()));
+            let _ = reply.send(super::ConfigSummaryInfo {
+                running: orchestrator.running_count(),
+                services: orchestrator.infos().len(),
+                limit_notes: orchestrator.limit_notes(),
+            });
         }
         Command::Recreate {
             who,

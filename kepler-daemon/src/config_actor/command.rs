@@ -41,6 +41,8 @@ pub enum Command {
         reply: Reply<StartPlan>,
     },
     Ps {
+        /// Sample CPU and memory of the running services too.
+        usage: bool,
         reply: oneshot::Sender<Vec<ServiceInfo>>,
     },
     /// Every service's state now, as state changes (`kepler run` after it
@@ -48,9 +50,10 @@ pub enum Command {
     Views {
         reply: oneshot::Sender<Vec<crate::events::StateChange>>,
     },
-    /// Running and total counts, for `daemon status` and `prune`.
+    /// Running and total counts and limit notes, for `daemon status` and
+    /// `prune`.
     Summary {
-        reply: oneshot::Sender<(usize, usize)>,
+        reply: oneshot::Sender<super::ConfigSummaryInfo>,
     },
     /// Bakes again as `who` (the config's owner) with `sys_env`, from the
     /// file now known as `source`.

@@ -29,6 +29,8 @@ pub struct ConfigHandle {
 pub struct ConfigSummaryInfo {
     pub running: usize,
     pub services: usize,
+    /// Limits not enforced as configured (see `Orchestrator::limit_notes`).
+    pub limit_notes: Vec<String>,
 }
 
 impl ConfigHandle {
@@ -153,10 +155,21 @@ impl ConfigHandle {
         self.ask(|reply| Command::Restart { services, reply }).await
     }
 
+    /// Service states, in name order.
     pub async fn ps(&self) -> Result<Vec<ServiceInfo>, ActorError> {
+        self.service_infos(false).await
+    }
+
+    /// [`Self::ps`] with what the running services use now (CPU and
+    /// memory, sampled for this answer), for `kepler ps`.
+    pub async fn ps_with_usage(&self) -> Result<Vec<ServiceInfo>, ActorError> {
+        self.service_infos(true).await
+    }
+
+    async fn service_infos(&self, usage: bool) -> Result<Vec<ServiceInfo>, ActorError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Ps { reply })
+            .send(Command::Ps { usage, reply })
             .map_err(|_| self.unavailable())?;
         answer.await.map_err(|_| self.unavailable())
     }
@@ -170,16 +183,16 @@ impl ConfigHandle {
         answer.await.map_err(|_| self.unavailable())
     }
 
-    /// Running and total service counts; `None` if the actor does not answer
-    /// within a second (status must never hang on one busy config).
+    /// Running and total service counts and limit notes; `None` if the
+    /// actor does not answer within a second (status must never hang on
+    /// one busy config).
     pub async fn summary(&self) -> Option<ConfigSummaryInfo> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Summary { reply }).ok()?;
-        let (running, services) = tokio::time::timeout(Duration::from_secs(1), answer)
+        tokio::time::timeout(Duration::from_secs(1), answer)
             .await
             .ok()?
-            .ok()?;
-        Some(ConfigSummaryInfo { running, services })
+            .ok()
     }
 
     pub async fn recreate(

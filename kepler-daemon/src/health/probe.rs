@@ -22,7 +22,8 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::http::probe_http;
 use super::spec::{Endpoint, ProbeTarget};
 use crate::config::HumanDuration;
-use crate::process::{self, reap_leftovers, signal_group, stop_group, ProcessSpec};
+use crate::containment::ConfigCgroup;
+use crate::process::{self, ProcessSpec, Scope};
 
 /// How much of each output stream a command probe keeps (its tail).
 const OUTPUT_TAIL: usize = 2048;
@@ -53,13 +54,20 @@ pub(crate) struct Prober {
     target: ProbeTarget,
     timeout: Duration,
     groups: Arc<ProbeGroups>,
+    /// The config's cgroup and the service's name, in cgroup mode.
+    cgroups: Option<(ConfigCgroup, String)>,
     status_line: Box<[u8]>,
     stdout: OutputTail,
     stderr: OutputTail,
 }
 
 impl Prober {
-    pub fn new(target: ProbeTarget, timeout: Duration, groups: Arc<ProbeGroups>) -> Self {
+    pub fn new(
+        target: ProbeTarget,
+        timeout: Duration,
+        groups: Arc<ProbeGroups>,
+        cgroups: Option<(ConfigCgroup, String)>,
+    ) -> Self {
         let is_exec = matches!(target, ProbeTarget::Exec(_));
         let status_line = if matches!(target, ProbeTarget::Http(_)) {
             vec![0; STATUS_LINE_BUFFER].into_boxed_slice()
@@ -70,6 +78,7 @@ impl Prober {
             target,
             timeout,
             groups,
+            cgroups,
             status_line,
             stdout: OutputTail::new(is_exec),
             stderr: OutputTail::new(is_exec),
@@ -82,6 +91,7 @@ impl Prober {
             ProbeTarget::Exec(spec) => {
                 probe_command(
                     spec,
+                    self.cgroups.as_ref(),
                     self.timeout,
                     &self.groups,
                     &mut self.stdout,
@@ -107,6 +117,7 @@ async fn probe_tcp(endpoint: &Endpoint, limit: Duration) -> Result<(), String> {
 
 async fn probe_command(
     spec: &ProcessSpec,
+    cgroups: Option<&(ConfigCgroup, String)>,
     limit: Duration,
     groups: &ProbeGroups,
     stdout_tail: &mut OutputTail,
@@ -118,9 +129,14 @@ async fn probe_command(
     // group recorded. (Under vfork the child runs before `spawn` returns, so
     // an observer on another thread can see it before the record; the stop
     // path never does.)
-    let spawned =
-        process::spawn(spec).map_err(|err| format!("the health check did not start: {err}"))?;
-    let guard = GroupGuard::new(spawned.pid, groups);
+    let did_not_start =
+        |err: &dyn std::fmt::Display| format!("the health check did not start: {err}");
+    let cgroup = cgroups
+        .map(|(cgroups, service)| cgroups.probe(service))
+        .transpose()
+        .map_err(|err| did_not_start(&format_args!("cannot create its cgroup: {err}")))?;
+    let spawned = process::spawn_into(spec, cgroup).map_err(|err| did_not_start(&err))?;
+    let guard = GroupGuard::new(spawned.scope, groups);
     let mut exit = spawned.exit;
     let mut stdout = spawned.stdout;
     let mut stderr = spawned.stderr;
@@ -137,12 +153,12 @@ async fn probe_command(
     )
     .await;
     let Ok(status) = finished else {
-        stop_group(guard.pgid, Signal::SIGKILL, Duration::ZERO).await;
+        guard.scope.stop(Signal::SIGKILL, Duration::ZERO).await;
         guard.disarm();
         return Err(timed_out(limit));
     };
     // A probe's background children must not outlive it.
-    reap_leftovers(guard.pgid).await;
+    guard.scope.reap_leftovers().await;
     guard.disarm();
     let _ = timeout(
         OUTPUT_GRACE,
@@ -218,32 +234,37 @@ async fn read_some(pipe: &mut Option<pipe::Receiver>, chunk: &mut [u8]) -> usize
     }
 }
 
-/// SIGKILLs a probe's process group unless disarmed: the probe future can be
-/// dropped at any await point when its runner is stopped.
+/// SIGKILLs a probe's process group (or cgroup) unless disarmed: the probe
+/// future can be dropped at any await point when its runner is stopped.
 struct GroupGuard<'a> {
-    pgid: i32,
+    scope: Scope,
     groups: &'a ProbeGroups,
+    armed: bool,
 }
 
 impl<'a> GroupGuard<'a> {
-    fn new(pgid: i32, groups: &'a ProbeGroups) -> Self {
-        groups.in_flight.store(pgid, Ordering::Release);
-        groups.last.store(pgid, Ordering::Release);
-        Self { pgid, groups }
+    fn new(scope: Scope, groups: &'a ProbeGroups) -> Self {
+        groups.in_flight.store(scope.leader(), Ordering::Release);
+        groups.last.store(scope.leader(), Ordering::Release);
+        Self {
+            scope,
+            groups,
+            armed: true,
+        }
     }
 
     /// The group is known to be gone.
-    fn disarm(self) {
+    fn disarm(mut self) {
         self.groups.in_flight.store(0, Ordering::Release);
-        std::mem::forget(self);
+        self.armed = false;
     }
 }
 
 impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
         // `in_flight` stays set so the handle's stop can wait for the group.
-        if let Err(err) = signal_group(self.pgid, Signal::SIGKILL) {
-            tracing::warn!(pgid = self.pgid, %err, "cannot kill an abandoned health probe");
+        if self.armed {
+            self.scope.kill_now();
         }
     }
 }

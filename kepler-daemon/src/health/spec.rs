@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::config::{HealthProbe, Healthcheck};
+use crate::containment::ConfigCgroup;
 use crate::process::{OutputMode, ProcessSpec};
 
 /// One service's health check, ready to [`start`](super::start).
@@ -24,6 +25,8 @@ pub struct HealthSpec {
     pub retries: u32,
     pub start_period: Duration,
     pub(crate) target: ProbeTarget,
+    /// In cgroup mode, where each command probe gets a cgroup of its own.
+    pub(crate) cgroups: Option<ConfigCgroup>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +101,15 @@ impl HealthSpec {
             retries: check.retries,
             start_period: check.start_period.as_duration(),
             target,
+            cgroups: None,
         })
+    }
+
+    /// Command probes run in cgroups of their own below `cgroups` (the
+    /// service's config's), so nothing they start escapes them.
+    pub fn in_cgroups(mut self, cgroups: Option<ConfigCgroup>) -> Self {
+        self.cgroups = cgroups;
+        self
     }
 }
 

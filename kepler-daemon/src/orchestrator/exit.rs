@@ -1,5 +1,6 @@
-//! A service's process ending on its own: reap what is left of its group,
-//! record the exit, and apply the restart policy with backoff.
+//! A service's process ending on its own: reap what is left of its group or
+//! cgroup, record the exit (and whether the OOM killer caused it), and apply
+//! the restart policy with backoff.
 
 use std::time::Duration;
 
@@ -9,8 +10,11 @@ use super::hooks::{run_post_hooks, spawn_post_hooks};
 use super::output::{self, RetentionPoint};
 use super::{Internal, Orchestrator};
 use crate::config::{RestartPolicy, ServiceHookKind};
-use crate::process::{self, ExitStatus};
+use crate::process::ExitStatus;
 use crate::state::StopIntent;
+
+/// The reason shown for a service the kernel's OOM killer ended.
+pub const OOM_KILLED: &str = "oom-killed";
 
 /// A service that stayed up this long has its backoff reset.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
@@ -18,6 +22,30 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 /// Exit code as shells report it: 128 + N for a death by signal N.
 pub fn exit_code(status: ExitStatus) -> i32 {
     status.code.or(status.signal.map(|s| 128 + s)).unwrap_or(-1)
+}
+
+/// Why a service that exited is in its state: killed by the OOM killer,
+/// waiting `restart_delay` to come back, both, or nothing to say.
+fn exit_reason(oom_killed: bool, restart_delay: Option<Duration>) -> Option<String> {
+    let restarting = restart_delay
+        .filter(|delay| !delay.is_zero())
+        .map(|delay| format!("restarting in {delay:?}"));
+    match (oom_killed, restarting) {
+        (true, Some(restarting)) => Some(format!("{OOM_KILLED}; {restarting}")),
+        (true, None) => Some(OOM_KILLED.to_string()),
+        (false, restarting) => restarting,
+    }
+}
+
+/// Why a service was given up on after `max` restarts.
+fn gave_up_reason(max: u32, status: ExitStatus, oom_killed: bool) -> String {
+    let plural = if max == 1 { "" } else { "s" };
+    let last = if oom_killed {
+        format!("{OOM_KILLED} ({status})")
+    } else {
+        status.to_string()
+    };
+    format!("gave up after {max} restart{plural}; last {last}")
 }
 
 impl Orchestrator {
@@ -29,7 +57,9 @@ impl Orchestrator {
             return;
         }
         runtime.last_exit = Some(exit_code(status));
-        let Some(pgid) = runtime.pid else { return };
+        let Some(scope) = runtime.scope.clone() else {
+            return;
+        };
         self.stop_health(name);
         let pumps = self.take_pumps(name);
         // Like a container whose PID 1 exited: the rest of the group goes too,
@@ -38,17 +68,26 @@ impl Orchestrator {
         let mailbox = self.mailbox.clone();
         let service = name.to_string();
         tokio::spawn(async move {
-            process::reap_leftovers(pgid).await;
+            // Read before the cgroup goes with the leftovers.
+            let oom_killed = scope.oom_kills() > 0;
+            scope.reap_leftovers().await;
             output::drain(pumps).await;
             let _ = mailbox.send(Internal::GroupGone {
                 service,
                 generation,
                 status,
+                oom_killed,
             });
         });
     }
 
-    pub(super) fn on_group_gone(&mut self, name: &str, generation: u64, status: ExitStatus) {
+    pub(super) fn on_group_gone(
+        &mut self,
+        name: &str,
+        generation: u64,
+        status: ExitStatus,
+        oom_killed: bool,
+    ) {
         let policy = self.config.services[name].restart.clone();
         let Some(runtime) = self.services.get_mut(name) else {
             return;
@@ -67,8 +106,16 @@ impl Orchestrator {
         };
         let uptime = runtime.started_at.map(|t| t.elapsed()).unwrap_or_default();
         runtime.pid = None;
+        runtime.scope = None;
+        runtime.cpu = None;
         runtime.start_ticks = None;
         runtime.last_exit = Some(code);
+        if oom_killed {
+            tracing::warn!(
+                service = name,
+                "killed by the kernel's OOM killer (limits.memory)"
+            );
+        }
         let wants_restart = runtime.desired
             && match policy.policy {
                 RestartPolicy::Always => true,
@@ -77,14 +124,17 @@ impl Orchestrator {
             };
         if !wants_restart {
             runtime.desired = false;
-            self.set_status(name, ServiceStatus::Exited(code), None);
+            self.set_status(
+                name,
+                ServiceStatus::Exited(code),
+                exit_reason(oom_killed, None),
+            );
             spawn_post_hooks(name.to_string(), post_exit);
             return;
         }
         if let Some(max) = policy.max_attempts {
             if runtime.attempts >= max {
-                let plural = if max == 1 { "" } else { "s" };
-                let reason = format!("gave up after {max} restart{plural}; last {status}");
+                let reason = gave_up_reason(max, status, oom_killed);
                 runtime.desired = false;
                 self.set_status(name, ServiceStatus::Failed, Some(reason));
                 spawn_post_hooks(name.to_string(), post_exit);
@@ -103,7 +153,7 @@ impl Orchestrator {
         runtime.restart_pending = true;
         runtime.generation += 1;
         let generation = runtime.generation;
-        let reason = (!delay.is_zero()).then(|| format!("restarting in {delay:?}"));
+        let reason = exit_reason(oom_killed, Some(delay));
         self.set_status(name, ServiceStatus::Exited(code), reason);
         self.propagate_restart(name);
         if delay.is_zero() && post_exit.is_empty() {
@@ -166,5 +216,40 @@ impl Orchestrator {
             })
             .collect();
         self.stop_all_of(&active, None, StopIntent::Restart);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oom_kill_is_named_in_the_reason() {
+        let killed = ExitStatus {
+            code: None,
+            signal: Some(libc::SIGKILL),
+        };
+        assert_eq!(exit_reason(true, None).as_deref(), Some("oom-killed"));
+        assert_eq!(
+            exit_reason(true, Some(Duration::from_secs(2))).as_deref(),
+            Some("oom-killed; restarting in 2s")
+        );
+        assert_eq!(
+            exit_reason(true, Some(Duration::ZERO)).as_deref(),
+            Some("oom-killed")
+        );
+        assert_eq!(
+            exit_reason(false, Some(Duration::from_millis(100))).as_deref(),
+            Some("restarting in 100ms")
+        );
+        assert_eq!(exit_reason(false, None), None);
+        assert_eq!(
+            gave_up_reason(1, killed, true),
+            "gave up after 1 restart; last oom-killed (killed by SIGKILL)"
+        );
+        assert_eq!(
+            gave_up_reason(3, killed, false),
+            "gave up after 3 restarts; last killed by SIGKILL"
+        );
     }
 }

@@ -16,6 +16,8 @@ impl Orchestrator {
         };
         match HealthSpec::new(name, generation, check, process) {
             Ok(spec) => {
+                // The config's cgroup exists by now: the service runs in it.
+                let spec = spec.in_cgroups(self.cgroup.clone());
                 let handle = health::start(spec, self.channels.health.clone());
                 self.health.insert(name.to_string(), handle);
             }

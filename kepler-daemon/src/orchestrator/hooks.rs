@@ -101,6 +101,11 @@ impl Orchestrator {
             (None, None) => None,
         };
         let mut run = HookRun::new(name, service, hook, user);
+        // In cgroup mode each run gets a cgroup of its own beside the
+        // service's, so what it starts cannot escape either.
+        run.cgroups = self
+            .config_cgroup()
+            .map_err(|e| format!("hook {name}: {e}"))?;
         // Like its service, a hook gets the identity of whoever it runs as,
         // unless its environment sets it.
         if let Some(resolved) = &run.user {

@@ -9,6 +9,7 @@
 //! Every state change is broadcast ([`crate::events`]) and re-evaluates only
 //! the changed service's dependents.
 
+mod containment;
 mod exit;
 mod health;
 mod hooks;
@@ -19,7 +20,7 @@ mod start;
 mod stop;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kepler_protocol::{ServiceInfo, ServiceStatus};
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::BakedConfig;
+use crate::containment::ConfigCgroup;
 use crate::deps::DependencyIndex;
 use crate::events::{ConfigEvents, StateChange};
 use crate::health::{HealthEvent, HealthHandle};
@@ -54,6 +56,9 @@ pub enum Internal {
         service: String,
         generation: u64,
         status: ExitStatus,
+        /// The kernel's OOM killer ended it (cgroups with the memory
+        /// controller only).
+        oom_killed: bool,
     },
     StopFinished {
         service: String,
@@ -112,6 +117,12 @@ pub struct Orchestrator {
     dirty: bool,
     stop_waiters: Vec<StopWaiter>,
     users: HashMap<(String, Option<String>), ResolvedUser>,
+    /// The config's cgroup (cgroup mode), created with its first process.
+    cgroup: Option<ConfigCgroup>,
+    /// Per service, its limits that are not enforced as configured.
+    limit_notes: BTreeMap<String, Vec<String>>,
+    /// Services whose log already says so.
+    limits_logged: HashSet<String>,
 }
 
 /// What a start or restart request needs to wait on.
@@ -147,6 +158,7 @@ impl Orchestrator {
     ) -> Self {
         let index = DependencyIndex::build(&config);
         events.snapshot.send_replace(config.clone());
+        let limit_notes = containment::limit_notes(&config);
         let services = config
             .services
             .keys()
@@ -178,6 +190,9 @@ impl Orchestrator {
             dirty: true,
             stop_waiters: Vec::new(),
             users: HashMap::new(),
+            cgroup: None,
+            limit_notes,
+            limits_logged: HashSet::new(),
         }
     }
 
@@ -323,7 +338,8 @@ impl Orchestrator {
                 service,
                 generation,
                 status,
-            } => self.on_group_gone(&service, generation, status),
+                oom_killed,
+            } => self.on_group_gone(&service, generation, status, oom_killed),
             Internal::StopFinished {
                 service,
                 generation,

@@ -1,13 +1,16 @@
 //! After a daemon restart: kill whatever survived of the previous daemon's
-//! services, then start again the ones that were wanted up, so no service
-//! ever runs twice.
+//! services (through their cgroups where they had them, else by recorded
+//! process group), then start again the ones that were wanted up, so no
+//! service ever runs twice.
 
+use std::collections::HashSet;
 use std::fs;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use super::Orchestrator;
+use crate::containment::{self, tree::remove_tree, Cgroup};
 use crate::persistence::ConfigState;
 use crate::process;
 
@@ -56,14 +59,20 @@ fn plausible_group(pgid: i32) -> bool {
         && pgid != nix::unistd::getpgrp().as_raw()
 }
 
-/// Kills the process groups recorded in `state` that still belong to the
-/// previous daemon's services and waits until they are gone. Only services
-/// of `config` count, each recorded group only once.
-pub async fn kill_survivors(state: &ConfigState, config: &crate::config::BakedConfig) {
-    let mut waits = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+/// Kills what survived of the previous daemon's services and hooks and
+/// waits until it is gone: everything in the config's cgroup (`cgroup`, when
+/// the previous daemon ran in cgroup mode), and the recorded process groups
+/// of services that had no cgroup. Only services of `config` count, each
+/// recorded group only once, and only plausible groups.
+pub async fn kill_survivors(
+    state: &ConfigState,
+    config: &crate::config::BakedConfig,
+    cgroup: Option<Cgroup>,
+) {
+    let (mut waits, contained) = kill_cgroups(cgroup, state);
+    let mut seen = HashSet::new();
     for (name, service) in &state.services {
-        if !config.services.contains_key(name) {
+        if contained.contains(name) || !config.services.contains_key(name) {
             continue;
         }
         let Some(pgid) = service.pgid.filter(|p| plausible_group(*p)) else {
@@ -87,15 +96,72 @@ pub async fn kill_survivors(state: &ConfigState, config: &crate::config::BakedCo
             "killing a process group left by the previous daemon"
         );
         let _ = process::signal_group(pgid, Signal::SIGKILL);
-        waits.push(async move {
-            let gone =
-                tokio::time::timeout(Duration::from_secs(10), process::wait_group_gone(pgid));
+        waits.push(Box::pin(async move {
+            let gone = tokio::time::timeout(SURVIVOR_TIMEOUT, process::wait_group_gone(pgid));
             if gone.await.is_err() {
                 tracing::error!(pgid, "process group survived SIGKILL for 10s");
             }
-        });
+        }));
     }
     futures::future::join_all(waits).await;
+}
+
+/// How long survivors may take to die before recovery goes on without them.
+const SURVIVOR_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Wait = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Kills every populated cgroup below the config's and removes them all;
+/// returns the waits and the services whose cgroup was found (their
+/// recorded process group needs no check: the cgroup held all of it).
+///
+/// A cgroup empties when its processes exit, before their parent reaps
+/// them; a leader recorded in `state` is also waited for until it is
+/// reaped, so its pid is free again when recovery goes on.
+fn kill_cgroups(config: Option<Cgroup>, state: &ConfigState) -> (Vec<Wait>, HashSet<String>) {
+    let mut waits: Vec<Wait> = Vec::new();
+    let mut contained = HashSet::new();
+    let Some(config) = config else {
+        return (waits, contained);
+    };
+    for child in config.children().unwrap_or_default() {
+        let name = child
+            .dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let service = name.as_deref().and_then(|n| n.strip_suffix(".service"));
+        if let Some(service) = service {
+            contained.insert(service.to_string());
+        }
+        if !child.is_populated() {
+            remove_tree(&child);
+            continue;
+        }
+        let members = child.members().unwrap_or_default();
+        let leader = service
+            .and_then(|service| state.services.get(service)?.pgid)
+            .filter(|pgid| members.contains(pgid));
+        tracing::warn!(
+            cgroup = %child.dir().display(),
+            "killing processes left in their cgroup by the previous daemon"
+        );
+        if let Err(e) = child.kill_all() {
+            tracing::error!(cgroup = %child.dir().display(), "cannot kill: {e}");
+        }
+        waits.push(Box::pin(async move {
+            let gone = async {
+                containment::wait_empty(&child).await;
+                if let Some(leader) = leader {
+                    process::wait_group_gone(leader).await;
+                }
+            };
+            if tokio::time::timeout(SURVIVOR_TIMEOUT, gone).await.is_err() {
+                tracing::error!(cgroup = %child.dir().display(), "survived SIGKILL for 10s");
+            }
+            remove_tree(&child);
+        }));
+    }
+    (waits, contained)
 }
 
 impl Orchestrator {

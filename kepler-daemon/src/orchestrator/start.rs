@@ -8,8 +8,9 @@ use kepler_protocol::ServiceStatus;
 use super::output::RetentionPoint;
 use super::{Internal, Orchestrator};
 use crate::config::{ServiceHookKind, DEFAULT_UMASK};
+use crate::containment::LimitPlan;
 use crate::deps::{self, Readiness};
-use crate::process::{self, OutputMode, ProcessSpec, ResourceLimits};
+use crate::process::{self, OutputMode, ProcessSpec};
 use crate::user::{identity_env, resolve_user, ResolvedUser};
 
 impl Orchestrator {
@@ -209,19 +210,32 @@ impl Orchestrator {
 
     /// Spawns the service's process and watches it.
     fn launch(&mut self, name: &str) {
-        let spec = match self.process_spec(name) {
+        let limits = self.limit_plan(name);
+        let spec = match self.process_spec(name, &limits) {
             Ok(spec) => spec,
             Err(reason) => return self.fail(name, reason),
         };
-        let spawned = match process::spawn(&spec) {
+        self.log_limit_notes_once(name);
+        let cgroup = match self.service_cgroup(name, &limits) {
+            Ok(cgroup) => cgroup,
+            Err(reason) => return self.fail(name, format!("cannot start: {reason}")),
+        };
+        let spawned = match process::spawn_into(&spec, cgroup.clone()) {
             Ok(spawned) => spawned,
-            Err(e) => return self.fail(name, e.to_string()),
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    crate::containment::remove_when_empty(&cgroup);
+                }
+                return self.fail(name, e.to_string());
+            }
         };
         let runtime = self.services.get_mut(name).expect("service exists");
         let restarted = std::mem::take(&mut runtime.restarting);
         runtime.pre_restart_done = false;
         runtime.reason = None;
         runtime.pid = Some(spawned.pid);
+        runtime.scope = Some(spawned.scope.clone());
+        runtime.cpu = None;
         // Read lazily when state is persisted: right now the child is in
         // exec and reading its /proc entry would wait for it.
         runtime.start_ticks = None;
@@ -326,7 +340,7 @@ impl Orchestrator {
 
     /// What to spawn for a service: its command, final environment, working
     /// directory, user and limits.
-    fn process_spec(&mut self, name: &str) -> Result<ProcessSpec, String> {
+    fn process_spec(&mut self, name: &str, limits: &LimitPlan) -> Result<ProcessSpec, String> {
         let user = self.service_user(name)?;
         let service = &self.config.services[name];
         let mut env = service.environment.clone();
@@ -340,11 +354,7 @@ impl Orchestrator {
             env,
             working_dir: service.working_dir.clone(),
             user,
-            limits: ResourceLimits {
-                memory_bytes: service.limits.memory.map(|m| m.bytes()),
-                cpu_time_secs: service.limits.cpu_time,
-                max_fds: service.limits.max_fds,
-            },
+            limits: limits.rlimits,
             umask: service.umask.unwrap_or(DEFAULT_UMASK).0,
             stdout: OutputMode::Pipe,
             stderr: OutputMode::Pipe,

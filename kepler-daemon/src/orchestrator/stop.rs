@@ -1,6 +1,6 @@
 //! Stopping services: dependents before their dependencies, independent
 //! services in parallel, each through signal, grace period, then SIGKILL of
-//! its whole process group.
+//! its whole process group or cgroup.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::hooks::run_post_hooks;
 use super::output::{self, RetentionPoint};
 use super::{Internal, Orchestrator, StopWaiter};
 use crate::config::ServiceHookKind;
-use crate::process::{self, StopOutcome};
+use crate::process::StopOutcome;
 use crate::state::{StopIntent, StopOrder};
 
 /// What a stop request asks for.
@@ -130,7 +130,7 @@ impl Orchestrator {
         let Some(runtime) = self.services.get_mut(name) else {
             return;
         };
-        let (Some(order), Some(pgid)) = (runtime.stop.as_mut(), runtime.pid) else {
+        let (Some(order), Some(scope)) = (runtime.stop.as_mut(), runtime.scope.clone()) else {
             return;
         };
         if blocked || order.begun {
@@ -168,7 +168,7 @@ impl Orchestrator {
             if let Err(e) = super::hooks::run_in_order(hooks).await {
                 tracing::warn!(service = %task_name, "{e}");
             }
-            let outcome = process::stop_group(pgid, signal, grace).await;
+            let outcome = scope.stop(signal, grace).await;
             output::drain(pumps).await;
             let _ = mailbox.send(Internal::StopFinished {
                 service: task_name,
@@ -196,6 +196,8 @@ impl Orchestrator {
             return;
         };
         runtime.pid = None;
+        runtime.scope = None;
+        runtime.cpu = None;
         runtime.start_ticks = None;
         runtime.started_at = None;
         // Scheduled before the status is published, so nobody takes the

@@ -39,6 +39,8 @@ pub(super) enum Stage {
     Search = 9,
     /// The daemon was already gone when a helper tied to it started.
     ParentDeath = 10,
+    /// Joining the cgroup the parent chose.
+    Cgroup = 11,
 }
 
 impl Stage {
@@ -54,6 +56,7 @@ impl Stage {
             8 => Stage::Signals,
             9 => Stage::Search,
             10 => Stage::ParentDeath,
+            11 => Stage::Cgroup,
             _ => return None,
         })
     }
@@ -289,6 +292,19 @@ fn tie_to_daemon(daemon: libc::pid_t) -> io::Result<()> {
         if libc::syscall(libc::SYS_getppid) as libc::pid_t != daemon {
             return Err(tagged(Stage::ParentDeath, 0, libc::ESRCH));
         }
+    }
+    Ok(())
+}
+
+/// Moves the child into the cgroup whose `cgroup.procs` the parent opened
+/// (`0` means "the writer"), before anything else runs, while it is still
+/// root: nothing of the service ever runs outside its cgroup.
+pub(super) fn join_cgroup(procs: libc::c_int) -> io::Result<()> {
+    // SAFETY: writes one byte from a static buffer to a descriptor the
+    // parent keeps open until we exec.
+    let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+    if written != 1 {
+        return Err(tagged(Stage::Cgroup, 0, last_errno()));
     }
     Ok(())
 }

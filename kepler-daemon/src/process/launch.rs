@@ -20,11 +20,11 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::child::{search_failed, ChildSetup};
+use super::child::{join_cgroup, search_failed, ChildSetup};
 
 /// Stack for the child until it calls `execve`; it only makes system calls.
 const CHILD_STACK: usize = 64 * 1024;
@@ -42,6 +42,8 @@ pub(super) struct Launch<'a> {
     pub stdin: &'a OwnedFd,
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
+    /// `cgroup.procs` of the cgroup the child joins first, if any.
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
 struct ChildContext {
@@ -52,6 +54,8 @@ struct ChildContext {
     envp: *const *const libc::c_char,
     setup: *const ChildSetup,
     fds: [libc::c_int; 3],
+    /// -1 without a cgroup to join.
+    cgroup_procs: libc::c_int,
     /// 0 while the child is on its way to `execve`; its error code if not.
     error: AtomicI32,
 }
@@ -88,6 +92,7 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
             launch.stdout.as_raw_fd(),
             launch.stderr.as_raw_fd(),
         ],
+        cgroup_procs: launch.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
         error: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; CHILD_STACK];
@@ -133,6 +138,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: leaves the child without running any daemon code.
         unsafe { libc::_exit(127) }
     };
+    if context.cgroup_procs >= 0 {
+        if let Err(e) = join_cgroup(context.cgroup_procs) {
+            return fail(e.raw_os_error().unwrap_or(libc::EIO));
+        }
+    }
     for (target, &fd) in context.fds.iter().enumerate() {
         // SAFETY: dup2 on descriptors the parent keeps open until we exec.
         if unsafe { libc::dup2(fd, target as libc::c_int) } < 0 {

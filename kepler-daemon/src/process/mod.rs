@@ -4,20 +4,21 @@
 //! Split by what happens to a child: [`spawn`](spawn()) starts it (with
 //! `child` holding the code that runs between fork and exec), the
 //! [`reaper`] collects it and every orphan it leaves, [`stop`] ends its whole
-//! group, [`limits`] and [`signal`] hold the small vocabularies.
+//! group, [`Scope`] ends its whole group or cgroup, [`limits`] and
+//! [`signal`] hold the small vocabularies.
 //!
 //! How the orchestrator drives one service:
 //!
 //! ```ignore
-//! let spawned = process::spawn(&spec)?;          // pid == pgid
+//! let spawned = process::spawn_into(&spec, cgroup)?;  // pid == pgid
 //! tokio::select! {
 //!     status = &mut spawned.exit => {
-//!         // The leader exited on its own; its group may live on.
-//!         process::reap_leftovers(spawned.pid).await;
+//!         // The leader exited on its own; its group or cgroup may live on.
+//!         spawned.scope.reap_leftovers().await;
 //!         record_exit(status);
 //!     }
 //!     () = stop_requested => {
-//!         let outcome = process::stop_group(spawned.pid, signal, grace).await;
+//!         let outcome = spawned.scope.stop(signal, grace).await;
 //!         record_stop(spawned.exit.await, outcome);
 //!     }
 //! }
@@ -31,15 +32,17 @@ mod child;
 mod launch;
 pub mod limits;
 pub mod reaper;
+mod scope;
 pub mod signal;
 mod spawn;
 pub mod stop;
 
 pub use limits::{original_fd_limit, raise_fd_limit, ResourceLimits};
 pub use reaper::{become_subreaper, wait_group_gone, ExitStatus, ExitWaiter};
+pub use scope::Scope;
 pub use signal::{parse_signal, signal_name, SignalParseError};
 pub use spawn::{
-    spawn, spawn_with, OutputMode, ProcessSpec, SpawnError, SpawnOptions, Spawned,
+    spawn, spawn_into, spawn_with, OutputMode, ProcessSpec, SpawnError, SpawnOptions, Spawned,
     DEFAULT_SEARCH_PATH,
 };
 pub use stop::{reap_leftovers, signal_group, stop_group, StopOutcome, KILL_TIMEOUT};

@@ -12,19 +12,20 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
 use super::child::{decode_error, ChildFailure, ChildSetup, Stage};
 use super::launch::{self, Launch};
 use super::limits::ResourceLimits;
 use super::reaper::{reaper, ExitWaiter};
-use super::stop::signal_group;
+use super::scope::Scope;
+use crate::containment::Cgroup;
 use crate::user::ResolvedUser;
 
 /// Where a bare program name is looked up when the service environment has
@@ -76,6 +77,8 @@ pub enum OutputMode {
 pub struct Spawned {
     /// The leader's pid, which is also its process group (and session) id.
     pub pid: i32,
+    /// Every process it may start: its process group, or its cgroup.
+    pub scope: Scope,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     /// With [`SpawnOptions::stdin_pipe`]: the write end of its stdin.
@@ -174,6 +177,16 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "cannot start `{program}`: cannot join its cgroup {}: {source}",
+        cgroup.display()
+    )]
+    Cgroup {
+        program: String,
+        cgroup: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot start `{program}`: {source}")]
     Io {
         program: String,
@@ -189,11 +202,26 @@ pub enum SpawnError {
 /// failed exec is this function's error), typically well under a
 /// millisecond, whatever the size of the daemon.
 pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
-    spawn_with(spec, SpawnOptions::default())
+    spawn_full(spec, SpawnOptions::default(), None)
 }
 
 /// [`spawn`] with the options of a helper process (see [`SpawnOptions`]).
 pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, SpawnError> {
+    spawn_full(spec, options, None)
+}
+
+/// [`spawn`], with the child joining `cgroup` before anything else (see
+/// [`crate::containment`]); `None` keeps it in the daemon's cgroup, contained
+/// by its process group only.
+pub fn spawn_into(spec: &ProcessSpec, cgroup: Option<Arc<Cgroup>>) -> Result<Spawned, SpawnError> {
+    spawn_full(spec, SpawnOptions::default(), cgroup)
+}
+
+fn spawn_full(
+    spec: &ProcessSpec,
+    options: SpawnOptions,
+    cgroup: Option<Arc<Cgroup>>,
+) -> Result<Spawned, SpawnError> {
     let name = spec.argv.first().ok_or(SpawnError::EmptyCommand)?;
     let program = || name.clone();
     if tokio::runtime::Handle::try_current().is_err() {
@@ -228,6 +256,18 @@ pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, 
         .iter()
         .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
         .collect();
+    let cgroup_procs = cgroup
+        .as_deref()
+        .map(|cgroup| cgroup.procs().map(|file| file.as_fd()))
+        .transpose()
+        .map_err(|source| SpawnError::Cgroup {
+            program: program(),
+            cgroup: cgroup
+                .as_ref()
+                .map(|c| c.dir().to_path_buf())
+                .unwrap_or_default(),
+            source,
+        })?;
     let (stdin, stdin_write) = if options.stdin_pipe {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| launch_failed(e.into()))?;
@@ -249,6 +289,7 @@ pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, 
         stdin: &stdin,
         stdout: &stdout_write,
         stderr: &stderr_write,
+        cgroup_procs,
     };
     let (exec_error, exit) = reaper
         .track_pid(|| launch::launch(&launch))
@@ -257,9 +298,19 @@ pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, 
     drop(launch);
     drop((stdin, stdout_write, stderr_write));
     if let Some(err) = exec_error {
-        return Err(explain(err, name, spec, &setup));
+        if let Some(cgroup) = &cgroup {
+            crate::containment::remove_when_empty(cgroup);
+        }
+        return Err(explain(err, name, spec, &setup, cgroup.as_deref()));
     }
     let pid = exit.pid();
+    let scope = match cgroup {
+        Some(cgroup) => Scope::Cgroup {
+            leader: pid,
+            cgroup,
+        },
+        None => Scope::Group(pid),
+    };
 
     let pipes = (|| {
         let stdout = stdout_read.map(pipe::Receiver::from_owned_fd).transpose()?;
@@ -270,6 +321,7 @@ pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, 
     match pipes {
         Ok((stdout, stderr, stdin)) => Ok(Spawned {
             pid,
+            scope,
             stdout,
             stderr,
             stdin,
@@ -277,7 +329,7 @@ pub fn spawn_with(spec: &ProcessSpec, options: SpawnOptions) -> Result<Spawned, 
         }),
         Err(source) => {
             // Nothing may be left behind: the reaper collects it.
-            let _ = signal_group(pid, Signal::SIGKILL);
+            scope.kill_now();
             Err(SpawnError::Io {
                 program: program(),
                 source,
@@ -360,7 +412,13 @@ fn searched(env: &BTreeMap<String, String>) -> String {
 }
 
 /// Turns std's spawn error into one that says which step failed.
-fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -> SpawnError {
+fn explain(
+    err: io::Error,
+    name: &str,
+    spec: &ProcessSpec,
+    setup: &ChildSetup,
+    cgroup: Option<&Cgroup>,
+) -> SpawnError {
     let program = name.to_owned();
     let Some(ChildFailure {
         stage,
@@ -449,6 +507,11 @@ fn explain(err: io::Error, name: &str, spec: &ProcessSpec, setup: &ChildSetup) -
         Stage::ParentDeath => SpawnError::Setup {
             program,
             step: "tying it to the daemon",
+            source,
+        },
+        Stage::Cgroup => SpawnError::Cgroup {
+            program,
+            cgroup: cgroup.map(|c| c.dir().to_path_buf()).unwrap_or_default(),
             source,
         },
     }

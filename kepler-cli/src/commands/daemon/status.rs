@@ -16,12 +16,19 @@ pub async fn run() -> Result<ExitCode> {
         other => bail!("unexpected answer from the daemon: {other:?}"),
     };
     println!("kepler daemon is running");
-    println!("  pid:       {}", status.pid);
-    println!("  version:   {}", status.version);
-    println!("  uptime:    {}", human_duration(status.uptime_secs));
-    println!("  state dir: {}", status.state_dir.display());
+    println!("  pid:         {}", status.pid);
+    println!("  version:     {}", status.version);
+    println!("  uptime:      {}", human_duration(status.uptime_secs));
+    println!("  state dir:   {}", status.state_dir.display());
+    println!("  containment: {}", status.containment);
+    if !status.limit_notes.is_empty() {
+        println!("  limits not enforced as configured:");
+        for note in &status.limit_notes {
+            println!("    {note}");
+        }
+    }
     if status.configs.is_empty() {
-        println!("  configs:   none loaded");
+        println!("  configs:     none loaded");
     } else {
         println!("  configs:");
         // Paths name other users' files; shown, not sent, on a terminal.

@@ -1,4 +1,5 @@
-//! `kepler daemon status`: pid, version, uptime and loaded configs.
+//! `kepler daemon status`: pid, version, uptime, loaded configs, how
+//! services are contained and which limits are not enforced.
 
 use kepler_protocol::{ConfigSummary, DaemonStatus, Response};
 
@@ -8,12 +9,16 @@ use super::RequestContext;
 pub async fn handle(ctx: &RequestContext) -> Response {
     let daemon = &ctx.daemon;
     let mut configs = Vec::new();
+    let mut limit_notes = Vec::new();
     for handle in daemon.registry().all() {
         // Non-root callers see only their own configs.
         if !may_act_on(ctx, &handle) {
             continue;
         }
-        let summary = handle.summary().await;
+        let mut summary = handle.summary().await;
+        if let Some(summary) = summary.as_mut() {
+            limit_notes.append(&mut summary.limit_notes);
+        }
         configs.push(ConfigSummary {
             path: handle.path().to_path_buf(),
             services: summary
@@ -28,5 +33,7 @@ pub async fn handle(ctx: &RequestContext) -> Response {
         uptime_secs: daemon.uptime().as_secs(),
         state_dir: daemon.state_dir().root().to_path_buf(),
         configs,
+        containment: crate::containment::current().describe(),
+        limit_notes,
     })
 }

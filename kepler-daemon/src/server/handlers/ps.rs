@@ -26,7 +26,7 @@ pub async fn handle(
     for handle in handles {
         configs.push(ConfigServices {
             path: handle.path().to_path_buf(),
-            services: handle.ps().await?,
+            services: handle.ps_with_usage().await?,
         });
     }
     Ok(Response::Ps(configs))

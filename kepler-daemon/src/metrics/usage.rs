@@ -1,0 +1,184 @@
+//! Reading what a process tree uses: cumulative CPU time and memory now.
+//!
+//! A cgroup answers from its own files: `usage_usec` of `cpu.stat` counts
+//! every process that ever ran in it, and `memory.current` everything it
+//! holds (page cache included). Without the memory controller its
+//! members' resident sets are summed instead. A process group has no such
+//! files: one pass over `/proc` sums the CPU time (with the reaped
+//! children's) and resident set of every member, for all groups asked about
+//! at once.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::containment::cgroup::read_small;
+use crate::containment::{self, Controller};
+use crate::process::Scope;
+
+/// What one process tree uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time used so far, user and system, in microseconds.
+    pub cpu_usec: u64,
+    /// Memory in use now, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Usage of each scope, in order; `None` where it could not be read (the
+/// scope has just gone).
+pub fn sample(scopes: &[&Scope]) -> Vec<Option<Usage>> {
+    let groups: Vec<i32> = scopes
+        .iter()
+        .filter_map(|scope| match scope {
+            Scope::Group(pgid) => Some(*pgid),
+            Scope::Cgroup { .. } => None,
+        })
+        .collect();
+    let by_group = if groups.is_empty() {
+        HashMap::new()
+    } else {
+        scan_groups(&groups)
+    };
+    // Without the memory controller there is no memory.current to try.
+    let memory_controller = containment::current()
+        .controller(Controller::Memory)
+        .is_ok();
+    scopes
+        .iter()
+        .map(|scope| match scope {
+            Scope::Group(pgid) => by_group.get(pgid).copied(),
+            Scope::Cgroup { cgroup, .. } => {
+                let cpu_usec = cgroup.cpu_usage_usec().ok()?;
+                let current = memory_controller.then(|| cgroup.memory_current()).flatten();
+                let memory_bytes = current.unwrap_or_else(|| {
+                    let members = cgroup.members().unwrap_or_default();
+                    members.into_iter().filter_map(resident_bytes).sum()
+                });
+                Some(Usage {
+                    cpu_usec,
+                    memory_bytes,
+                })
+            }
+        })
+        .collect()
+}
+
+/// [`sample`] of one scope.
+pub fn sample_one(scope: &Scope) -> Option<Usage> {
+    sample(&[scope]).pop().flatten()
+}
+
+/// Sums CPU time and resident memory of every process whose process group
+/// is one of `groups`.
+fn scan_groups(groups: &[i32]) -> HashMap<i32, Usage> {
+    let mut totals: HashMap<i32, Usage> = groups.iter().map(|&g| (g, Usage::default())).collect();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = read_small(Path::new(&format!("/proc/{pid}/stat"))) else {
+            continue;
+        };
+        let Some(process) = parse_stat(&stat) else {
+            continue;
+        };
+        if let Some(total) = totals.get_mut(&process.pgrp) {
+            total.cpu_usec += process.cpu_ticks * usec_per_tick();
+            total.memory_bytes += process.rss_pages * page_size();
+        }
+    }
+    totals
+}
+
+/// The fields of `/proc/<pid>/stat` that usage needs.
+#[derive(Debug, PartialEq, Eq)]
+struct ProcStat {
+    pgrp: i32,
+    /// utime + stime + cutime + cstime.
+    cpu_ticks: u64,
+    rss_pages: u64,
+}
+
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    // The command name is in parentheses and may contain anything.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; pgrp is field 5, utime..cstime 14..17,
+    // rss 24.
+    let field = |n: usize| fields.get(n - 3)?.parse::<i64>().ok();
+    let ticks: i64 = (14..=17).map(field).sum::<Option<i64>>()?;
+    Some(ProcStat {
+        pgrp: field(5)? as i32,
+        cpu_ticks: ticks.max(0) as u64,
+        rss_pages: field(24)?.max(0) as u64,
+    })
+}
+
+/// Resident memory of `pid` from `/proc/<pid>/statm`.
+fn resident_bytes(pid: i32) -> Option<u64> {
+    let statm = read_small(Path::new(&format!("/proc/{pid}/statm"))).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+fn usec_per_tick() -> u64 {
+    static USEC: OnceLock<u64> = OnceLock::new();
+    *USEC.get_or_init(|| {
+        // SAFETY: sysconf takes an integer and touches no memory.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        1_000_000 / if ticks > 0 { ticks as u64 } else { 100 }
+    })
+}
+
+fn page_size() -> u64 {
+    static SIZE: OnceLock<u64> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf takes an integer and touches no memory.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if size > 0 {
+            size as u64
+        } else {
+            4096
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields_are_found_after_the_command_name() {
+        let stat = "4242 (my (odd) cmd) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 50 7 3 20 0 1 0 12345 10485760 512 18446744073709551615";
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                pgrp: 4242,
+                cpu_ticks: 310,
+                rss_pages: 512
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_process_group_is_sampled_from_proc() {
+        // This test process leads no group of its own, but it is in one.
+        // SAFETY: getpgrp takes no arguments.
+        let pgid = unsafe { libc::getpgrp() };
+        let usage = sample_one(&Scope::Group(pgid)).expect("our own group");
+        assert!(usage.memory_bytes > 0, "{usage:?}");
+        let none = sample_one(&Scope::Group(i32::MAX)).expect("an empty total");
+        assert_eq!(none, Usage::default());
+    }
+}
