@@ -208,6 +208,18 @@ fn scale_adds_instances_and_removes_the_highest_keeping_their_logs() {
     let selected = kepler.logs("kepler.yaml", &["web.2"]);
     assert!(selected.contains("hello from web 2"), "{selected}");
     assert!(!selected.contains("hello from web 1"), "{selected}");
+    // `logs --json` names the service and the instance number apart.
+    let json = kepler.logs("kepler.yaml", &["--json", "--no-hook", "web.3"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let hello = lines
+        .iter()
+        .find(|l| l["line"] == "hello from web 3")
+        .unwrap_or_else(|| panic!("no hello in {json}"));
+    assert_eq!(hello["replica"], 3, "{hello}");
+    assert!(hello["service"] == "web", "{hello}");
 
     // Down to 0 and back: defined but not run, then run again.
     kepler

@@ -56,6 +56,13 @@ impl BakedConfig {
         let (service, _) = self.instance_of(name)?;
         self.services.get(service)
     }
+
+    /// The instance number of a log origin that is an instance of a
+    /// replicated service (`web.2` -> 2), for the `replica` of
+    /// `logs --json`; `None` for a plain service or a hook.
+    pub fn replica_of(&self, service: &str) -> Option<u32> {
+        self.instance_of(service).and_then(|(_, replica)| replica)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

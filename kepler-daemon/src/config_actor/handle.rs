@@ -179,6 +179,15 @@ impl ConfigHandle {
         answer.await.map_err(|_| self.unavailable())
     }
 
+    /// Every service's state now, as state changes.
+    pub async fn views(&self) -> Result<Vec<crate::events::StateChange>, ActorError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Views { reply })
+            .map_err(|_| self.unavailable())?;
+        answer.await.map_err(|_| self.unavailable())
+    }
+
     /// Running and total service counts and limit notes; `None` if the
     /// actor does not answer within a second (status must never hang on
     /// one busy config).
