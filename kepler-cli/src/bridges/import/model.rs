@@ -21,6 +21,9 @@ pub struct Global {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Service {
     pub command: Vec<String>,
+    /// Copies of the service (`numprocs`, `instances`, `replicas`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     #[serde(skip_serializing_if = "DependsOn::is_empty")]

@@ -356,12 +356,5 @@ pub fn replicas(node: &Value, what: &str, path: &Path, report: &mut Report) -> R
             report,
         );
     }
-    let count = count.unwrap_or(1);
-    if count == 0 {
-        report.note(
-            Some(Loc::new(path, node.line)),
-            format!("{what} asks for 0 replicas; one service was written"),
-        );
-    }
-    Ok(count.max(1))
+    Ok(count.unwrap_or(1))
 }

@@ -351,7 +351,8 @@ fn service(
         draft.deps.push(dep);
     }
     let replicas = replicas(node, &what, path, report).map_err(|m| err(node, m))?;
-    draft.instances = vec![service; replicas as usize];
+    draft.service = Some(service);
+    draft.replicas = replicas;
     check_keys(
         node,
         path,
