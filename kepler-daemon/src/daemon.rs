@@ -5,12 +5,15 @@
 //! (answer what is in flight, flush, close). The socket and pid file are
 //! removed last, so a client that sees them gone knows the daemon is done.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::orchestrator::{modes, StopIntentRequest};
 use crate::registry::Registry;
@@ -18,6 +21,7 @@ use crate::run::RunLeases;
 use crate::server::{self, ConnectionLimits};
 use crate::state::StopIntent;
 use crate::state_dir::StateDir;
+use crate::upgrade::{Adoption, UpgradeRequest};
 
 /// How long a shutdown lets `kepler run`s remove their state (their
 /// `pre_cleanup` hooks run meanwhile).
@@ -32,6 +36,12 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     closing: watch::Sender<bool>,
     connection_limits: ConnectionLimits,
+    /// Raised when an upgrade hands over: stop serving, end requests.
+    upgrading: watch::Sender<bool>,
+    /// Raised once every connection has closed after `upgrading`.
+    drained: watch::Sender<bool>,
+    upgrades: mpsc::UnboundedSender<UpgradeRequest>,
+    upgrade_inbox: Mutex<Option<mpsc::UnboundedReceiver<UpgradeRequest>>>,
 }
 
 impl Daemon {
@@ -41,15 +51,69 @@ impl Daemon {
 
     /// A daemon with other bounds on connections (tests use short ones).
     pub fn with_connection_limits(state_dir: StateDir, limits: ConnectionLimits) -> Arc<Self> {
+        Self::build(state_dir, limits, Duration::ZERO)
+    }
+
+    /// A daemon resumed after an upgrade: its uptime carries on from `up`.
+    pub fn resumed(state_dir: StateDir, up: Duration) -> Arc<Self> {
+        Self::build(state_dir, ConnectionLimits::default(), up)
+    }
+
+    fn build(state_dir: StateDir, limits: ConnectionLimits, up: Duration) -> Arc<Self> {
+        let (upgrades, inbox) = mpsc::unbounded_channel();
+        let now = Instant::now();
         Arc::new(Daemon {
             registry: Registry::new(state_dir.configs().clone()),
             runs: RunLeases::default(),
             state_dir,
-            started: Instant::now(),
+            started: now.checked_sub(up).unwrap_or(now),
             shutdown: watch::channel(false).0,
             closing: watch::channel(false).0,
             connection_limits: limits,
+            upgrading: watch::channel(false).0,
+            drained: watch::channel(false).0,
+            upgrades,
+            upgrade_inbox: Mutex::new(Some(inbox)),
         })
+    }
+
+    /// Passes an upgrade request to the daemon's main loop.
+    pub fn request_upgrade(&self, request: UpgradeRequest) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("the daemon is shutting down".into());
+        }
+        self.upgrades
+            .send(request)
+            .map_err(|_| "this daemon does not take upgrades".to_string())
+    }
+
+    /// Stops serving for a hand-over: the accept loop stops (the socket
+    /// stays open) and requests in flight end with `DaemonUpgraded`.
+    pub fn begin_upgrade(&self) {
+        self.upgrading.send_replace(true);
+    }
+
+    /// Flips to true when the daemon hands over to a new binary.
+    pub fn upgrading(&self) -> watch::Receiver<bool> {
+        self.upgrading.subscribe()
+    }
+
+    /// Called by the server once every connection has closed after
+    /// [`begin_upgrade`](Self::begin_upgrade).
+    pub fn mark_drained(&self) {
+        self.drained.send_replace(true);
+    }
+
+    /// Waits (at most `limit`) until every connection has closed.
+    pub async fn connections_drained(&self, limit: Duration) {
+        let mut drained = self.drained.subscribe();
+        let _ = tokio::time::timeout(limit, raised(&mut drained)).await;
+    }
+
+    /// Listening sockets besides the protocol socket that a hand-over
+    /// passes on, by name.
+    pub fn extra_listeners(&self) -> BTreeMap<String, RawFd> {
+        BTreeMap::new()
     }
 
     pub fn connection_limits(&self) -> ConnectionLimits {
@@ -96,9 +160,27 @@ pub async fn run(
     daemon: Arc<Daemon>,
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
+    run_adopting(listener, daemon, HashMap::new(), ready).await
+}
+
+/// [`run`], taking over the services a previous daemon handed over
+/// (`adoptions`, by config path); every other config recovers as after a
+/// crash.
+pub async fn run_adopting(
+    listener: std::os::unix::net::UnixListener,
+    daemon: Arc<Daemon>,
+    adoptions: HashMap<PathBuf, Adoption>,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let listener_fd = listener.as_raw_fd();
     let listener = UnixListener::from_std(listener)?;
-    daemon.registry.rediscover();
+    let mut upgrades = daemon
+        .upgrade_inbox
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    daemon.registry.rediscover_adopting(adoptions);
     let server = tokio::spawn(server::serve(listener, daemon.clone()));
     ready();
     tracing::info!(
@@ -110,10 +192,24 @@ pub async fn run(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut shutdown = daemon.shutdown.subscribe();
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = sigint.recv() => tracing::info!("SIGINT received, shutting down"),
-        _ = raised(&mut shutdown) => tracing::info!("shutdown requested"),
+    loop {
+        let upgrade = async {
+            match &mut upgrades {
+                Some(inbox) => inbox.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = sigint.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = raised(&mut shutdown) => tracing::info!("shutdown requested"),
+            Some(request) = upgrade => {
+                // Returns only when the upgrade was refused.
+                crate::upgrade::hand_over(&daemon, listener_fd, request).await;
+                continue;
+            }
+        }
+        break;
     }
     daemon.request_shutdown();
     stop_all_services(&daemon).await;

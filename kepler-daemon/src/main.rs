@@ -1,9 +1,10 @@
 //! `kepler-daemon`: the root daemon that runs Kepler's services.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kepler_daemon::daemon::{self, Daemon};
@@ -22,6 +23,14 @@ struct Args {
     /// Fork into the background once the socket accepts connections.
     #[arg(long)]
     detach: bool,
+    /// Print the hand-over formats this binary can resume, and exit (the
+    /// pre-flight of `kepler daemon upgrade`).
+    #[arg(long, hide = true)]
+    handover_check: bool,
+    /// Resume from the hand-over in this descriptor (given by the daemon
+    /// this binary replaces in an upgrade).
+    #[arg(long, hide = true, value_name = "FD")]
+    resume: Option<i32>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -45,8 +54,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.handover_check {
+        println!("{}", kepler_daemon::upgrade::format::check_line());
+        return ExitCode::SUCCESS;
+    }
     match args.command {
-        None => serve(args.detach),
+        None => serve(args.detach, args.resume),
         Some(Command::Check {
             file,
             transfer,
@@ -110,28 +123,50 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn serve(detach: bool) -> ExitCode {
+fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
     let uid = Uid::effective();
     if !uid.is_root() {
         return fail(format!(
             "must run as root (running as uid {uid}); start it with `sudo kepler daemon start`"
         ));
     }
-    init_tracing(!detach && std::io::stderr().is_terminal());
+    init_tracing(!detach && resume.is_none() && std::io::stderr().is_terminal());
     // Group members may read what the daemon writes; others get nothing.
     umask(Mode::from_bits_truncate(0o007));
+
+    // After an upgrade: the socket, lock and children of the daemon this
+    // binary replaced (same pid). Read before any thread exists.
+    let resumed = resume.and_then(|fd| match kepler_daemon::upgrade::resume_args(fd) {
+        Ok(resumed) => Some(resumed),
+        Err(e) => {
+            tracing::error!("cannot resume from the hand-over ({e}); starting afresh");
+            None
+        }
+    });
+    let detach = detach && resume.is_none();
 
     let state = match StateDir::prepare(&kepler_protocol::state_dir()) {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
-    let mut lock = match InstanceLock::acquire(&state) {
-        Ok(lock) => lock,
-        Err(e) => return fail(e),
-    };
-    let listener = match state.bind_socket() {
-        Ok(listener) => listener,
-        Err(e) => return fail(format!("cannot listen: {e}")),
+    let (mut lock, listener, daemon_up, adoptions) = match resumed {
+        Some(resumed) => (
+            resumed.lock,
+            resumed.listener,
+            resumed.daemon_up,
+            resumed.adoptions,
+        ),
+        None => {
+            let lock = match InstanceLock::acquire(&state) {
+                Ok(lock) => lock,
+                Err(e) => return fail(e),
+            };
+            let listener = match state.bind_socket() {
+                Ok(listener) => listener,
+                Err(e) => return fail(format!("cannot listen: {e}")),
+            };
+            (lock, listener, Duration::ZERO, HashMap::new())
+        }
     };
     let ready_pipe = if detach {
         match detach::daemonize(&state) {
@@ -166,6 +201,7 @@ fn serve(detach: bool) -> ExitCode {
     }
     // Taken before the runtime's threads exist: it edits the environment.
     let notifier = kepler_daemon::notify::Notifier::from_env();
+    kepler_daemon::upgrade::remember_startup(lock.raw_fds(), notifier.clone());
     kepler_daemon::memory::use_one_arena();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,15 +210,20 @@ fn serve(detach: bool) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    let daemon = Daemon::new(state);
+    let daemon = Daemon::resumed(state, daemon_up);
     let closing = daemon.closing_connections();
-    let result = runtime.block_on(daemon::run(listener, daemon, move || {
-        if let Some(pipe) = ready_pipe {
-            pipe.signal();
-        }
-        notifier.ready();
-        notifier.stopping_when_raised(closing);
-    }));
+    let result = runtime.block_on(daemon::run_adopting(
+        listener,
+        daemon,
+        adoptions,
+        move || {
+            if let Some(pipe) = ready_pipe {
+                pipe.signal();
+            }
+            notifier.ready();
+            notifier.stopping_when_raised(closing);
+        },
+    ));
     kepler_daemon::containment::tear_down();
     drop(lock);
     match result {

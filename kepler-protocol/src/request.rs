@@ -82,6 +82,9 @@ pub enum Request {
         services: Vec<(String, u32)>,
         timeout_ms: Option<u64>,
     },
+    /// Root only: hand the running daemon over to a new binary (`binary`,
+    /// or the path the daemon was started from) without stopping services.
+    Upgrade { binary: Option<std::path::PathBuf> },
 }
 
 /// How a `Run` ends and what it leaves behind.

@@ -48,6 +48,14 @@ pub enum Response {
     },
     /// `kepler scale` is done: new instances run, surplus ones are down.
     Scaled(Vec<ScaledService>),
+    /// `kepler daemon upgrade` was accepted: the daemon (this pid) is
+    /// handing over to `binary`, which said it can resume it. Connect again
+    /// to reach the new daemon: connections queue meanwhile.
+    Upgrading {
+        pid: u32,
+        from_version: String,
+        binary: PathBuf,
+    },
 }
 
 /// One service's change of instance count.
@@ -75,6 +83,9 @@ pub enum ErrorKind {
     /// A bound on what one client may ask for was reached (connections,
     /// requests in flight, environment size); the message names it.
     LimitReached,
+    /// The daemon handed over to a new binary while this request ran; the
+    /// request ended there. Reconnect to reach the new daemon.
+    DaemonUpgraded,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

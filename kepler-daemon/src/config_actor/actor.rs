@@ -18,21 +18,38 @@ pub struct Inboxes {
     pub watch: mpsc::UnboundedReceiver<WatchReport>,
 }
 
-pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Option<ConfigState>) {
+/// How an actor begins.
+pub enum Resume {
+    /// A new config, or one whose services are not running.
+    Fresh,
+    /// After a daemon crash or stop: kill survivors, start what was wanted.
+    Recover(ConfigState),
+    /// After an upgrade: take over the previous daemon's running services.
+    Adopt(Box<crate::upgrade::Adoption>),
+}
+
+pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resume) {
     let Inboxes {
         commands: mut inbox,
         mut internal,
         mut health,
         mut watch,
     } = inboxes;
-    if let Some(state) = resume {
-        recover::kill_survivors(
-            &state,
-            orchestrator.config(),
-            orchestrator.leftover_cgroup(),
-        )
-        .await;
-        orchestrator.resume(&state);
+    match resume {
+        Resume::Fresh => {}
+        Resume::Recover(state) => {
+            recover::kill_survivors(
+                &state,
+                orchestrator.config(),
+                orchestrator.leftover_cgroup(),
+            )
+            .await;
+            orchestrator.resume(&state);
+        }
+        Resume::Adopt(adoption) => {
+            let crate::upgrade::Adoption { state, mut exits } = *adoption;
+            orchestrator.adopt(state, &mut exits);
+        }
     }
     orchestrator.persist_if_dirty();
     let mut unloaded = None;
@@ -54,6 +71,9 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
             Some(report) = watch.recv() => orchestrator.on_watch_report(report),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
+                Some(Command::Handover { reply, go }) => {
+                    hand_over(&mut orchestrator, reply, go).await;
+                }
                 Some(Command::Unload { reply }) => match unload_refusal(&orchestrator) {
                     Some(refusal) => {
                         let _ = reply.send(Err(refusal));
@@ -77,6 +97,34 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
     if let Some(reply) = unloaded {
         let _ = reply.send(Ok(()));
     }
+}
+
+/// An upgrade's hand-over of this config (see [`Command::Handover`]).
+/// Once told to go, the actor never handles anything again: the process
+/// image is about to be replaced, and nothing it owns may be released
+/// (dropping would close pipes, kill probes or remove cgroups).
+async fn hand_over(
+    orchestrator: &mut Orchestrator,
+    reply: tokio::sync::oneshot::Sender<Result<crate::upgrade::format::ConfigHandover, String>>,
+    go: tokio::sync::oneshot::Receiver<
+        Option<tokio::sync::oneshot::Sender<crate::upgrade::format::ConfigHandover>>,
+    >,
+) {
+    orchestrator.persist_if_dirty();
+    if let Some(refusal) = orchestrator.handover_refusal() {
+        let _ = reply.send(Err(refusal));
+        return;
+    }
+    let mut state = orchestrator.handover_state();
+    if reply.send(Ok(state.clone())).is_err() {
+        return;
+    }
+    let Ok(Some(full)) = go.await else {
+        return;
+    };
+    orchestrator.release_pipes(&mut state).await;
+    let _ = full.send(state);
+    std::future::pending::<()>().await;
 }
 
 /// Why the config cannot be unloaded now, if it cannot.
@@ -165,7 +213,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             orchestrator.persist_if_dirty();
             let _ = reply.send(result);
         }
-        Command::Close | Command::Unload { .. } => {}
+        Command::Close | Command::Unload { .. } | Command::Handover { .. } => {}
     }
 }
 

@@ -25,12 +25,13 @@
 //! [`LogSink::flush`].
 
 use std::cell::RefCell;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::record::{self, MAX_LINE_BYTES};
@@ -184,10 +185,52 @@ fn log_runtime() -> Option<&'static Handle> {
         .as_ref()
 }
 
+/// A pipe a pump let go of for an upgrade's hand-over: the read end, and
+/// the partial line it had read (no `\n` in it). Every complete line read
+/// before is stored; what is still in the pipe is the next daemon's.
+#[derive(Debug)]
+pub struct HandedPipe {
+    pub fd: OwnedFd,
+    pub carry: Vec<u8>,
+}
+
+/// Where a service's pump leaves its pipe when the daemon hands over.
+pub type HandoverSlot = Arc<Mutex<Option<HandedPipe>>>;
+
+/// Raised once for the whole process when the daemon hands over to a new
+/// binary: every pump with a slot stops at its next turn boundary.
+fn handing_over() -> &'static watch::Sender<bool> {
+    static FLAG: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    FLAG.get_or_init(|| watch::channel(false).0)
+}
+
+/// Tells every service pump to stop reading and leave its pipe in its slot.
+pub fn begin_handover() {
+    handing_over().send_replace(true);
+}
+
+/// Lets pumps run on again (a hand-over that was given up; pumps already
+/// ended are started again by their owners).
+pub fn cancel_handover() {
+    handing_over().send_replace(false);
+}
+
 /// Pumps `pipe` on the log thread; see [`pump`].
 pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport> {
+    spawn_pump_with(pipe, sink, Vec::new(), None)
+}
+
+/// Pumps a service's pipe on the log thread, starting after `carry` (a
+/// partial line handed over by the previous daemon), and leaving the pipe in
+/// `slot` if the daemon hands over.
+pub fn spawn_pump_with(
+    pipe: pipe::Receiver,
+    sink: LogSink,
+    carry: Vec<u8>,
+    slot: Option<HandoverSlot>,
+) -> JoinHandle<PumpReport> {
     let Some(runtime) = log_runtime() else {
-        return tokio::spawn(pump(pipe, sink));
+        return tokio::spawn(pump_from(pipe, sink, carry, slot));
     };
     // The pipe moves to the log thread's reactor, so its wake-ups are
     // handled there too.
@@ -200,7 +243,7 @@ pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport>
     };
     runtime.spawn(async move {
         match pipe::Receiver::from_owned_fd_unchecked(fd) {
-            Ok(pipe) => pump(pipe, sink).await,
+            Ok(pipe) => pump_from(pipe, sink, carry, slot).await,
             Err(e) => {
                 tracing::warn!(service = %sink.service, "cannot watch the output pipe: {e}");
                 PumpReport::default()
@@ -220,21 +263,51 @@ enum Turn {
 /// publishing every line. Never fails: disk errors are logged by the writer
 /// and the pipe keeps draining so the service never blocks on its output.
 pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
-    let mut report = PumpReport::default();
+    pump_from(pipe, sink, Vec::new(), None).await
+}
+
+/// [`pump`], starting with a partial line, and giving the pipe up into
+/// `slot` when the daemon hands over.
+async fn pump_from(
+    pipe: pipe::Receiver,
+    sink: LogSink,
     // A partial line waiting for the rest of it (no `\n` in it).
-    let mut carry: Vec<u8> = Vec::new();
+    mut carry: Vec<u8>,
+    slot: Option<HandoverSlot>,
+) -> PumpReport {
+    let mut report = PumpReport::default();
     let mut grown = false;
+    let mut handover = slot.as_ref().map(|_| handing_over().subscribe());
     loop {
-        let ready = if sink.has_pending() {
-            match tokio::time::timeout(IDLE_FLUSH, pipe.readable()).await {
-                Ok(ready) => ready,
-                Err(_idle) => {
-                    sink.flush();
-                    continue;
-                }
+        let handed = async {
+            match &mut handover {
+                Some(flag) => crate::daemon::raised(flag).await,
+                None => std::future::pending().await,
             }
-        } else {
-            pipe.readable().await
+        };
+        let readable = async {
+            if sink.has_pending() {
+                // None: idle long enough to write what is buffered.
+                tokio::time::timeout(IDLE_FLUSH, pipe.readable()).await.ok()
+            } else {
+                Some(pipe.readable().await)
+            }
+        };
+        let ready = tokio::select! {
+            biased;
+            () = handed => {
+                // Between turns: every complete line read is stored.
+                sink.flush();
+                if let (Some(slot), Ok(fd)) = (&slot, pipe.into_nonblocking_fd()) {
+                    *lock(slot) = Some(HandedPipe { fd, carry });
+                }
+                return report;
+            }
+            ready = readable => ready,
+        };
+        let Some(ready) = ready else {
+            sink.flush();
+            continue;
         };
         if let Err(e) = ready {
             tracing::warn!(service = %sink.service, stream = sink.stream.as_str(), "waiting on an output pipe failed: {e}; storing what was read");

@@ -17,6 +17,7 @@
 
 mod containment;
 mod exit;
+mod handover;
 mod health;
 mod hooks;
 mod instances;
@@ -119,6 +120,8 @@ pub struct Orchestrator {
     channels: Channels,
     /// Pipe pumps of each running process, awaited before its exit is recorded.
     pumps: HashMap<String, Vec<JoinHandle<PumpReport>>>,
+    /// Where each running service's pumps leave their pipes on an upgrade.
+    pump_slots: HashMap<String, handover::PumpSlots>,
     health: HashMap<String, HealthHandle>,
     watches: HashMap<String, WatchHandle>,
     owner_uid: u32,
@@ -223,6 +226,7 @@ impl Orchestrator {
             mailbox: channels.mailbox.clone(),
             channels,
             pumps: HashMap::new(),
+            pump_slots: HashMap::new(),
             health: HashMap::new(),
             watches: HashMap::new(),
             owner_uid,

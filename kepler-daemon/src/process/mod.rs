@@ -38,7 +38,10 @@ mod spawn;
 pub mod stop;
 
 pub use limits::{original_fd_limit, raise_fd_limit, ResourceLimits};
-pub use reaper::{become_subreaper, wait_group_gone, ExitStatus, ExitWaiter};
+pub use reaper::{
+    adopt_children, all_children, become_subreaper, pause_reaping, resume_reaping, start_reaping,
+    wait_group_gone, ExitStatus, ExitWaiter,
+};
 pub use scope::Scope;
 pub use signal::{parse_signal, signal_name, SignalParseError};
 pub use spawn::{

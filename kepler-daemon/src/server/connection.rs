@@ -101,6 +101,7 @@ pub async fn serve_connection(
     let in_flight = Arc::new(Semaphore::new(limits.in_flight_per_connection));
     let mut requests = JoinSet::new();
     let mut closing = daemon.closing_connections();
+    let mut upgrading = daemon.upgrading();
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
     loop {
@@ -116,10 +117,11 @@ pub async fn serve_connection(
                     // Past the user's share the request is answered at once,
                     // so nothing of it waits.
                     let user_permit = ticket.start_request();
+                    let upgrading = daemon.upgrading();
                     requests.spawn(async move {
                         match user_permit {
                             Ok(user_permit) => {
-                                handlers::handle(request, ctx).await;
+                                ended_by_upgrade(request, ctx, upgrading).await;
                                 drop(user_permit);
                             }
                             Err(reason) => handlers::refuse(ctx, reason).await,
@@ -140,6 +142,13 @@ pub async fn serve_connection(
             }
             () = &mut idle, if requests.is_empty() => {
                 tracing::debug!(uid = caller.uid, pid = caller.pid, "closing an idle connection");
+                break;
+            }
+            _ = crate::daemon::raised(&mut upgrading) => {
+                // Every request but the upgrade's own ends at once, answered
+                // with `DaemonUpgraded`.
+                let drain = async { while requests.join_next().await.is_some() {} };
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
                 break;
             }
             _ = crate::daemon::raised(&mut closing) => {
@@ -165,4 +174,29 @@ pub async fn serve_connection(
         writer.abort();
     }
     drop(ticket);
+}
+
+/// Runs a request, ending it with `DaemonUpgraded` if the daemon hands
+/// over to a new binary first (the upgrade request itself runs to its end:
+/// its answer is what the client waits for).
+async fn ended_by_upgrade(
+    request: kepler_protocol::Request,
+    ctx: RequestContext,
+    mut upgrading: tokio::sync::watch::Receiver<bool>,
+) {
+    if matches!(request, kepler_protocol::Request::Upgrade { .. }) {
+        return handlers::handle(request, ctx).await;
+    }
+    let ending = ctx.detached();
+    tokio::select! {
+        () = handlers::handle(request, ctx) => {}
+        () = crate::daemon::raised(&mut upgrading) => {
+            ending.respond_error(
+                ErrorKind::DaemonUpgraded,
+                "the daemon was upgraded to a new binary while this ran; run the command \
+                 again to reach the new daemon (services were not restarted)",
+            )
+            .await;
+        }
+    }
 }

@@ -46,8 +46,20 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     let budgets = Budgets::new(daemon.connection_limits());
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut closing = daemon.closing_connections();
+    let mut upgrading = daemon.upgrading();
     loop {
         let stream = tokio::select! {
+            // An upgrade stops accepting before anything else is looked at.
+            biased;
+            _ = crate::daemon::raised(&mut upgrading) => {
+                // New clients queue in the socket's backlog for the next
+                // daemon; the listener must stay open until the execve.
+                tracker.close();
+                tracker.wait().await;
+                daemon.mark_drained();
+                std::future::pending::<()>().await;
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {

@@ -29,7 +29,7 @@ pub async fn handle(ctx: &RequestContext) -> Response {
     }
     Response::DaemonStatus(DaemonStatus {
         pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::upgrade::daemon_version(),
         uptime_secs: daemon.uptime().as_secs(),
         state_dir: daemon.state_dir().root().to_path_buf(),
         configs,

@@ -12,6 +12,7 @@ mod scale;
 mod shutdown;
 mod start;
 mod stop;
+mod upgrade;
 
 use std::sync::Arc;
 
@@ -70,6 +71,15 @@ impl RequestContext {
             .send(ServerMessage::Event { id: self.id, event })
             .await
             .is_ok()
+    }
+
+    /// Ends the request with an error.
+    pub async fn respond_error(self, kind: ErrorKind, message: &str) {
+        self.respond(Response::Error {
+            kind,
+            message: message.to_string(),
+        })
+        .await;
     }
 
     async fn respond(self, response: Response) {
@@ -159,6 +169,7 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         } => scale::handle(&ctx, config, services, timeout_ms)
             .await
             .unwrap_or_else(error_response),
+        Request::Upgrade { binary } => upgrade::handle(&ctx, binary).await,
     };
     ctx.respond(response).await;
 }
