@@ -150,6 +150,8 @@ pub fn read_memfd(
     // SAFETY: the previous daemon passed this descriptor to us with
     // `--resume`; nothing else in this process uses it.
     let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // Read from the start whatever offset the writer left.
+    file.rewind()?;
     let mut contents = Vec::new();
     Read::by_ref(&mut file)
         .take(MAX_BODY as u64 + 4096)

@@ -40,6 +40,11 @@ const CONNECTIONS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Test hook: set in the daemon's environment when it starts, the hand-over
 /// body is damaged before `execve`, so the fallback can be tested.
 pub const CORRUPT_ENV: &str = "KEPLER_TEST_CORRUPT_HANDOVER";
+/// Test hook: set in the daemon's environment when it starts to a path,
+/// the hand-over creates that file once reaping is paused and every config
+/// has described its state, and waits (at most 30 s) until the test
+/// removes it, so a test can act at exactly that point.
+pub const PAUSE_ENV: &str = "KEPLER_TEST_HANDOVER_PAUSE";
 
 /// What a resumed daemon adopts for one config: its state and the exit
 /// waiters of its services' processes.
@@ -55,6 +60,7 @@ struct Startup {
     lock: (RawFd, RawFd),
     notifier: Notifier,
     corrupt: bool,
+    pause: Option<PathBuf>,
 }
 
 static STARTUP: OnceLock<Startup> = OnceLock::new();
@@ -78,6 +84,7 @@ pub fn remember_startup(lock: (RawFd, RawFd), notifier: Notifier) {
         lock,
         notifier,
         corrupt: std::env::var_os(CORRUPT_ENV).is_some(),
+        pause: std::env::var_os(PAUSE_ENV).map(PathBuf::from),
     });
 }
 
@@ -168,9 +175,14 @@ pub async fn hand_over(daemon: &Daemon, listener: RawFd, request: UpgradeRequest
         configs = states.len(),
         "handing over to a new daemon binary"
     );
+    if let Some(pause) = &startup.pause {
+        test_pause(pause).await;
+    }
+    // Stop accepting before the client hears the answer: its next
+    // connection must queue for the new daemon, not reach this one.
+    daemon.begin_upgrade();
     let _ = reply.send(Ok(binary.clone()));
     startup.notifier.reloading();
-    daemon.begin_upgrade();
     daemon.connections_drained(CONNECTIONS_TIMEOUT).await;
     crate::logs::begin_handover();
     let mut full = Vec::with_capacity(gos.len());
@@ -417,6 +429,20 @@ fn environment(notifier: &Notifier) -> Vec<CString> {
         }
     }
     env
+}
+
+/// The pause test hook (see [`PAUSE_ENV`]). It polls: it exists for tests
+/// only, and a test removes the file at a moment of its choosing.
+async fn test_pause(path: &Path) {
+    tracing::warn!(path = %path.display(), "{PAUSE_ENV} is set: pausing the hand-over");
+    if let Err(e) = std::fs::write(path, b"paused\n") {
+        tracing::error!("cannot create {}: {e}", path.display());
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while path.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The test hook: overwrites the end of the body so it cannot be parsed.

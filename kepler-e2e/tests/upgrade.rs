@@ -1,0 +1,359 @@
+//! `kepler daemon upgrade`: the daemon hands over to a second build of
+//! itself (a copy of the binary with its own build stamp, so `daemon
+//! status` tells the two apart) without restarting a service or losing a
+//! log line.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kepler_e2e::{wait_until, Kepler};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// The build stamp of the second binary.
+const NEXT: &str = "e2e-next";
+const STAMP: &[u8] = b"KEPLER-BUILD-STAMP:";
+
+/// A copy of the daemon binary whose build stamp says [`NEXT`].
+fn next_binary(kepler: &Kepler) -> PathBuf {
+    let mut bytes = fs::read(kepler.bin_dir().join("kepler-daemon")).unwrap();
+    let at = bytes
+        .windows(STAMP.len())
+        .position(|w| w == STAMP)
+        .expect("the daemon binary has a build stamp")
+        + STAMP.len();
+    bytes[at..at + NEXT.len()].copy_from_slice(NEXT.as_bytes());
+    let dir = kepler.dir().join("next");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kepler-daemon");
+    fs::write(&path, bytes).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `daemon status`'s pid and version.
+fn status(kepler: &Kepler) -> (i32, String) {
+    let run = kepler.kepler(&["daemon", "status"]);
+    run.success();
+    let field = |key: &str| {
+        run.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{run}"))
+            .trim()
+            .to_string()
+    };
+    (field("pid:").parse().unwrap(), field("version:"))
+}
+
+fn upgrade(kepler: &Kepler, binary: &Path) {
+    let run = kepler.kepler(&["daemon", "upgrade", "--binary", binary.to_str().unwrap()]);
+    run.success().stdout_has("upgraded");
+}
+
+/// A service printing `<name> line <n> <padding>` about every millisecond.
+fn writer(name: &str) -> String {
+    format!(
+        "  {name}:\n    command: [perl, -e, '$|=1; while (1) {{ print \"{name} line \", ++$i, \" \", \"x\" x 40, \"\\n\"; select(undef,undef,undef,0.001) }}']\n    logs:\n      retention:\n        on_stop: retain\n"
+    )
+}
+
+/// The payloads of a service's stored stdout lines, read from its file.
+fn stored_lines(kepler: &Kepler, service: &str) -> Vec<String> {
+    let configs = kepler.state_dir().join("configs");
+    let dir = fs::read_dir(&configs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = fs::File::open(dir.join("logs").join(format!("{service}.stdout.log"))).unwrap();
+    BufReader::new(file)
+        .lines()
+        .map(|l| l.unwrap())
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let (_ts, tag, payload) = (parts.next()?, parts.next()?, parts.next()?);
+            (tag == "-").then(|| payload.to_string())
+        })
+        .collect()
+}
+
+/// Every line is whole and numbered 1, 2, 3... with no gap or repeat.
+fn assert_contiguous(service: &str, lines: &[String]) -> u64 {
+    let padding = "x".repeat(40);
+    for (i, line) in lines.iter().enumerate() {
+        let expected = format!("{service} line {} {padding}", i + 1);
+        assert_eq!(line, &expected, "{service}: line {} is wrong", i + 1);
+    }
+    lines.len() as u64
+}
+
+fn last_number(kepler: &Kepler, service: &str) -> u64 {
+    stored_lines(kepler, service).len() as u64
+}
+
+#[test]
+fn an_upgrade_keeps_pids_counts_and_every_log_line_of_twenty_busy_services() {
+    let mut kepler = Kepler::started();
+    let names: Vec<String> = (1..=20).map(|i| format!("w{i}")).collect();
+    let mut config = String::from("services:\n");
+    for name in &names {
+        config.push_str(&writer(name));
+    }
+    kepler.write("kepler.yaml", &config);
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    for name in &names {
+        wait_until("every service logs", DEADLINE, || {
+            last_number(&kepler, name) > 50
+        });
+    }
+    let before = kepler.ps("kepler.yaml");
+    let (daemon_pid, old_version) = status(&kepler);
+    assert!(!old_version.contains(NEXT));
+    let at_upgrade: BTreeMap<&String, u64> =
+        names.iter().map(|n| (n, last_number(&kepler, n))).collect();
+
+    upgrade(&kepler, &next_binary(&kepler));
+
+    let (pid, version) = status(&kepler);
+    assert_eq!(pid, daemon_pid, "the daemon keeps its pid");
+    assert!(version.ends_with(&format!("+{NEXT}")), "version {version}");
+    let after = kepler.ps("kepler.yaml");
+    for name in &names {
+        assert_eq!(
+            after[name].pid(),
+            before[name].pid(),
+            "{name} keeps its pid"
+        );
+        assert_eq!(after[name].restarts(), before[name].restarts(), "{name}");
+        assert_eq!(after[name].status(), "running", "{name}");
+    }
+    // The new daemon stores what they write from where the old one stopped.
+    for name in &names {
+        wait_until("lines after the upgrade", DEADLINE, || {
+            last_number(&kepler, name) > at_upgrade[name] + 200
+        });
+    }
+    kepler.kepler(&["stop"]).success();
+    for name in &names {
+        let count = assert_contiguous(name, &stored_lines(&kepler, name));
+        assert!(
+            count > at_upgrade[name],
+            "{name}: {count} lines, {} at the upgrade",
+            at_upgrade[name]
+        );
+    }
+    let log = kepler.daemon_log();
+    assert!(
+        log.contains("resuming from the previous daemon's hand-over"),
+        "{log}"
+    );
+    kepler.kepler(&["daemon", "stop"]).success();
+    kepler.wait_daemon_exit();
+}
+
+#[test]
+fn a_service_that_exits_during_the_hand_over_is_restarted_by_the_new_daemon() {
+    let mut kepler = Kepler::new();
+    let pause = kepler.dir().join("handover-paused");
+    let pause_env = pause.to_str().unwrap().to_string();
+    kepler.start_daemon_with(|c| {
+        c.env("KEPLER_TEST_HANDOVER_PAUSE", &pause_env);
+    });
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  flaky:\n    command: [sleep, '1000']\n    restart: on-failure\n  steady:\n    command: [sleep, '1001']\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let before = kepler.ps("kepler.yaml");
+    let flaky = before["flaky"].pid().unwrap();
+
+    let mut upgrading = kepler
+        .command("kepler")
+        .args(["daemon", "upgrade", "--binary"])
+        .arg(next_binary(&kepler))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the hand-over pauses", DEADLINE, || pause.exists());
+    // Reaping is paused now: this exit is left for the new daemon.
+    kill(Pid::from_raw(flaky), Signal::SIGKILL).unwrap();
+    fs::remove_file(&pause).unwrap();
+    let output = wait_output(&mut upgrading);
+    assert!(output.0, "upgrade failed: {}", output.1);
+
+    let after = kepler.wait_for_service("kepler.yaml", "flaky", "restarted", |r| {
+        r.status() == "running" && r.pid() != Some(flaky)
+    });
+    assert_eq!(after.restarts(), 1);
+    let steady = kepler.service("kepler.yaml", "steady");
+    assert_eq!(steady.pid(), before["steady"].pid());
+    assert_eq!(steady.restarts(), 0);
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn a_failing_health_check_keeps_its_failure_count_across_an_upgrade() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  sick:\n    command: [sleep, '1002']\n    healthcheck:\n      test: [\"false\"]\n      interval: 200ms\n      retries: 1000\n",
+    );
+    kepler.kepler(&["start", "-d"]).success();
+    let failures = |kepler: &Kepler| {
+        kepler.service("kepler.yaml", "sick").0["health_failures"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_until("three failures", DEADLINE, || failures(&kepler) >= 3);
+    let before = failures(&kepler);
+    upgrade(&kepler, &next_binary(&kepler));
+    assert!(failures(&kepler) >= before, "the count was reset");
+    wait_until("counting on", DEADLINE, || failures(&kepler) > before);
+    assert_eq!(kepler.service("kepler.yaml", "sick").restarts(), 0);
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn requests_in_flight_end_with_a_reconnect_error_and_the_next_ones_reach_the_new_daemon() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        &format!(
+            "services:\n{}  idle:\n    command: [sleep, '1003']\n",
+            writer("talker")
+        ),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let mut follow = kepler
+        .command("kepler")
+        .args(["-f", "kepler.yaml", "logs", "--follow", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut attached = kepler
+        .command("kepler")
+        .args(["-f", "kepler.yaml", "start", "idle"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both are being served: the follow has printed lines.
+    let stdout = follow.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    for _ in 0..20 {
+        lines.next().unwrap().unwrap();
+    }
+    // Keep reading, so the follow never blocks on a full pipe.
+    let drain = std::thread::spawn(move || lines.count());
+    wait_until("the attached start is attached", DEADLINE, || {
+        kepler.service("kepler.yaml", "idle").status() == "running"
+    });
+
+    upgrade(&kepler, &next_binary(&kepler));
+
+    let status = wait_exit(&mut follow);
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("upgraded"), "logs --follow said: {stderr}");
+    drain.join().unwrap();
+    let (ok, output) = wait_output(&mut attached);
+    assert!(!ok);
+    assert!(output.contains("upgraded"), "attached start said: {output}");
+    // The services were not touched, and a new follow works.
+    assert_eq!(kepler.service("kepler.yaml", "idle").status(), "running");
+    kepler.logs("kepler.yaml", &["--tail", "1", "talker"]);
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn an_upgrade_the_new_binary_refuses_changes_nothing() {
+    let kepler = Kepler::started();
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  web:\n    command: [sleep, '1004']\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let before = kepler.service("kepler.yaml", "web");
+    let (pid, version) = status(&kepler);
+    for (name, script) in [
+        ("fails", "#!/bin/sh\nexit 1\n"),
+        ("other-format", "#!/bin/sh\necho 'kepler-handover 99'\n"),
+    ] {
+        let path = kepler.write(name, script);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let run = kepler.kepler(&["daemon", "upgrade", "--binary", path.to_str().unwrap()]);
+        run.failure().stderr_has("nothing was changed");
+        assert_eq!(status(&kepler), (pid, version.clone()));
+        let now = kepler.service("kepler.yaml", "web");
+        assert_eq!(now.pid(), before.pid());
+        assert_eq!(now.status(), "running");
+    }
+    // Still serving and still upgradable.
+    upgrade(&kepler, &next_binary(&kepler));
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn a_corrupt_hand_over_falls_back_to_recovery_without_losing_the_daemon() {
+    let mut kepler = Kepler::new();
+    kepler.start_daemon_with(|c| {
+        c.env("KEPLER_TEST_CORRUPT_HANDOVER", "1");
+    });
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  web:\n    command: [sleep, '1005']\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let old = kepler.service("kepler.yaml", "web").pid().unwrap();
+    let (pid, _) = status(&kepler);
+
+    upgrade(&kepler, &next_binary(&kepler));
+
+    assert_eq!(status(&kepler).0, pid, "the daemon survived");
+    // Recovery: the old process is stopped and the wanted service started.
+    kepler.wait_for_service("kepler.yaml", "web", "started again", |r| {
+        r.status() == "running" && r.pid().is_some_and(|p| p != old)
+    });
+    wait_until("the old process is gone", DEADLINE, || {
+        !kepler_e2e::process_alive(old)
+    });
+    let log = kepler.daemon_log();
+    assert!(
+        log.contains("cannot resume from the hand-over"),
+        "the log says nothing of the fallback:\n{log}"
+    );
+    kepler.kepler(&["stop"]).success();
+}
+
+/// Waits (bounded) for a child; whether it succeeded, and its output.
+fn wait_output(child: &mut std::process::Child) -> (bool, String) {
+    let status = wait_exit(child);
+    let mut text = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    }
+    if let Some(mut err) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut err, &mut text).unwrap();
+    }
+    (status.success(), text)
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the client exits", DEADLINE, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
