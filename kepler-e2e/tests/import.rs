@@ -238,6 +238,9 @@ fn a_stack_imported_from_docker_compose_runs_the_services_with_commands() {
   web:
     image: web
     command: sh -c 'echo web up; exec sleep 600'
+    mem_limit: 256m
+    cpus: 0.5
+    pids_limit: 100
     depends_on:
       cache:
         condition: service_healthy
