@@ -135,7 +135,13 @@ fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
     umask(Mode::from_bits_truncate(0o007));
 
     // After an upgrade: the socket, lock and children of the daemon this
-    // binary replaced (same pid). Read before any thread exists.
+    // binary replaced (same pid). Read before any thread exists, with the
+    // open-file limit raised first: the previous program held many.
+    if resume.is_some() {
+        if let Err(e) = kepler_daemon::process::raise_fd_limit() {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+        }
+    }
     let resumed = resume.and_then(|fd| match kepler_daemon::upgrade::resume_args(fd) {
         Ok(resumed) => Some(resumed),
         Err(e) => {

@@ -357,3 +357,35 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     });
     status.unwrap()
 }
+
+#[test]
+fn systemd_hears_reloading_then_ready_around_the_hand_over() {
+    let mut kepler = Kepler::new();
+    let socket = kepler.dir().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener.set_read_timeout(Some(DEADLINE)).unwrap();
+    let value = socket.to_str().unwrap().to_string();
+    kepler.start_daemon_with(|c| {
+        c.env("NOTIFY_SOCKET", &value);
+    });
+    let receive = || {
+        let mut buf = [0u8; 512];
+        let n = listener.recv(&mut buf).expect("a message for systemd");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(receive().starts_with("READY=1"));
+
+    upgrade(&kepler, &next_binary(&kepler));
+
+    let reloading = receive();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    let usec: u64 = reloading.lines().nth(1).unwrap()["MONOTONIC_USEC=".len()..]
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    let ready = receive();
+    assert!(ready.starts_with("READY=1"), "{ready:?}");
+}

@@ -362,6 +362,19 @@ fn exec(startup: &Startup, binary: &Path, listener: RawFd, handover: &Handover) 
     }
     let memfd = memfd.into_raw_fd();
     let env = environment(&startup.notifier);
+    // The new program raises the open-file limit again and must remember
+    // the original, which services inherit.
+    if let Some(soft) = process::original_fd_limit() {
+        if let Ok((_, hard)) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        {
+            let _ = nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                soft,
+                hard,
+            );
+        }
+    }
     let mut tried = vec![binary.to_path_buf()];
     if let Some(own) = &startup.binary {
         if own != binary {
