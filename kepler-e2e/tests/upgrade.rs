@@ -389,3 +389,40 @@ fn systemd_hears_reloading_then_ready_around_the_hand_over() {
     let ready = receive();
     assert!(ready.starts_with("READY=1"), "{ready:?}");
 }
+
+#[test]
+fn ps_run_during_upgrades_is_always_answered() {
+    let kepler = Kepler::started();
+    kepler.write("kepler.yaml", &format!("services:\n{}", writer("busy")));
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let pid = kepler.service("kepler.yaml", "busy").pid();
+    let next = next_binary(&kepler);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answered, failures) = std::thread::scope(|scope| {
+        let asking = scope.spawn(|| {
+            let (mut answered, mut failures) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let run = kepler.kepler(&["-f", "kepler.yaml", "ps"]);
+                if run.ok() {
+                    answered += 1;
+                } else {
+                    failures.push(run.to_string());
+                }
+            }
+            (answered, failures)
+        });
+        for _ in 0..5 {
+            upgrade(&kepler, &next);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        asking.join().unwrap()
+    });
+    assert!(
+        failures.is_empty(),
+        "ps failed during an upgrade:\n{}",
+        failures.join("\n")
+    );
+    assert!(answered > 0);
+    assert_eq!(kepler.service("kepler.yaml", "busy").pid(), pid);
+    kepler.kepler(&["stop"]).success();
+}

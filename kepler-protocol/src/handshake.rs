@@ -58,6 +58,12 @@ pub fn answer(client: &Hello) -> HelloReply {
     }
 }
 
+/// Why a connection that arrives while the daemon hands over to a new
+/// binary is refused; a client may connect again at once (the new daemon
+/// answers the next connection).
+pub const UPGRADING_REFUSAL: &str =
+    "the daemon is handing over to a new binary (kepler daemon upgrade); connect again";
+
 /// The message both sides print when their protocol versions differ.
 pub fn version_mismatch(
     cli: &str,

@@ -52,6 +52,13 @@ pub async fn serve_connection(
         let _ = framed.send(HelloReply::Refused { reason }).await;
         return;
     }
+    if *daemon.upgrading().borrow() {
+        // Accepted just before the hand-over: told so, rather than welcomed
+        // and then dropped with the process image.
+        let reason = handshake::UPGRADING_REFUSAL.to_string();
+        let _ = framed.send(HelloReply::Refused { reason }).await;
+        return;
+    }
     let reply = handshake::answer(&hello);
     let welcomed = matches!(reply, HelloReply::Welcome { .. });
     if framed.send(reply).await.is_err() || !welcomed {
