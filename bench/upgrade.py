@@ -61,12 +61,17 @@ def rss_kib(pid):
     return 0
 
 
+FAILURES = []
+
+
 def ps_during(stop, samples):
     """Runs `kepler ps` back to back; records each one's latency (ms) and success."""
     while not stop.is_set():
         start = time.monotonic()
-        ok = kepler("ps", check=False).returncode == 0
-        samples.append(((time.monotonic() - start) * 1000, ok))
+        run = kepler("ps", check=False)
+        samples.append(((time.monotonic() - start) * 1000, run.returncode == 0))
+        if run.returncode != 0:
+            FAILURES.append(f"exit {run.returncode}: {run.stderr.strip()}")
 
 
 def stored_lines(service):
@@ -139,6 +144,7 @@ def main():
         "services_restarted": restarted,
         "services_with_new_pid": new_pid,
         "rss_kib": rss,
+        "ps_failures": FAILURES,
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
@@ -148,6 +154,8 @@ def main():
     print(f"  ps wait during an upgrade: median {median:.1f} ms, max {max(worst_ps):.1f} ms"
           f"  (target <= {PS_TARGET_MS:.0f} ms) {'ok' if median <= PS_TARGET_MS else 'OVER'}")
     print(f"  ps requests that failed:   {failed_ps}")
+    for failure in sorted(set(FAILURES)):
+        print(f"    {failure}")
     print(f"  kepler daemon upgrade:     median {statistics.median(upgrade_ms):.1f} ms")
     print(f"  lines checked:             {lines}, lost/repeated/torn: {problems}  (target 0)")
     print(f"  restarted: {len(restarted)}, new pids: {len(new_pid)}  (target 0)")

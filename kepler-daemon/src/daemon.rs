@@ -42,6 +42,10 @@ pub struct Daemon {
     drained: watch::Sender<bool>,
     upgrades: mpsc::UnboundedSender<UpgradeRequest>,
     upgrade_inbox: Mutex<Option<mpsc::UnboundedReceiver<UpgradeRequest>>>,
+    /// Welcomed client connections, with the bytes read of their next
+    /// request: given up by this daemon for the next one, or handed over by
+    /// the previous one for this one.
+    connections: Mutex<Vec<(std::os::fd::OwnedFd, Vec<u8>)>>,
 }
 
 impl Daemon {
@@ -74,7 +78,39 @@ impl Daemon {
             drained: watch::channel(false).0,
             upgrades,
             upgrade_inbox: Mutex::new(Some(inbox)),
+            connections: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Keeps a welcomed connection for the next daemon (an upgrade).
+    pub fn hand_over_connection(&self, stream: tokio::net::UnixStream, buffered: Vec<u8>) {
+        match stream.into_std() {
+            Ok(stream) => self
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((stream.into(), buffered)),
+            Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
+        }
+    }
+
+    /// Takes the connections kept by [`hand_over_connection`](Self::hand_over_connection)
+    /// or [`adopt_connections`](Self::adopt_connections).
+    pub fn take_connections(&self) -> Vec<(std::os::fd::OwnedFd, Vec<u8>)> {
+        std::mem::take(
+            &mut *self
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Connections a previous daemon handed over, to be served first.
+    pub fn adopt_connections(&self, connections: Vec<(std::os::fd::OwnedFd, Vec<u8>)>) {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(connections);
     }
 
     /// Passes an upgrade request to the daemon's main loop.

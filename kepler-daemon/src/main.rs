@@ -155,12 +155,13 @@ fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
-    let (mut lock, listener, daemon_up, adoptions) = match resumed {
+    let (mut lock, listener, daemon_up, adoptions, connections) = match resumed {
         Some(resumed) => (
             resumed.lock,
             resumed.listener,
             resumed.daemon_up,
             resumed.adoptions,
+            resumed.connections,
         ),
         None => {
             let lock = match InstanceLock::acquire(&state) {
@@ -171,7 +172,7 @@ fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
                 Ok(listener) => listener,
                 Err(e) => return fail(format!("cannot listen: {e}")),
             };
-            (lock, listener, Duration::ZERO, HashMap::new())
+            (lock, listener, Duration::ZERO, HashMap::new(), Vec::new())
         }
     };
     let ready_pipe = if detach {
@@ -217,6 +218,7 @@ fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     let daemon = Daemon::resumed(state, daemon_up);
+    daemon.adopt_connections(connections);
     let closing = daemon.closing_connections();
     let result = runtime.block_on(daemon::run_adopting(
         listener,

@@ -66,6 +66,35 @@ pub async fn serve_connection(
     }
 
     let framed = framed.map_codec(|codec| codec.retype::<ClientMessage, ServerMessage>());
+    serve_requests(framed, caller, ticket, daemon).await;
+}
+
+/// A welcomed connection, as the protocol's requests see it.
+pub type RequestFrames = Framed<UnixStream, BincodeCodec<ClientMessage, ServerMessage>>;
+
+/// A connection a previous daemon welcomed and handed over in an upgrade:
+/// served from its next request on, starting with the bytes of it that the
+/// previous daemon had already read.
+pub async fn serve_handed_over(
+    stream: UnixStream,
+    buffered: Vec<u8>,
+    caller: Caller,
+    ticket: ConnectionTicket,
+    daemon: Arc<Daemon>,
+) {
+    let codec =
+        BincodeCodec::<ClientMessage, ServerMessage>::with_limits(MAX_REQUEST_LEN, MAX_FRAME_LEN);
+    let mut parts = tokio_util::codec::FramedParts::new::<ServerMessage>(stream, codec);
+    parts.read_buf.extend_from_slice(&buffered);
+    serve_requests(Framed::from_parts(parts), caller, ticket, daemon).await;
+}
+
+async fn serve_requests(
+    framed: RequestFrames,
+    caller: Caller,
+    ticket: ConnectionTicket,
+    daemon: Arc<Daemon>,
+) {
     let (mut sink, mut frames) = framed.split();
     let (outbox, mut outgoing) = Outbox::new();
     let mut writer = tokio::spawn(async move {
@@ -101,6 +130,7 @@ pub async fn serve_connection(
                 Err(_) => break,
             }
         }
+        sink
     });
 
     let caller = Arc::new(caller);
@@ -155,7 +185,20 @@ pub async fn serve_connection(
                 // Every request but the upgrade's own ends at once, answered
                 // with `DaemonUpgraded`.
                 let drain = async { while requests.join_next().await.is_some() {} };
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+                let drained = tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_ok();
+                if drained {
+                    // Everything answered: the connection itself goes to
+                    // the new daemon, with what was read of the next request.
+                    drop(outbox);
+                    if let Ok(Ok(sink)) = tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await {
+                        if let Ok(framed) = frames.reunite(sink) {
+                            let parts = framed.into_parts();
+                            daemon.hand_over_connection(parts.io, parts.read_buf.to_vec());
+                        }
+                    }
+                    drop(ticket);
+                    return;
+                }
                 break;
             }
             _ = crate::daemon::raised(&mut closing) => {

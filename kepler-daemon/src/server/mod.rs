@@ -47,6 +47,29 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut closing = daemon.closing_connections();
     let mut upgrading = daemon.upgrading();
+    // Connections a previous daemon welcomed, handed over in an upgrade.
+    for (fd, buffered) in daemon.take_connections() {
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| UnixStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("cannot serve a handed-over connection: {e}");
+                continue;
+            }
+        };
+        let Ok(caller) = peer::peer_of(&stream) else {
+            continue;
+        };
+        if let Ok(ticket) = budgets.admit(caller.uid) {
+            let daemon = daemon.clone();
+            tracker.spawn(connection::serve_handed_over(
+                stream, buffered, caller, ticket, daemon,
+            ));
+        }
+    }
     loop {
         let stream = tokio::select! {
             // An upgrade stops accepting before anything else is looked at.

@@ -53,6 +53,18 @@ pub struct Handover {
     /// Other listening sockets by name (e.g. a metrics endpoint).
     #[serde(default)]
     pub listeners: BTreeMap<String, RawFd>,
+    /// Client connections the daemon had welcomed and answered everything
+    /// on: the new daemon serves their next request.
+    #[serde(default)]
+    pub connections: Vec<ConnectionHandover>,
+}
+
+/// A welcomed client connection and the bytes read of its next request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionHandover {
+    pub fd: RawFd,
+    #[serde(with = "serde_bytes")]
+    pub buffered: Vec<u8>,
 }
 
 /// One loaded config: its owner and snapshot are in its state directory;
@@ -294,6 +306,7 @@ mod tests {
                 services,
             }],
             listeners: BTreeMap::new(),
+            connections: Vec::new(),
         }
     }
 

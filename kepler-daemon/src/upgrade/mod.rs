@@ -204,12 +204,21 @@ pub async fn hand_over(daemon: &Daemon, listener: RawFd, request: UpgradeRequest
         .map(|h| h.logs().clone())
         .collect();
     let _ = tokio::task::spawn_blocking(move || stores.iter().for_each(|s| s.flush())).await;
+    let connections = daemon
+        .take_connections()
+        .into_iter()
+        .map(|(fd, buffered)| format::ConnectionHandover {
+            fd: fd.into_raw_fd(),
+            buffered,
+        })
+        .collect();
     let handover = Handover {
         version: HANDOVER_VERSION,
         written_by: daemon_version(),
         daemon_up_ms: daemon.uptime().as_millis() as u64,
         configs,
         listeners: daemon.extra_listeners(),
+        connections,
     };
     exec(startup, &binary, listener, &handover);
 }
@@ -355,6 +364,7 @@ fn exec(startup: &Startup, binary: &Path, listener: RawFd, handover: &Handover) 
         }
     }
     keep.extend(handover.listeners.values().copied());
+    keep.extend(handover.connections.iter().map(|c| c.fd));
     for fd in keep {
         if let Err(e) = format::keep_across_exec(fd) {
             tracing::error!(fd, "cannot keep a descriptor across execve: {e}");

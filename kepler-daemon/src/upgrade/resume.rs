@@ -7,7 +7,7 @@
 //! recover as after a crash (survivors stopped, wanted services started).
 
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +25,8 @@ pub struct Resumed {
     pub daemon_up: Duration,
     /// The configs to adopt, by path; empty after a fallback.
     pub adoptions: HashMap<PathBuf, Adoption>,
+    /// Welcomed client connections and the bytes read of their next request.
+    pub connections: Vec<(OwnedFd, Vec<u8>)>,
 }
 
 /// Reads the hand-over in `fd`. `Err` only when not even its header could be
@@ -72,6 +74,7 @@ pub fn resume_args(fd: RawFd) -> Result<Resumed, String> {
                 lock,
                 daemon_up: Duration::ZERO,
                 adoptions: HashMap::new(),
+                connections: Vec::new(),
             });
         }
     };
@@ -81,11 +84,22 @@ pub fn resume_args(fd: RawFd) -> Result<Resumed, String> {
         "resuming from the previous daemon's hand-over"
     );
     let daemon_up = Duration::from_millis(handover.daemon_up_ms);
+    let connections = handover
+        .connections
+        .iter()
+        .filter_map(|c| {
+            // SAFETY: handed over for this connection alone, taken once.
+            let fd = unsafe { OwnedFd::from_raw_fd(c.fd) };
+            format::close_on_exec(&fd).ok()?;
+            Some((fd, c.buffered.clone()))
+        })
+        .collect();
     Ok(Resumed {
         listener,
         lock,
         daemon_up,
         adoptions: adopt(handover),
+        connections,
     })
 }
 
