@@ -14,8 +14,10 @@ mod exit;
 mod health;
 mod hooks;
 pub mod modes;
+mod observe;
 mod output;
 pub mod recover;
+mod sampling;
 mod start;
 mod stop;
 mod watch;
@@ -40,6 +42,8 @@ use crate::state::ServiceRuntime;
 use crate::user::ResolvedUser;
 use crate::watcher::{WatchHandle, WatchReport};
 
+pub use observe::{Observation, ServiceObservation};
+use sampling::History;
 pub use stop::StopIntentRequest;
 
 /// Reports from the orchestrator's own tasks back to its actor.
@@ -123,6 +127,8 @@ pub struct Orchestrator {
     limit_notes: BTreeMap<String, Vec<String>>,
     /// Services whose log already says so.
     limits_logged: HashSet<String>,
+    /// The usage history, written at each sampling tick.
+    history: History,
 }
 
 /// What a start or restart request needs to wait on.
@@ -193,6 +199,7 @@ impl Orchestrator {
             cgroup: None,
             limit_notes,
             limits_logged: HashSet::new(),
+            history: History::Closed,
         }
     }
 
