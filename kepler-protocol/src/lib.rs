@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod limits;
 pub mod log_batch;
 pub mod message;
+pub mod observe;
 pub mod request;
 pub mod response;
 
@@ -21,6 +22,10 @@ pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
 pub use limits::{check_sys_env, MAX_REQUEST_LEN, MAX_SYS_ENV_BYTES, MAX_SYS_ENV_VARS};
 pub use log_batch::{LogBatch, LogLineRef, LogSource};
 pub use message::{ClientMessage, RequestId, ServerMessage};
+pub use observe::{
+    ConfigInspection, ConfigStats, HealthInspection, LastSample, ServiceHistory, ServiceInspection,
+    ServiceStats, Spread, TopConfig, TopFrame,
+};
 pub use request::{ConfigRef, LogRange, Request, StartMode, SysEnv};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,

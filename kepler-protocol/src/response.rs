@@ -37,6 +37,8 @@ pub enum Response {
     NotLoaded {
         path: PathBuf,
     },
+    Stats(crate::ConfigStats),
+    Inspect(crate::ConfigInspection),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +172,8 @@ pub enum Event {
     Log(LogLine),
     /// Several lines at once (log follow).
     Logs(Vec<LogLine>),
+    /// What `kepler top` shows now.
+    Top(crate::TopFrame),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,13 +3,16 @@
 
 mod config_access;
 mod daemon_status;
+mod inspect;
 mod logs;
 mod prune;
 mod ps;
 mod recreate;
 mod shutdown;
 mod start;
+mod stats;
 mod stop;
+mod top;
 
 use std::sync::Arc;
 
@@ -127,6 +130,19 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             .await
             .unwrap_or_else(error_response),
         Request::LogsPage { config, cursor } => logs::page(&ctx, config, cursor)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Stats {
+            config,
+            services,
+            since_ms,
+        } => stats::handle(&ctx, config, services, since_ms)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Inspect { config, services } => inspect::handle(&ctx, config, services)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Top { config, history } => top::handle(&ctx, config, history)
             .await
             .unwrap_or_else(error_response),
     };
