@@ -46,6 +46,8 @@ pub fn write_event(
             let line = format!("{KEPLER_PREFIX} | {}", mode.show(message));
             writeln!(out, "{}", paint.paint(&line, style::dim()))
         }
+        // Frames of `kepler top` are drawn by its own screen.
+        Event::Top(_) => Ok(()),
     }
 }
 
