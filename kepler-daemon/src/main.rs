@@ -136,6 +136,10 @@ fn serve(detach: bool, metrics_listen: Option<SocketAddr>, public: bool) -> Exit
             "must run as root (running as uid {uid}); start it with `sudo kepler daemon start`"
         ));
     }
+    if let Some(Err(e)) = metrics_listen.map(|a| kepler_daemon::exporter::check_address(a, public))
+    {
+        return fail(e);
+    }
     init_tracing(!detach && std::io::stderr().is_terminal());
     // Group members may read what the daemon writes; others get nothing.
     umask(Mode::from_bits_truncate(0o007));

@@ -31,6 +31,8 @@ pub struct ServiceStats {
     pub memory_bytes: Option<Spread>,
     /// Restarts counted between the samples of the window.
     pub restarts: u32,
+    /// When the oldest sample of the window was taken (ms since the epoch).
+    pub first_at_ms: Option<u64>,
     pub last: Option<LastSample>,
 }
 

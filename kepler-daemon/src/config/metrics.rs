@@ -114,6 +114,11 @@ pub(crate) fn metrics(node: &Node, path: &str, diag: &mut Diagnostics) -> Metric
         }
         mark = node.mark;
     }
+    if map.get("retention").is_none() && metrics.samples() > MAX_SAMPLES {
+        // A short interval with the default retention keeps what the bound
+        // allows rather than being an error nobody wrote.
+        metrics.retention = HumanDuration(metrics.interval.0 * (MAX_SAMPLES as u32 - 1));
+    }
     if let Some(node) = map.get("retention") {
         let path = map.path("retention");
         if let Some(text) = text(node, &path, diag) {
@@ -134,6 +139,20 @@ pub(crate) fn metrics(node: &Node, path: &str, diag: &mut Diagnostics) -> Metric
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_interval_shortens_the_default_retention_to_the_bound() {
+        let yaml = "kepler:\n  metrics:\n    interval: 100ms\nservices:\n  a:\n    command: [a]\n";
+        let baked = crate::config::bake_source(
+            std::path::Path::new("/srv/kepler.yaml"),
+            yaml.into(),
+            &Default::default(),
+        )
+        .unwrap();
+        let metrics = baked.config.kepler.metrics;
+        assert_eq!(metrics.samples(), MAX_SAMPLES);
+        assert_eq!(metrics.problem(), None);
+    }
 
     #[test]
     fn the_sample_count_covers_the_retention() {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -35,6 +35,9 @@ pub const MAX_CONNECTIONS: usize = 8;
 pub const MAX_HEAD: usize = 8192;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The environment variable that sets `--metrics-listen`.
 pub const LISTEN_ENV: &str = "KEPLER_METRICS_LISTEN";
@@ -108,15 +111,25 @@ async fn answer(request: Request<Incoming>, daemon: &Daemon) -> Response<Full<By
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
+    // Prometheus asks for OpenMetrics; other clients (curl, promtool) get
+    // the classic text format.
+    let openmetrics = request.headers().get_all(ACCEPT).iter().any(|accept| {
+        accept
+            .as_bytes()
+            .windows(19)
+            .any(|w| w == b"application/openmet")
+    });
     match render::scrape(daemon).await {
         Ok(text) => {
+            let (text, content_type) = if openmetrics {
+                (text, OPENMETRICS)
+            } else {
+                (render::classic(&text), CLASSIC)
+            };
             let mut response = Response::new(Full::new(Bytes::from(text)));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
         Err(e) => plain(

@@ -197,3 +197,62 @@ pub async fn scrape(daemon: &Daemon) -> Result<String, std::fmt::Error> {
     encode(&mut text, &registry)?;
     Ok(text)
 }
+
+/// OpenMetrics text (as the crate writes it) in the classic Prometheus text
+/// format: there a counter's `# HELP` and `# TYPE` name its samples, which
+/// end in `_total`, and there is no `# EOF`. Only those metadata lines
+/// change; samples and their escaped labels are kept as they are.
+pub fn classic(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"))
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut text = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let metadata = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match metadata {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_samples_in_the_classic_format() {
+        let openmetrics = "# HELP kepler_log_bytes Bytes.\n# TYPE kepler_log_bytes counter\n\
+                           kepler_log_bytes_total{service=\"a b\"} 3\n\
+                           # HELP kepler_connections Open.\n# TYPE kepler_connections gauge\n\
+                           kepler_connections 1\n# EOF\n";
+        assert_eq!(
+            classic(openmetrics),
+            "# HELP kepler_log_bytes_total Bytes.\n# TYPE kepler_log_bytes_total counter\n\
+             kepler_log_bytes_total{service=\"a b\"} 3\n\
+             # HELP kepler_connections Open.\n# TYPE kepler_connections gauge\n\
+             kepler_connections 1\n"
+        );
+    }
+}

@@ -45,6 +45,7 @@ struct Figures {
     memory: Accumulator,
     restarts: u32,
     previous_restarts: Option<u32>,
+    first_at_ms: Option<u64>,
     last: Option<LastSample>,
 }
 
@@ -58,6 +59,7 @@ impl Figures {
             self.restarts += sample.restarts.saturating_sub(previous);
         }
         self.previous_restarts = Some(sample.restarts);
+        self.first_at_ms.get_or_insert(at_ms);
         self.last = Some(LastSample {
             at_ms,
             cpu_percent: sample.cpu_percent,
@@ -92,6 +94,7 @@ pub fn summarize(
             cpu_percent: figures.cpu.spread(),
             memory_bytes: figures.memory.spread(),
             restarts: figures.restarts,
+            first_at_ms: figures.first_at_ms,
             last: figures.last,
         })
         .collect())
@@ -108,6 +111,7 @@ pub fn summarize_nothing(names: &[String], wanted: &[usize]) -> Vec<ServiceStats
             cpu_percent: None,
             memory_bytes: None,
             restarts: 0,
+            first_at_ms: None,
             last: None,
         })
         .collect()
@@ -189,6 +193,7 @@ mod tests {
         assert_eq!(busy.memory_bytes.unwrap().max, (300 << 10) as f64);
         assert_eq!(busy.restarts, 3);
         assert_eq!(busy.last.unwrap().at_ms, 3000);
+        assert_eq!(busy.first_at_ms, Some(1000));
         assert_eq!(stats[1].samples, 2);
         assert_eq!(stats[1].cpu_percent.unwrap().max, 0.0);
 

@@ -58,9 +58,9 @@ pub fn draw(frame: &mut Frame<'_>, model: &Model) {
 
 fn title_line(model: &Model) -> Line<'static> {
     let running = model.rows.iter().filter(|r| r.info.status.is_up()).count();
+    // What changes comes first; the path, which may be long, last.
     let mut text = format!(
-        "kepler top  {}  {} services, {} up  sort: {}",
-        safe(&model.title),
+        "kepler top  {} services, {} up  sort: {}",
         model.rows.len(),
         running,
         model.sort.name()
@@ -68,6 +68,7 @@ fn title_line(model: &Model) -> Line<'static> {
     if !model.filter.is_empty() {
         text.push_str(&format!("  filter: {}", safe(&model.filter)));
     }
+    text.push_str(&format!("  {}", safe(&model.title)));
     Line::from(Span::styled(
         text,
         Style::default().add_modifier(Modifier::BOLD),
@@ -107,7 +108,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model) {
         header.push("CONFIG");
     }
     header.extend([
-        "NAME",
+        "  NAME",
         "STATUS",
         "HEALTH",
         "PID",
@@ -160,7 +161,13 @@ fn table_row<'a>(model: &Model, row: &Row, selected: bool) -> TableRow<'a> {
         cells.push(Cell::from(safe(&row.config.to_string_lossy())));
     }
     cells.extend([
-        Cell::from(safe(&info.name)),
+        // A marker as well as reverse video, so the selection also shows
+        // where attributes do not (a captured screen, a dumb terminal).
+        Cell::from(format!(
+            "{}{}",
+            if selected { "> " } else { "  " },
+            safe(&info.name)
+        )),
         Cell::from(info.status.name()).style(status_style(info.status)),
         Cell::from(health(info.status, info.health_failures)),
         Cell::from(info.pid.map(|p| p.to_string()).unwrap_or_default()),
@@ -295,7 +302,7 @@ mod tests {
         for i in 0..30 {
             let line = text
                 .lines()
-                .find(|l| l.starts_with(&format!("svc{i} ")))
+                .find(|l| l.contains(&format!(" svc{i} ")))
                 .unwrap_or_else(|| panic!("svc{i} in {text}"));
             assert!(line.contains("12.5%") && line.contains("3.0M"), "{line}");
         }

@@ -5,8 +5,6 @@
 //! nobody else can reach a config at all (`loaded_config` refuses them), but
 //! the rule is kept here too so that widening access later cannot leak it.
 
-use std::collections::BTreeMap;
-
 use kepler_protocol::{
     ConfigInspection, ConfigRef, ErrorKind, HealthInspection, Response, ServiceInspection,
 };
@@ -61,12 +59,7 @@ fn inspect_service(
 ) -> Result<ServiceInspection, ActorError> {
     // The environment travels once, in its own field, and only when shown;
     // hooks carry environments of their own, removed the same way.
-    let mut baked = config.clone();
-    let environment = std::mem::take(&mut baked.environment);
-    for hook in baked.hooks.values_mut() {
-        hook.environment = BTreeMap::new();
-    }
-    let config_json = serde_json::to_string(&baked).map_err(|e| {
+    let failed = |e: serde_json::Error| {
         ActorError::new(
             ErrorKind::Failed,
             format!(
@@ -74,7 +67,18 @@ fn inspect_service(
                 observed.info.name
             ),
         )
-    })?;
+    };
+    let mut baked = serde_json::to_value(config).map_err(failed)?;
+    if let Some(fields) = baked.as_object_mut() {
+        fields.remove("environment");
+        if let Some(hooks) = fields.get_mut("hooks").and_then(|h| h.as_object_mut()) {
+            for hook in hooks.values_mut().filter_map(|h| h.as_object_mut()) {
+                hook.remove("environment");
+            }
+        }
+    }
+    let config_json = serde_json::to_string(&baked).map_err(failed)?;
+    let environment = config.environment.clone();
     let info = &observed.info;
     Ok(ServiceInspection {
         name: info.name.clone(),
