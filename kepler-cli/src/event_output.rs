@@ -46,6 +46,11 @@ pub fn write_event(
             let line = format!("{KEPLER_PREFIX} | {}", mode.show(message));
             writeln!(out, "{}", paint.paint(&line, style::dim()))
         }
+        Event::StartupPlan { services } => {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            let line = format!("{KEPLER_PREFIX} | waiting for {}", names.join(", "));
+            writeln!(out, "{}", paint.paint(&line, style::dim()))
+        }
         // Frames of `kepler top` are drawn by its own screen.
         Event::Top(_) => Ok(()),
     }
@@ -136,6 +141,28 @@ pub fn line_prefix(service: &str, hook: Option<&str>, stderr: bool, paint: Paint
     prefix
 }
 
+/// What a note of Kepler's says, without the `kepler | ` before it (for
+/// JSON, where it is a line of the service `kepler`); `None` for output.
+pub fn note_text(event: &Event) -> Option<String> {
+    match event {
+        Event::Log(_) | Event::Logs(_) => None,
+        Event::ServiceState {
+            service,
+            status,
+            reason,
+        } => Some(match reason {
+            Some(reason) => format!("{service} {}: {reason}", status.name()),
+            None => format!("{service} {}", status.name()),
+        }),
+        Event::Progress { message } => Some(message.clone()),
+        Event::StartupPlan { services } => {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            Some(format!("waiting for {}", names.join(", ")))
+        }
+        Event::Top(_) => None,
+    }
+}
+
 /// `kepler | web exited (1)`, or `kepler | web failed: why` with a reason.
 fn render_state(
     service: &str,
@@ -166,6 +193,7 @@ mod tests {
             hook: hook.map(Into::into),
             stderr,
             show_time: false,
+            replica: None,
             timestamp_us: 0,
             bytes: bytes.to_vec(),
         })
@@ -178,6 +206,7 @@ mod tests {
             hook: None,
             stderr: false,
             show_time: true,
+            replica: None,
             timestamp_us: 1_000_000_000_123_456,
             bytes: b"one\ntwo".to_vec(),
         });

@@ -12,6 +12,8 @@ mod daemon_binary;
 mod event_output;
 mod human_size;
 mod human_time;
+mod line_output;
+mod progress;
 mod style;
 mod terminal_text;
 

@@ -30,6 +30,11 @@ impl Paint {
         }
     }
 
+    /// No colour, whatever the terminal.
+    pub fn plain() -> Paint {
+        Paint { enabled: false }
+    }
+
     pub fn enabled(self) -> bool {
         self.enabled
     }
@@ -80,6 +85,11 @@ pub fn dim() -> Style {
 
 pub fn error() -> Style {
     Style::new().red()
+}
+
+/// Something that went right (a service ready).
+pub fn ready() -> Style {
+    Style::new().green()
 }
 
 #[cfg(test)]

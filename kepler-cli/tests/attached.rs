@@ -24,6 +24,7 @@ fn log(service: &str, text: &str) -> Event {
         hook: None,
         stderr: false,
         show_time: false,
+        replica: None,
         timestamp_us: 0,
         bytes: text.as_bytes().to_vec(),
     })

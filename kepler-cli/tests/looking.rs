@@ -75,6 +75,7 @@ async fn raw_logs_are_the_bytes_the_service_wrote() {
             hook: None,
             stderr: false,
             show_time: false,
+            replica: None,
             timestamp_us: 1,
             bytes: bytes.to_vec(),
         };
@@ -85,7 +86,8 @@ async fn raw_logs_are_the_bytes_the_service_wrote() {
     };
     let written = b"\x1b[31mred\xff\r";
     for (args, expected) in [
-        (&["logs", "--raw"][..], &b"web | \x1b[31mred\xff\r\n"[..]),
+        // The service's bytes only: no prefix (#18 item 4).
+        (&["logs", "--raw"][..], &b"\x1b[31mred\xff\r\n"[..]),
         // A pipe gets the text lossily, escapes and all, as before.
         (&["logs"], "web | \x1b[31mred\u{fffd}\n".as_bytes()),
     ] {

@@ -15,14 +15,20 @@ use tokio::sync::watch;
 
 use crate::orchestrator::{modes, StopIntentRequest};
 use crate::registry::Registry;
+use crate::run::RunLeases;
 use crate::server::{self, ConnectionLimits};
 use crate::state::StopIntent;
 use crate::state_dir::StateDir;
+
+/// How long a shutdown lets `kepler run`s remove their state (their
+/// `pre_cleanup` hooks run meanwhile).
+const RUNS_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared daemon-wide context, handed to every connection.
 pub struct Daemon {
     state_dir: StateDir,
     registry: Registry,
+    runs: RunLeases,
     started: Instant,
     shutdown: watch::Sender<bool>,
     closing: watch::Sender<bool>,
@@ -49,6 +55,7 @@ impl Daemon {
     pub fn with_connection_limits(state_dir: StateDir, limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Daemon {
             registry: Registry::new(state_dir.configs().clone()),
+            runs: RunLeases::default(),
             state_dir,
             started: Instant::now(),
             shutdown: watch::channel(false).0,
@@ -78,6 +85,11 @@ impl Daemon {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The configs that `kepler run`s hold.
+    pub fn runs(&self) -> &RunLeases {
+        &self.runs
     }
 
     pub fn uptime(&self) -> Duration {
@@ -140,18 +152,25 @@ pub async fn run(
 
 /// Stops every service of every config through its normal stop path, all
 /// configs in parallel. The services stay wanted, so the next daemon starts
-/// them again.
+/// them again; those of a `kepler run` do not (a run is not resumed), and
+/// its supervisor gets a moment to remove the run's state.
 async fn stop_all_services(daemon: &Daemon) {
     let stops = daemon.registry.all().into_iter().map(|handle| async move {
+        let intent = if daemon.runs.holds(handle.path()) {
+            StopIntent::User
+        } else {
+            StopIntent::Shutdown
+        };
         let request = StopIntentRequest {
             signal: None,
-            intent: StopIntent::Shutdown,
+            intent,
         };
         if let Err(e) = modes::stop_config(&handle, Vec::new(), request, false).await {
             tracing::error!(config = %handle.path().display(), "stopping services failed: {e}");
         }
     });
     futures::future::join_all(stops).await;
+    daemon.runs.wait_all_ended(RUNS_CLEANUP_TIMEOUT).await;
     // Buffered log lines reach the disk before the daemon exits.
     let stores: Vec<_> = daemon
         .registry

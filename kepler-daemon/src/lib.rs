@@ -23,6 +23,8 @@ pub mod orchestrator;
 pub mod persistence;
 pub mod process;
 pub mod registry;
+pub mod run;
+pub mod runtime_thread;
 pub mod server;
 pub mod state;
 pub mod state_dir;

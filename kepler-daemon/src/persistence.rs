@@ -160,6 +160,12 @@ impl ConfigStore {
         self.dir.shown(LOGS)
     }
 
+    /// The config's log directory, created if needed, opened through this
+    /// store's descriptor.
+    pub fn open_logs(&self) -> Result<TrustedDir, TrustError> {
+        self.dir.create_dir(LOGS)
+    }
+
     /// Opens a file of the config's directory to update it in place
     /// (created `0600` if missing), e.g. the usage history.
     pub fn open_update(&self, name: &str) -> Result<std::fs::File, TrustError> {

@@ -10,6 +10,7 @@
 pub mod cgroups;
 pub mod hostile;
 pub mod kill_on_drop;
+pub mod terminal;
 pub mod wire;
 
 pub use kill_on_drop::KillOnDrop;
@@ -248,6 +249,11 @@ impl Kepler {
 
     pub fn state_dir(&self) -> &Path {
         &self.state
+    }
+
+    /// Where the `kepler` and `kepler-daemon` binaries under test are.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bins
     }
 
     pub fn socket_path(&self) -> PathBuf {

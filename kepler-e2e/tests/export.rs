@@ -35,6 +35,9 @@ services:
     restart: always
     limits:
       memory: 512M
+      cpus: 0.5
+      pids: 200
+      io_weight: 300
       max_fds: 4096
     stop_signal: SIGINT
     stop_grace_period: 30s
@@ -72,6 +75,8 @@ services:
         run: echo post
   probe:
     command: ["sleep", "600"]
+    limits:
+      cpus: 2
     healthcheck:
       test: ["CMD", "true"]
   alert:
@@ -153,7 +158,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
         "StartLimitIntervalSec=0",
         "KillSignal=SIGINT",
         "TimeoutStopSec=30s",
-        "LimitAS=536870912",
+        "MemoryMax=536870912",
+        "MemorySwapMax=0",
+        "CPUQuota=50%",
+        "TasksMax=200",
+        "IOWeight=300",
         "LimitNOFILE=4096",
         "#   healthcheck (tcp localhost:5500): systemd has no health checks",
     ] {
@@ -272,6 +281,8 @@ fn a_nomad_job_has_the_structure_of_the_job_api() {
     assert_eq!(db["KillSignal"], "SIGINT");
     assert_eq!(db["KillTimeout"], 30_000_000_000u64);
     assert_eq!(db["Resources"]["MemoryMB"], 512);
+    assert_eq!(task("probe")["Resources"]["Cores"], 2);
+    run.stderr_has("db: limits.cpus with a fraction");
     assert_eq!(db["Env"]["PRICE"], "100% of $5");
     assert_eq!(db["Services"][0]["Checks"][0]["Type"], "tcp");
     assert_eq!(db["Services"][0]["Checks"][0]["Interval"], 2_000_000_000u64);
@@ -368,6 +379,7 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
     assert_eq!(container["command"][0], "python3");
     assert_eq!(container["securityContext"]["runAsUser"], 33);
     assert_eq!(container["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(container["resources"]["limits"]["cpu"], "500m");
     assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], 5500);
     assert_eq!(container["livenessProbe"]["failureThreshold"], 5);
     assert_eq!(

@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use kepler_e2e::terminal::Terminal;
 use kepler_e2e::{group_alive, Kepler, DEADLINE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -207,4 +208,119 @@ fn ps_all_and_json_cover_every_loaded_config() {
     let alpha = rows.iter().find(|r| r["service"] == "alpha").unwrap();
     assert!(alpha["pid"].as_u64().is_some());
     kepler.kepler(&["-f", "a/kepler.yaml", "stop"]).success();
+}
+
+/// db becomes healthy once `db-ready` exists; web waits for that.
+const HEALTH_GATED: &str = "services:
+  db:
+    command: [sleep, '1000']
+    healthcheck:
+      test: [\"sh\", \"-c\", \"test -f db-ready\"]
+      interval: 100ms
+  web:
+    command: [sleep, '1000']
+    depends_on:
+      db:
+        condition: service_healthy
+";
+
+#[test]
+fn wait_on_a_terminal_redraws_one_line_per_service_in_place() {
+    let kepler = Kepler::started();
+    kepler.write("kepler.yaml", HEALTH_GATED);
+    let terminal = Terminal::open(&kepler, 100, 20);
+    terminal.type_line("kepler start -d --wait; echo exit=$?");
+    // db runs, not yet healthy (its probe fails until db-ready exists).
+    let screen = terminal.wait_for_screen("web waiting for db", |rows| {
+        rows.iter()
+            .any(|r| r.contains("web") && r.contains("waiting for `db` to be healthy"))
+    });
+    // A spinner turns on lines still on their way.
+    let web = screen
+        .iter()
+        .find(|r| r.contains("waiting for `db`"))
+        .unwrap();
+    assert!(
+        web.starts_with(|c: char| "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ".contains(c)),
+        "{screen:?}"
+    );
+    kepler.write("db-ready", "");
+    let screen = terminal.wait_for_screen("the summary", |rows| rows.iter().any(|r| r == "exit=0"));
+    let marked = |mark: &str, name: &str| {
+        screen
+            .iter()
+            .filter(|r| r.starts_with(&format!("{mark} {name} ")))
+            .count()
+    };
+    // Each service kept one line, redrawn to its final state.
+    assert_eq!(marked("✔", "db "), 1, "{screen:#?}");
+    assert_eq!(marked("✔", "web"), 1, "{screen:#?}");
+    assert!(
+        screen
+            .iter()
+            .any(|r| r.starts_with("✔ db  healthy (") && r.ends_with("s)")),
+        "{screen:#?}"
+    );
+    assert!(
+        screen.iter().any(|r| r.starts_with("✔ web running (")),
+        "{screen:#?}"
+    );
+    assert!(
+        !screen.iter().any(|r| r.contains("waiting for")),
+        "{screen:#?}"
+    );
+    assert!(
+        screen.iter().any(|r| r == "started 2 services (db, web)"),
+        "{screen:#?}"
+    );
+    kepler.kepler(&["stop"]).success();
+}
+
+#[test]
+fn wait_prints_one_plain_line_per_change_when_piped() {
+    let kepler = Kepler::started();
+    kepler.write("kepler.yaml", HEALTH_GATED);
+    let mut child = kepler
+        .command("kepler")
+        .args(["start", "-d", "--wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |needle: &str| loop {
+        let line = lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no line containing {needle:?} in {seen:#?}"));
+        seen.push(line.clone());
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let waiting = wait_line("web waiting for `db` to be healthy (");
+    assert!(waiting.ends_with("s)"), "{waiting}");
+    kepler.write("db-ready", "");
+    wait_line("db healthy (");
+    wait_line("web running (");
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "started 2 services (db, web)\n"
+    );
+    // Plain lines: no escape sequences, no carriage returns, no repeats.
+    for line in &seen {
+        assert!(!line.contains('\x1b') && !line.contains('\r'), "{line:?}");
+    }
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "{seen:#?}");
+    kepler.kepler(&["stop"]).success();
 }

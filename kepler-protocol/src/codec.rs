@@ -173,6 +173,7 @@ mod tests {
             hook: None,
             stderr: false,
             show_time: false,
+            replica: None,
         });
         lines.push_line(id, 1, &vec![b'x'; MAX_FRAME_LEN + 1]);
         let message = crate::ServerMessage::Response {

@@ -97,8 +97,22 @@ pub struct HookView {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitsView {
-    /// Address space (RLIMIT_AS), in bytes.
+    /// Memory of the whole service, in bytes (`memory.max` with cgroups,
+    /// address space per process without).
     pub memory_bytes: Option<u64>,
+    /// Swap of the whole service, in bytes; with `memory_bytes` set and this
+    /// unset, the service gets no swap.
+    #[serde(default)]
+    pub swap_bytes: Option<u64>,
+    /// CPU bandwidth in thousandths of a CPU (`cpu.max`).
+    #[serde(default)]
+    pub cpu_millis: Option<u64>,
+    /// Processes and threads at once (`pids.max`).
+    #[serde(default)]
+    pub pids: Option<u64>,
+    /// Relative block I/O weight, 1-10000 (`io.weight`).
+    #[serde(default)]
+    pub io_weight: Option<u16>,
     /// CPU seconds (RLIMIT_CPU).
     pub cpu_time_secs: Option<u64>,
     /// Open files (RLIMIT_NOFILE).

@@ -19,17 +19,19 @@ pub mod response;
 
 pub use codec::{BincodeCodec, FrameError, MAX_FRAME_LEN};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
-pub use limits::{check_sys_env, MAX_REQUEST_LEN, MAX_SYS_ENV_BYTES, MAX_SYS_ENV_VARS};
+pub use limits::{
+    check_grep, check_sys_env, MAX_GREP_LEN, MAX_REQUEST_LEN, MAX_SYS_ENV_BYTES, MAX_SYS_ENV_VARS,
+};
 pub use log_batch::{LogBatch, LogLineRef, LogSource};
 pub use message::{ClientMessage, RequestId, ServerMessage};
 pub use observe::{
     ConfigInspection, ConfigStats, HealthInspection, LastSample, ServiceHistory, ServiceInspection,
     ServiceStats, Spread, TopConfig, TopFrame,
 };
-pub use request::{ConfigRef, LogRange, Request, StartMode, SysEnv};
+pub use request::{ConfigRef, LogFilter, LogRange, Request, RunOptions, StartMode, SysEnv};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
-    ServiceInfo, ServiceStatus,
+    ServiceInfo, ServiceStatus, WaitedService,
 };
 
 /// Name of the socket file inside the daemon's state directory.

@@ -18,6 +18,21 @@ pub const MAX_SYS_ENV_BYTES: usize = 1024 * 1024;
 /// whose log pages are large. A client sending more is cut off.
 pub const MAX_REQUEST_LEN: usize = 2 * 1024 * 1024;
 
+/// Longest `logs --grep` pattern, in bytes: a search is a line's worth of
+/// pattern, not a program.
+pub const MAX_GREP_LEN: usize = 4096;
+
+/// Refuses a `--grep` pattern past [`MAX_GREP_LEN`].
+pub fn check_grep(pattern: &str) -> Result<(), String> {
+    if pattern.len() > MAX_GREP_LEN {
+        return Err(format!(
+            "the --grep pattern is {} bytes long, more than the {MAX_GREP_LEN} kepler accepts",
+            pattern.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The bytes `env` counts against [`MAX_SYS_ENV_BYTES`].
 pub fn sys_env_bytes(env: &SysEnv) -> usize {
     env.iter()

@@ -28,6 +28,9 @@ pub struct LogSource {
     /// The service asks for its lines to be shown with their time
     /// (`logs.timestamp: true`); one flag per origin costs nothing per line.
     pub show_time: bool,
+    /// The instance number, when `service` is an instance of a replicated
+    /// service (`web.2` is instance 2 of `web`).
+    pub replica: Option<u32>,
 }
 
 /// Log lines, oldest first (see the module docs for the layout).
@@ -96,6 +99,7 @@ impl LogBatch {
                 && s.hook == line.hook
                 && s.stderr == line.stderr
                 && s.show_time == line.show_time
+                && s.replica == line.replica
         }) {
             Some(id) => id as u32,
             None => self.add_source(LogSource {
@@ -103,6 +107,7 @@ impl LogBatch {
                 hook: line.hook.clone(),
                 stderr: line.stderr,
                 show_time: line.show_time,
+                replica: line.replica,
             }),
         };
         self.push_line(id, line.timestamp_us, &line.bytes);
@@ -133,6 +138,13 @@ impl LogBatch {
         }
     }
 
+    /// Sets each origin's [`LogSource::replica`] from its service.
+    pub fn mark_replicas(&mut self, replica: impl Fn(&str) -> Option<u32>) {
+        for source in &mut self.sources {
+            source.replica = replica(&source.service);
+        }
+    }
+
     pub fn iter(&self) -> Lines<'_> {
         Lines {
             batch: self,
@@ -149,6 +161,7 @@ impl LogBatch {
                 hook: line.source.hook.clone(),
                 stderr: line.source.stderr,
                 show_time: line.source.show_time,
+                replica: line.source.replica,
                 timestamp_us: line.timestamp_us,
                 bytes: line.bytes.to_vec(),
             })
@@ -272,6 +285,7 @@ mod tests {
             hook: hook.map(Into::into),
             stderr,
             show_time: false,
+            replica: None,
             timestamp_us: ts,
             bytes: bytes.to_vec(),
         }
@@ -324,6 +338,7 @@ mod tests {
                 hook: None,
                 stderr: false,
                 show_time: false,
+                replica: None,
             })
             .collect();
         #[derive(Serialize)]

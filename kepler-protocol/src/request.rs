@@ -56,9 +56,24 @@ pub enum Request {
         range: LogRange,
         include_hooks: bool,
         follow: bool,
+        /// Which lines, by time and text; `range` applies to what it keeps.
+        filter: LogFilter,
     },
     /// The next page of a log opened by `Logs`.
     LogsPage { config: ConfigRef, cursor: u64 },
+    /// `kepler run`: bake the config afresh from its file, start services
+    /// (all when empty) as `Start` does in `mode`, and once every service
+    /// has ended remove the config's stored state (unless
+    /// `options.keep_state`). Attached, it answers `RunEnded` with the run's
+    /// exit code.
+    Run {
+        config: ConfigRef,
+        /// A run always bakes: the environment its config is baked with.
+        sys_env: SysEnv,
+        services: Vec<String>,
+        mode: StartMode,
+        options: RunOptions,
+    },
     /// Usage of services (all when empty) over the last `since_ms`
     /// milliseconds (everything kept when `None`), from the stored history.
     Stats {
@@ -79,6 +94,39 @@ pub enum Request {
         config: Option<ConfigRef>,
         history: u32,
     },
+}
+
+/// How a `Run` ends and what it leaves behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Keep the config's snapshot, state and logs after the run.
+    pub keep_state: bool,
+    /// The first failure that will not be retried stops every service.
+    pub abort_on_failure: bool,
+    /// Stop every service once this one has ended, and take its exit code.
+    pub exit_code_from: Option<String>,
+}
+
+/// A search of a log: lines stored between two moments, matching a
+/// pattern. The default keeps every line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFilter {
+    /// Only lines stored at or after this time (Unix microseconds).
+    pub since_us: Option<u64>,
+    /// Only lines stored at or before this time (Unix microseconds).
+    pub until_us: Option<u64>,
+    /// Only lines matching this regular expression (the `regex` crate's
+    /// syntax), at most [`crate::limits::MAX_GREP_LEN`] bytes.
+    pub grep: Option<String>,
+    /// Match `grep` ignoring case.
+    pub ignore_case: bool,
+}
+
+impl LogFilter {
+    /// Whether it keeps every line.
+    pub fn is_everything(&self) -> bool {
+        self.since_us.is_none() && self.until_us.is_none() && self.grep.is_none()
+    }
 }
 
 /// Which stored lines `Logs` starts with.

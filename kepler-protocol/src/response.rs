@@ -37,6 +37,15 @@ pub enum Response {
     NotLoaded {
         path: PathBuf,
     },
+    /// An attached `Run` is over: every service has ended. `exit_code` is
+    /// what `kepler run` exits with; `cause` says which service decided it
+    /// when it is not 0; `cleanup_error` why the config's state was kept
+    /// although it should have been removed.
+    RunEnded {
+        exit_code: i32,
+        cause: Option<String>,
+        cleanup_error: Option<String>,
+    },
     Stats(crate::ConfigStats),
     Inspect(crate::ConfigInspection),
 }
@@ -172,8 +181,19 @@ pub enum Event {
     Log(LogLine),
     /// Several lines at once (log follow).
     Logs(Vec<LogLine>),
+    /// Sent first by a `--wait` start, restart or run: the services it
+    /// waits for, in dependency order; their `ServiceState`s follow.
+    StartupPlan { services: Vec<WaitedService> },
     /// What `kepler top` shows now.
     Top(crate::TopFrame),
+}
+
+/// A service that `--wait` waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitedService {
+    pub name: String,
+    /// It is ready once healthy, not once running.
+    pub healthcheck: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +206,9 @@ pub struct LogLine {
     /// The service asks for its lines to be shown with their time
     /// (`logs.timestamp: true`).
     pub show_time: bool,
+    /// The instance number, when `service` is an instance of a replicated
+    /// service (`web.2` is instance 2 of `web`).
+    pub replica: Option<u32>,
     /// Raw bytes; shown lossily when they are not UTF-8. Encoded as one
     /// byte string, not a sequence of numbers (a large log is mostly this).
     #[serde(with = "serde_bytes")]

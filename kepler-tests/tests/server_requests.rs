@@ -107,7 +107,16 @@ async fn a_connection_with_a_stream_open_is_not_idle() {
         mode: StartMode::Wait { timeout_ms: None },
     };
     send(&mut frames, 1, start).await;
-    let started = tokio::time::timeout(Duration::from_secs(10), frames.next()).await;
+    // The wait's progress events come first, then its answer.
+    let started = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match frames.next().await {
+                Some(Ok(ServerMessage::Event { id: 1, .. })) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
     assert!(
         matches!(
             started,
@@ -124,6 +133,7 @@ async fn a_connection_with_a_stream_open_is_not_idle() {
         range: LogRange::All,
         include_hooks: true,
         follow: true,
+        filter: Default::default(),
     };
     send(&mut frames, 2, follow).await;
     let first = tokio::time::timeout(Duration::from_secs(10), frames.next()).await;

@@ -5,17 +5,19 @@
 
 mod duration;
 mod signal;
+mod time_bound;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 pub use crate::bridges::import::Format as ImportFormat;
 
 pub use duration::parse_duration;
 pub use signal::parse_signal;
+pub use time_bound::{now_us, parse_time_bound, TimeBound};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +55,14 @@ pub enum Command {
     ///
     /// Without -d, follows their output like `kepler start`.
     Restart(StartArgs),
+    /// Run services once, for CI: bake the config afresh from its file,
+    /// start like `kepler start`, and remove the config's stored state once
+    /// every service has ended.
+    ///
+    /// Exits 0 when every service ended well (exit 0, or stopped by you),
+    /// else with the exit code of the first service that failed (1 for one
+    /// that could not start).
+    Run(RunArgs),
     /// Bake the config again from its file; every service must be stopped.
     Recreate,
     /// List the services of the config and their states.
@@ -209,13 +219,31 @@ pub struct LogsArgs {
     #[arg(long)]
     pub no_hook: bool,
     /// Show the time each line was stored.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["raw", "json"])]
     pub timestamps: bool,
-    /// Print what services wrote byte for byte. Without it, on a terminal,
+    /// Print only what services wrote, byte for byte: no `service |`
+    /// prefix, no colour, no Kepler notes. Without it, on a terminal,
     /// control characters (escape sequences) are shown as `\x1b` and the
     /// like instead of being sent to the terminal.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub raw: bool,
+    /// One JSON object per line: time, service, replica, stream, hook, line.
+    #[arg(long)]
+    pub json: bool,
+    /// Only lines stored since T: a duration meaning that long ago (10m,
+    /// 1h30m, 2d) or an RFC 3339 time (2026-11-23T18:00:00Z).
+    #[arg(long, value_name = "T", value_parser = parse_time_bound)]
+    pub since: Option<TimeBound>,
+    /// Only lines stored until T (same forms as --since).
+    #[arg(long, value_name = "T", value_parser = parse_time_bound)]
+    pub until: Option<TimeBound>,
+    /// Only lines matching PATTERN, a regular expression (Rust's regex
+    /// syntax), matched against each line by the daemon.
+    #[arg(long, value_name = "PATTERN")]
+    pub grep: Option<String>,
+    /// With --grep: ignore case.
+    #[arg(short = 'i', long, requires = "grep")]
+    pub ignore_case: bool,
     /// Services to show (default: all).
     pub services: Vec<String>,
 }
@@ -235,14 +263,55 @@ pub struct StartArgs {
     #[arg(long, requires = "wait", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
-    /// Without -d: print what services write byte for byte. Without it, on a
+    /// With --wait: `auto` redraws one line per service in place on a
+    /// terminal; `plain` prints one line per change.
+    #[arg(long, value_enum, value_name = "STYLE", default_value = "auto")]
+    pub progress: ProgressChoice,
+
+    /// Without -d: print only what services write, byte for byte: no
+    /// `service |` prefix, no colour, no Kepler notes. Without it, on a
     /// terminal, control characters are shown as `\x1b` and the like.
-    #[arg(long, conflicts_with = "detach")]
+    #[arg(long, conflicts_with_all = ["detach", "json"])]
     pub raw: bool,
+
+    /// Without -d: one JSON object per line of output (time, service,
+    /// replica, stream, hook, line); Kepler's notes as service `kepler`.
+    #[arg(long, conflicts_with = "detach")]
+    pub json: bool,
 
     /// Services to act on (default: all).
     #[arg(value_name = "SERVICE")]
     pub services: Vec<String>,
+}
+
+/// How `--wait` shows its progress.
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressChoice {
+    /// Lines redrawn in place on a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    /// One line per change, always.
+    Plain,
+}
+
+/// `kepler run`: the modes of `start`, and how the run ends.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+
+    /// Keep the config's snapshot, state and logs after the run.
+    #[arg(long)]
+    pub keep_state: bool,
+
+    /// Stop every service at the first failure that will not be retried,
+    /// and exit with that service's code.
+    #[arg(long)]
+    pub abort_on_failure: bool,
+
+    /// Stop every service once SERVICE has ended, and exit with its code.
+    #[arg(long, value_name = "SERVICE")]
+    pub exit_code_from: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -313,6 +382,75 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kepler").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn logs_takes_time_bounds_and_a_pattern() {
+        match parse(&[
+            "logs",
+            "--since",
+            "10m",
+            "--until",
+            "2001-09-09T01:46:40Z",
+            "--grep",
+            "err(or)?",
+            "-i",
+            "--tail",
+            "5",
+            "--json",
+            "web",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Logs(args) => {
+                assert_eq!(args.since, Some(TimeBound::Ago(Duration::from_secs(600))));
+                assert_eq!(args.until, Some(TimeBound::At(1_000_000_000_000_000)));
+                assert_eq!(args.grep.as_deref(), Some("err(or)?"));
+                assert!(args.ignore_case && args.json);
+                assert_eq!(args.tail, Some(5));
+            }
+            other => panic!("expected logs, got {other:?}"),
+        }
+        let err = parse(&["logs", "--since", "yesterday"]).unwrap_err();
+        assert!(err.to_string().contains("yesterday"), "{err}");
+        assert!(parse(&["logs", "-i"]).is_err(), "-i needs --grep");
+    }
+
+    #[test]
+    fn run_takes_the_start_modes_and_how_the_run_ends() {
+        match parse(&[
+            "run",
+            "--abort-on-failure",
+            "--exit-code-from",
+            "tests",
+            "--keep-state",
+            "web",
+            "tests",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Run(args) => {
+                assert!(args.abort_on_failure && args.keep_state);
+                assert_eq!(args.exit_code_from.as_deref(), Some("tests"));
+                assert_eq!(args.start.services, ["web", "tests"]);
+                assert!(!args.start.detach);
+            }
+            other => panic!("expected run, got {other:?}"),
+        }
+        match parse(&["run", "-d", "--wait", "--progress", "plain"])
+            .unwrap()
+            .command
+        {
+            Command::Run(args) => {
+                assert!(args.start.detach && args.start.wait);
+                assert_eq!(args.start.progress, ProgressChoice::Plain);
+            }
+            other => panic!("expected run, got {other:?}"),
+        }
+        assert!(parse(&["run", "--wait"]).is_err());
+        assert!(parse(&["start", "-d", "--wait", "--progress", "fancy"]).is_err());
     }
 
     fn start_args(args: &[&str]) -> StartArgs {

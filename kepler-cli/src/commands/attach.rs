@@ -4,36 +4,43 @@
 //!
 //! The first Ctrl+C sends a stop for the same services on the same connection
 //! and keeps printing (the stopping services' output is still streamed); the
-//! second one leaves at once with exit status 130, services left as they are.
+//! second one leaves at once with exit status 130, services left as they
+//! are (a `kepler run` then stops them: its client is gone).
 
-use std::process::ExitCode;
+use std::io::{self, Write};
 
 use anyhow::{Context, Result};
-use kepler_protocol::{Request, RequestId, ServerMessage};
+use kepler_protocol::{Request, RequestId, Response, ServerMessage};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::client::{into_result, Client};
-use crate::event_output::print_event;
-use crate::style::Paint;
+use crate::line_output::LineFormat;
 use crate::terminal_text::TextMode;
 
 /// Exit status after a second Ctrl+C, as shells report death by SIGINT.
-const INTERRUPTED: u8 = 130;
+pub const INTERRUPTED: u8 = 130;
+
+/// How following a request ended.
+pub enum Followed {
+    /// The daemon's final answer (never an error: those are returned as one).
+    Answered(Response),
+    /// A second Ctrl+C: left without waiting.
+    Interrupted,
+}
 
 /// Sends `request` and prints its events until its final response; `stop`
-/// is sent on the first Ctrl+C. Ok(0) on `Done`; the daemon's message as
-/// the error on `Error`. Services' output is written as `mode` says.
+/// is sent on the first Ctrl+C. The daemon's message is the error on
+/// `Error`. Output and notes are written as `format` says.
 pub async fn follow(
     client: &mut Client,
     request: Request,
     stop: Request,
-    mode: TextMode,
-) -> Result<ExitCode> {
+    format: LineFormat,
+) -> Result<Followed> {
     // Installed before sending, so a Ctrl+C from here on is never the default
     // "exit at once".
     let mut interrupts =
         signal(SignalKind::interrupt()).context("cannot listen for Ctrl+C (SIGINT)")?;
-    let paint = Paint::for_stdout();
     let request_id = client.send(request).await?;
     let mut stop_id: Option<RequestId> = None;
     let mut stop_answered = false;
@@ -43,7 +50,11 @@ pub async fn follow(
         tokio::select! {
             message = client.next_message() => match message? {
                 ServerMessage::Event { id, event } if id == request_id || Some(id) == stop_id => {
-                    print_event(&event, paint, mode).context("cannot write to stdout")?;
+                    let mut out = io::stdout().lock();
+                    format
+                        .write_event(&mut out, &event)
+                        .and_then(|()| out.flush())
+                        .context("cannot write to stdout")?;
                 }
                 ServerMessage::Response { id, response } if id == request_id => {
                     outcome = Some(into_result(response));
@@ -60,15 +71,14 @@ pub async fn follow(
             },
             _ = interrupts.recv() => {
                 if stop_id.is_some() {
-                    return Ok(ExitCode::from(INTERRUPTED));
+                    return Ok(Followed::Interrupted);
                 }
                 eprintln!("stopping services... (press Ctrl+C again to exit without waiting)");
                 stop_id = Some(client.send(stop.clone()).await?);
             }
         }
     }
-    match outcome {
-        Some(Err(e)) => Err(e),
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    Ok(Followed::Answered(
+        outcome.expect("the loop ends with an answer")?,
+    ))
 }

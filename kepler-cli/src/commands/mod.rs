@@ -1,5 +1,5 @@
 //! One module per verb: each builds its request and renders the answer.
-//! `attach` follows an attached start or restart.
+//! `attach` follows an attached start, restart or run.
 
 mod attach;
 mod check;
@@ -13,6 +13,7 @@ mod prune;
 mod ps;
 mod recreate;
 mod restart;
+mod run;
 mod start;
 mod stats;
 mod stop;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Start(args) => start::run(file, args).await,
         Command::Stop(args) => stop::run(file, args).await,
         Command::Restart(args) => restart::run(file, args).await,
+        Command::Run(args) => run::run(file, args).await,
         Command::Recreate => recreate::run(file).await,
         Command::Ps(args) => ps::run(file, args).await,
         Command::Logs(args) => logs::run(file, args).await,

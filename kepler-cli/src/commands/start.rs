@@ -1,4 +1,4 @@
-//! `kepler start [-d [--wait [--timeout T]]] [service...]`.
+//! `kepler start [-d [--wait [--timeout T] [--progress STYLE]]] [service...]`.
 //!
 //! Exit status: `-d` and `-d --wait` exit 0 once the daemon answers and 1 on
 //! its error. Attached (no `-d`) exits 0 when the daemon reports every
@@ -10,11 +10,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use kepler_protocol::{ConfigRef, Request, Response, StartMode};
 
-use super::{attach, request_printing_events, services_phrase};
+use super::attach::{self, Followed};
+use super::{request_printing_events, services_phrase};
 use crate::cli::StartArgs;
 use crate::client::Client;
 use crate::config_ref::{config_ref, sys_env};
-use crate::terminal_text::TextMode;
+use crate::line_output::LineFormat;
+use crate::progress::StartupProgress;
 
 pub async fn run(file: Option<&Path>, args: StartArgs) -> Result<ExitCode> {
     let config = config_ref(file)?;
@@ -72,7 +74,17 @@ pub(super) async fn run_in_mode(
                 signal: None,
                 clean: false,
             };
-            attach::follow(&mut client, request, stop, TextMode::for_stdout(args.raw)).await
+            match attach::follow(
+                &mut client,
+                request,
+                stop,
+                LineFormat::for_stdout(args.raw, args.json, false),
+            )
+            .await?
+            {
+                Followed::Answered(_) => Ok(ExitCode::SUCCESS),
+                Followed::Interrupted => Ok(ExitCode::from(attach::INTERRUPTED)),
+            }
         }
         StartMode::Detached => {
             request_printing_events(&mut client, request).await?;
@@ -82,16 +94,30 @@ pub(super) async fn run_in_mode(
             );
             Ok(ExitCode::SUCCESS)
         }
-        StartMode::Wait { .. } => {
-            match request_printing_events(&mut client, request).await? {
-                Response::Started { ready, deferred } => {
-                    println!("{}", summary(wording.done, &ready, &deferred))
-                }
-                other => bail!("unexpected answer from the daemon: {other:?}"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        StartMode::Wait { .. } => wait_showing_progress(&mut client, request, args, &wording).await,
     }
+}
+
+/// `-d --wait`: live progress while the daemon waits, then the summary.
+pub(super) async fn wait_showing_progress(
+    client: &mut Client,
+    request: Request,
+    args: &StartArgs,
+    wording: &Wording,
+) -> Result<ExitCode> {
+    let mut progress = StartupProgress::new(args.progress);
+    let answer = client
+        .request_with_events(request, |event| progress.on_event(event))
+        .await;
+    // The display is complete before the summary or the error is printed.
+    progress.finish();
+    match answer? {
+        Response::Started { ready, deferred } => {
+            println!("{}", summary(wording.done, &ready, &deferred))
+        }
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `-d --wait` did, in one line: `started 2 services (db, web); 1
@@ -116,13 +142,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::cli::ProgressChoice;
 
     fn args(detach: bool, wait: bool, timeout: Option<Duration>) -> StartArgs {
         StartArgs {
             detach,
             wait,
             timeout,
+            progress: ProgressChoice::Auto,
             raw: false,
+            json: false,
             services: vec![],
         }
     }

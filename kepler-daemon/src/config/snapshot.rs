@@ -37,6 +37,16 @@ impl BakedConfig {
             .get(service)
             .map_or(&self.kepler.logs, |s| &s.logs)
     }
+
+    /// The instance number of a log origin that is an instance of a
+    /// replicated service, for the `replica` of `logs --json`. The one
+    /// place that derives it: this snapshot has no `replicas:` yet (#18
+    /// item 2 adds them on another branch), so no origin is an instance;
+    /// with them it is the instance number of `service`'s name.
+    pub fn replica_of(&self, service: &str) -> Option<u32> {
+        let _instance = service;
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -92,6 +92,10 @@ fn service_view(service: &ServiceConfig) -> ServiceView {
             .collect(),
         limits: LimitsView {
             memory_bytes: service.limits.memory.map(|m| m.bytes()),
+            swap_bytes: service.limits.swap.map(|s| s.0),
+            cpu_millis: service.limits.cpus.map(|c| c.millis()),
+            pids: service.limits.pids,
+            io_weight: service.limits.io_weight,
             cpu_time_secs: service.limits.cpu_time,
             max_fds: service.limits.max_fds,
         },

@@ -183,6 +183,9 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             };
             let _ = reply.send(infos);
         }
+        Command::Views { reply } => {
+            let _ = reply.send(orchestrator.views());
+        }
         Command::Summary { reply } => {
             let _ = reply.send(super::ConfigSummaryInfo {
                 running: orchestrator.running_count(),

@@ -45,6 +45,11 @@ pub enum Command {
         usage: bool,
         reply: oneshot::Sender<Vec<ServiceInfo>>,
     },
+    /// Every service's state now, as state changes (`kepler run` after it
+    /// fell behind the broadcast).
+    Views {
+        reply: oneshot::Sender<Vec<crate::events::StateChange>>,
+    },
     /// Service states with the usage of the last sampling tick, and what
     /// `inspect` shows of each service's runtime.
     Observe {

@@ -174,6 +174,15 @@ impl ConfigHandle {
         answer.await.map_err(|_| self.unavailable())
     }
 
+    /// Every service's state now, as state changes.
+    pub async fn views(&self) -> Result<Vec<crate::events::StateChange>, ActorError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Views { reply })
+            .map_err(|_| self.unavailable())?;
+        answer.await.map_err(|_| self.unavailable())
+    }
+
     /// Every service's state with the last sampling tick's usage, and what
     /// `inspect` shows of its runtime.
     pub async fn observe(&self) -> Result<crate::orchestrator::Observation, ActorError> {

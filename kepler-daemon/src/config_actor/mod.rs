@@ -41,12 +41,19 @@ pub fn spawn(
         ..
     } = stored;
     let path: PathBuf = config.config_file.clone();
-    let logs = LogStore::open(store.logs_dir()).map_err(|e| {
-        ActorError::new(
-            ErrorKind::Failed,
-            format!("cannot open the logs of {}: {e}", path.display()),
-        )
-    })?;
+    let logs = store
+        .open_logs()
+        .map_err(|e| crate::logs::LogError::Io {
+            path: store.logs_dir(),
+            source: e.into(),
+        })
+        .and_then(|dir| LogStore::in_dir(crate::logs::LogDir::from_trusted(dir)))
+        .map_err(|e| {
+            ActorError::new(
+                ErrorKind::Failed,
+                format!("cannot open the logs of {}: {e}", path.display()),
+            )
+        })?;
     let config = Arc::new(config);
     let service_count = config.services.len();
     let events = ConfigEvents::new(config.clone());

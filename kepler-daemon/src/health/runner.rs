@@ -83,20 +83,7 @@ pub fn start(spec: HealthSpec, events: mpsc::UnboundedSender<HealthEvent>) -> He
 fn probe_runtime() -> Option<&'static Handle> {
     static RUNTIME: OnceLock<Option<Handle>> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| tracing::warn!("cannot build the health-check runtime: {e}"))
-                .ok()?;
-            let handle = runtime.handle().clone();
-            std::thread::Builder::new()
-                .name("kepler-health".into())
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))
-                .map_err(|e| tracing::warn!("cannot start the health-check thread: {e}"))
-                .ok()?;
-            Some(handle)
-        })
+        .get_or_init(|| crate::runtime_thread::start("kepler-health"))
         .as_ref()
 }
 

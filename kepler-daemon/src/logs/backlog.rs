@@ -16,6 +16,7 @@ use kepler_protocol::LogBatch;
 
 use super::backward;
 use super::dir::LogDir;
+use super::filter::LineFilter;
 use super::forward::{LogMerge, PageLimit, Window};
 use super::{LogError, Stream};
 
@@ -23,6 +24,8 @@ pub struct Backlog {
     dir: Arc<LogDir>,
     services: Vec<String>,
     include_hooks: bool,
+    /// The lines handed out are those it keeps.
+    filter: LineFilter,
     /// The first timestamp of the tail; `None`: nothing to hand out.
     start: Option<u64>,
     /// Whether the tail held as many lines as were asked for.
@@ -40,17 +43,19 @@ struct StreamMark {
 }
 
 impl Backlog {
-    /// The newest `n` lines of the selected services, as of now. Blocking.
+    /// The newest `n` lines of the selected services that `filter` keeps,
+    /// as of now. Blocking.
     pub(crate) fn open(
         dir: Arc<LogDir>,
         services: &[String],
         n: usize,
         include_hooks: bool,
+        filter: &LineFilter,
     ) -> Result<Backlog, LogError> {
         let (start, count) = if n == 0 {
             (None, 0)
         } else {
-            backward::tail_window(&dir, services, n, include_hooks)?
+            backward::tail_window(&dir, services, n, include_hooks, filter)?
         };
         let streams = match start {
             None => Vec::new(),
@@ -68,6 +73,7 @@ impl Backlog {
             dir,
             services: services.to_vec(),
             include_hooks,
+            filter: filter.clone(),
             start,
             full: n > 0 && count >= n,
             streams,
@@ -97,6 +103,7 @@ impl Backlog {
             &self.dir,
             &self.services,
             self.include_hooks,
+            &self.filter,
             |service, stream| {
                 let mark = streams
                     .iter()

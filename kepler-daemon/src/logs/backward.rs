@@ -12,7 +12,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::dir::LogDir;
+use super::filter::LineFilter;
 use super::record::{self, Record};
+use super::search;
 use super::segments::{self, StreamFiles};
 use super::{LogError, LogLine, Stream};
 
@@ -34,14 +36,20 @@ pub(crate) struct BackwardRecords {
 
 impl BackwardRecords {
     pub(crate) fn new(file: File) -> io::Result<Self> {
-        let pos = file.metadata()?.len();
-        Ok(BackwardRecords {
+        let len = file.metadata()?.len();
+        Ok(Self::ending_at(file, len))
+    }
+
+    /// The records that end at or before `end`, a record boundary.
+    pub(crate) fn ending_at(file: File, end: u64) -> Self {
+        let pos = end;
+        BackwardRecords {
             file,
             pos,
             buf: Vec::new(),
             keep: 0,
             trimmed: false,
-        })
+        }
     }
 
     /// Prepends the block before `pos`. A file that shrank under us (it was
@@ -121,6 +129,8 @@ struct BackwardStream {
     pending: Vec<File>,
     records: Option<BackwardRecords>,
     include_hooks: bool,
+    /// Only records it keeps are held; its window ends the walk.
+    filter: LineFilter,
     /// The newest record not yet taken.
     head: Option<Held>,
     /// Timestamp of the last record walked: an older segment repeating it
@@ -135,13 +145,14 @@ struct Held {
 }
 
 impl BackwardStream {
-    fn new(files: StreamFiles, include_hooks: bool) -> Self {
+    fn new(files: StreamFiles, include_hooks: bool, filter: &LineFilter) -> Self {
         BackwardStream {
             service: files.service,
             stream: files.stream,
             pending: files.files,
             records: None,
             include_hooks,
+            filter: filter.clone(),
             head: None,
             oldest_seen: u64::MAX,
         }
@@ -155,7 +166,15 @@ impl BackwardStream {
             let records = match &mut self.records {
                 Some(records) => records,
                 None => match self.pending.pop() {
-                    Some(file) => self.records.insert(BackwardRecords::new(file)?),
+                    // With an end to the window, the walk starts there,
+                    // found by binary search.
+                    Some(file) => self.records.insert(match self.filter.until {
+                        Some(until) => {
+                            let end = search::first_record_after(&file, until)?;
+                            BackwardRecords::ending_at(file, end)
+                        }
+                        None => BackwardRecords::new(file)?,
+                    }),
                     None => return Ok(()),
                 },
             };
@@ -170,7 +189,20 @@ impl BackwardStream {
                 continue;
             }
             self.oldest_seen = rec.timestamp_us;
-            if self.include_hooks || rec.hook.is_none() {
+            if self
+                .filter
+                .since
+                .is_some_and(|since| rec.timestamp_us < since)
+            {
+                // Everything older is before the window too.
+                self.pending.clear();
+                self.records = None;
+                return Ok(());
+            }
+            if (self.include_hooks || rec.hook.is_none())
+                && self.filter.in_window(rec.timestamp_us)
+                && self.filter.matches(rec.payload)
+            {
                 self.head = Some(Held {
                     timestamp_us: rec.timestamp_us,
                     hook: if keep_bytes {
@@ -217,6 +249,7 @@ fn walk_newest(
     services: &[String],
     n: usize,
     include_hooks: bool,
+    filter: &LineFilter,
     keep_bytes: bool,
     mut take: impl FnMut(&BackwardStream, Held),
 ) -> Result<(), LogError> {
@@ -227,7 +260,7 @@ fn walk_newest(
     let mut heap = BinaryHeap::new();
     for (service, stream) in segments::select(dir, services)? {
         let files = segments::open_stream(dir, &service, stream)?;
-        let mut walker = BackwardStream::new(files, include_hooks);
+        let mut walker = BackwardStream::new(files, include_hooks, filter);
         let path = dir.display_path(&service);
         walker.advance(keep_bytes).map_err(super::io_error(&path))?;
         if let Some(head) = &walker.head {
@@ -259,21 +292,40 @@ pub fn tail(
     n: usize,
     include_hooks: bool,
 ) -> Result<Vec<LogLine>, LogError> {
+    tail_matching(dir, services, n, include_hooks, &LineFilter::everything())
+}
+
+/// Like [`tail`], over the lines `filter` keeps: the newest `n` of those.
+pub fn tail_matching(
+    dir: &LogDir,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+    filter: &LineFilter,
+) -> Result<Vec<LogLine>, LogError> {
     let mut lines = Vec::new();
-    walk_newest(dir, services, n, include_hooks, true, |walker, held| {
-        let rec = Record {
-            timestamp_us: held.timestamp_us,
-            hook: held.hook.as_deref(),
-            payload: &[],
-        };
-        lines.push(LogLine {
-            service: walker.service.clone(),
-            stream: walker.stream,
-            origin: rec.origin(),
-            timestamp_us: held.timestamp_us,
-            bytes: held.payload,
-        });
-    })?;
+    walk_newest(
+        dir,
+        services,
+        n,
+        include_hooks,
+        filter,
+        true,
+        |walker, held| {
+            let rec = Record {
+                timestamp_us: held.timestamp_us,
+                hook: held.hook.as_deref(),
+                payload: &[],
+            };
+            lines.push(LogLine {
+                service: walker.service.clone(),
+                stream: walker.stream,
+                origin: rec.origin(),
+                timestamp_us: held.timestamp_us,
+                bytes: held.payload,
+            });
+        },
+    )?;
     lines.reverse();
     Ok(lines)
 }
@@ -287,20 +339,32 @@ pub fn tail_start(
     n: usize,
     include_hooks: bool,
 ) -> Result<Option<u64>, LogError> {
-    Ok(tail_window(dir, services, n, include_hooks)?.0)
+    Ok(tail_window(dir, services, n, include_hooks, &LineFilter::everything())?.0)
 }
 
-/// [`tail_start`] and how many lines the tail holds (fewer than `n` when
-/// fewer are stored).
+/// Like [`tail_start`], over the lines `filter` keeps.
+pub fn tail_start_matching(
+    dir: &LogDir,
+    services: &[String],
+    n: usize,
+    include_hooks: bool,
+    filter: &LineFilter,
+) -> Result<Option<u64>, LogError> {
+    Ok(tail_window(dir, services, n, include_hooks, filter)?.0)
+}
+
+/// [`tail_start_matching`] and how many lines the tail holds (fewer than
+/// `n` when fewer are stored).
 pub(crate) fn tail_window(
     dir: &LogDir,
     services: &[String],
     n: usize,
     include_hooks: bool,
+    filter: &LineFilter,
 ) -> Result<(Option<u64>, usize), LogError> {
     let mut oldest = None;
     let mut count = 0;
-    walk_newest(dir, services, n, include_hooks, false, |_, held| {
+    walk_newest(dir, services, n, include_hooks, filter, false, |_, held| {
         oldest = Some(held.timestamp_us);
         count += 1;
     })?;
@@ -315,7 +379,7 @@ pub(crate) fn newest_per_stream(
     let mut newest = Vec::new();
     for (service, stream) in segments::select(dir, services)? {
         let files = segments::open_stream(dir, &service, stream)?;
-        let mut walker = BackwardStream::new(files, true);
+        let mut walker = BackwardStream::new(files, true, &LineFilter::everything());
         let path = dir.display_path(&service);
         walker.advance(false).map_err(super::io_error(&path))?;
         if let Some(head) = walker.head {
@@ -328,9 +392,17 @@ pub(crate) fn newest_per_stream(
 /// The newest timestamp stored in `dir` (0 when empty).
 pub(crate) fn newest_timestamp(dir: &LogDir) -> Result<u64, LogError> {
     let mut newest = 0;
-    walk_newest(dir, &[], 1, true, false, |_, held| {
-        newest = held.timestamp_us;
-    })?;
+    walk_newest(
+        dir,
+        &[],
+        1,
+        true,
+        &LineFilter::everything(),
+        false,
+        |_, held| {
+            newest = held.timestamp_us;
+        },
+    )?;
     Ok(newest)
 }
 

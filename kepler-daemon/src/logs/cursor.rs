@@ -1,9 +1,10 @@
 //! Server-side cursors, so a client can fetch a large log in pages.
 //!
-//! A cursor is small: the selection (services, hooks or not) and the
-//! timestamp of the last line handed out. Each page reopens the streams and
-//! binary-searches to just after that timestamp, so cursors survive
-//! rotations and clears and hold no file descriptors between pages.
+//! A cursor is small: the selection (services, hooks or not, a search's
+//! window and pattern) and the timestamp of the last line handed out. Each
+//! page reopens the streams and binary-searches to just after that
+//! timestamp, so cursors survive rotations and clears and hold no file
+//! descriptors between pages.
 //! Cursors idle for [`CURSOR_IDLE`] are dropped (checked lazily whenever the
 //! registry is used, no timer); at most [`MAX_CURSORS`] live per config, and
 //! opening one more evicts the least recently used.
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use kepler_protocol::LogBatch;
 
 use super::dir::LogDir;
+use super::filter::LineFilter;
 use super::forward::{self, PageLimit};
 use super::{lock, LogError};
 
@@ -41,6 +43,8 @@ pub struct LogPage {
 struct CursorState {
     services: Vec<String>,
     include_hooks: bool,
+    /// A search's window and pattern; pages hold only the lines it keeps.
+    filter: LineFilter,
     after: Option<u64>,
     /// Lines still to hand out, for a `--head N` or `--tail N` read.
     remaining: Option<usize>,
@@ -90,18 +94,51 @@ impl CursorRegistry {
         after: Option<u64>,
         limit: Option<usize>,
     ) -> LogCursorId {
-        self.open_range_at(services, include_hooks, after, limit, Instant::now())
+        self.open_search(
+            services,
+            include_hooks,
+            &LineFilter::everything(),
+            after,
+            limit,
+        )
+    }
+
+    /// [`open_range`](Self::open_range) over the lines `filter` keeps.
+    pub fn open_search(
+        &self,
+        services: &[String],
+        include_hooks: bool,
+        filter: &LineFilter,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> LogCursorId {
+        self.open_range_at(
+            services,
+            include_hooks,
+            filter,
+            after,
+            limit,
+            Instant::now(),
+        )
     }
 
     /// [`open`](Self::open) at a given time (lets tests move the clock).
     pub fn open_at(&self, services: &[String], include_hooks: bool, now: Instant) -> LogCursorId {
-        self.open_range_at(services, include_hooks, None, None, now)
+        self.open_range_at(
+            services,
+            include_hooks,
+            &LineFilter::everything(),
+            None,
+            None,
+            now,
+        )
     }
 
     fn open_range_at(
         &self,
         services: &[String],
         include_hooks: bool,
+        filter: &LineFilter,
         after: Option<u64>,
         remaining: Option<usize>,
         now: Instant,
@@ -125,6 +162,7 @@ impl CursorRegistry {
             CursorState {
                 services: services.to_vec(),
                 include_hooks,
+                filter: filter.clone(),
                 after,
                 remaining,
                 last_used: now,
@@ -146,7 +184,7 @@ impl CursorRegistry {
         n: usize,
         now: Instant,
     ) -> Result<LogPage, LogError> {
-        let (services, include_hooks, after, n) = {
+        let (services, include_hooks, filter, after, n) = {
             let mut table = lock(&self.table);
             self.expire(&mut table, now);
             let cursor = table
@@ -158,12 +196,14 @@ impl CursorRegistry {
             (
                 cursor.services.clone(),
                 cursor.include_hooks,
+                cursor.filter.clone(),
                 cursor.after,
                 n,
             )
         };
         // Read without holding the table: other cursors stay usable.
-        let mut merge = forward::read_after(&self.dir, &services, include_hooks, after)?;
+        let mut merge =
+            forward::read_matching(&self.dir, &services, include_hooks, &filter, after)?;
         // Room for a page of typical lines up front: growing a multi-megabyte
         // buffer line by line showed in profiles.
         let mut lines = LogBatch::with_capacity(n.min(PAGE_LINES_RESERVED), PAGE_TEXT_RESERVED);

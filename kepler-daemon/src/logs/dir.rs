@@ -1,27 +1,26 @@
-//! The log directory as a directory fd: every file is opened, renamed and
-//! removed relative to it, by a plain name that cannot contain `/`, never
-//! through a symlink, and never blocking on a FIFO someone planted.
+//! The log directory: every file is opened, renamed and removed relative to
+//! its descriptor, by a plain name that cannot contain `/`, never through a
+//! symlink, and never blocking on a FIFO someone planted.
 //!
-//! The daemon is root and the directory sits in a state directory other
-//! people may look into, so nothing here resolves a path twice: the
-//! directory is opened once and what is inside is reached through that fd.
-//! (These are the few `*at` calls the log store needs; the state directory
-//! has its own.)
+//! It is a [`TrustedDir`] of the config's state directory, so log files get
+//! the same checks as every other file of the daemon's tree (owned by root,
+//! writable by nobody else, a regular file); this module only adds what the
+//! log store needs on top: identities of files (to pair the two segments a
+//! reader opened) and plain `io::Result`s.
 
-use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{io_error, LogError};
+use crate::trusted_fs::TrustedDir;
 
 /// An open log directory.
 #[derive(Debug)]
 pub struct LogDir {
-    path: PathBuf,
-    fd: OwnedFd,
+    dir: TrustedDir,
 }
 
 /// Identity of a file: (device, inode).
@@ -32,204 +31,89 @@ pub(crate) fn file_id(file: &File) -> io::Result<FileId> {
     Ok((meta.dev(), meta.ino()))
 }
 
-/// A file name inside the log directory: one component, no `/`, no NUL,
-/// not `.` or `..`.
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
-}
-
-fn c_name(name: &str) -> io::Result<CString> {
-    if !valid_name(name) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name:?} is not a plain file name"),
-        ));
-    }
-    CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-}
-
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 impl LogDir {
-    /// Creates `path` if needed (mode 0750 before umask) and opens it. The
-    /// last component must be a real directory, not a symlink.
+    /// The log directory the daemon opened through the config's store.
+    pub fn from_trusted(dir: TrustedDir) -> LogDir {
+        LogDir { dir }
+    }
+
+    /// Creates `path` if needed (mode 0700) and opens it, for tests and
+    /// tools; the daemon uses [`LogDir::from_trusted`]. The last component
+    /// must be a real directory, not a symlink.
     pub fn open(path: impl Into<PathBuf>) -> Result<LogDir, LogError> {
         let path = path.into();
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o750)
+            .mode(0o700)
             .create(&path)
             .map_err(io_error(&path))?;
-        let c_path = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|e| io_error(&path)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        // SAFETY: a valid C string; the fd returned is owned below.
-        let fd = unsafe {
-            libc::open(
-                c_path.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        match cvt(fd) {
-            // SAFETY: a fresh fd nobody else owns.
-            Ok(fd) => Ok(LogDir {
-                path,
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            }),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-                Err(LogError::NotADirectory { path })
-            }
-            Err(e) => Err(io_error(&path)(e)),
+        if !std::fs::symlink_metadata(&path)
+            .map_err(io_error(&path))?
+            .is_dir()
+        {
+            return Err(LogError::NotADirectory { path });
         }
+        let dir = TrustedDir::open_absolute(&path).map_err(|e| io_error(&path)(e.into()))?;
+        Ok(LogDir { dir })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     /// The path of `name` inside the directory, for messages.
     pub fn display_path(&self, name: &str) -> PathBuf {
-        self.path.join(name)
+        self.dir.shown(name)
     }
 
-    fn open_at(&self, name: &str, flags: libc::c_int) -> io::Result<File> {
-        let c = c_name(name)?;
-        let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
-        // SAFETY: a valid directory fd and C string; the fd returned is owned below.
-        let fd = cvt(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, 0o640) })?;
-        // SAFETY: a fresh fd nobody else owns.
-        let file = unsafe { File::from_raw_fd(fd) };
-        if !file.metadata()?.file_type().is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a regular file (a FIFO, device or directory is in the way)",
-            ));
-        }
-        Ok(file)
-    }
-
-    /// Opens `name` for appending, creating it (mode 0640 before umask).
+    /// Opens `name` for appending, creating it.
     pub(crate) fn open_append(&self, name: &str) -> io::Result<File> {
-        self.open_at(name, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT)
+        Ok(self.dir.open_append(name)?)
     }
 
     /// Creates `name` empty for writing, replacing nothing: a leftover is
     /// removed first.
     pub(crate) fn create_new(&self, name: &str) -> io::Result<File> {
         self.remove(name)?;
-        self.open_at(name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)
+        Ok(self.dir.create_new(name)?)
     }
 
     /// Opens `name` for reading; `None` if it does not exist.
     pub(crate) fn open_read(&self, name: &str) -> io::Result<Option<File>> {
-        match self.open_at(name, libc::O_RDONLY) {
-            Ok(file) => Ok(Some(file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.dir.open_read(name)?)
     }
 
     /// Opens `name` for writing without creating it; `None` if missing.
     pub(crate) fn open_write(&self, name: &str) -> io::Result<Option<File>> {
-        match self.open_at(name, libc::O_WRONLY) {
-            Ok(file) => Ok(Some(file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.dir.open_write(name)?)
     }
 
     /// Renames `from` to `to` atomically, replacing `to`.
     pub(crate) fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from, to) = (c_name(from)?, c_name(to)?);
-        let dir = self.fd.as_raw_fd();
-        // SAFETY: valid directory fd and C strings.
-        cvt(unsafe { libc::renameat(dir, from.as_ptr(), dir, to.as_ptr()) }).map(drop)
+        Ok(self.dir.rename(from, to)?)
     }
 
     /// Removes `name`; a missing file is already removed.
     pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
-        let c = c_name(name)?;
-        // SAFETY: valid directory fd and C string.
-        match cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) }) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.dir.remove_file(name)?;
+        Ok(())
     }
 
     /// The identity of what `name` is now (not following a symlink);
     /// `None` if it does not exist.
     pub(crate) fn id_of(&self, name: &str) -> io::Result<Option<FileId>> {
-        let c = c_name(name)?;
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: valid directory fd and C string; `st` is written on success.
-        let ret = unsafe {
-            libc::fstatat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                st.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        match cvt(ret) {
-            Ok(_) => {
-                // SAFETY: fstatat succeeded, so it filled `st`.
-                let st = unsafe { st.assume_init() };
-                Ok(Some((st.st_dev, st.st_ino)))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.dir.stat(name)?.map(|stat| (stat.st_dev, stat.st_ino)))
     }
 
-    /// The names in the directory (without `.` and `..`), unsorted.
+    /// The names in the directory (without `.` and `..`), unsorted; names
+    /// that are not UTF-8 were not written by kepler and are skipped.
     pub(crate) fn names(&self) -> io::Result<Vec<String>> {
-        // A fresh open of the directory itself, not a dup: a dup would share
-        // its reading position with every other listing going on at once.
-        // SAFETY: a valid directory fd and a C string literal.
-        let fd = cvt(unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c".".as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        })?;
-        // SAFETY: `fd` is a fresh directory fd, handed over to the DIR.
-        let dir = unsafe { libc::fdopendir(fd) };
-        if dir.is_null() {
-            let err = io::Error::last_os_error();
-            // SAFETY: fdopendir failed, so the fd is still ours to close.
-            unsafe { libc::close(fd) };
-            return Err(err);
-        }
-        let mut names = Vec::new();
-        let result = loop {
-            // SAFETY: errno is thread-local; readdir returns null at the end or on error.
-            unsafe { *libc::__errno_location() = 0 };
-            let entry = unsafe { libc::readdir(dir) };
-            if entry.is_null() {
-                let errno = io::Error::last_os_error();
-                break match errno.raw_os_error() {
-                    Some(0) | None => Ok(()),
-                    _ => Err(errno),
-                };
-            }
-            // SAFETY: a non-null entry from readdir holds a NUL-terminated name.
-            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-            if let Ok(name) = name.to_str() {
-                if name != "." && name != ".." {
-                    names.push(name.to_string());
-                }
-            }
-        };
-        // SAFETY: closes the stream and the fd it owns.
-        unsafe { libc::closedir(dir) };
-        result.map(|()| names)
+        Ok(self
+            .dir
+            .entries()?
+            .into_iter()
+            .filter_map(|name| std::str::from_utf8(name.as_bytes()).ok().map(String::from))
+            .collect())
     }
 }
 

@@ -13,6 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use kepler_protocol::{LogBatch, LogSource};
 
 use super::dir::LogDir;
+use super::filter::LineFilter;
 use super::record::{self, Record};
 use super::search;
 use super::segments::{self, StreamFiles};
@@ -55,6 +56,8 @@ pub(crate) struct ForwardSource {
     pub(crate) service: String,
     pub(crate) stream: Stream,
     include_hooks: bool,
+    /// Lines it hands out match this (the window is applied by seeking).
+    filter: LineFilter,
 }
 
 /// The record at `ForwardSource::start`, as offsets into its buffer.
@@ -70,7 +73,12 @@ struct Current {
 
 impl ForwardSource {
     /// Opens a stream at its first record inside `window`.
-    fn open(files: StreamFiles, window: Window, include_hooks: bool) -> io::Result<Self> {
+    fn open(
+        files: StreamFiles,
+        window: Window,
+        include_hooks: bool,
+        filter: &LineFilter,
+    ) -> io::Result<Self> {
         let StreamFiles {
             service,
             stream,
@@ -104,6 +112,7 @@ impl ForwardSource {
             service,
             stream,
             include_hooks,
+            filter: filter.clone(),
         };
         source.find_record();
         Ok(source)
@@ -156,7 +165,10 @@ impl ForwardSource {
                 if fresh {
                     self.last_parsed = Some(rec.timestamp_us);
                 }
-                if fresh && (self.include_hooks || rec.hook.is_none()) {
+                if fresh
+                    && (self.include_hooks || rec.hook.is_none())
+                    && self.filter.matches(rec.payload)
+                {
                     let payload_at = at + record::payload_offset(&rec);
                     self.current = Some(Current {
                         timestamp_us: rec.timestamp_us,
@@ -259,24 +271,29 @@ pub struct LogMerge {
 
 impl LogMerge {
     /// Opens the selected streams, each inside the window `window_of` gives
-    /// it (`None`: skip the stream).
+    /// it (`None`: skip the stream) narrowed to `filter`'s, keeping the
+    /// lines `filter` matches.
     pub(crate) fn open(
         dir: &LogDir,
         services: &[String],
         include_hooks: bool,
+        filter: &LineFilter,
         mut window_of: impl FnMut(&str, Stream) -> Option<Window>,
     ) -> Result<LogMerge, LogError> {
         let mut sources = Vec::new();
         for (service, stream) in segments::select(dir, services)? {
-            let Some(window) = window_of(&service, stream) else {
+            let Some(window) = window_of(&service, stream).map(|w| filter.narrow(w)) else {
                 continue;
             };
+            if window.after.is_some_and(|after| after >= window.until) {
+                continue;
+            }
             let files = segments::open_stream(dir, &service, stream)?;
             if files.files.is_empty() {
                 continue;
             }
             let path = dir.display_path(&service);
-            let source = ForwardSource::open(files, window, include_hooks)
+            let source = ForwardSource::open(files, window, include_hooks, filter)
                 .map_err(super::io_error(&path))?;
             if source.current.is_some() {
                 sources.push(source);
@@ -337,6 +354,7 @@ impl LogMerge {
                         stderr: source.stream == Stream::Stderr,
                         // Set by whoever sends the page, who knows the config.
                         show_time: false,
+                        replica: None,
                     });
                     ids[i].push((hook.map(Into::into), id));
                     id
@@ -388,7 +406,25 @@ pub fn read_after(
     include_hooks: bool,
     after: Option<u64>,
 ) -> Result<LogMerge, LogError> {
-    LogMerge::open(dir, services, include_hooks, |_, _| {
+    read_matching(
+        dir,
+        services,
+        include_hooks,
+        &LineFilter::everything(),
+        after,
+    )
+}
+
+/// Like [`read_after`], keeping only the lines `filter` keeps: each stream
+/// starts at the first line of its window, found by binary search.
+pub fn read_matching(
+    dir: &LogDir,
+    services: &[String],
+    include_hooks: bool,
+    filter: &LineFilter,
+    after: Option<u64>,
+) -> Result<LogMerge, LogError> {
+    LogMerge::open(dir, services, include_hooks, filter, |_, _| {
         Some(Window {
             after,
             until: u64::MAX,
@@ -482,7 +518,7 @@ mod tests {
             encode(if ts % 2 == 0 { &mut a } else { &mut b }, ts, b"-", b"x");
         }
         let (_tmp, dir) = dir_with(&[("a.stdout.log", a), ("b.stdout.log", b)]);
-        let merge = LogMerge::open(&dir, &[], true, |service, _| {
+        let merge = LogMerge::open(&dir, &[], true, &LineFilter::everything(), |service, _| {
             Some(match service {
                 "a" => Window {
                     after: Some(2),

@@ -27,6 +27,7 @@ pub mod backlog;
 pub mod backward;
 pub mod cursor;
 pub mod dir;
+pub mod filter;
 pub mod follow;
 pub mod forward;
 pub mod pump;
@@ -44,11 +45,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use backlog::Backlog;
-pub use backward::{tail, tail_start};
+pub use backward::{tail, tail_matching, tail_start, tail_start_matching};
 pub use cursor::{CursorRegistry, LogCursorId, LogPage};
 pub use dir::LogDir;
+pub use filter::{FilterError, LineFilter};
 pub use follow::{FollowEvent, Follower};
-pub use forward::{head, read_after, read_all, LogMerge, PageLimit};
+pub use forward::{head, read_after, read_all, read_matching, LogMerge, PageLimit};
 pub use pump::{pump, spawn_pump, LogSink, PumpReport};
 pub use record::{Segment, GLOBAL_SERVICE, MAX_LINE_BYTES};
 pub use segments::log_files;
@@ -162,11 +164,17 @@ pub(crate) struct StoreInner {
 }
 
 impl LogStore {
-    /// Opens (creating if needed, mode 0750 before umask) the log directory
-    /// `dir` and starts the clock after the newest line already stored there,
-    /// so timestamps stay unique across daemon restarts.
+    /// Opens (creating if needed) the log directory `dir` by path, for tests
+    /// and tools; see [`LogStore::in_dir`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<LogStore, LogError> {
-        let dir = Arc::new(LogDir::open(dir)?);
+        Self::in_dir(LogDir::open(dir)?)
+    }
+
+    /// The store of the log directory `dir`, with its clock started after
+    /// the newest line already stored there, so timestamps stay unique
+    /// across daemon restarts.
+    pub fn in_dir(dir: LogDir) -> Result<LogStore, LogError> {
+        let dir = Arc::new(dir);
         let newest = backward::newest_timestamp(&dir)?;
         Ok(LogStore {
             inner: Arc::new(StoreInner {
@@ -268,16 +276,31 @@ impl LogStore {
         tail: usize,
         include_hooks: bool,
     ) -> Result<(Backlog, Follower), LogError> {
+        self.follow_matching(services, tail, include_hooks, &LineFilter::everything())
+            .await
+    }
+
+    /// [`follow`](Self::follow) with a backlog of the lines `filter` keeps
+    /// (live lines are the caller's to filter).
+    pub async fn follow_matching(
+        &self,
+        services: &[String],
+        tail: usize,
+        include_hooks: bool,
+        filter: &LineFilter,
+    ) -> Result<(Backlog, Follower), LogError> {
         let mut follower = self.inner.publisher.subscribe(services, include_hooks);
         let dir = self.inner.dir.clone();
         let wanted = services.to_vec();
-        let backlog =
-            tokio::task::spawn_blocking(move || Backlog::open(dir, &wanted, tail, include_hooks))
-                .await
-                .map_err(|e| LogError::Io {
-                    path: self.path().to_path_buf(),
-                    source: io::Error::other(e),
-                })??;
+        let filter = filter.clone();
+        let backlog = tokio::task::spawn_blocking(move || {
+            Backlog::open(dir, &wanted, tail, include_hooks, &filter)
+        })
+        .await
+        .map_err(|e| LogError::Io {
+            path: self.path().to_path_buf(),
+            source: io::Error::other(e),
+        })??;
         let (ends, window_start) = backlog.coverage();
         follower.continue_after(ends, window_start);
         Ok((backlog, follower))
@@ -376,8 +399,9 @@ pub fn clear_all(dir: &LogDir) -> Result<(), LogError> {
 
 impl LogLine {
     /// The line as sent to clients; `show_time` when its service asks for
-    /// its lines to be shown with their time (`logs.timestamp`).
-    pub fn into_wire(self, show_time: bool) -> kepler_protocol::LogLine {
+    /// its lines to be shown with their time (`logs.timestamp`), `replica`
+    /// when it is an instance of a replicated service.
+    pub fn into_wire(self, show_time: bool, replica: Option<u32>) -> kepler_protocol::LogLine {
         kepler_protocol::LogLine {
             service: self.service,
             hook: match self.origin {
@@ -386,6 +410,7 @@ impl LogLine {
             },
             stderr: self.stream == Stream::Stderr,
             show_time,
+            replica,
             timestamp_us: self.timestamp_us,
             bytes: self.bytes,
         }

@@ -180,20 +180,7 @@ fn now_us() -> u64 {
 fn log_runtime() -> Option<&'static Handle> {
     static RUNTIME: OnceLock<Option<Handle>> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| tracing::warn!("cannot build the log runtime: {e}"))
-                .ok()?;
-            let handle = runtime.handle().clone();
-            std::thread::Builder::new()
-                .name("kepler-logs".into())
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))
-                .map_err(|e| tracing::warn!("cannot start the log thread: {e}"))
-                .ok()?;
-            Some(handle)
-        })
+        .get_or_init(|| crate::runtime_thread::start("kepler-logs"))
         .as_ref()
 }
 

@@ -265,8 +265,18 @@ impl Orchestrator {
             .iter()
             .cloned()
             .partition(|n| cluster.contains(n.as_str()));
-        let views = self
-            .services
+        StartPlan {
+            startup,
+            ready,
+            deferred,
+            views: self.views(),
+        }
+    }
+
+    /// Every service's state now, as the state changes that would lead
+    /// there (for a plan, and for a waiter that fell behind the broadcast).
+    pub fn views(&self) -> Vec<StateChange> {
+        self.services
             .iter()
             .map(|(name, s)| StateChange {
                 service: Arc::from(name.as_str()),
@@ -276,13 +286,7 @@ impl Orchestrator {
                 settled: s.is_settled(),
                 at_us: 0,
             })
-            .collect();
-        StartPlan {
-            startup,
-            ready,
-            deferred,
-            views,
-        }
+            .collect()
     }
 
     /// Services with a process or on their way to one.
@@ -401,6 +405,27 @@ impl Orchestrator {
         for dependent in dependents {
             self.evaluate_waiting(&dependent);
         }
+    }
+
+    /// Publishes a new reason for a service whose status stays (e.g. what
+    /// a starting service waits for), so progress displays can show it.
+    /// Dependents need no re-evaluation: conditions do not look at reasons.
+    fn set_reason(&mut self, name: &str, reason: Option<String>) {
+        let Some(runtime) = self.services.get_mut(name) else {
+            return;
+        };
+        if runtime.reason == reason {
+            return;
+        }
+        runtime.reason = reason.clone();
+        self.events.publish_state(StateChange {
+            service: Arc::from(name),
+            status: runtime.status,
+            reason,
+            quiescent: runtime.is_quiescent(),
+            settled: runtime.is_settled(),
+            at_us: crate::events::now_us(),
+        });
     }
 
     /// Writes `state.json` if anything changed since the last write. Called

@@ -13,6 +13,7 @@ use tokio::sync::broadcast::{
     self,
     error::{RecvError, TryRecvError},
 };
+use tokio::sync::mpsc;
 
 use super::{StartPlan, StopIntentRequest};
 use crate::config::{BakedConfig, GlobalHookKind};
@@ -27,18 +28,29 @@ pub struct Subscriptions {
     pub states: broadcast::Receiver<StateChange>,
     /// The config's output; attached mode only.
     pub logs: Option<Follower>,
+    /// Kepler's notes about the request (why a run stops its services),
+    /// shown among the output.
+    pub notes: Option<mpsc::UnboundedReceiver<String>>,
 }
 
 /// Waits until every startup-cluster service of the plan is ready: up (or
 /// healthy when it has a healthcheck) or completed with code 0. Fails naming
-/// the first one that fails, or when `timeout` passes.
-pub async fn wait_for_startup(
+/// the first one that fails, or when `timeout` passes. `progress` sees
+/// where each of those services stands and then every change of theirs
+/// (live progress of `--wait`); it returns false once nobody listens.
+pub async fn wait_for_startup<F, Fut>(
     mut states: broadcast::Receiver<StateChange>,
     plan: StartPlan,
     timeout: Option<Duration>,
-) -> Result<(), ActorError> {
+    mut progress: F,
+) -> Result<(), ActorError>
+where
+    F: FnMut(&StateChange) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let needs_health: HashMap<String, bool> = plan.startup.into_iter().collect();
     let mut pending: HashSet<String> = needs_health.keys().cloned().collect();
+    let mut listening = true;
     let judge = |change: &StateChange, pending: &mut HashSet<String>| -> Result<(), ActorError> {
         let Some(&healthy) = needs_health.get(&*change.service) else {
             return Ok(());
@@ -76,18 +88,41 @@ pub async fn wait_for_startup(
         }
         Ok(())
     };
-    for view in &plan.views {
-        judge(view, &mut pending)?;
+    // Events already queued are older than the plan; replaying them in
+    // order ends at the plan's state, so they are judged after it. Progress
+    // shows them first, in order, then the plan's view of the services
+    // that had none.
+    let mut queued = Vec::new();
+    loop {
+        match states.try_recv() {
+            Ok(change) => queued.push(change),
+            Err(TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    let changed: HashSet<Arc<str>> = queued.iter().map(|c| c.service.clone()).collect();
+    let unchanged = plan.views.iter().filter(|v| !changed.contains(&v.service));
+    for change in queued.iter().chain(unchanged) {
+        if listening && needs_health.contains_key(&*change.service) {
+            listening = progress(change).await;
+        }
+    }
+    for change in plan.views.iter().chain(&queued) {
+        judge(change, &mut pending)?;
     }
     let wait = async {
-        // Events already queued are older than the plan; replaying them in
-        // order ends at the plan's state, so only judge once caught up.
+        // Only judged as done once caught up with what is queued.
         loop {
             if pending.is_empty() && states.is_empty() {
                 return Ok(());
             }
             match states.recv().await {
-                Ok(change) => judge(&change, &mut pending)?,
+                Ok(change) => {
+                    if listening && needs_health.contains_key(&*change.service) {
+                        listening = progress(&change).await;
+                    }
+                    judge(&change, &mut pending)?
+                }
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => {
                     return Err(ActorError::new(
@@ -137,7 +172,11 @@ where
     F: FnMut(Event) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let Subscriptions { mut states, logs } = subscriptions;
+    let Subscriptions {
+        mut states,
+        logs,
+        mut notes,
+    } = subscriptions;
     let mut logs = logs.expect("attached mode follows the logs");
     let mut busy: HashSet<Arc<str>> = plan
         .views
@@ -150,6 +189,13 @@ where
     let mut held_log: Option<FollowEvent> = None;
     let mut held_state: Option<Result<StateChange, RecvError>> = None;
     loop {
+        // Notes are about now: they go out as soon as they come.
+        if let Some(note) = notes.as_mut().and_then(|n| n.try_recv().ok()) {
+            if !emit(Event::Progress { message: note }).await {
+                return Ok(());
+            }
+            continue;
+        }
         if held_log.is_none() {
             held_log = logs.next().now_or_never().flatten();
         }
@@ -168,6 +214,11 @@ where
             tokio::select! {
                 Some(line) = logs.next() => held_log = Some(line),
                 change = states.recv() => held_state = Some(change),
+                Some(note) = next_note(&mut notes) => {
+                    if !emit(Event::Progress { message: note }).await {
+                        return Ok(());
+                    }
+                }
             }
             continue;
         }
@@ -180,7 +231,8 @@ where
             match held_log.take().expect("held") {
                 FollowEvent::Line(line) => {
                     let show_time = config.log_config(&line.service).timestamp;
-                    Event::Log(line.into_wire(show_time))
+                    let replica = config.replica_of(&line.service);
+                    Event::Log(line.into_wire(show_time, replica))
                 }
                 FollowEvent::Missed(missed) => Event::Progress {
                     message: format!(
@@ -213,6 +265,14 @@ where
         if !emit(event).await {
             return Ok(());
         }
+    }
+}
+
+/// The next note, or never when there are none to come.
+async fn next_note(notes: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match notes {
+        Some(notes) => notes.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -276,7 +336,8 @@ pub fn after_start(
         GlobalHookKind::PostStart
     };
     tokio::spawn(async move {
-        if wait_for_startup(states, plan, None).await.is_ok() {
+        let quiet = |_: &StateChange| std::future::ready(true);
+        if wait_for_startup(states, plan, None, quiet).await.is_ok() {
             if let Err(e) = handle.global_hook(kind).await {
                 tracing::warn!(config = %handle.path().display(), "{e}");
             }

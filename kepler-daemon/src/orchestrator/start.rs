@@ -97,11 +97,7 @@ impl Orchestrator {
             }
             self.prepare_launch(name);
         } else {
-            let reason = Some(pending.join("; "));
-            let runtime = self.services.get_mut(name).expect("checked above");
-            if runtime.reason != reason {
-                runtime.reason = reason;
-            }
+            self.set_reason(name, Some(pending.join("; ")));
         }
     }
 
@@ -174,9 +170,7 @@ impl Orchestrator {
         if hooks.is_empty() {
             return self.launch(name);
         }
-        if let Some(runtime) = self.services.get_mut(name) {
-            runtime.reason = Some("running its start hooks".into());
-        }
+        self.set_reason(name, Some("running its start hooks".into()));
         let mailbox = self.mailbox.clone();
         let service = name.to_string();
         tokio::spawn(async move {

@@ -16,8 +16,8 @@
 //!
 //! The API is small on purpose: open or create a directory, read a file with
 //! a size bound, open a file to append or update, write a file atomically,
-//! list, remove. The config store and the state directory use it; log files
-//! are meant to go through it too.
+//! list, remove. The config store, the state directory and the log store
+//! (`logs/dir.rs`) use it.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -213,6 +213,20 @@ const FILE_FLAGS: OFlags = OFlags::NOFOLLOW
     .union(OFlags::CLOEXEC);
 
 impl TrustedDir {
+    /// Opens the directory at the absolute `path` (its last component not
+    /// followed) and checks it like any directory of the tree. For a
+    /// directory whose parents only root can change: in-process tests and
+    /// examples; the daemon reaches its own directories from the state root.
+    pub fn open_absolute(path: &Path) -> Result<TrustedDir, TrustError> {
+        let fd = openat(rustix::fs::CWD, path, DIR_FLAGS, Mode::empty())
+            .map_err(|e| TrustError::io(path, e))?;
+        check_and_tighten(path, fd.as_fd(), Kind::Directory)?;
+        Ok(TrustedDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Wraps a directory descriptor its opener has already checked (the
     /// state root, whose owner and mode `state_dir` decides).
     pub(crate) fn from_checked(fd: OwnedFd, path: PathBuf) -> Self {
@@ -360,6 +374,19 @@ impl TrustedDir {
     pub fn open_append(&self, name: impl AsRef<OsStr>) -> Result<File, TrustError> {
         let name = name.as_ref();
         self.open_file(name, OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE, true)?
+            .ok_or_else(|| TrustError::io(self.shown(name), io::ErrorKind::NotFound))
+    }
+
+    /// Opens `name` to write it in place without creating it; `None` when
+    /// it does not exist.
+    pub fn open_write(&self, name: impl AsRef<OsStr>) -> Result<Option<File>, TrustError> {
+        self.open_file(name.as_ref(), OFlags::WRONLY, true)
+    }
+
+    /// Creates `name` (`0600`) for writing; fails if anything is there.
+    pub fn create_new(&self, name: impl AsRef<OsStr>) -> Result<File, TrustError> {
+        let name = name.as_ref();
+        self.open_file(name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, true)?
             .ok_or_else(|| TrustError::io(self.shown(name), io::ErrorKind::NotFound))
     }
 

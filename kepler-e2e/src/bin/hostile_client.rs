@@ -199,6 +199,7 @@ fn follow(socket_path: &str, config: &str, connections: usize, per_connection: u
                 range: LogRange::All,
                 include_hooks: true,
                 follow: true,
+                filter: Default::default(),
             };
             connection
                 .send(ClientMessage { id, request })

@@ -169,14 +169,26 @@ fn pod_spec(
     if !security.is_empty() {
         container.insert("securityContext".into(), Value::Object(security));
     }
+    let mut limits = serde_json::Map::new();
     if let Some(bytes) = service.limits.memory_bytes {
-        container.insert(
-            "resources".into(),
-            json!({ "limits": { "memory": quantity(bytes) } }),
-        );
+        limits.insert("memory".into(), json!(quantity(bytes)));
+    }
+    if let Some(millis) = service.limits.cpu_millis {
+        limits.insert("cpu".into(), json!(format!("{millis}m")));
+    }
+    if !limits.is_empty() {
+        container.insert("resources".into(), json!({ "limits": limits }));
+    }
+    if service.limits.pids.is_some() {
         notes.lost(
             name,
-            "limits.memory caps address space in Kepler; the container limit caps resident memory",
+            "limits.pids: Kubernetes limits processes per pod (the kubelet's podPidsLimit), not per container",
+        );
+    }
+    if service.limits.io_weight.is_some() || service.limits.swap_bytes.is_some() {
+        notes.lost(
+            name,
+            "limits.io_weight and limits.swap have no container resource in a pod spec",
         );
     }
     if service.limits.cpu_time_secs.is_some() || service.limits.max_fds.is_some() {

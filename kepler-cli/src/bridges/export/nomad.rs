@@ -153,14 +153,32 @@ fn task(
         );
     }
     task.insert("RestartPolicy".into(), restart_policy(service, name, notes));
+    let mut resources = serde_json::Map::new();
     if let Some(bytes) = service.limits.memory_bytes {
-        task.insert(
-            "Resources".into(),
-            json!({ "MemoryMB": bytes.div_ceil(1 << 20).max(10) }),
-        );
+        resources.insert("MemoryMB".into(), json!(bytes.div_ceil(1 << 20).max(10)));
+    }
+    match service.limits.cpu_millis {
+        // Cores reserves whole CPUs; a fraction has no exact equivalent,
+        // since Nomad's CPU resource is in MHz of the client's processors.
+        Some(millis) if millis % 1000 == 0 => {
+            resources.insert("Cores".into(), json!(millis / 1000));
+        }
+        Some(_) => notes.lost(
+            name,
+            "limits.cpus with a fraction: Nomad reserves CPU in MHz or whole cores; set Resources.CPU by hand",
+        ),
+        None => {}
+    }
+    if !resources.is_empty() {
+        task.insert("Resources".into(), serde_json::Value::Object(resources));
+    }
+    if service.limits.pids.is_some()
+        || service.limits.io_weight.is_some()
+        || service.limits.swap_bytes.is_some()
+    {
         notes.lost(
             name,
-            "limits.memory caps address space in Kepler; Nomad's MemoryMB caps resident memory",
+            "limits.pids, limits.io_weight and limits.swap: raw_exec tasks have no such resources",
         );
     }
     if service.limits.cpu_time_secs.is_some() || service.limits.max_fds.is_some() {

@@ -271,9 +271,23 @@ fn service_unit(
         duration_text(service.stop_grace_period_ms)
     ));
     let limits = &service.limits;
+    // Kepler's cgroup limits are the same cgroup files these set.
     if let Some(bytes) = limits.memory_bytes {
-        // Kepler's memory limit is RLIMIT_AS, which is what LimitAS= sets.
-        service_lines.push(format!("LimitAS={bytes}"));
+        service_lines.push(format!("MemoryMax={bytes}"));
+        // Without `swap`, a memory limit in Kepler also means no swap.
+        service_lines.push(format!("MemorySwapMax={}", limits.swap_bytes.unwrap_or(0)));
+    } else if let Some(bytes) = limits.swap_bytes {
+        service_lines.push(format!("MemorySwapMax={bytes}"));
+    }
+    if let Some(millis) = limits.cpu_millis {
+        // CPUQuota is a percentage of one CPU; systemd takes whole percents.
+        service_lines.push(format!("CPUQuota={}%", millis.div_ceil(10).max(1)));
+    }
+    if let Some(pids) = limits.pids {
+        service_lines.push(format!("TasksMax={pids}"));
+    }
+    if let Some(weight) = limits.io_weight {
+        service_lines.push(format!("IOWeight={weight}"));
     }
     if let Some(secs) = limits.cpu_time_secs {
         service_lines.push(format!("LimitCPU={secs}"));

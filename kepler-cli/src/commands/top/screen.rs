@@ -142,6 +142,7 @@ impl Logs {
                 range: LogRange::Tail(LOG_TAIL),
                 include_hooks: true,
                 follow: true,
+                filter: Default::default(),
             };
             if client.send(request).await.is_err() {
                 return;

@@ -2,14 +2,16 @@
 //! server-side cursors, or followed live (pushed, never polled).
 
 use futures::FutureExt;
-use kepler_protocol::{ConfigRef, ErrorKind, Event, LogLine, LogRange, Response};
+use std::time::Duration;
+
+use kepler_protocol::{ConfigRef, ErrorKind, Event, LogFilter, LogLine, LogRange, Response};
 use tokio::sync::watch;
 
 use super::config_access::loaded_config;
 use super::RequestContext;
 use crate::config::BakedConfig;
 use crate::config_actor::{ActorError, ConfigHandle};
-use crate::logs::{self, FollowEvent, LogCursorId, LogStore, PageLimit};
+use crate::logs::{self, FilterError, FollowEvent, LineFilter, LogCursorId, LogStore, PageLimit};
 
 /// Lines per page of a paged read (a page also stops at
 /// [`logs::cursor::PAGE_TEXT_BYTES`]).
@@ -37,7 +39,14 @@ fn failed(e: impl std::fmt::Display) -> ActorError {
 /// `logs.timestamp` asks for it.
 fn wire_line(line: logs::LogLine, config: &BakedConfig) -> LogLine {
     let show_time = config.log_config(&line.service).timestamp;
-    line.into_wire(show_time)
+    let replica = config.replica_of(&line.service);
+    line.into_wire(show_time, replica)
+}
+
+/// Marks a page's origins as its config says: time shown, replica.
+fn mark_origins(batch: &mut kepler_protocol::LogBatch, config: &BakedConfig) {
+    batch.mark_show_time(|service| config.log_config(service).timestamp);
+    batch.mark_replicas(|service| config.replica_of(service));
 }
 
 /// Unknown service names are an error listing the config's services.
@@ -65,6 +74,17 @@ async fn check_services(handle: &ConfigHandle, services: &[String]) -> Result<()
     ))
 }
 
+/// A search's filter compiled, or why its pattern was refused.
+fn line_filter(filter: &LogFilter) -> Result<LineFilter, ActorError> {
+    LineFilter::compile(filter).map_err(|e| {
+        let kind = match e {
+            FilterError::TooLong(_) => ErrorKind::LimitReached,
+            FilterError::Pattern(_) => ErrorKind::Failed,
+        };
+        ActorError::new(kind, e.to_string())
+    })
+}
+
 pub async fn handle(
     ctx: &RequestContext,
     config: ConfigRef,
@@ -72,14 +92,16 @@ pub async fn handle(
     range: LogRange,
     include_hooks: bool,
     follow: bool,
+    filter: LogFilter,
 ) -> Result<Response, ActorError> {
+    let filter = line_filter(&filter)?;
     let Some(handle) = loaded_config(ctx, &config).await? else {
         return Ok(Response::NotLoaded { path: config.path });
     };
     check_services(&handle, &services).await?;
     let store = handle.logs().clone();
     if follow {
-        return follow_logs(ctx, &handle, services, range, include_hooks).await;
+        return follow_logs(ctx, &handle, services, range, include_hooks, filter).await;
     }
     // A short tail is answered at once (the common `--tail 100` needs no
     // cursor); anything that could outgrow a message goes through a cursor,
@@ -88,7 +110,7 @@ pub async fn handle(
         LogRange::Tail(n) if n <= DIRECT_LINES => {
             let reader = store.clone();
             tokio::task::spawn_blocking(move || {
-                logs::tail(reader.dir(), &services, n, include_hooks)
+                logs::tail_matching(reader.dir(), &services, n, include_hooks, &filter)
             })
             .await
             .map_err(failed)?
@@ -97,8 +119,9 @@ pub async fn handle(
         LogRange::Tail(n) => {
             let wanted = services.clone();
             let reader = store.clone();
+            let search = filter.clone();
             let start = tokio::task::spawn_blocking(move || {
-                logs::tail_start(reader.dir(), &wanted, n, include_hooks)
+                logs::tail_start_matching(reader.dir(), &wanted, n, include_hooks, &search)
             })
             .await
             .map_err(failed)?
@@ -113,17 +136,19 @@ pub async fn handle(
             let after = start.checked_sub(1);
             let id = store
                 .cursors()
-                .open_range(&services, include_hooks, after, Some(n));
+                .open_search(&services, include_hooks, &filter, after, Some(n));
             return next_page(&handle, id).await;
         }
         LogRange::Head(n) => {
             let id = store
                 .cursors()
-                .open_range(&services, include_hooks, None, Some(n));
+                .open_search(&services, include_hooks, &filter, None, Some(n));
             return next_page(&handle, id).await;
         }
         LogRange::All => {
-            let id = store.cursors().open(&services, include_hooks);
+            let id = store
+                .cursors()
+                .open_search(&services, include_hooks, &filter, None, None);
             return next_page(&handle, id).await;
         }
     };
@@ -159,31 +184,38 @@ async fn next_page(handle: &ConfigHandle, id: LogCursorId) -> Result<Response, A
         store.cursors().close(id);
     }
     let config = handle.config();
-    page.lines
-        .mark_show_time(|service| config.log_config(service).timestamp);
+    mark_origins(&mut page.lines, &config);
     Ok(Response::LogPage {
         lines: page.lines,
         cursor: page.more.then_some(id.0),
     })
 }
 
+/// A follow of a search: the stored lines it keeps, then the live ones.
+/// With `--since` the backlog is every stored line since then; with
+/// `--until` the follow ends once that time has passed (and a second for
+/// lines stamped before it still on their way).
 async fn follow_logs(
     ctx: &RequestContext,
     handle: &ConfigHandle,
     services: Vec<String>,
     range: LogRange,
     include_hooks: bool,
+    filter: LineFilter,
 ) -> Result<Response, ActorError> {
     let store: &LogStore = handle.logs();
     let config = handle.config();
     let backlog_lines = match range {
         LogRange::Tail(n) => n,
+        _ if filter.since.is_some() => usize::MAX,
         LogRange::All | LogRange::Head(_) => FOLLOW_BACKLOG,
     };
     let (mut backlog, mut follower) = store
-        .follow(&services, backlog_lines, include_hooks)
+        .follow_matching(&services, backlog_lines, include_hooks, &filter)
         .await
         .map_err(failed)?;
+    let window_ends = window_end(&filter);
+    tokio::pin!(window_ends);
     let mut closing = ctx.daemon.closing_connections();
     // The stored lines, a page per event, each read when the last one left.
     let page = PageLimit {
@@ -200,7 +232,7 @@ async fn follow_logs(
         backlog = rest;
         match next.map_err(failed)? {
             Some(mut batch) => {
-                batch.mark_show_time(|service| config.log_config(service).timestamp);
+                mark_origins(&mut batch, &config);
                 if !emit(ctx, &mut closing, Event::Logs(batch.to_lines())).await {
                     return Ok(Response::Done);
                 }
@@ -213,23 +245,31 @@ async fn follow_logs(
         let first = tokio::select! {
             event = follower.next() => event,
             _ = crate::daemon::raised(&mut closing) => return Ok(Response::Done),
+            () = &mut window_ends => return Ok(Response::Done),
         };
         // What has arrived meanwhile goes in the same event.
         let mut lines = Vec::new();
         let mut text = 0;
         let mut gap = None;
+        // The store is gone (the config was unloaded).
+        let mut ended = false;
         let mut event = first;
         loop {
             match event {
                 Some(FollowEvent::Line(line)) => {
-                    text += line.bytes.len();
-                    lines.push(wire_line(line, &config));
+                    if filter.keeps(line.timestamp_us, &line.bytes) {
+                        text += line.bytes.len();
+                        lines.push(wire_line(line, &config));
+                    }
                 }
                 Some(FollowEvent::Missed(n)) => {
                     gap = Some(n);
                     break;
                 }
-                None => break,
+                None => {
+                    ended = true;
+                    break;
+                }
             }
             if lines.len() >= LIVE_EVENT_LINES || text >= LIVE_EVENT_BYTES {
                 break;
@@ -239,7 +279,6 @@ async fn follow_logs(
                 None => break,
             }
         }
-        let ended = lines.is_empty() && gap.is_none();
         if !lines.is_empty() && !emit(ctx, &mut closing, Event::Logs(lines)).await {
             return Ok(Response::Done);
         }
@@ -255,6 +294,16 @@ async fn follow_logs(
             return Ok(Response::Done);
         }
     }
+}
+
+/// Resolves a second after a search's `--until` (never without one): lines
+/// stamped up to it may still be on their way when the clock reaches it.
+async fn window_end(filter: &LineFilter) {
+    let Some(until) = filter.until else {
+        return std::future::pending().await;
+    };
+    let left = until.saturating_sub(crate::events::now_us());
+    tokio::time::sleep(Duration::from_micros(left) + Duration::from_secs(1)).await;
 }
 
 /// Pushes an event, waiting for room in the connection's outbox; false when

@@ -8,6 +8,7 @@ mod logs;
 mod prune;
 mod ps;
 mod recreate;
+mod run;
 mod shutdown;
 mod start;
 mod stats;
@@ -51,6 +52,17 @@ impl RequestContext {
             daemon,
             caller,
             outbox,
+        }
+    }
+
+    /// The same request's context for a task that must not be cancelled
+    /// with the request (its events still reach the client while it is there).
+    pub fn detached(&self) -> RequestContext {
+        RequestContext {
+            id: self.id,
+            daemon: self.daemon.clone(),
+            caller: self.caller.clone(),
+            outbox: self.outbox.clone(),
         }
     }
 
@@ -126,10 +138,20 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             range,
             include_hooks,
             follow,
-        } => logs::handle(&ctx, config, services, range, include_hooks, follow)
+            filter,
+        } => logs::handle(&ctx, config, services, range, include_hooks, follow, filter)
             .await
             .unwrap_or_else(error_response),
         Request::LogsPage { config, cursor } => logs::page(&ctx, config, cursor)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Run {
+            config,
+            sys_env,
+            services,
+            mode,
+            options,
+        } => run::handle(&ctx, config, sys_env, services, mode, options)
             .await
             .unwrap_or_else(error_response),
         Request::Stats {

@@ -12,6 +12,9 @@ pub async fn handle(
     sys_env: SysEnv,
 ) -> Result<Response, ActorError> {
     let (handle, file) = config_and_file(ctx, &config, &sys_env).await?;
+    ctx.daemon
+        .runs()
+        .refuse_if_held(handle.path(), "recreate")?;
     // The bake captures the caller's environment as the config's system
     // environment and runs with the caller's rights: only the owner of the
     // file may do that (root's environment must not end up in a member's

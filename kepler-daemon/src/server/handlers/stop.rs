@@ -29,6 +29,12 @@ pub async fn handle(
     let Some(handle) = loaded_config(ctx, &config).await? else {
         return Ok(Response::NotLoaded { path: config.path });
     };
+    if clean {
+        // A run removes its state itself once its services have ended.
+        ctx.daemon
+            .runs()
+            .refuse_if_held(handle.path(), "clean up")?;
+    }
     let request = StopIntentRequest {
         signal,
         intent: StopIntent::User,
