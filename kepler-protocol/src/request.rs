@@ -74,6 +74,14 @@ pub enum Request {
         mode: StartMode,
         options: RunOptions,
     },
+    /// Change how many instances replicated services run (`SERVICE=COUNT`).
+    /// Answered with `Response::Scaled` once new instances run (or failed)
+    /// and surplus ones are down, or an error when `timeout_ms` passes.
+    Scale {
+        config: ConfigRef,
+        services: Vec<(String, u32)>,
+        timeout_ms: Option<u64>,
+    },
     /// Usage of services (all when empty) over the last `since_ms`
     /// milliseconds (everything kept when `None`), from the stored history.
     Stats {

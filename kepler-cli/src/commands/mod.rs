@@ -14,6 +14,7 @@ mod ps;
 mod recreate;
 mod restart;
 mod run;
+mod scale;
 mod start;
 mod stats;
 mod stop;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ps(args) => ps::run(file, args).await,
         Command::Logs(args) => logs::run(file, args).await,
         Command::Prune(args) => prune::run(args).await,
+        Command::Scale(args) => scale::run(file, args).await,
         Command::Check => check::run(file),
         Command::Completions { shell } => completions::run(shell),
         Command::Import(args) => import::run(args),

@@ -9,7 +9,8 @@ use kepler_protocol::{ServiceInfo, ServiceStatus};
 use super::Orchestrator;
 use crate::process::Scope;
 
-/// Every service of the config, in name order.
+/// Every instance of the config: services in name order, replicas by
+/// number (as `ps` lists them).
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub services: Vec<ServiceObservation>,
@@ -19,6 +20,9 @@ pub struct Observation {
 pub struct ServiceObservation {
     /// State, with CPU and memory of the last sampling tick while it runs.
     pub info: ServiceInfo,
+    /// What the instance gets beside its service's environment
+    /// (`KEPLER_REPLICA`, `KEPLER_REPLICAS`).
+    pub instance_env: Vec<(String, String)>,
     /// When the current process started, in milliseconds since the epoch.
     pub started_at_ms: Option<u64>,
     pub exit_code: Option<i32>,
@@ -32,12 +36,17 @@ pub struct ServiceObservation {
 impl Orchestrator {
     pub fn observation(&self) -> Observation {
         let now_ms = crate::events::now_us() / 1000;
-        let services = self
-            .config
+        let mut names: Vec<(&str, u32, &String)> = self
             .services
             .iter()
-            .filter_map(|(name, config)| {
-                let runtime = self.services.get(name)?;
+            .map(|(name, s)| (&*s.service, s.replica.unwrap_or(0), name))
+            .collect();
+        names.sort_unstable();
+        let services = names
+            .into_iter()
+            .map(|(_, _, name)| {
+                let runtime = &self.services[name];
+                let config = self.settings(name);
                 let info = runtime.info_with_last_usage(name);
                 let started_at_ms = runtime
                     .started_at
@@ -59,14 +68,15 @@ impl Orchestrator {
                     Some(Scope::Cgroup { cgroup, .. }) => Some(cgroup.dir().to_path_buf()),
                     _ => None,
                 };
-                Some(ServiceObservation {
+                ServiceObservation {
                     info,
+                    instance_env: self.replica_env(name),
                     started_at_ms,
                     exit_code: runtime.last_exit,
                     exit_signal: runtime.last_signal,
                     health,
                     cgroup,
-                })
+                }
             })
             .collect();
         Observation { services }

@@ -2,6 +2,8 @@
 //! latest usage (for `top` and the metrics endpoint) and appended to the
 //! config's history as one row.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Orchestrator;
@@ -25,34 +27,28 @@ impl Orchestrator {
         metrics.enabled().then_some(metrics.interval.0)
     }
 
-    /// Samples every running service at once (one read per cgroup, or one
+    /// Samples every running instance at once (one read per cgroup, or one
     /// pass over /proc), updates what each used last, appends a row to the
-    /// history if anything runs, and tells `top` subscribers.
+    /// history if anything runs, and tells `top` subscribers. The history
+    /// has a column per service, not per instance (`kepler scale` changes
+    /// instances, and must not start a new history): a replicated service's
+    /// column is the sum of its instances.
     pub fn sample_tick(&mut self) {
-        let names: Vec<&String> = self.config.services.keys().collect();
-        let scopes: Vec<Option<&Scope>> = names
+        let running: Vec<(String, Scope)> = self
+            .services
             .iter()
-            .map(|name| self.services.get(*name).and_then(|s| s.scope.as_ref()))
+            .filter_map(|(name, runtime)| Some((name.clone(), runtime.scope.clone()?)))
             .collect();
-        let running: Vec<&Scope> = scopes.iter().flatten().copied().collect();
         if running.is_empty() {
             return;
         }
-        let mut sampled = metrics::sample(&running).into_iter();
-        let usages: Vec<_> = scopes
-            .iter()
-            .map(|scope| scope.and_then(|_| sampled.next().flatten()))
-            .collect();
+        let scopes: Vec<&Scope> = running.iter().map(|(_, scope)| scope).collect();
+        let sampled = metrics::sample(&scopes);
         let now = Instant::now();
-        let names: Vec<String> = names.into_iter().cloned().collect();
-        let mut row = Vec::with_capacity(names.len());
-        for (name, usage) in names.iter().zip(usages) {
-            let runtime = self
-                .services
-                .get_mut(name)
-                .expect("a service of the config");
-            let Some(usage) = usage else {
-                row.push(None);
+        let mut per_service: HashMap<Arc<str>, Sample> = HashMap::new();
+        for ((name, _), usage) in running.iter().zip(sampled) {
+            let Some(usage) = usage else { continue };
+            let Some(runtime) = self.services.get_mut(name) else {
                 continue;
             };
             let started = runtime.started_at.unwrap_or(now);
@@ -61,12 +57,28 @@ impl Orchestrator {
                 .get_or_insert_with(|| CpuRate::since(started))
                 .update(now, usage.cpu_usec);
             runtime.usage = Some(usage);
-            row.push(Some(Sample {
-                cpu_percent,
-                memory_bytes: usage.memory_bytes,
-                restarts: runtime.restarts,
-            }));
+            let column = per_service
+                .entry(runtime.service.clone())
+                .or_insert(Sample {
+                    cpu_percent: 0.0,
+                    memory_bytes: 0,
+                    restarts: 0,
+                });
+            column.cpu_percent += cpu_percent;
+            column.memory_bytes += usage.memory_bytes;
         }
+        // Restarts of every instance, running or not, so that one that is
+        // down between two ticks still counts.
+        for runtime in self.services.values() {
+            if let Some(column) = per_service.get_mut(&runtime.service) {
+                column.restarts = column.restarts.saturating_add(runtime.restarts);
+            }
+        }
+        let names: Vec<String> = self.config.services.keys().cloned().collect();
+        let row: Vec<Option<Sample>> = names
+            .iter()
+            .map(|name| per_service.get(name.as_str()).copied())
+            .collect();
         self.record(&names, &row);
         self.events.publish_tick();
     }

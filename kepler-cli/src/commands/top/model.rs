@@ -283,6 +283,8 @@ mod tests {
             cpu_percent: cpu,
             memory_bytes: Some(1024),
             cpu_seconds: None,
+            service: name.into(),
+            replica: None,
         }
     }
 

@@ -288,6 +288,8 @@ mod tests {
             cpu_percent: Some(12.5),
             memory_bytes: Some(3 << 20),
             cpu_seconds: Some(1.0),
+            service: name.into(),
+            replica: None,
         };
         model.apply(TopFrame {
             sampled: true,

@@ -27,19 +27,28 @@ pub async fn handle(
     };
     let observation = handle.observe().await?;
     let snapshot = handle.config();
+    // A service stands for all its instances, an instance for itself.
     let names: Vec<String> = snapshot.services.keys().cloned().collect();
-    let wanted = indexes(&handle, &names, &services)?;
+    let instances = |name: &String| observation.services.iter().any(|s| &s.info.name == name);
+    let services_asked: Vec<String> = services
+        .iter()
+        .filter(|name| !instances(name))
+        .cloned()
+        .collect();
+    indexes(&handle, &names, &services_asked)?;
     let environment_shown = ctx.caller.is_root() || ctx.caller.uid == handle.owner_uid();
-    let services = wanted
-        .into_iter()
-        .filter_map(|index| {
-            let name = &names[index];
-            let observed = observation.services.iter().find(|s| &s.info.name == name)?;
-            Some(inspect_service(
-                &snapshot.services[name],
-                observed,
-                environment_shown,
-            ))
+    let services = observation
+        .services
+        .iter()
+        .filter(|observed| {
+            services.is_empty()
+                || services
+                    .iter()
+                    .any(|asked| *asked == observed.info.service || *asked == observed.info.name)
+        })
+        .filter_map(|observed| {
+            let config = snapshot.services.get(&observed.info.service)?;
+            Some(inspect_service(config, observed, environment_shown))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Response::Inspect(ConfigInspection {
@@ -78,7 +87,8 @@ fn inspect_service(
         }
     }
     let config_json = serde_json::to_string(&baked).map_err(failed)?;
-    let environment = config.environment.clone();
+    let mut environment = config.environment.clone();
+    environment.extend(observed.instance_env.iter().cloned());
     let info = &observed.info;
     Ok(ServiceInspection {
         name: info.name.clone(),

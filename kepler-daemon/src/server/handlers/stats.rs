@@ -20,6 +20,23 @@ pub async fn handle(
     };
     let snapshot = handle.config();
     let names: Vec<String> = snapshot.services.keys().cloned().collect();
+    // The history has a column per service; instances are summed in it.
+    if let Some((instance, service)) =
+        services
+            .iter()
+            .find_map(|name| match snapshot.instance_of(name) {
+                Some((service, Some(_))) => Some((name, service)),
+                _ => None,
+            })
+    {
+        return Err(ActorError::new(
+            ErrorKind::NotFound,
+            format!(
+                "the usage history is kept per service: `{instance}` is an instance of \
+                 `{service}`, whose figures add up all its instances; ask for `{service}`"
+            ),
+        ));
+    }
     let wanted = indexes(&handle, &names, &services)?;
     let settings = snapshot.kepler.metrics;
     let now_ms = crate::events::now_us() / 1000;
