@@ -103,6 +103,24 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     let fits = area.height.saturating_sub(1) as usize;
     let selected = model.selected_index(&visible);
     let offset = selected.map_or(0, |s| (s + 1).saturating_sub(fits));
+    let shown = &visible[offset.min(visible.len())..(offset + fits).min(visible.len())];
+    draw_rows(
+        frame,
+        area,
+        model,
+        shown,
+        selected.map(|s| s.wrapping_sub(offset)),
+    );
+}
+
+/// The header and `rows` (`selected` counts from the first of them).
+fn draw_rows(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    model: &Model,
+    rows: &[&Row],
+    selected: Option<usize>,
+) {
     let mut header = Vec::new();
     if model.all {
         header.push("CONFIG");
@@ -119,11 +137,9 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model) {
         "CPU HISTORY",
         "MEM HISTORY",
     ]);
-    let rows = visible
+    let rows = rows
         .iter()
         .enumerate()
-        .skip(offset)
-        .take(fits)
         .map(|(index, row)| table_row(model, row, Some(index) == selected));
     let mut widths = Vec::new();
     if model.all {
@@ -240,14 +256,54 @@ fn last_lines(lines: &VecDeque<String>, count: usize) -> Vec<Line<'static>> {
 }
 
 /// One frame as plain text, `width` columns wide and as tall as the
-/// services need: what `top --once` prints.
+/// services need: what `top --once` prints. A ratatui buffer holds at most
+/// `u16::MAX` cells, so the table is drawn a page of rows at a time (the
+/// columns depend on the width only, so pages line up).
 pub fn plain_frame(model: &Model, width: u16) -> String {
-    let height = model.visible().len() as u16 + 3;
+    let width = width.max(1);
+    let visible = model.visible();
+    let selected = model.selected_index(&visible);
+    let page = usize::from(u16::MAX / width).saturating_sub(1).max(1);
+    let mut text = plain_lines(width, 1, |frame| {
+        frame.render_widget(Paragraph::new(title_line(model)), frame.area())
+    });
+    let mut start = 0;
+    loop {
+        let rows = &visible[start..(start + page).min(visible.len())];
+        let height = rows.len() as u16 + 1;
+        let lines = plain_lines(width, height, |frame| {
+            let area = frame.area();
+            draw_rows(
+                frame,
+                area,
+                model,
+                rows,
+                selected.map(|s| s.wrapping_sub(start)),
+            )
+        });
+        // Every page after the first drops its copy of the header.
+        let skip = if start == 0 { 0 } else { 1 };
+        for line in lines.lines().skip(skip) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        start += page;
+        if start >= visible.len() {
+            break;
+        }
+    }
+    text.push_str(&plain_lines(width, 1, |frame| {
+        frame.render_widget(Paragraph::new(footer_line(model)), frame.area())
+    }));
+    text
+}
+
+/// What `draw` puts in a `width` x `height` buffer, as lines of text
+/// without trailing blanks.
+fn plain_lines(width: u16, height: u16, draw: impl FnOnce(&mut Frame<'_>)) -> String {
     let mut terminal =
         Terminal::new(TestBackend::new(width, height)).expect("an in-memory terminal");
-    terminal
-        .draw(|frame| draw(frame, model))
-        .expect("drawing in memory cannot fail");
+    terminal.draw(draw).expect("drawing in memory cannot fail");
     let buffer = terminal.backend().buffer();
     let mut text = String::new();
     for y in 0..buffer.area.height {
@@ -274,10 +330,8 @@ mod tests {
         assert_eq!(sparkline([Some(0.1)].into_iter(), 100.0), "▁");
     }
 
-    #[test]
-    fn a_plain_frame_lists_every_service_without_escape_codes() {
-        let mut model = Model::new("/srv/kepler.yaml".into(), false);
-        let service = |name: &str| ServiceInfo {
+    fn service(name: &str) -> ServiceInfo {
+        ServiceInfo {
             name: name.into(),
             status: ServiceStatus::Running,
             pid: Some(42),
@@ -290,7 +344,12 @@ mod tests {
             cpu_seconds: Some(1.0),
             service: name.into(),
             replica: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_plain_frame_lists_every_service_without_escape_codes() {
+        let mut model = Model::new("/srv/kepler.yaml".into(), false);
         model.apply(TopFrame {
             sampled: true,
             configs: vec![TopConfig {
@@ -308,6 +367,38 @@ mod tests {
                 .unwrap_or_else(|| panic!("svc{i} in {text}"));
             assert!(line.contains("12.5%") && line.contains("3.0M"), "{line}");
         }
+    }
+
+    #[test]
+    fn a_plain_frame_longer_than_one_buffer_lists_every_service_once() {
+        let mut model = Model::new("/srv/kepler.yaml".into(), false);
+        model.apply(TopFrame {
+            sampled: false,
+            configs: vec![TopConfig {
+                path: "/srv/kepler.yaml".into(),
+                services: (0..1200).map(|i| service(&format!("s{i:04}"))).collect(),
+                history: Vec::new(),
+            }],
+        });
+        // 140 columns: 467 rows fit one buffer of u16::MAX cells.
+        let text = plain_frame(&model, 140);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1200 + 3, "title, header, rows, footer");
+        assert!(
+            lines[0].starts_with("kepler top  1200 services"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("NAME") && lines[1].contains("MEM HISTORY"));
+        for (i, line) in lines[2..1202].iter().enumerate() {
+            let marker = if i == 0 { "> " } else { "  " };
+            assert!(
+                line.starts_with(&format!("{marker}s{i:04} ")),
+                "row {i}: {line}"
+            );
+            assert!(line.contains("12.5%"), "{line}");
+        }
+        assert!(lines[1202].contains("q quit"), "{}", lines[1202]);
     }
 
     #[test]
