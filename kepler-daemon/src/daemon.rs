@@ -119,6 +119,10 @@ pub async fn run(
     daemon: Arc<Daemon>,
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
+    // Before anyone can see the daemon as ready: a SIGTERM sent right after
+    // readiness must shut it down cleanly, not kill it.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(listener)?;
     daemon.registry.rediscover();
@@ -130,8 +134,6 @@ pub async fn run(
         "kepler daemon ready"
     );
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut shutdown = daemon.shutdown.subscribe();
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),
