@@ -130,15 +130,19 @@ fn check_peer(path: &Path, stream: &UnixStream) -> Result<(), ConnectError> {
 
 impl Client {
     pub async fn connect() -> Result<Self, ConnectError> {
-        match Self::connect_once().await {
-            // Reached the daemon in the middle of an upgrade: the next
-            // connection waits for the new one.
-            Err(ConnectError::Refused { reason, .. })
-                if reason == kepler_protocol::handshake::UPGRADING_REFUSAL =>
-            {
-                Self::connect_once().await
+        let mut attempts = 1;
+        loop {
+            match Self::connect_once().await {
+                // Reached the daemon in the middle of an upgrade: the next
+                // connection waits for the new one.
+                Err(ConnectError::Refused { reason, .. })
+                    if reason == kepler_protocol::handshake::UPGRADING_REFUSAL
+                        && attempts < READ_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -196,31 +200,30 @@ impl Client {
     /// cut short by a daemon upgrade is sent once more on a new connection,
     /// which the new daemon answers: it changed nothing the first time.
     pub async fn request(&mut self, request: Request) -> Result<Response> {
-        let again = only_reads(&request).then(|| request.clone());
-        let response = match (self.response_with_events(request, |_| {}).await, &again) {
-            (Ok(response), _) => response,
-            // The connection went away (e.g. an upgrade's hand-over).
-            (Err(lost), Some(request)) => match Client::connect().await {
-                Ok(client) => {
-                    *self = client;
-                    return into_result(self.response_with_events(request.clone(), |_| {}).await?);
-                }
-                Err(_) => return Err(lost),
-            },
-            (Err(lost), None) => return Err(lost),
-        };
-        match (response, again) {
-            (
-                Response::Error {
+        if !only_reads(&request) {
+            return into_result(self.response_with_events(request, |_| {}).await?);
+        }
+        // Each new attempt follows a hand-over that cut the previous one
+        // short; upgrades run back to back may need a few.
+        let mut attempts = 1;
+        loop {
+            let cut_short = match self.response_with_events(request.clone(), |_| {}).await {
+                Ok(Response::Error {
                     kind: ErrorKind::DaemonUpgraded,
-                    ..
-                },
-                Some(request),
-            ) => {
-                *self = Client::connect().await?;
-                into_result(self.response_with_events(request, |_| {}).await?)
+                    message,
+                }) => anyhow!(message),
+                Ok(response) => return into_result(response),
+                // The connection went away (e.g. an upgrade's hand-over).
+                Err(lost) => lost,
+            };
+            if attempts == READ_ATTEMPTS {
+                return Err(cut_short);
             }
-            (response, _) => into_result(response),
+            attempts += 1;
+            match Client::connect().await {
+                Ok(client) => *self = client,
+                Err(_) => return Err(cut_short),
+            }
         }
     }
 
@@ -279,6 +282,10 @@ impl Client {
         while let Some(Ok(_)) = self.framed.next().await {}
     }
 }
+
+/// How many times a request that only reads is sent (or a connection
+/// made) when upgrades cut it short.
+const READ_ATTEMPTS: u32 = 5;
 
 /// Requests that change nothing in the daemon, safe to send again.
 fn only_reads(request: &Request) -> bool {

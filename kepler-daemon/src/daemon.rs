@@ -5,9 +5,10 @@
 //! (answer what is in flight, flush, close). The socket and pid file are
 //! removed last, so a client that sees them gone knows the daemon is done.
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsRawFd, RawFd};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,18 @@ pub struct Daemon {
     /// Welcomed client connections, with the bytes read of their next
     /// request: given up by this daemon for the next one, or handed over by
     /// the previous one for this one.
-    connections: Mutex<Vec<(std::os::fd::OwnedFd, Vec<u8>)>>,
+    handed_connections: Mutex<Vec<(std::os::fd::OwnedFd, Vec<u8>)>>,
+    /// Client connections open now, for the metrics endpoint.
+    connections: AtomicUsize,
+}
+
+/// Counts a connection while it lives.
+pub struct OpenConnection(Arc<Daemon>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Daemon {
@@ -78,7 +90,8 @@ impl Daemon {
             drained: watch::channel(false).0,
             upgrades,
             upgrade_inbox: Mutex::new(Some(inbox)),
-            connections: Mutex::new(Vec::new()),
+            handed_connections: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
         })
     }
 
@@ -86,7 +99,7 @@ impl Daemon {
     pub fn hand_over_connection(&self, stream: tokio::net::UnixStream, buffered: Vec<u8>) {
         match stream.into_std() {
             Ok(stream) => self
-                .connections
+                .handed_connections
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push((stream.into(), buffered)),
@@ -99,7 +112,7 @@ impl Daemon {
     pub fn take_connections(&self) -> Vec<(std::os::fd::OwnedFd, Vec<u8>)> {
         std::mem::take(
             &mut *self
-                .connections
+                .handed_connections
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
@@ -107,7 +120,7 @@ impl Daemon {
 
     /// Connections a previous daemon handed over, to be served first.
     pub fn adopt_connections(&self, connections: Vec<(std::os::fd::OwnedFd, Vec<u8>)>) {
-        self.connections
+        self.handed_connections
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(connections);
@@ -146,10 +159,14 @@ impl Daemon {
         let _ = tokio::time::timeout(limit, raised(&mut drained)).await;
     }
 
-    /// Listening sockets besides the protocol socket that a hand-over
-    /// passes on, by name.
-    pub fn extra_listeners(&self) -> BTreeMap<String, RawFd> {
-        BTreeMap::new()
+    /// Counts a client connection until the guard is dropped.
+    pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn connection_limits(&self) -> ConnectionLimits {
@@ -208,6 +225,10 @@ pub async fn run_adopting(
     adoptions: HashMap<PathBuf, Adoption>,
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
+    // Before anyone can see the daemon as ready: a SIGTERM sent right after
+    // readiness must shut it down cleanly, not kill it.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     listener.set_nonblocking(true)?;
     let listener_fd = listener.as_raw_fd();
     let listener = UnixListener::from_std(listener)?;
@@ -225,8 +246,6 @@ pub async fn run_adopting(
         "kepler daemon ready"
     );
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut shutdown = daemon.shutdown.subscribe();
     loop {
         let upgrade = async {

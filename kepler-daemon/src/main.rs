@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,6 +32,13 @@ struct Args {
     /// this binary replaces in an upgrade).
     #[arg(long, hide = true, value_name = "FD")]
     resume: Option<i32>,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9464. Off unless given.
+    #[arg(long, value_name = "ADDRESS", env = kepler_daemon::exporter::LISTEN_ENV)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Allow --metrics-listen on an address other machines can reach.
+    #[arg(long, requires = "metrics_listen")]
+    metrics_listen_public: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,7 +67,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match args.command {
-        None => serve(args.detach, args.resume),
+        None => serve(
+            args.detach,
+            args.resume,
+            args.metrics_listen,
+            args.metrics_listen_public,
+        ),
         Some(Command::Check {
             file,
             transfer,
@@ -118,17 +131,37 @@ fn init_tracing(ansi: bool) {
         .init();
 }
 
+/// The metrics endpoint's socket, non-blocking, for a runtime to take.
+fn bind_metrics(address: SocketAddr, public: bool) -> Result<std::net::TcpListener, String> {
+    kepler_daemon::exporter::check_address(address, public)?;
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|e| format!("cannot listen on --metrics-listen {address}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on --metrics-listen {address}: {e}"))?;
+    Ok(listener)
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("kepler-daemon: {message}");
     ExitCode::FAILURE
 }
 
-fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
+fn serve(
+    detach: bool,
+    resume: Option<i32>,
+    metrics_listen: Option<SocketAddr>,
+    public: bool,
+) -> ExitCode {
     let uid = Uid::effective();
     if !uid.is_root() {
         return fail(format!(
             "must run as root (running as uid {uid}); start it with `sudo kepler daemon start`"
         ));
+    }
+    if let Some(Err(e)) = metrics_listen.map(|a| kepler_daemon::exporter::check_address(a, public))
+    {
+        return fail(e);
     }
     init_tracing(!detach && resume.is_none() && std::io::stderr().is_terminal());
     // Group members may read what the daemon writes; others get nothing.
@@ -155,13 +188,14 @@ fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
-    let (mut lock, listener, daemon_up, adoptions, connections) = match resumed {
+    let (mut lock, listener, daemon_up, adoptions, connections, handed_metrics) = match resumed {
         Some(resumed) => (
             resumed.lock,
             resumed.listener,
             resumed.daemon_up,
             resumed.adoptions,
             resumed.connections,
+            resumed.metrics_listener,
         ),
         None => {
             let lock = match InstanceLock::acquire(&state) {
@@ -172,9 +206,34 @@ fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
                 Ok(listener) => listener,
                 Err(e) => return fail(format!("cannot listen: {e}")),
             };
-            (lock, listener, Duration::ZERO, HashMap::new(), Vec::new())
+            (
+                lock,
+                listener,
+                Duration::ZERO,
+                HashMap::new(),
+                Vec::new(),
+                None,
+            )
         }
     };
+    // Bound before detaching, so a refused or busy address is told on the
+    // terminal that started the daemon.
+    let metrics_listener = match (handed_metrics, metrics_listen) {
+        // After an upgrade: the endpoint's socket, still open.
+        (Some(listener), _) => Some(listener),
+        (None, Some(address)) => match bind_metrics(address, public) {
+            Ok(listener) => Some(listener),
+            Err(e) => return fail(e),
+        },
+        (None, None) => None,
+    };
+    if let Some(listener) = &metrics_listener {
+        use std::os::fd::AsRawFd;
+        kepler_daemon::upgrade::remember_listener(
+            kepler_daemon::upgrade::METRICS_LISTENER,
+            listener.as_raw_fd(),
+        );
+    }
     let ready_pipe = if detach {
         match detach::daemonize(&state) {
             Ok(pipe) => Some(pipe),
@@ -220,18 +279,20 @@ fn serve(detach: bool, resume: Option<i32>) -> ExitCode {
     let daemon = Daemon::resumed(state, daemon_up);
     daemon.adopt_connections(connections);
     let closing = daemon.closing_connections();
-    let result = runtime.block_on(daemon::run_adopting(
-        listener,
-        daemon,
-        adoptions,
-        move || {
+    let result = runtime.block_on(async move {
+        if let Some(listener) = metrics_listener {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tokio::spawn(kepler_daemon::exporter::serve(listener, daemon.clone()));
+        }
+        daemon::run_adopting(listener, daemon, adoptions, move || {
             if let Some(pipe) = ready_pipe {
                 pipe.signal();
             }
             notifier.ready();
             notifier.stopping_when_raised(closing);
-        },
-    ));
+        })
+        .await
+    });
     kepler_daemon::containment::tear_down();
     drop(lock);
     match result {

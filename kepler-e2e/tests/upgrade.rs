@@ -426,3 +426,61 @@ fn ps_run_during_upgrades_is_always_answered() {
     assert_eq!(kepler.service("kepler.yaml", "busy").pid(), pid);
     kepler.kepler(&["stop"]).success();
 }
+
+/// The inode of the TCP socket listening on `port` (from /proc/net/tcp).
+fn listening_inode(port: u16) -> Option<String> {
+    let table = fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local = fields.get(1)?;
+        let listening = fields.get(3) == Some(&"0A");
+        let ours = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()? == port;
+        (listening && ours).then(|| fields[9].to_string())
+    })
+}
+
+#[test]
+fn the_metrics_endpoint_keeps_its_socket_across_an_upgrade() {
+    let mut kepler = Kepler::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    kepler.start_daemon_with(|c| {
+        c.env("KEPLER_METRICS_LISTEN", &address);
+    });
+    kepler.write(
+        "kepler.yaml",
+        "services:\n  web:\n    command: [sleep, '1006']\n",
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(scrape().starts_with("HTTP/1.1 200"));
+    let before = listening_inode(port).expect("the endpoint listens");
+
+    upgrade(&kepler, &next_binary(&kepler));
+
+    assert_eq!(
+        listening_inode(port),
+        Some(before),
+        "the same socket listens"
+    );
+    let body = scrape();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let log = kepler.daemon_log();
+    assert!(!log.contains("cannot listen on --metrics-listen"), "{log}");
+    kepler.kepler(&["stop"]).success();
+}

@@ -48,6 +48,8 @@ pub enum Response {
     },
     /// `kepler scale` is done: new instances run, surplus ones are down.
     Scaled(Vec<ScaledService>),
+    Stats(crate::ConfigStats),
+    Inspect(crate::ConfigInspection),
     /// `kepler daemon upgrade` was accepted: the daemon (this pid) is
     /// handing over to `binary`, which said it can resume it. Connect again
     /// to reach the new daemon: connections queue meanwhile.
@@ -209,6 +211,8 @@ pub enum Event {
     /// Sent first by a `--wait` start, restart or run: the services it
     /// waits for, in dependency order; their `ServiceState`s follow.
     StartupPlan { services: Vec<WaitedService> },
+    /// What `kepler top` shows now.
+    Top(crate::TopFrame),
 }
 
 /// A service that `--wait` waits for.

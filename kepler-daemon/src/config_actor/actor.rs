@@ -1,7 +1,10 @@
 //! The actor loop.
 
 use kepler_protocol::ErrorKind;
+use std::time::Duration;
+
 use tokio::sync::mpsc;
+use tokio::time::{self, Instant, Interval, MissedTickBehavior};
 
 use super::command::{ActorError, Command};
 use crate::health::HealthEvent;
@@ -53,6 +56,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resum
     }
     orchestrator.persist_if_dirty();
     let mut unloaded = None;
+    let mut sampling = Sampling::new(orchestrator.sampling_interval());
     loop {
         tokio::select! {
             // Reports from our own tasks first: they settle state that
@@ -69,6 +73,8 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resum
             }
             Some(event) = health.recv() => orchestrator.on_health(event),
             Some(report) = watch.recv() => orchestrator.on_watch_report(report),
+            // One timer per config, whatever its number of services.
+            _ = sampling.tick() => orchestrator.sample_tick(),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
                 Some(Command::Handover { reply, go }) => {
@@ -90,6 +96,8 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resum
             },
         }
         orchestrator.persist_if_dirty();
+        // A recreate may have changed the interval.
+        sampling.follow(orchestrator.sampling_interval());
     }
     orchestrator.persist_if_dirty();
     orchestrator.remove_cgroup();
@@ -125,6 +133,40 @@ async fn hand_over(
     orchestrator.release_pipes(&mut state).await;
     let _ = full.send(state);
     std::future::pending::<()>().await;
+}
+
+/// The config's sampling timer (`kepler.metrics.interval`), if sampling is on.
+struct Sampling {
+    every: Option<Duration>,
+    timer: Option<Interval>,
+}
+
+impl Sampling {
+    fn new(every: Option<Duration>) -> Self {
+        let timer = every.map(|every| {
+            let mut timer = time::interval_at(Instant::now() + every, every);
+            // A late tick is not made up for: the next one comes a full
+            // interval later.
+            timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            timer
+        });
+        Sampling { every, timer }
+    }
+
+    fn follow(&mut self, every: Option<Duration>) {
+        if every != self.every {
+            *self = Sampling::new(every);
+        }
+    }
+
+    async fn tick(&mut self) {
+        match &mut self.timer {
+            Some(timer) => {
+                timer.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// Why the config cannot be unloaded now, if it cannot.
@@ -177,6 +219,9 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
             orchestrator.persist_if_dirty();
             let _ = reply.send(result);
+        }
+        Command::Observe { reply } => {
+            let _ = reply.send(orchestrator.observation());
         }
         Command::Ps { usage, reply } => {
             let infos = if usage {

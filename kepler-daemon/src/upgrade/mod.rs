@@ -15,7 +15,7 @@
 pub mod format;
 mod resume;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -64,6 +64,29 @@ struct Startup {
 }
 
 static STARTUP: OnceLock<Startup> = OnceLock::new();
+
+/// The name of the metrics endpoint's socket in a hand-over.
+pub const METRICS_LISTENER: &str = "metrics";
+
+/// Listening sockets besides the protocol socket, by name: passed on by an
+/// upgrade so the new daemon listens on them without a gap.
+static LISTENERS: std::sync::Mutex<BTreeMap<String, RawFd>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Records a listening socket an upgrade must pass on.
+pub fn remember_listener(name: &str, fd: RawFd) {
+    LISTENERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.to_string(), fd);
+}
+
+fn extra_listeners() -> BTreeMap<String, RawFd> {
+    LISTENERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
 
 /// Records, at start, what an upgrade needs later: the binary's path (what
 /// a package upgrade replaces), the arguments, the lock's descriptors and
@@ -217,7 +240,7 @@ pub async fn hand_over(daemon: &Daemon, listener: RawFd, request: UpgradeRequest
         written_by: daemon_version(),
         daemon_up_ms: daemon.uptime().as_millis() as u64,
         configs,
-        listeners: daemon.extra_listeners(),
+        listeners: extra_listeners(),
         connections,
     };
     exec(startup, &binary, listener, &handover);

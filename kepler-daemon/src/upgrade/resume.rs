@@ -27,6 +27,8 @@ pub struct Resumed {
     pub adoptions: HashMap<PathBuf, Adoption>,
     /// Welcomed client connections and the bytes read of their next request.
     pub connections: Vec<(OwnedFd, Vec<u8>)>,
+    /// The metrics endpoint's socket (`--metrics-listen`), non-blocking.
+    pub metrics_listener: Option<std::net::TcpListener>,
 }
 
 /// Reads the hand-over in `fd`. `Err` only when not even its header could be
@@ -75,6 +77,7 @@ pub fn resume_args(fd: RawFd) -> Result<Resumed, String> {
                 daemon_up: Duration::ZERO,
                 adoptions: HashMap::new(),
                 connections: Vec::new(),
+                metrics_listener: None,
             });
         }
     };
@@ -94,12 +97,23 @@ pub fn resume_args(fd: RawFd) -> Result<Resumed, String> {
             Some((fd, c.buffered.clone()))
         })
         .collect();
+    let metrics_listener = handover
+        .listeners
+        .get(super::METRICS_LISTENER)
+        .and_then(|&fd| {
+            // SAFETY: handed over for this socket alone, taken once.
+            let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            format::close_on_exec(&listener).ok()?;
+            listener.set_nonblocking(true).ok()?;
+            Some(listener)
+        });
     Ok(Resumed {
         listener,
         lock,
         daemon_up,
         adoptions: adopt(handover),
         connections,
+        metrics_listener,
     })
 }
 
