@@ -495,10 +495,13 @@ fn crash_and_recover(mut kepler: Kepler, containment: Containment) {
     for pid in &before {
         assert!(!kepler_e2e::group_alive(*pid), "{pid} survived the crash");
     }
-    for replica in 1..=3 {
-        let count = count_processes_with_arg(&marker(replica));
-        assert_eq!(count, 1, "web.{replica} ({containment:?})");
-    }
+    // `running` comes at the spawn; the marker shows once `sh` has exec'ed
+    // `sleep`. A survivor next to its successor would make it 2 for good.
+    kepler_e2e::wait_until(
+        &format!("each instance's sleep exactly once ({containment:?})"),
+        kepler_e2e::DEADLINE,
+        || (1..=3).all(|replica| count_processes_with_arg(&marker(replica)) == 1),
+    );
     kepler.kepler(&["stop"]).success();
     for replica in 1..=3 {
         assert_eq!(
