@@ -25,6 +25,7 @@
 //! [`LogSink::flush`].
 
 use std::cell::RefCell;
+use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +34,7 @@ use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use super::held::{self, HeldPipe};
 use super::record::{self, MAX_LINE_BYTES};
 use super::writer::FileWriter;
 use super::{lock, Origin, StoreInner, Stream};
@@ -184,19 +186,71 @@ fn log_runtime() -> Option<&'static Handle> {
         .as_ref()
 }
 
-/// Pumps `pipe` on the log thread; see [`pump`].
+/// The read end a pump drains: a descriptor, or a pipe held by io_uring
+/// outside the descriptor table ([`held`]).
+pub enum PipeEnd {
+    Fd(pipe::Receiver),
+    Held(HeldPipe),
+}
+
+impl From<pipe::Receiver> for PipeEnd {
+    fn from(pipe: pipe::Receiver) -> Self {
+        PipeEnd::Fd(pipe)
+    }
+}
+
+impl PipeEnd {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.readable().await,
+            PipeEnd::Held(pipe) => pipe.readable().await,
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.try_read_buf(buf),
+            PipeEnd::Held(pipe) => pipe.try_read_buf(buf),
+        }
+    }
+
+    /// Gives a chatty service's pipe more room (best effort: failure
+    /// leaves the default 64 KiB, which still works).
+    fn grow(&self) {
+        match self {
+            // SAFETY: fcntl on a file descriptor we own, no pointers passed.
+            PipeEnd::Fd(pipe) => unsafe {
+                libc::fcntl(
+                    pipe.as_raw_fd(),
+                    libc::F_SETPIPE_SZ,
+                    CHATTY_PIPE as libc::c_int,
+                );
+            },
+            PipeEnd::Held(pipe) => pipe.set_capacity(CHATTY_PIPE),
+        }
+    }
+}
+
+/// Pumps `pipe` on the log thread; see [`pump`]. The read end leaves the
+/// daemon's descriptor table for an io_uring where it can ([`held`]).
 pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport> {
     let Some(runtime) = log_runtime() else {
         return tokio::spawn(pump(pipe, sink));
     };
-    // The pipe moves to the log thread's reactor, so its wake-ups are
-    // handled there too.
+    // The pipe moves to the log thread's reactor (or its rings), so its
+    // wake-ups are handled there too.
     let fd = match pipe.into_nonblocking_fd() {
         Ok(fd) => fd,
         Err(e) => {
             tracing::warn!(service = %sink.service, "cannot hand the output pipe to the log thread: {e}");
             return tokio::spawn(async { PumpReport::default() });
         }
+    };
+    // Held here, on the spawning thread, so a burst of spawns never piles
+    // up descriptors waiting for the log thread.
+    let fd = match held::hold(fd, runtime) {
+        Ok(held) => return runtime.spawn(pump(PipeEnd::Held(held), sink)),
+        Err(fd) => fd,
     };
     runtime.spawn(async move {
         match pipe::Receiver::from_owned_fd_unchecked(fd) {
@@ -219,7 +273,8 @@ enum Turn {
 /// Reads `pipe` until EOF (or a read error, which is logged), storing and
 /// publishing every line. Never fails: disk errors are logged by the writer
 /// and the pipe keeps draining so the service never blocks on its output.
-pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
+pub async fn pump(pipe: impl Into<PipeEnd>, sink: LogSink) -> PumpReport {
+    let pipe = pipe.into();
     let mut report = PumpReport::default();
     // A partial line waiting for the rest of it (no `\n` in it).
     let mut carry: Vec<u8> = Vec::new();
@@ -253,7 +308,7 @@ pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
             Turn::Read(n) => {
                 if n >= DEFAULT_PIPE && !grown {
                     grown = true;
-                    grow(&pipe);
+                    pipe.grow();
                 }
                 // One read's worth per turn: the other pipes go next.
                 tokio::task::yield_now().await;
@@ -275,7 +330,7 @@ pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
 
 /// Reads once (without waiting) and stores the complete lines read.
 fn one_turn(
-    pipe: &pipe::Receiver,
+    pipe: &PipeEnd,
     sink: &LogSink,
     carry: &mut Vec<u8>,
     scratch: &mut Scratch,
@@ -312,19 +367,6 @@ fn one_turn(
         sink.store_and_publish(data, ranges, encoded);
     }
     Turn::Read(n)
-}
-
-/// Gives a chatty service's pipe more room (best effort: failure leaves the
-/// default 64 KiB, which still works).
-fn grow(pipe: &pipe::Receiver) {
-    // SAFETY: fcntl on a file descriptor we own, no pointers passed.
-    unsafe {
-        libc::fcntl(
-            pipe.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            CHATTY_PIPE as libc::c_int,
-        )
-    };
 }
 
 /// Cuts `data` into line payload ranges (into `ranges`, cleared first).
