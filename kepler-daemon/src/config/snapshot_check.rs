@@ -21,7 +21,7 @@ use super::snapshot::{BakedConfig, HealthProbe, HookAction, HookConfig, LogConfi
 use super::values::{is_valid_service_name, SERVICE_NAME_RULE};
 
 /// Most services one config may have.
-pub const MAX_SERVICES: usize = 4096;
+pub const MAX_SERVICES: usize = 16_384;
 /// Largest baked snapshot, and largest answer of a bake worker (which also
 /// carries the config's text and env files).
 pub const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024;
