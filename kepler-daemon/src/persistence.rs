@@ -325,7 +325,8 @@ impl ConfigStore {
     }
 
     pub fn write_state(&self, state: &ConfigState) -> Result<(), TrustError> {
-        let json = serde_json::to_vec_pretty(state).expect("state always serialises");
+        // Compact: it is rewritten whole, so its size is what a write costs.
+        let json = serde_json::to_vec(state).expect("state always serialises");
         self.dir.write_atomic(STATE, &json)
     }
 }

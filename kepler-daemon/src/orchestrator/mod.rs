@@ -424,6 +424,11 @@ impl Orchestrator {
     /// Writes `state.json` if anything changed since the last write. Called
     /// by the actor after each batch of messages, so a burst of transitions
     /// costs one write.
+    /// State changed since it was last written.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     pub fn persist_if_dirty(&mut self) {
         if !self.dirty {
             return;
