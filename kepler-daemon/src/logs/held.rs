@@ -29,8 +29,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 
-/// Slots of one ring (bounded by `RLIMIT_NOFILE` too).
-const SLOTS_PER_RING: u32 = 16_384;
+/// Slots of one ring (bounded by `RLIMIT_NOFILE` too). Modest, because
+/// cancelling a poll searches a table of at most 256 buckets per ring.
+const SLOTS_PER_RING: u32 = 4096;
 /// Submissions queued at once; the queue is submitted whenever it fills.
 const SUBMISSION_ENTRIES: u32 = 256;
 /// Completions the ring holds before the kernel buffers them aside (they
