@@ -17,7 +17,7 @@ use crate::watcher::WatchReport;
 /// thousands of services): each write is the whole state.json, so one per
 /// batch of messages would cost in proportion to services times batches. A
 /// change after a quiet spell is written at once.
-const STATE_WRITE_SPACING: Duration = Duration::from_millis(50);
+const STATE_WRITE_SPACING: Duration = Duration::from_millis(100);
 
 /// When state.json was last written and when the next write is due.
 #[derive(Default)]
