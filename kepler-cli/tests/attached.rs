@@ -232,6 +232,8 @@ async fn ps_all_asks_for_every_config_and_prints_a_table() {
             cpu_percent: Some(1.5),
             memory_bytes: Some(3 << 20),
             cpu_seconds: Some(0.25),
+            service: "web".into(),
+            replica: None,
         }],
     }];
     conn.respond(ps.id, Response::Ps(services)).await;

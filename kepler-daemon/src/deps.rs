@@ -2,24 +2,33 @@
 //!
 //! The index is built once per baked config so that a state change of one
 //! service only looks at that service's dependents (O(degree)), never at
-//! every service. Conditions are judged from the dependency's runtime state
-//! alone, with the spec's meanings; a condition that can no longer become
-//! true (its dependency has settled and will not change on its own) is
-//! reported as such, so the waiting service can fail instead of hanging.
+//! every service. Edges join services; each service runs as one or more
+//! instances (`web`, or `web.1` … `web.N` with `replicas:`), which the index
+//! lists so a change of one instance reaches the instances of its
+//! dependents. Conditions are judged from the dependency's runtime state
+//! alone, with the spec's meanings; a condition on a replicated service
+//! holds once every instance meets it. A condition that can no longer
+//! become true (its dependency has settled and will not change on its own)
+//! is reported as such, so the waiting service can fail instead of hanging.
 
 use std::collections::HashMap;
 
+use crate::config::values::instance_name;
 use crate::config::{BakedConfig, DependencyCondition, DependencyEdge};
 use crate::state::ServiceRuntime;
 use kepler_protocol::ServiceStatus;
 
-/// Dependencies and dependents of every service of one config.
+/// Dependencies and dependents of every service of one config, and the
+/// instances each service runs as.
 #[derive(Debug, Default)]
 pub struct DependencyIndex {
     dependencies: HashMap<String, Vec<(String, DependencyEdge)>>,
     dependents: HashMap<String, Vec<String>>,
     /// Services in dependency order (dependencies first).
     order: Vec<String>,
+    /// Instance names of each service, by replica number; a service without
+    /// `replicas:` has one, named like the service.
+    instances: HashMap<String, Vec<String>>,
 }
 
 impl DependencyIndex {
@@ -46,8 +55,34 @@ impl DependencyIndex {
                     .push(name.clone());
             }
             index.dependencies.insert(name.clone(), edges);
+            let instances = match service.replicas {
+                None => vec![name.clone()],
+                Some(count) => (1..=count).map(|i| instance_name(name, i)).collect(),
+            };
+            index.instances.insert(name.clone(), instances);
         }
         index
+    }
+
+    /// The instances `service` runs as, by replica number.
+    pub fn instances(&self, service: &str) -> &[String] {
+        self.instances
+            .get(service)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Adds the next instance of a replicated service (`web.N+1`).
+    pub fn push_instance(&mut self, service: &str) -> String {
+        let list = self.instances.entry(service.to_owned()).or_default();
+        let name = instance_name(service, list.len() as u32 + 1);
+        list.push(name.clone());
+        name
+    }
+
+    /// Forgets the highest instance of a service, once it is gone.
+    pub fn pop_instance(&mut self, service: &str) -> Option<String> {
+        self.instances.get_mut(service)?.pop()
     }
 
     pub fn dependencies(&self, service: &str) -> &[(String, DependencyEdge)] {
@@ -128,6 +163,33 @@ pub fn check(dep_name: &str, dep: &ServiceRuntime, edge: &DependencyEdge) -> Rea
         ))
     } else {
         Readiness::Pending
+    }
+}
+
+/// Judges `edge` against every instance of the dependency `service`: it is
+/// satisfied once all are, impossible once one can never be. A service with
+/// no instances (scaled to 0) is ignored, as compose ignores a dependency
+/// scaled to 0.
+pub fn check_instances<'a>(
+    service: &str,
+    instances: impl IntoIterator<Item = (&'a str, &'a ServiceRuntime)>,
+    edge: &DependencyEdge,
+) -> Readiness {
+    let mut pending = false;
+    for (name, runtime) in instances {
+        match check(name, runtime, edge) {
+            Readiness::Satisfied => {}
+            Readiness::Pending => pending = true,
+            Readiness::Never(why) if name == service => return Readiness::Never(why),
+            Readiness::Never(why) => {
+                return Readiness::Never(format!("{why} (every instance of `{service}` must)"))
+            }
+        }
+    }
+    if pending {
+        Readiness::Pending
+    } else {
+        Readiness::Satisfied
     }
 }
 
@@ -234,6 +296,33 @@ mod tests {
             check("a", &runtime(ServiceStatus::Stopped, true), &filtered),
             Readiness::Never(_)
         ));
+    }
+
+    #[test]
+    fn a_replicated_dependency_holds_once_every_instance_meets_it() {
+        let e = edge(DependencyCondition::ServiceHealthy, None);
+        let healthy = runtime(ServiceStatus::Healthy, false);
+        let starting = runtime(ServiceStatus::Running, false);
+        let gone = runtime(ServiceStatus::Failed, true);
+        assert_eq!(
+            check_instances("web", [("web.1", &healthy), ("web.2", &healthy)], &e),
+            Readiness::Satisfied
+        );
+        assert_eq!(
+            check_instances("web", [("web.1", &healthy), ("web.2", &starting)], &e),
+            Readiness::Pending
+        );
+        match check_instances("web", [("web.1", &starting), ("web.2", &gone)], &e) {
+            Readiness::Never(why) => {
+                assert!(
+                    why.contains("`web.2`") && why.contains("every instance"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Scaled to 0: ignored.
+        assert_eq!(check_instances("web", [], &e), Readiness::Satisfied);
     }
 
     #[test]

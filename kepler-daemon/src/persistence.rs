@@ -73,8 +73,12 @@ pub struct ConfigState {
     /// The global `on_init` hook has run since the last bake.
     #[serde(default)]
     pub global_init_done: bool,
+    /// Keyed by instance name (`web`, or `web.1` … with `replicas:`).
     #[serde(default)]
     pub services: BTreeMap<String, ServiceState>,
+    /// Instance counts set by `kepler scale`, kept until `recreate`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicas: BTreeMap<String, u32>,
 }
 
 /// What survives a daemon restart about one service.

@@ -1,5 +1,6 @@
 //! Runtime state of one service, owned by its config actor.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use kepler_protocol::{ServiceInfo, ServiceStatus};
@@ -17,10 +18,21 @@ pub enum StopIntent {
     /// The daemon is shutting down: down now, but started again by the next
     /// daemon because it is still wanted.
     Shutdown,
+    /// `kepler scale` removes the instance: once down it is forgotten (its
+    /// logs are kept).
+    ScaleDown,
 }
 
+/// One instance the orchestrator runs: a service (`web`), or one replica
+/// of a service with `replicas:` (`web.2`).
 #[derive(Debug, Clone)]
 pub struct ServiceRuntime {
+    /// The service it runs: its settings are that service's.
+    pub service: Arc<str>,
+    /// Its replica number when the service has `replicas:`.
+    pub replica: Option<u32>,
+    /// Being stopped by `kepler scale`; forgotten once down.
+    pub retiring: bool,
     pub status: ServiceStatus,
     pub reason: Option<String>,
     /// Leader pid, which is also the process group id.
@@ -71,6 +83,9 @@ pub struct StopOrder {
 impl Default for ServiceRuntime {
     fn default() -> Self {
         ServiceRuntime {
+            service: Arc::from(""),
+            replica: None,
+            retiring: false,
             status: ServiceStatus::Stopped,
             reason: None,
             pid: None,
@@ -143,6 +158,8 @@ impl ServiceRuntime {
             cpu_percent: None,
             memory_bytes: None,
             cpu_seconds: None,
+            service: self.service.to_string(),
+            replica: self.replica,
         }
     }
 }

@@ -483,19 +483,15 @@ impl ServiceRow {
 }
 
 impl Kepler {
-    /// `kepler -f <file> ps --json`, by service name.
+    /// `kepler -f <file> ps --json`, by name (`web`, or `web.2` for an
+    /// instance of a service with `replicas:`).
     pub fn ps(&self, file: &str) -> std::collections::BTreeMap<String, ServiceRow> {
         let run = self.kepler(&["-f", file, "ps", "--json"]);
         run.success();
         let rows: Vec<serde_json::Value> =
             serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("ps --json: {e}\n{run}"));
         rows.into_iter()
-            .map(|row| {
-                (
-                    row["service"].as_str().unwrap().to_string(),
-                    ServiceRow(row),
-                )
-            })
+            .map(|row| (row["name"].as_str().unwrap().to_string(), ServiceRow(row)))
             .collect()
     }
 

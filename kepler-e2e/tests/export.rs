@@ -84,6 +84,12 @@ services:
     depends_on:
       web:
         condition: service_failed
+  worker:
+    command: ["sh", "-c", "echo worker $KEPLER_REPLICA of $KEPLER_REPLICAS; exec sleep 600"]
+    replicas: 2
+  gateway:
+    command: ["sleep", "600"]
+    depends_on: [worker]
 "#;
 
 fn stack() -> Kepler {
@@ -122,9 +128,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
         [
             "shop-alert.service",
             "shop-db.service",
+            "shop-gateway.service",
             "shop-migrate.service",
             "shop-probe.service",
             "shop-web.service",
+            "shop-worker@.service",
             "shop.target"
         ]
     );
@@ -202,7 +210,33 @@ fn systemd_units_pass_systemd_analyze_verify() {
             "no `{line}` in shop-web.service:\n{web}"
         );
     }
-    assert!(unit("shop.target").contains("Wants=shop-alert.service shop-db.service shop-migrate.service shop-probe.service shop-web.service"));
+    // A replicated service is a template; the target wants each instance,
+    // and a dependent requires every one.
+    let worker = unit("shop-worker@.service");
+    for line in [
+        "Description=worker instance %i (Kepler service of {config})",
+        "Environment=KEPLER_REPLICA=%i",
+        "Environment=KEPLER_REPLICAS=2",
+        r#"ExecStart=/usr/bin/sh -c "echo worker $$KEPLER_REPLICA of $$KEPLER_REPLICAS; exec sleep 600""#,
+    ] {
+        let line = line.replace(
+            "{config}",
+            &kepler.dir().join("shop/kepler.yaml").display().to_string(),
+        );
+        assert!(
+            worker.lines().any(|l| l == line),
+            "no `{line}` in shop-worker@.service:\n{worker}"
+        );
+    }
+    let gateway = unit("shop-gateway.service");
+    assert!(
+        gateway
+            .lines()
+            .any(|l| l == "Requires=shop-worker@1.service shop-worker@2.service"),
+        "{gateway}"
+    );
+    assert!(unit("shop.target").contains("Wants=shop-alert.service shop-db.service shop-gateway.service shop-migrate.service shop-probe.service shop-web.service shop-worker@1.service shop-worker@2.service"));
+    run.stderr_has("worker -> shop-worker@.service, instances @1 … @2 wanted by shop.target");
     run.stderr_has("web: hook post_start:")
         .stderr_has("warning: Environment= lines hold the baked environment values");
 
@@ -291,6 +325,15 @@ fn a_nomad_job_has_the_structure_of_the_job_api() {
     assert_eq!(task("web")["RestartPolicy"]["Attempts"], 5);
     assert_eq!(task("probe")["Services"][0]["Checks"][0]["Command"], "true");
     assert_eq!(task("alert")["RestartPolicy"]["Attempts"], 0);
+    // One task per instance, each knowing its number.
+    assert!(tasks.iter().all(|t| t["Name"] != "worker"));
+    for replica in ["1", "2"] {
+        let worker = task(&format!("worker.{replica}"));
+        assert_eq!(worker["Env"]["KEPLER_REPLICA"], replica);
+        assert_eq!(worker["Env"]["KEPLER_REPLICAS"], "2");
+        assert_eq!(worker["Config"]["command"], "/usr/bin/sh");
+    }
+    assert_eq!(group["Count"], 1);
     run.stderr_has("web: restart.watch: Nomad does not restart on file changes");
 }
 
@@ -319,6 +362,8 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
             "migrate=shop/web:1.4",
             "--image",
             "probe=busybox:1.36",
+            "--image",
+            "worker=busybox:1.36",
             "-o",
             "k8s.yaml",
         ],
@@ -368,6 +413,7 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
             "Job/migrate",
             "Deployment/probe",
             "Deployment/web",
+            "Deployment/worker",
             "ServiceAccount/shop-waiter",
             "Role/shop-waiter",
             "RoleBinding/shop-waiter"
@@ -386,6 +432,13 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
         db["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
         30
     );
+    let worker = &documents[4];
+    assert_eq!(worker["spec"]["replicas"], 2);
+    assert_eq!(
+        worker["spec"]["template"]["spec"]["containers"][0]["env"][0],
+        serde_json::json!({ "name": "KEPLER_REPLICAS", "value": "2" })
+    );
+    run.stderr_has("worker: replicas 2: pods are interchangeable, so KEPLER_REPLICA is not set");
     let web = &documents[3]["spec"]["template"]["spec"];
     let waits: Vec<String> = web["initContainers"]
         .as_array()
@@ -431,7 +484,7 @@ fn kubernetes_export_refuses_unknown_services_and_needs_an_image() {
     in_shop(&kepler, &["export", "kubernetes", "--image", "nope=x:1"])
         .failure()
         .stderr_has("`nope` is not a service of")
-        .stderr_has("services: alert, db, migrate, probe, web");
+        .stderr_has("services: alert, db, gateway, migrate, probe, web, worker");
     in_shop(&kepler, &["export", "kubernetes"])
         .failure()
         .stderr_has("give --image SERVICE=IMAGE");

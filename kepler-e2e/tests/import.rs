@@ -152,17 +152,19 @@ fn a_stack_imported_from_a_procfile_runs() {
 }
 
 #[test]
-fn a_stack_imported_from_supervisord_runs_with_numbered_processes() {
+fn a_stack_imported_from_supervisord_runs_numprocs_as_replicas() {
     let kepler = Kepler::started();
     kepler.write(
         "supervisord.conf",
         "[supervisord]\nenvironment=STACK=kepler\n\n[program:web]\ncommand=/bin/sh -c \"echo %(program_name)s in $STACK; exec sleep 600\"\nautorestart=true\n\n[program:worker]\ncommand=/bin/sh -c \"echo worker %(process_num)d; exec sleep 600\"\nnumprocs=2\n",
     );
     let rows = import_and_run(&kepler, "supervisord.conf");
-    for name in ["web", "worker-1", "worker-2"] {
+    for name in ["web", "worker.1", "worker.2"] {
         assert_status(&rows, name, "running");
     }
     kepler.wait_for_log("kepler.yaml", "web in kepler");
+    // %(process_num)d counts from 0 (numprocs_start), one per instance.
+    kepler.wait_for_log("kepler.yaml", "worker 0");
     kepler.wait_for_log("kepler.yaml", "worker 1");
     kepler.kepler(&["stop"]).success();
 }
@@ -211,8 +213,10 @@ fn a_stack_imported_from_a_pm2_ecosystem_file_runs_its_instances() {
         "module.exports = {\n  apps: [{\n    name: 'app',\n    script: 'app.sh',\n    instances: 2,\n    env: { APP: 'shop' },\n  }],\n};\n",
     );
     let rows = import_and_run(&kepler, "ecosystem.config.js");
-    assert_status(&rows, "app-1", "running");
-    assert_status(&rows, "app-2", "running");
+    assert_status(&rows, "app.1", "running");
+    assert_status(&rows, "app.2", "running");
+    // pm2 numbers its instances from 0.
+    kepler.wait_for_log("kepler.yaml", "instance 0 of shop");
     kepler.wait_for_log("kepler.yaml", "instance 1 of shop");
     kepler.kepler(&["stop"]).success();
 }
@@ -234,6 +238,9 @@ fn a_stack_imported_from_docker_compose_runs_the_services_with_commands() {
   web:
     image: web
     command: sh -c 'echo web up; exec sleep 600'
+    mem_limit: 256m
+    cpus: 0.5
+    pids_limit: 100
     depends_on:
       cache:
         condition: service_healthy

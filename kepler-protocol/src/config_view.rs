@@ -42,6 +42,10 @@ pub struct ServiceView {
     /// A signal name like `SIGTERM`.
     pub stop_signal: String,
     pub stop_grace_period_ms: u64,
+    /// `replicas:` as written: how many instances run (`name.1` …); unset,
+    /// one process named after the service.
+    #[serde(default)]
+    pub replicas: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

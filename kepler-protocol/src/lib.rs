@@ -26,7 +26,7 @@ pub use message::{ClientMessage, RequestId, ServerMessage};
 pub use request::{ConfigRef, LogFilter, LogRange, Request, RunOptions, StartMode, SysEnv};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
-    ServiceInfo, ServiceStatus, WaitedService, PS_PART_SERVICES,
+    ScaledService, ServiceInfo, ServiceStatus, WaitedService, PS_PART_SERVICES,
 };
 
 /// Name of the socket file inside the daemon's state directory.

@@ -74,6 +74,14 @@ pub enum Request {
         mode: StartMode,
         options: RunOptions,
     },
+    /// Change how many instances replicated services run (`SERVICE=COUNT`).
+    /// Answered with `Response::Scaled` once new instances run (or failed)
+    /// and surplus ones are down, or an error when `timeout_ms` passes.
+    Scale {
+        config: ConfigRef,
+        services: Vec<(String, u32)>,
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// How a `Run` ends and what it leaves behind.

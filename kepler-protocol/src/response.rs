@@ -50,6 +50,16 @@ pub enum Response {
         cause: Option<String>,
         cleanup_error: Option<String>,
     },
+    /// `kepler scale` is done: new instances run, surplus ones are down.
+    Scaled(Vec<ScaledService>),
+}
+
+/// One service's change of instance count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaledService {
+    pub service: String,
+    pub from: u32,
+    pub to: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +131,12 @@ pub struct ServiceInfo {
     pub memory_bytes: Option<u64>,
     /// CPU time used by the current process and its children, in seconds.
     pub cpu_seconds: Option<f64>,
+    /// The service this is an instance of (`web` for `web.2`); the same as
+    /// `name` for a service without `replicas:`.
+    pub service: String,
+    /// The instance's replica number (`2` for `web.2`), when the service has
+    /// `replicas:`.
+    pub replica: Option<u32>,
 }
 
 /// A service's state as users see it.

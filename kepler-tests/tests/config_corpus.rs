@@ -144,3 +144,28 @@ fn every_good_config_bakes_and_round_trips_through_the_snapshot() {
 fn every_good_lua_config_bakes_and_round_trips_through_the_snapshot() {
     check_all_good(true);
 }
+
+#[test]
+fn instance_names_of_replicated_services_are_unambiguous() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/good/replicas.yaml");
+    let config = bake(&path, &sys_env()).unwrap().config;
+    assert_eq!(config.services["web"].replicas, Some(4));
+    assert_eq!(config.services["worker"].replicas, Some(0));
+    assert_eq!(config.services["api.v2-1"].replicas, None);
+    // Any number a scale could reach names an instance of a replicated
+    // service; plain services, even with dots, are themselves.
+    assert_eq!(config.instance_of("web.3"), Some(("web", Some(3))));
+    assert_eq!(config.instance_of("web.1024"), Some(("web", Some(1024))));
+    assert_eq!(config.instance_of("worker.1"), Some(("worker", Some(1))));
+    assert_eq!(config.instance_of("api.v2.1"), Some(("api.v2", Some(1))));
+    assert_eq!(config.instance_of("api.v2-1"), Some(("api.v2-1", None)));
+    assert_eq!(config.instance_of("proxy.1"), Some(("proxy.1", None)));
+    for not_a_name in ["web.0", "web.01", "web.1025", "proxy.1.1", "db.1"] {
+        assert_eq!(config.instance_of(not_a_name), None, "{not_a_name}");
+    }
+    // Instances run with their service's settings.
+    assert_eq!(
+        config.template("web.2").map(|s| &s.command),
+        Some(&config.services["web"].command)
+    );
+}

@@ -72,6 +72,12 @@ pub enum Command {
     Logs(LogsArgs),
     /// Remove the state of configs that have nothing running (--force: all).
     Prune(PruneArgs),
+    /// Change how many instances services with `replicas:` run
+    /// (e.g. `kepler scale web=4 worker=2`).
+    ///
+    /// Returns once new instances run and surplus ones (the highest
+    /// numbers) have stopped. The counts are kept until `kepler recreate`.
+    Scale(ScaleArgs),
     /// Check the config file and print it as the daemon would run it.
     Check,
     /// Print a shell completion script to stdout.
@@ -302,6 +308,39 @@ pub struct PsArgs {
 }
 
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ScaleArgs {
+    /// Give up waiting for new instances after this long (e.g. 30s); the
+    /// new counts are kept either way.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// SERVICE=COUNT, one or more; COUNT from 0 to 1024.
+    #[arg(value_name = "SERVICE=COUNT", required = true, value_parser = parse_scale)]
+    pub services: Vec<(String, u32)>,
+}
+
+/// The most instances `kepler scale` asks for; the daemon checks it too.
+const MAX_REPLICAS: u32 = 1024;
+
+fn parse_scale(text: &str) -> Result<(String, u32), String> {
+    let Some((service, count)) = text.split_once('=') else {
+        return Err(format!("`{text}` is not SERVICE=COUNT (e.g. web=4)"));
+    };
+    if service.is_empty() {
+        return Err(format!(
+            "`{text}` names no service; write SERVICE=COUNT (e.g. web=4)"
+        ));
+    }
+    match count.parse::<u32>() {
+        Ok(count) if count <= MAX_REPLICAS => Ok((service.to_owned(), count)),
+        _ => Err(format!(
+            "`{count}` in `{text}` is not a count of replicas: use a whole number from 0 to \
+             {MAX_REPLICAS}"
+        )),
+    }
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct PruneArgs {
     /// Also stop configs that still have services running, then remove them.
     #[arg(long)]
@@ -519,6 +558,27 @@ mod tests {
         }
         assert!(parse(&["import", "x", "--from", "process-compose"]).is_ok());
         assert!(parse(&["import", "x", "--from", "circus"]).is_err());
+    }
+
+    #[test]
+    fn scale_takes_service_equals_count_within_bounds() {
+        match parse(&["scale", "web=4", "worker=0", "--timeout", "30s"])
+            .unwrap()
+            .command
+        {
+            Command::Scale(args) => {
+                assert_eq!(args.services, [("web".into(), 4), ("worker".into(), 0)]);
+                assert_eq!(args.timeout, Some(Duration::from_secs(30)));
+            }
+            other => panic!("expected scale, got {other:?}"),
+        }
+        for bad in ["web", "=3", "web=-1", "web=1025", "web=many"] {
+            let err = parse(&["scale", bad]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}: {err}");
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        let err = parse(&["scale"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod ps;
 mod recreate;
 mod restart;
 mod run;
+mod scale;
 mod start;
 mod stop;
 
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ps(args) => ps::run(file, args).await,
         Command::Logs(args) => logs::run(file, args).await,
         Command::Prune(args) => prune::run(args).await,
+        Command::Scale(args) => scale::run(file, args).await,
         Command::Check => check::run(file),
         Command::Completions { shell } => completions::run(shell),
         Command::Import(args) => import::run(args),

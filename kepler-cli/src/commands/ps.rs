@@ -224,7 +224,13 @@ fn optional(value: Option<u32>) -> String {
 #[derive(Debug, Serialize, PartialEq)]
 pub struct JsonRow {
     pub config: PathBuf,
+    /// What runs: the service (`web`), or an instance of a service with
+    /// `replicas:` (`web.2`).
+    pub name: String,
+    /// The service it is: `web` for both `web` and `web.2`.
     pub service: String,
+    /// The instance's number (`2` for `web.2`); null without `replicas:`.
+    pub replica: Option<u32>,
     /// `stopped`, `starting`, `running`, `healthy`, `unhealthy`, `stopping`,
     /// `exited` or `failed`.
     pub status: &'static str,
@@ -249,7 +255,9 @@ pub fn json_rows(configs: &[ConfigServices]) -> Vec<JsonRow> {
         .flat_map(|config| {
             config.services.iter().map(|service| JsonRow {
                 config: config.path.clone(),
-                service: service.name.clone(),
+                name: service.name.clone(),
+                service: service.service.clone(),
+                replica: service.replica,
                 status: status_word(service.status),
                 exit_code: match service.status {
                     ServiceStatus::Exited(code) => Some(code),
@@ -297,6 +305,8 @@ mod tests {
             cpu_percent: None,
             memory_bytes: None,
             cpu_seconds: None,
+            service: name.into(),
+            replica: None,
         }
     }
 
@@ -398,6 +408,27 @@ CONFIG                 NAME     STATUS      PID   UPTIME  CPU    MEM    HEALTH  
     }
 
     #[test]
+    fn replicas_are_rows_of_their_own_naming_service_and_number() {
+        let replica = |n: u32, pid: u32| ServiceInfo {
+            pid: Some(pid),
+            service: "web".into(),
+            replica: Some(n),
+            ..service(&format!("web.{n}"), ServiceStatus::Running)
+        };
+        let config = ConfigServices {
+            path: "/srv/app/kepler.yaml".into(),
+            services: vec![replica(1, 10), replica(2, 11)],
+        };
+        let table = render_table(std::slice::from_ref(&config), false, Paint::PLAIN, None);
+        assert!(table.contains("web.1  running  10"), "\n{table}");
+        assert!(table.contains("web.2  running  11"), "\n{table}");
+        let value = serde_json::to_value(json_rows(&[config])).unwrap();
+        assert_eq!(value[1]["name"], "web.2");
+        assert_eq!(value[1]["service"], "web");
+        assert_eq!(value[1]["replica"], 2);
+    }
+
+    #[test]
     fn json_rows_have_stable_lower_case_field_names() {
         let value = serde_json::to_value(json_rows(&[app(), broken()])).unwrap();
         let first = value[0].as_object().unwrap();
@@ -412,14 +443,19 @@ CONFIG                 NAME     STATUS      PID   UPTIME  CPU    MEM    HEALTH  
                 "exit_code",
                 "health_failures",
                 "memory_bytes",
+                "name",
                 "pid",
                 "reason",
+                "replica",
                 "restarts",
                 "service",
                 "status",
                 "uptime_secs"
             ]
         );
+        assert_eq!(value[0]["name"], "web");
+        assert_eq!(value[0]["service"], "web");
+        assert!(value[0]["replica"].is_null());
         assert_eq!(value[0]["cpu_percent"], 12.5);
         assert_eq!(value[0]["memory_bytes"], 38 << 20 | 400 << 10);
         assert_eq!(value[0]["cpu_seconds"], 22.75);

@@ -16,7 +16,8 @@ use super::global::bake_global;
 use super::lua_stage::{context, LazyContext, LuaStage};
 use super::service::{bake_service, check_service_name};
 use super::snapshot::{BakedConfig, GlobalConfig, LogConfig};
-use super::validate::check_dependencies;
+use super::snapshot_check::MAX_INSTANCES;
+use super::validate::{check_dependencies, check_instance_clash};
 use super::values::HumanDuration;
 use crate::env::{EnvMap, SysEnvPolicy};
 
@@ -259,6 +260,33 @@ fn bake_services(
         }
         if cx.lua.failed() {
             return;
+        }
+    }
+    let mut instances = 0;
+    for entry in entries.iter() {
+        check_instance_clash(&entry.key, entry.key_mark, services, &mut cx.diag);
+        let Some(service) = services.get(&entry.key) else {
+            continue;
+        };
+        let before = instances;
+        instances += u64::from(service.replicas.unwrap_or(1));
+        if before <= MAX_INSTANCES && instances > MAX_INSTANCES {
+            let replicas = match &entry.value.value {
+                NodeValue::Map(fields) => fields.iter().find(|f| f.key == "replicas"),
+                _ => None,
+            };
+            let (mark, path) = match replicas {
+                Some(field) => (field.value.mark, format!("services.{}.replicas", entry.key)),
+                None => (entry.key_mark, format!("services.{}", entry.key)),
+            };
+            cx.diag.at(
+                mark,
+                &path,
+                format!(
+                    "the config would run more than {MAX_INSTANCES} instances (every replica \
+                     counts); run fewer replicas or split the config"
+                ),
+            );
         }
     }
 }

@@ -44,7 +44,9 @@ pub use snapshot::{
     HookAction, HookConfig, Limits, LogConfig, LogRetention, LogStore, RestartConfig,
     RestartPolicy, Retention, ServiceConfig, ServiceHookKind, SnapshotError,
 };
-pub use snapshot_check::{check_snapshot, SnapshotProblems, MAX_SERVICES, MAX_SNAPSHOT_BYTES};
+pub use snapshot_check::{
+    check_snapshot, SnapshotProblems, MAX_INSTANCES, MAX_SERVICES, MAX_SNAPSHOT_BYTES,
+};
 pub use values::{
     ByteSize, CpuCount, ExitCodeFilter, GroupSpec, HumanDuration, StopSignal, Umask, UserSpec,
     DEFAULT_UMASK,

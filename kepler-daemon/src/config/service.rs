@@ -17,7 +17,7 @@ use super::lua_stage::{context, LazyContext};
 use super::snapshot::{
     Limits, RestartConfig, RestartPolicy, ServiceConfig, ServiceHookKind, DEFAULT_STOP_GRACE_PERIOD,
 };
-use super::values::{ByteSize, CpuCount, GroupSpec, StopSignal, Umask, UserSpec};
+use super::values::{ByteSize, CpuCount, GroupSpec, StopSignal, Umask, UserSpec, MAX_REPLICAS};
 use crate::env::{process_environment, EnvMap, SysEnvPolicy};
 
 const SERVICE_KEYS: &[&str] = &[
@@ -38,6 +38,7 @@ const SERVICE_KEYS: &[&str] = &[
     "stop_signal",
     "stop_grace_period",
     "wait",
+    "replicas",
 ];
 
 const RESTART_KEYS: &[&str] = &["policy", "watch", "delay", "max_delay", "max_attempts"];
@@ -222,6 +223,9 @@ pub(crate) fn bake_service(
     let wait = map
         .get("wait")
         .and_then(|n| boolean(n, &map.path("wait"), &mut cx.diag));
+    let replicas = map
+        .get("replicas")
+        .and_then(|n| replicas(n, &map.path("replicas"), &mut cx.diag));
     let hooks = match map.get("hooks") {
         Some(node) => {
             let base = HookBase {
@@ -255,7 +259,25 @@ pub(crate) fn bake_service(
         stop_signal,
         stop_grace_period,
         wait,
+        replicas,
     })
+}
+
+/// `replicas: N`, 0 to [`MAX_REPLICAS`].
+fn replicas(node: &Node, path: &str, diag: &mut Diagnostics) -> Option<u32> {
+    let count: u32 = whole_number(node, path, diag)?;
+    if count > MAX_REPLICAS {
+        diag.at(
+            node.mark,
+            path,
+            format!(
+                "{count} replicas is more than the {MAX_REPLICAS} a service may run; \
+                 use a number from 0 to {MAX_REPLICAS}"
+            ),
+        );
+        return None;
+    }
+    Some(count)
 }
 
 /// Runs the service's remaining Lua blocks in file order with the full

@@ -30,22 +30,38 @@ pub struct BakedConfig {
 }
 
 impl BakedConfig {
-    /// The log settings of a service; anything else (global hook output)
-    /// uses `kepler.logs`.
+    /// The log settings of a service or instance; anything else (global
+    /// hook output) uses `kepler.logs`.
     pub fn log_config(&self, service: &str) -> &LogConfig {
-        self.services
-            .get(service)
+        self.template(service)
             .map_or(&self.kepler.logs, |s| &s.logs)
     }
 
+    /// What a name the daemon runs stands for: a service (`web`, no replica
+    /// number) or an instance of a replicated one (`web.3` is `web`, 3).
+    /// A config never has a service named like an instance of another.
+    pub fn instance_of<'a>(&self, name: &'a str) -> Option<(&'a str, Option<u32>)> {
+        if self.services.contains_key(name) {
+            return Some((name, None));
+        }
+        let (service, replica) = super::values::split_instance_name(name)?;
+        self.services
+            .get(service)
+            .is_some_and(|s| s.replicas.is_some())
+            .then_some((service, Some(replica)))
+    }
+
+    /// The settings a service or an instance runs with.
+    pub fn template(&self, name: &str) -> Option<&ServiceConfig> {
+        let (service, _) = self.instance_of(name)?;
+        self.services.get(service)
+    }
+
     /// The instance number of a log origin that is an instance of a
-    /// replicated service, for the `replica` of `logs --json`. The one
-    /// place that derives it: this snapshot has no `replicas:` yet (#18
-    /// item 2 adds them on another branch), so no origin is an instance;
-    /// with them it is the instance number of `service`'s name.
+    /// replicated service (`web.2` -> 2), for the `replica` of
+    /// `logs --json`; `None` for a plain service or a hook.
     pub fn replica_of(&self, service: &str) -> Option<u32> {
-        let _instance = service;
-        None
+        self.instance_of(service).and_then(|(_, replica)| replica)
     }
 }
 
@@ -99,6 +115,10 @@ pub struct ServiceConfig {
     /// `false` defers it; unset, its dependency edges decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
+    /// `replicas:` as written. Set (even to 1), the service runs as numbered
+    /// instances `web.1` … `web.N`; unset, as one process named `web`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
 }
 
 pub const DEFAULT_STOP_GRACE_PERIOD: HumanDuration = HumanDuration::from_secs(10);

@@ -17,11 +17,26 @@ use std::path::{Component, Path};
 use super::graph::find_cycles;
 use super::healthcheck::{check_http_url, check_tcp_address};
 use super::logs::{MAX_BUFFER_SIZE, MIN_MAX_SIZE};
-use super::snapshot::{BakedConfig, HealthProbe, HookAction, HookConfig, LogConfig, RestartPolicy};
-use super::values::{is_valid_service_name, SERVICE_NAME_RULE};
+use super::snapshot::{
+    BakedConfig, HealthProbe, HookAction, HookConfig, LogConfig, RestartPolicy, ServiceConfig,
+};
+use super::values::{
+    is_valid_service_name, numbered_suffix, split_instance_name, MAX_REPLICAS, SERVICE_NAME_RULE,
+};
 
 /// Most services one config may have.
 pub const MAX_SERVICES: usize = 16_384;
+/// Most instances one config may run: each service counts as many times as
+/// it has replicas (`replicas:` or `kepler scale`).
+pub const MAX_INSTANCES: u64 = 16_384;
+
+/// How many instances `services` run with their written `replicas:`.
+pub fn instance_count<'a>(services: impl IntoIterator<Item = &'a ServiceConfig>) -> u64 {
+    services
+        .into_iter()
+        .map(|s| u64::from(s.replicas.unwrap_or(1)))
+        .sum()
+}
 /// Largest baked snapshot, and largest answer of a bake worker (which also
 /// carries the config's text and env files).
 pub const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024;
@@ -136,6 +151,13 @@ pub fn check_snapshot(config: &BakedConfig) -> Result<(), SnapshotProblems> {
             ),
         );
     }
+    let instances = instance_count(config.services.values());
+    if instances > MAX_INSTANCES {
+        problems.push(
+            "services",
+            format!("{instances} instances, more than the {MAX_INSTANCES} a config may run"),
+        );
+    }
     check_logs(&config.kepler.logs, "kepler.logs", &mut problems);
     for (kind, hook) in &config.kepler.hooks {
         check_hook(
@@ -153,6 +175,25 @@ pub fn check_snapshot(config: &BakedConfig) -> Result<(), SnapshotProblems> {
             continue;
         }
         let at = format!("services.{name}");
+        if service.replicas.is_some_and(|n| n > MAX_REPLICAS) {
+            problems.push(
+                format!("{at}.replicas"),
+                format!("more than the {MAX_REPLICAS} replicas a service may run"),
+            );
+        }
+        // An instance name must never be a service's name too.
+        if let Some(base) = numbered_suffix(name) {
+            if config
+                .services
+                .get(base)
+                .is_some_and(|s| s.replicas.is_some())
+            {
+                problems.push(
+                    &at,
+                    format!("named like an instance of the replicated `{base}`"),
+                );
+            }
+        }
         check_command(&service.command, &format!("{at}.command"), &mut problems);
         check_path(
             &service.working_dir,
@@ -170,6 +211,11 @@ pub fn check_snapshot(config: &BakedConfig) -> Result<(), SnapshotProblems> {
         for (target, edge) in &service.depends_on {
             let edge_at = format!("{at}.depends_on.{}", target.escape_debug());
             match config.services.get(target) {
+                None if split_instance_name(target)
+                    .is_some_and(|(base, _)| config.services.contains_key(base)) =>
+                {
+                    problems.push(&edge_at, "an instance, not a service")
+                }
                 None => problems.push(&edge_at, "not a service in this config"),
                 Some(_) if target == name => {
                     problems.push(&edge_at, "a service cannot depend on itself")
@@ -357,6 +403,25 @@ mod tests {
         let mut config = web();
         config.kepler.logs.max_size = Some(crate::config::ByteSize(1));
         refused(&config, "kepler.logs.max_size");
+    }
+
+    #[test]
+    fn replica_counts_and_instance_names_past_what_a_bake_allows_are_refused() {
+        let mut config = web();
+        config.services.get_mut("web").unwrap().replicas = Some(MAX_REPLICAS + 1);
+        refused(&config, "services.web.replicas: more than the 1024");
+        let mut config = web();
+        config.services.get_mut("web").unwrap().replicas = Some(2);
+        let service = config.services["web"].clone();
+        config.services.insert("web.7".into(), service.clone());
+        refused(&config, "services.web.7: named like an instance");
+        let mut config = web();
+        for index in 0..5 {
+            let mut service = service.clone();
+            service.replicas = Some(MAX_REPLICAS);
+            config.services.insert(format!("s{index}"), service);
+        }
+        refused(&config, "instances, more than the 4096");
     }
 
     #[test]

@@ -6,9 +6,36 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::decode::closest;
 use super::dependency::DependencyRef;
+use super::document::Mark;
 use super::error::Diagnostics;
 use super::graph::find_cycles;
 use super::snapshot::ServiceConfig;
+use super::values::{numbered_suffix, split_instance_name};
+
+/// A replicated service `web` runs instances `web.1`, `web.2`, …; a service
+/// named `web.<number>` beside it would share a name (and log files) with
+/// one of them, now or after a `kepler scale`.
+pub(crate) fn check_instance_clash(
+    name: &str,
+    mark: Mark,
+    services: &BTreeMap<String, ServiceConfig>,
+    diag: &mut Diagnostics,
+) {
+    let Some(base) = numbered_suffix(name) else {
+        return;
+    };
+    if services.get(base).is_some_and(|s| s.replicas.is_some()) {
+        diag.at(
+            mark,
+            &format!("services.{name}"),
+            format!(
+                "`{name}` looks like an instance of `{base}`, which has `replicas:` and so runs \
+                 instances named {base}.1, {base}.2, …; rename this service (e.g. `{base}-{}`)",
+                &name[base.len() + 1..]
+            ),
+        );
+    }
+}
 
 pub(crate) fn check_dependencies(
     declared: &BTreeSet<String>,
@@ -22,6 +49,19 @@ pub(crate) fn check_dependencies(
                 edge.mark,
                 &edge.path,
                 format!("`{}` depends on itself; remove this entry", edge.from),
+            );
+        } else if let Some(service) = split_instance_name(&edge.to)
+            .map(|(service, _)| service)
+            .filter(|s| services.get(*s).is_some_and(|s| s.replicas.is_some()))
+        {
+            diag.at(
+                edge.mark,
+                &edge.path,
+                format!(
+                    "`{}` is one instance of the replicated service `{service}`; depend on \
+                     `{service}` instead (the condition then holds once every instance meets it)",
+                    edge.to
+                ),
             );
         } else if !declared.contains(&edge.to) {
             let names: Vec<&str> = declared.iter().map(String::as_str).collect();

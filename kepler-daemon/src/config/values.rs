@@ -507,6 +507,39 @@ pub fn is_valid_service_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// The most instances one service may run (`replicas:` and `kepler scale`).
+pub const MAX_REPLICAS: u32 = 1024;
+
+/// The name of instance `replica` (from 1) of the replicated service
+/// `service`: `web.3`. Service names have no `/`, so neither do these, and
+/// they stay valid log file names.
+pub fn instance_name(service: &str, replica: u32) -> String {
+    format!("{service}.{replica}")
+}
+
+/// `web.3` read as (`web`, 3): a name, a dot, and a replica number written
+/// the way [`instance_name`] writes it (1 to [`MAX_REPLICAS`], no leading
+/// zero). Whether `web` is a replicated service is for the config to say.
+pub fn split_instance_name(name: &str) -> Option<(&str, u32)> {
+    let (service, number) = name.rsplit_once('.')?;
+    if service.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let replica: u32 = number.parse().ok()?;
+    (1..=MAX_REPLICAS)
+        .contains(&replica)
+        .then_some((service, replica))
+}
+
+/// Whether `name` looks like `<service>.<digits>`, i.e. could be taken for
+/// an instance of `service` if that service were replicated.
+pub fn numbered_suffix(name: &str) -> Option<&str> {
+    let (service, number) = name.rsplit_once('.')?;
+    (!service.is_empty() && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(service)
+}
+
 #[cfg(test)]
 mod umask_tests {
     use super::*;
@@ -648,6 +681,24 @@ mod tests {
             serde_yaml::from_str::<ExitCodeFilter>(&yaml).unwrap(),
             filter
         );
+    }
+
+    #[test]
+    fn instance_names_round_trip_and_only_canonical_numbers_split() {
+        assert_eq!(instance_name("web", 3), "web.3");
+        assert_eq!(split_instance_name("web.3"), Some(("web", 3)));
+        assert_eq!(split_instance_name("api.v2.1024"), Some(("api.v2", 1024)));
+        for not_an_instance in [
+            "web", "web.", ".3", "web.0", "web.03", "web.1025", "web.x", "web.-1",
+        ] {
+            assert_eq!(
+                split_instance_name(not_an_instance),
+                None,
+                "{not_an_instance}"
+            );
+        }
+        assert_eq!(numbered_suffix("web.07"), Some("web"));
+        assert_eq!(numbered_suffix("web.v2"), None);
     }
 
     #[test]

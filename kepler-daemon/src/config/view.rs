@@ -101,6 +101,7 @@ fn service_view(service: &ServiceConfig) -> ServiceView {
         },
         stop_signal: service.stop_signal.to_string(),
         stop_grace_period_ms: ms(service.stop_grace_period),
+        replicas: service.replicas,
     }
 }
 

@@ -197,6 +197,14 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             let _ = reply.send(recreate(orchestrator, &who, sys_env, source).await);
         }
         Command::GlobalHook { kind, reply } => orchestrator.run_global_hook(kind, reply),
+        Command::Scale { requests, reply } => {
+            let result = orchestrator
+                .scale(&requests)
+                .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
+            // The new counts are on disk before anyone waits on them.
+            orchestrator.persist_if_dirty();
+            let _ = reply.send(result);
+        }
         Command::Close | Command::Unload { .. } => {}
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use kepler_protocol::{ErrorKind, ServiceInfo};
 use tokio::sync::oneshot;
 
-use crate::orchestrator::{StartPlan, StopIntentRequest};
+use crate::orchestrator::{ScalePlan, ScaleRequest, StartPlan, StopIntentRequest};
 
 /// A failed command, worded for the person who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,4 +73,9 @@ pub enum Command {
     /// Ends the actor if nothing is active, answering once it has written
     /// its last state and let go of everything it held (`stop --clean`).
     Unload { reply: Reply<()> },
+    /// Changes the instance counts of replicated services.
+    Scale {
+        requests: Vec<ScaleRequest>,
+        reply: Reply<ScalePlan>,
+    },
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::command::{ActorError, Command, Reply};
 use crate::events::ConfigEvents;
 use crate::logs::LogStore;
-use crate::orchestrator::{StartPlan, StopIntentRequest};
+use crate::orchestrator::{ScalePlan, ScaleRequest, StartPlan, StopIntentRequest};
 use crate::persistence::{ConfigStore, SourceId};
 
 #[derive(Clone)]
@@ -149,6 +149,11 @@ impl ConfigHandle {
             })
             .await?;
         finished.await.map_err(|_| self.unavailable())
+    }
+
+    /// Applies new instance counts; the plan says what to wait for.
+    pub async fn scale(&self, requests: Vec<ScaleRequest>) -> Result<ScalePlan, ActorError> {
+        self.ask(|reply| Command::Scale { requests, reply }).await
     }
 
     pub async fn restart(&self, services: Vec<String>) -> Result<StartPlan, ActorError> {

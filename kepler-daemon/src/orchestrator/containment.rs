@@ -80,7 +80,7 @@ impl Orchestrator {
 
     /// How `name`'s limits apply under the daemon's containment.
     pub(super) fn limit_plan(&self, name: &str) -> LimitPlan {
-        plan_limits(&self.config.services[name].limits, containment::current())
+        plan_limits(&self.settings(name).limits, containment::current())
     }
 
     /// The service's own cgroup with `plan`'s limits written (`None` in
@@ -101,7 +101,7 @@ impl Orchestrator {
                 config.dir().display()
             )
         })?;
-        let swap_configured = self.config.services[name].limits.swap.is_some();
+        let swap_configured = self.settings(name).limits.swap.is_some();
         for (write, error) in cgroup.apply_limits(&plan.cgroup) {
             // Without swap accounting there is no memory.swap.max; the
             // default of no swap only matters when swap was asked for.
@@ -120,9 +120,11 @@ impl Orchestrator {
         Ok(Some(cgroup))
     }
 
-    /// Records a note found while starting `name` and writes it to its log.
+    /// Records a note found while starting `name` (kept per service: its
+    /// instances share their limits) and writes it to its log.
     fn add_limit_note(&mut self, name: &str, note: String) {
-        let notes = self.limit_notes.entry(name.to_string()).or_default();
+        let service = self.service_of(name);
+        let notes = self.limit_notes.entry(service).or_default();
         if notes.contains(&note) {
             return;
         }
@@ -133,15 +135,23 @@ impl Orchestrator {
         }
     }
 
-    /// At a service's first start in this daemon, its log says which of its
-    /// limits are not enforced and why.
+    /// At an instance's first start in this daemon, its log says which of
+    /// its service's limits are not enforced and why.
     pub(super) fn log_limit_notes_once(&mut self, name: &str) {
         if !self.limits_logged.insert(name.to_string()) {
             return;
         }
-        for note in self.limit_notes.get(name).cloned().unwrap_or_default() {
+        let service = self.service_of(name);
+        for note in self.limit_notes.get(&service).cloned().unwrap_or_default() {
             self.note(name, NOTE_ORIGIN, &note);
         }
+    }
+
+    /// The service `name` is an instance of.
+    fn service_of(&self, name: &str) -> String {
+        self.services
+            .get(name)
+            .map_or_else(|| name.to_string(), |s| s.service.to_string())
     }
 
     /// Every limit note of the config, naming config and service, for
@@ -163,8 +173,12 @@ impl Orchestrator {
     /// `ps`. Sampling happens here, only when asked: one read of each
     /// cgroup's files, or one pass over /proc for all process groups.
     pub fn ps_infos(&mut self) -> Vec<ServiceInfo> {
+        // Instances of a service by number: web.2 before web.10.
         let mut names: Vec<String> = self.services.keys().cloned().collect();
-        names.sort();
+        names.sort_by_key(|name| {
+            let runtime = &self.services[name];
+            (runtime.service.clone(), runtime.replica, name.clone())
+        });
         let running: Vec<(String, crate::process::Scope)> = names
             .iter()
             .filter_map(|name| {

@@ -88,7 +88,9 @@ impl Orchestrator {
         status: ExitStatus,
         oom_killed: bool,
     ) {
-        let policy = self.config.services[name].restart.clone();
+        let Some(policy) = self.config.template(name).map(|s| s.restart.clone()) else {
+            return;
+        };
         let Some(runtime) = self.services.get_mut(name) else {
             return;
         };
@@ -188,19 +190,25 @@ impl Orchestrator {
         self.begin_start(name);
     }
 
-    /// Dependents that declared `restart: true` on `name`.
+    /// Instances of the dependents that declared `restart: true` on the
+    /// service `name` is (an instance of).
     pub(super) fn restart_dependents(&self, name: &str) -> Vec<String> {
-        self.index
-            .dependents(name)
+        let Some(service) = self.services.get(name).map(|s| &*s.service) else {
+            return Vec::new();
+        };
+        let dependents: Vec<String> = self
+            .index
+            .dependents(service)
             .iter()
             .filter(|d| {
                 self.index
                     .dependencies(d)
                     .iter()
-                    .any(|(dep, edge)| dep == name && edge.restart)
+                    .any(|(dep, edge)| dep == service && edge.restart)
             })
             .cloned()
-            .collect()
+            .collect();
+        self.all_instances(&dependents)
     }
 
     /// Dependents declared with `restart: true` on `name` are stopped now

@@ -11,7 +11,11 @@ use crate::process::ProcessSpec;
 impl Orchestrator {
     /// Starts probing a freshly spawned service, with its environment and user.
     pub(super) fn start_health(&mut self, name: &str, generation: u64, process: &ProcessSpec) {
-        let Some(check) = self.config.services[name].healthcheck.as_ref() else {
+        let Some(check) = self
+            .config
+            .template(name)
+            .and_then(|s| s.healthcheck.as_ref())
+        else {
             return;
         };
         match HealthSpec::new(name, generation, check, process) {

@@ -113,6 +113,10 @@ impl Orchestrator {
                 run.env.entry(key).or_insert(value);
             }
         }
+        // A replica's hooks know which replica they run for.
+        if let Some(service) = service {
+            run.env.extend(self.replica_env(service));
+        }
         Ok(PreparedHook {
             run,
             stdout: self.sink(service, Stream::Stdout, Origin::Hook(name.to_string())),
@@ -127,7 +131,10 @@ impl Orchestrator {
         kinds: &[ServiceHookKind],
     ) -> Result<Vec<PreparedHook>, String> {
         let config = self.config.clone();
-        let hooks = &config.services[service].hooks;
+        let hooks = &config
+            .template(service)
+            .expect("every instance belongs to a service of the config")
+            .hooks;
         kinds
             .iter()
             .filter_map(|kind| hooks.get(kind).map(|hook| (kind, hook)))

@@ -8,14 +8,22 @@
 //! with the service's generation; a report of an older generation is stale.
 //! Every state change is broadcast ([`crate::events`]) and re-evaluates only
 //! the changed service's dependents.
+//!
+//! What runs is instances: the baked config keeps `replicas:` as written, and
+//! the orchestrator keys its runtime state by instance name (`web`, or
+//! `web.1` … `web.N`), each knowing its service and replica number. The
+//! dependency index joins services and lists their instances; `kepler
+//! scale` adds and removes instances at runtime (`scale.rs`).
 
 mod containment;
 mod exit;
 mod health;
 mod hooks;
+mod instances;
 pub mod modes;
 mod output;
 pub mod recover;
+mod scale;
 mod start;
 mod stop;
 mod watch;
@@ -40,6 +48,7 @@ use crate::state::ServiceRuntime;
 use crate::user::ResolvedUser;
 use crate::watcher::{WatchHandle, WatchReport};
 
+pub use scale::{ScalePlan, ScaleRequest};
 pub use stop::StopIntentRequest;
 
 /// Reports from the orchestrator's own tasks back to its actor.
@@ -116,7 +125,13 @@ pub struct Orchestrator {
     global_init_done: bool,
     dirty: bool,
     stop_waiters: Vec<StopWaiter>,
+    /// `kepler scale` requests waiting for their new instances to run.
+    scale_waiters: Vec<scale::ScaleWaiter>,
     users: HashMap<(String, Option<String>), ResolvedUser>,
+    /// The last generation of each instance `kepler scale` removed: one
+    /// added again under the same name carries on from it, so reports still
+    /// in flight for the old one are stale for the new one too.
+    retired_generations: HashMap<String, u64>,
     /// The config's cgroup (cgroup mode), created with its first process.
     cgroup: Option<ConfigCgroup>,
     /// Per service, its limits that are not enforced as configured.
@@ -156,23 +171,48 @@ impl Orchestrator {
         logs: LogStore,
         channels: Channels,
     ) -> Self {
-        let index = DependencyIndex::build(&config);
+        let mut index = DependencyIndex::build(&config);
+        // Counts set by `kepler scale` outlive a daemon restart (within the
+        // bounds scale itself keeps: state.json is only root's, but read it
+        // as carefully as anything on disk).
+        let mut total = crate::config::snapshot_check::instance_count(config.services.values());
+        for (service, &count) in &state.replicas {
+            let written = config.services.get(service).and_then(|s| s.replicas);
+            let Some(written) = written else {
+                tracing::warn!(service, count, "ignoring a saved replica count");
+                continue;
+            };
+            let grown = total - u64::from(written) + u64::from(count);
+            if count > crate::config::values::MAX_REPLICAS || grown > crate::config::MAX_INSTANCES {
+                tracing::warn!(service, count, "ignoring a saved replica count");
+                continue;
+            }
+            total = grown;
+            while index.instances(service).len() > count as usize {
+                index.pop_instance(service);
+            }
+            while index.instances(service).len() < count as usize {
+                index.push_instance(service);
+            }
+        }
         events.snapshot.send_replace(config.clone());
         let limit_notes = containment::limit_notes(&config);
-        let services = config
-            .services
-            .keys()
-            .map(|name| {
+        let mut services = HashMap::new();
+        for (service, settings) in &config.services {
+            let service: Arc<str> = Arc::from(service.as_str());
+            for (i, name) in index.instances(&service).iter().enumerate() {
                 let saved = state.services.get(name);
                 let runtime = ServiceRuntime {
+                    service: service.clone(),
+                    replica: settings.replicas.map(|_| i as u32 + 1),
                     restarts: saved.map_or(0, |s| s.restarts),
                     last_exit: saved.and_then(|s| s.last_exit_code),
                     init_done: saved.is_some_and(|s| s.init_done),
                     ..Default::default()
                 };
-                (name.clone(), runtime)
-            })
-            .collect();
+                services.insert(name.clone(), runtime);
+            }
+        }
         Orchestrator {
             config,
             store,
@@ -189,7 +229,9 @@ impl Orchestrator {
             global_init_done: state.global_init_done,
             dirty: true,
             stop_waiters: Vec::new(),
+            scale_waiters: Vec::new(),
             users: HashMap::new(),
+            retired_generations: HashMap::new(),
             cgroup: None,
             limit_notes,
             limits_logged: HashSet::new(),
@@ -212,27 +254,32 @@ impl Orchestrator {
         self.owner_uid
     }
 
-    /// Service states in name order, for `ps`.
+    /// Instance states in name order (replicas by number), for `ps`.
     pub fn infos(&self) -> Vec<ServiceInfo> {
-        let mut names: Vec<&String> = self.services.keys().collect();
-        names.sort();
+        let mut names: Vec<(&str, u32, &String)> = self
+            .services
+            .iter()
+            .map(|(name, s)| (&*s.service, s.replica.unwrap_or(0), name))
+            .collect();
+        names.sort_unstable();
         names
             .into_iter()
-            .map(|name| self.services[name].info(name))
+            .map(|(_, _, name)| self.services[name].info(name))
             .collect()
     }
 
     /// The plan of a start of `names` (all when empty), which also starts
     /// what they depend on.
     pub fn plan(&self, names: &[String]) -> StartPlan {
-        let closure = self.index.with_dependencies(&self.selection(names));
+        let closure = self.start_set(names);
         self.plan_acting_on(&closure, &closure)
     }
 
     /// The plan of a restart that took down `restarted`; their dependencies
     /// are waited for but were not restarted.
     pub fn restart_plan(&self, restarted: &[String]) -> StartPlan {
-        let closure = self.index.with_dependencies(restarted);
+        let closure = self.start_set(restarted);
+        let restarted: HashSet<&String> = restarted.iter().collect();
         let acted: Vec<String> = closure
             .iter()
             .filter(|n| restarted.contains(n))
@@ -246,18 +293,17 @@ impl Orchestrator {
     /// request acted on split between ready and deferred.
     fn plan_acting_on(&self, waited: &[String], acted: &[String]) -> StartPlan {
         let cluster = self.config.startup_cluster();
+        let in_cluster = |name: &String| {
+            self.services
+                .get(name)
+                .is_some_and(|s| cluster.contains(&*s.service))
+        };
         let startup = waited
             .iter()
-            .filter(|n| cluster.contains(n.as_str()))
-            .map(|n| {
-                let healthy = self.config.services[n].healthcheck.is_some();
-                (n.clone(), healthy)
-            })
+            .filter(|n| in_cluster(n))
+            .map(|n| (n.clone(), self.settings(n).healthcheck.is_some()))
             .collect();
-        let (ready, deferred) = acted
-            .iter()
-            .cloned()
-            .partition(|n| cluster.contains(n.as_str()));
+        let (ready, deferred) = acted.iter().cloned().partition(in_cluster);
         StartPlan {
             startup,
             ready,
@@ -292,39 +338,6 @@ impl Orchestrator {
 
     pub fn running_count(&self) -> usize {
         self.services.values().filter(|s| s.status.is_up()).count()
-    }
-
-    /// Unknown names are an error listing the config's services.
-    pub fn check_names(&self, names: &[String]) -> Result<(), String> {
-        let unknown: Vec<&str> = names
-            .iter()
-            .filter(|n| !self.services.contains_key(*n))
-            .map(String::as_str)
-            .collect();
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let mut known: Vec<&str> = self.services.keys().map(String::as_str).collect();
-        known.sort();
-        Err(format!(
-            "no service named {} in {}; its services are: {}",
-            unknown
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.config.config_file.display(),
-            known.join(", ")
-        ))
-    }
-
-    /// `names`, or every service when empty.
-    fn selection(&self, names: &[String]) -> Vec<String> {
-        if names.is_empty() {
-            self.index.order().to_vec()
-        } else {
-            names.to_vec()
-        }
     }
 
     pub fn handle_internal(&mut self, message: Internal) {
@@ -394,8 +407,8 @@ impl Orchestrator {
             settled,
             at_us: crate::events::now_us(),
         });
-        let dependents = self.index.dependents(name).to_vec();
-        for dependent in dependents {
+        self.settle_scale_waiters(name);
+        for dependent in self.dependent_instances(name) {
             self.evaluate_waiting(&dependent);
         }
     }
@@ -444,6 +457,16 @@ impl Orchestrator {
         let state = StateView {
             global_init_done: self.global_init_done,
             services: ServicesView(&self.services),
+            replicas: self
+                .config
+                .services
+                .iter()
+                .filter_map(|(name, s)| {
+                    let count = self.replica_count(name);
+                    (s.replicas.is_some_and(|written| written != count))
+                        .then(|| (name.clone(), count))
+                })
+                .collect(),
         };
         if let Err(e) = self.store.write_state(&state) {
             tracing::error!(
@@ -473,6 +496,8 @@ impl Orchestrator {
 struct StateView<'a> {
     global_init_done: bool,
     services: ServicesView<'a>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    replicas: BTreeMap<String, u32>,
 }
 
 struct ServicesView<'a>(&'a HashMap<String, ServiceRuntime>);

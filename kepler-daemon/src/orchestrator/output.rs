@@ -32,7 +32,7 @@ pub async fn drain(pumps: Vec<JoinHandle<PumpReport>>) {
 impl Orchestrator {
     /// The service's `logs:` settings as the log store takes them.
     pub(super) fn log_settings(&self, name: &str) -> LogSettings {
-        let logs = match self.config.services.get(name) {
+        let logs = match self.config.template(name) {
             Some(service) => &service.logs,
             None => &self.config.kepler.logs,
         };
@@ -77,7 +77,7 @@ impl Orchestrator {
 
     /// Clears the service's logs if its policy says so at `point`.
     pub(super) fn apply_retention(&self, name: &str, point: RetentionPoint) {
-        let Some(service) = self.config.services.get(name) else {
+        let Some(service) = self.config.template(name) else {
             return;
         };
         let retention = &service.logs.retention;

@@ -62,7 +62,8 @@ fn plausible_group(pgid: i32) -> bool {
 /// Kills what survived of the previous daemon's services and hooks and
 /// waits until it is gone: everything in the config's cgroup (`cgroup`, when
 /// the previous daemon ran in cgroup mode), and the recorded process groups
-/// of services that had no cgroup. Only services of `config` count, each
+/// of services that had no cgroup. Only services of `config` (and
+/// instances of its replicated ones) count, each
 /// recorded group only once, and only plausible groups.
 pub async fn kill_survivors(
     state: &ConfigState,
@@ -72,7 +73,8 @@ pub async fn kill_survivors(
     let (mut waits, contained) = kill_cgroups(cgroup, state);
     let mut seen = HashSet::new();
     for (name, service) in &state.services {
-        if contained.contains(name) || !config.services.contains_key(name) {
+        // A service of the config, or an instance of one (`web.2`).
+        if contained.contains(name) || config.instance_of(name).is_none() {
             continue;
         }
         let Some(pgid) = service.pgid.filter(|p| plausible_group(*p)) else {
@@ -168,11 +170,9 @@ impl Orchestrator {
     /// Starts again every service the saved state says was wanted up.
     pub fn resume(&mut self, state: &ConfigState) {
         let wanted: Vec<String> = self
-            .index
-            .order()
-            .iter()
-            .filter(|name| state.services.get(*name).is_some_and(|s| s.desired))
-            .cloned()
+            .all_instances(self.index.order())
+            .into_iter()
+            .filter(|name| state.services.get(name).is_some_and(|s| s.desired))
             .collect();
         if !wanted.is_empty() {
             tracing::info!(

@@ -7,7 +7,7 @@ use kepler_protocol::ServiceStatus;
 
 use super::output::RetentionPoint;
 use super::{Internal, Orchestrator};
-use crate::config::{ServiceHookKind, DEFAULT_UMASK};
+use crate::config::{DependencyEdge, ServiceHookKind, DEFAULT_UMASK};
 use crate::containment::LimitPlan;
 use crate::deps::{self, Readiness};
 use crate::process::{self, OutputMode, ProcessSpec};
@@ -17,8 +17,7 @@ impl Orchestrator {
     /// Starts `names` (all when empty) and everything they depend on, in
     /// dependency order. Services already up are left alone.
     pub fn start(&mut self, names: &[String]) {
-        let roots = self.selection(names);
-        for name in self.index.with_dependencies(&roots) {
+        for name in self.start_set(names) {
             let idle = self
                 .services
                 .get(&name)
@@ -49,7 +48,8 @@ impl Orchestrator {
         runtime.generation += 1;
         let generation = runtime.generation;
         let global_timeout = self.config.kepler.timeout;
-        for (dependency, edge) in self.index.dependencies(name) {
+        let service = runtime.service.clone();
+        for (dependency, edge) in self.index.dependencies(&service) {
             let Some(timeout) = edge.timeout.or(global_timeout) else {
                 continue;
             };
@@ -71,15 +71,13 @@ impl Orchestrator {
     /// Re-checks a waiting service's dependencies: spawn it when all hold,
     /// fail it when one never can.
     pub(super) fn evaluate_waiting(&mut self, name: &str) {
-        if !self.services.get(name).is_some_and(|s| s.waiting) {
+        let Some(runtime) = self.services.get(name).filter(|s| s.waiting) else {
             return;
-        }
+        };
+        let service = runtime.service.clone();
         let mut pending = Vec::new();
-        for (dependency, edge) in self.index.dependencies(name) {
-            let Some(dep) = self.services.get(dependency) else {
-                continue;
-            };
-            match deps::check(dependency, dep, edge) {
+        for (dependency, edge) in self.index.dependencies(&service) {
+            match self.readiness(dependency, edge) {
                 Readiness::Satisfied => {}
                 Readiness::Pending => pending.push(format!(
                     "waiting for `{dependency}` to be {}",
@@ -101,6 +99,16 @@ impl Orchestrator {
         }
     }
 
+    /// Where the edge to `dependency` stands, over all of its instances.
+    fn readiness(&self, dependency: &str, edge: &DependencyEdge) -> Readiness {
+        let instances = self
+            .index
+            .instances(dependency)
+            .iter()
+            .filter_map(|i| self.services.get(i).map(|s| (i.as_str(), s)));
+        deps::check_instances(dependency, instances, edge)
+    }
+
     pub(super) fn on_dependency_timeout(&mut self, name: &str, generation: u64, dependency: &str) {
         let Some(runtime) = self.services.get(name) else {
             return;
@@ -110,17 +118,12 @@ impl Orchestrator {
         }
         let edge = self
             .index
-            .dependencies(name)
+            .dependencies(&runtime.service)
             .iter()
             .find(|(d, _)| d == dependency)
             .map(|(_, e)| e.clone());
         let Some(edge) = edge else { return };
-        if matches!(
-            self.services
-                .get(dependency)
-                .map(|d| deps::check(dependency, d, &edge)),
-            Some(Readiness::Satisfied)
-        ) {
+        if self.readiness(dependency, &edge) == Readiness::Satisfied {
             return;
         }
         let waited = edge.timeout.or(self.config.kepler.timeout);
@@ -164,7 +167,8 @@ impl Orchestrator {
             Err(reason) => return self.fail(name, reason),
         };
         let runs_init = !self.services[name].init_done
-            && self.config.services[name]
+            && self
+                .settings(name)
                 .hooks
                 .contains_key(&ServiceHookKind::OnInit);
         if hooks.is_empty() {
@@ -241,7 +245,11 @@ impl Orchestrator {
         runtime.start_ticks = None;
         runtime.started_at = Some(Instant::now());
         runtime.was_healthy = false;
-        runtime.health_failures = self.config.services[name].healthcheck.as_ref().map(|_| 0);
+        runtime.health_failures = self
+            .config
+            .template(name)
+            .and_then(|s| s.healthcheck.as_ref())
+            .map(|_| 0);
         let generation = runtime.generation;
 
         self.pump_output(name, spawned.stdout, spawned.stderr);
@@ -271,7 +279,7 @@ impl Orchestrator {
     /// Nothing in such a config may run as root: membership of the `kepler`
     /// group must never be a way to become root.
     pub(super) fn service_user(&mut self, name: &str) -> Result<Option<ResolvedUser>, String> {
-        let service = &self.config.services[name];
+        let service = self.settings(name);
         let spec = match (&service.user, self.owner_uid) {
             (Some(user), _) => Some(user.to_string()),
             (None, 0) => None,
@@ -342,13 +350,14 @@ impl Orchestrator {
     /// directory, user and limits.
     fn process_spec(&mut self, name: &str, limits: &LimitPlan) -> Result<ProcessSpec, String> {
         let user = self.service_user(name)?;
-        let service = &self.config.services[name];
+        let service = self.settings(name);
         let mut env = service.environment.clone();
         if let Some(resolved) = &user {
             for (key, value) in identity_env(resolved) {
                 env.entry(key).or_insert(value);
             }
         }
+        env.extend(self.replica_env(name));
         Ok(ProcessSpec {
             argv: service.command.clone(),
             env,

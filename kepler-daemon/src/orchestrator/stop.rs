@@ -3,6 +3,7 @@
 //! its whole process group or cgroup.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kepler_protocol::ServiceStatus;
@@ -42,18 +43,20 @@ impl Orchestrator {
     /// `restart: true` on it, go down and come back up. Returns that set.
     pub fn restart(&mut self, names: &[String]) -> Vec<String> {
         let mut selected = self.selection(names);
+        // Instances `kepler scale` is taking down stay down.
+        selected.retain(|n| self.services.get(n).is_some_and(|s| !s.retiring));
         let mut seen: HashSet<String> = selected.iter().cloned().collect();
+        // Propagation goes service to service: an instance restarting takes
+        // down every instance of the dependents that asked for it.
+        let mut propagated: HashSet<Arc<str>> = HashSet::new();
         let mut i = 0;
         while i < selected.len() {
-            let name = selected[i].clone();
-            for dependent in self.index.dependents(&name).to_vec() {
-                let propagates = self
-                    .index
-                    .dependencies(&dependent)
-                    .iter()
-                    .any(|(dep, edge)| dep == &name && edge.restart);
-                if propagates && seen.insert(dependent.clone()) {
-                    selected.push(dependent);
+            let service = self.services[&selected[i]].service.clone();
+            if propagated.insert(service) {
+                for dependent in self.restart_dependents(&selected[i]) {
+                    if seen.insert(dependent.clone()) {
+                        selected.push(dependent);
+                    }
                 }
             }
             i += 1;
@@ -85,15 +88,20 @@ impl Orchestrator {
             return;
         };
         if let Some(order) = &mut runtime.stop {
-            // Already stopping; a user stop overrides a restart.
-            if intent == StopIntent::User {
-                order.intent = StopIntent::User;
-                runtime.desired = false;
+            // Already stopping; a user stop overrides a restart, and a
+            // scale-down overrides both (the instance is going away).
+            match (order.intent, intent) {
+                (StopIntent::ScaleDown, _) => {}
+                (_, StopIntent::User | StopIntent::ScaleDown) => {
+                    order.intent = intent;
+                    runtime.desired = false;
+                }
+                _ => {}
             }
             return;
         }
         match intent {
-            StopIntent::User => runtime.desired = false,
+            StopIntent::User | StopIntent::ScaleDown => runtime.desired = false,
             StopIntent::Restart => runtime.desired = true,
             // What was wanted stays wanted, for the next daemon to resume.
             StopIntent::Shutdown => {}
@@ -122,7 +130,7 @@ impl Orchestrator {
 
     /// Sends the stop signal once every dependent being stopped is down.
     pub(super) fn try_begin_stop(&mut self, name: &str) {
-        let blocked = self.index.dependents(name).iter().any(|d| {
+        let blocked = self.dependent_instances(name).iter().any(|d| {
             self.services
                 .get(d)
                 .is_some_and(|s| s.stop.is_some() && s.pid.is_some())
@@ -137,7 +145,10 @@ impl Orchestrator {
             return;
         }
         order.begun = true;
-        let service = &self.config.services[name];
+        let service = self
+            .config
+            .template(name)
+            .expect("every instance belongs to a service of the config");
         let signal = match order.signal {
             Some(number) => Signal::try_from(number).unwrap_or(Signal::SIGTERM),
             None => service.stop_signal.signal(),
@@ -217,6 +228,11 @@ impl Orchestrator {
                 self.stop_watch(name);
                 self.fire_hook(name, ServiceHookKind::PostStop);
             }
+            // A removed instance's logs stay readable: no retention here.
+            StopIntent::ScaleDown => {
+                self.stop_watch(name);
+                self.fire_hook(name, ServiceHookKind::PostStop);
+            }
             StopIntent::Restart => {
                 self.apply_retention(name, RetentionPoint::Restart);
                 if let Some(runtime) = self.services.get_mut(name) {
@@ -238,10 +254,29 @@ impl Orchestrator {
             }
             StopIntent::Shutdown => {}
         }
-        for (dependency, _) in self.index.dependencies(name).to_vec() {
-            self.try_begin_stop(&dependency);
+        // Dependencies waiting for this service's instances to be down may
+        // go once none of them is still stopping.
+        let service = self.services[name].service.clone();
+        let still_stopping = self.index.instances(&service).iter().any(|i| {
+            self.services
+                .get(i)
+                .is_some_and(|s| s.stop.is_some() && s.pid.is_some())
+        });
+        if !still_stopping {
+            let dependencies: Vec<String> = self
+                .index
+                .dependencies(&service)
+                .iter()
+                .map(|(d, _)| d.clone())
+                .collect();
+            for dependency in self.all_instances(&dependencies) {
+                self.try_begin_stop(&dependency);
+            }
         }
         self.settle_stop_waiters(&[name.to_string()]);
+        if order.intent == StopIntent::ScaleDown {
+            self.forget_retired(&service);
+        }
     }
 
     /// A restart's post_stop hook is done: start the service again, unless
@@ -258,13 +293,14 @@ impl Orchestrator {
     }
 
     /// Resolves stop waiters whose services are all down.
-    fn settle_stop_waiters(&mut self, changed: &[String]) {
+    pub(super) fn settle_stop_waiters(&mut self, changed: &[String]) {
         if self.stop_waiters.is_empty() {
             return;
         }
+        // A name no longer known was an instance removed by `kepler scale`.
         let down: Vec<&String> = changed
             .iter()
-            .filter(|n| self.services.get(*n).is_some_and(|s| s.stop.is_none()))
+            .filter(|n| self.services.get(*n).is_none_or(|s| s.stop.is_none()))
             .collect();
         for waiter in &mut self.stop_waiters {
             for name in &down {

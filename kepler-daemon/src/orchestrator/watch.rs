@@ -14,7 +14,11 @@ const NAMED_PATHS: usize = 3;
 impl Orchestrator {
     /// Watches a service that was just spawned, unless it already is.
     pub(super) fn ensure_watch(&mut self, name: &str) {
-        if self.watches.contains_key(name) || self.config.services[name].restart.watch.is_empty() {
+        let watched = self
+            .config
+            .template(name)
+            .is_some_and(|s| !s.restart.watch.is_empty());
+        if self.watches.contains_key(name) || !watched {
             return;
         }
         let identity = match self.service_user(name) {
@@ -38,7 +42,9 @@ impl Orchestrator {
             .and_then(|configs| configs.parent())
             .map(written_by_kepler)
             .unwrap_or_default();
-        let service = &self.config.services[name];
+        let Some(service) = self.config.template(name) else {
+            return;
+        };
         let spec = WatchSpec {
             service: name.to_string(),
             root: service.working_dir.clone(),
@@ -95,7 +101,9 @@ impl Orchestrator {
         let Some(runtime) = self.services.get(&name) else {
             return;
         };
-        let root = &self.config.services[&name].working_dir;
+        let Some(root) = self.config.template(&name).map(|s| &s.working_dir) else {
+            return;
+        };
         let mut named: Vec<String> = event
             .paths
             .iter()

@@ -79,6 +79,12 @@ pub fn raise_fd_limit() -> io::Result<RaisedFdLimit> {
     })
 }
 
+/// The `(soft, hard)` NOFILE limits the daemon started with, if
+/// [`raise_fd_limit`] ran.
+pub fn original_nofile() -> Option<(u64, u64)> {
+    ORIGINAL_NOFILE.get().copied()
+}
+
 /// The soft NOFILE limit the daemon started with, if [`raise_fd_limit`] ran.
 pub fn original_fd_limit() -> Option<u64> {
     ORIGINAL_NOFILE.get().map(|&(soft, _)| soft)

@@ -71,6 +71,11 @@ pub fn export(
             if let Some(attempts) = service.restart.max_attempts {
                 spec.insert("backoffLimit".into(), json!(attempts));
             }
+            if let Some(count) = service.replicas {
+                // Every instance runs to completion, all at once.
+                spec.insert("completions".into(), json!(count));
+                spec.insert("parallelism".into(), json!(count));
+            }
             json!({
                 "apiVersion": "batch/v1",
                 "kind": "Job",
@@ -142,12 +147,20 @@ fn pod_spec(
         "workingDir".into(),
         json!(service.working_dir.display().to_string()),
     );
-    if !service.environment.is_empty() {
-        let env: Vec<Value> = service
-            .environment
-            .iter()
-            .map(|(k, v)| json!({ "name": k, "value": v }))
-            .collect();
+    let mut env: Vec<Value> = service
+        .environment
+        .iter()
+        .map(|(k, v)| json!({ "name": k, "value": v }))
+        .collect();
+    if let Some(count) = service.replicas {
+        // Pods of a Deployment are interchangeable: they have no number.
+        env.push(json!({ "name": "KEPLER_REPLICAS", "value": count.to_string() }));
+        notes.lost(
+            name,
+            format!("replicas {count}: pods are interchangeable, so KEPLER_REPLICA is not set (a StatefulSet's pod index could give one)"),
+        );
+    }
+    if !env.is_empty() {
         container.insert("env".into(), Value::Array(env));
     }
     let mut security = Map::new();

@@ -52,11 +52,22 @@ pub fn load_view(config: &Path) -> Result<ConfigView> {
     Ok(view)
 }
 
-/// How many copies of a service the target should run. Kepler has no
-/// `replicas:` yet (issue #18), so this is 1; once it exists, this returns
-/// the service's value and every exporter follows.
-pub fn replicas(_service: &ServiceView) -> u32 {
-    1
+/// How many copies of a service the target should run: its `replicas:`,
+/// else 1.
+pub fn replicas(service: &ServiceView) -> u32 {
+    service.replicas.unwrap_or(1)
+}
+
+/// The instances of a service as Kepler names them, with their numbers:
+/// `[(web, None)]` for a plain service, `[(web.1, Some(1)), …]` with
+/// `replicas:`.
+pub fn instances(name: &str, service: &ServiceView) -> Vec<(String, Option<u32>)> {
+    match service.replicas {
+        None => vec![(name.to_owned(), None)],
+        Some(count) => (1..=count)
+            .map(|i| (format!("{name}.{i}"), Some(i)))
+            .collect(),
+    }
 }
 
 /// A name for the stack: `--name`, else the config directory's name, made

@@ -2,12 +2,16 @@
 //! (`{"Job": {...}}`, the body of `PUT /v1/jobs`), one task group with a
 //! task per service on the `raw_exec` driver, which runs native processes
 //! as Kepler does. Durations are nanoseconds, as the API counts them.
+//!
+//! A service with `replicas:` becomes one task per instance (`web.1`,
+//! `web.2`, … with `KEPLER_REPLICA` set), not a group `Count`: every task
+//! stays in the one group, so prestart ordering still holds for them.
 
 use serde_json::{json, Map, Value};
 
 use kepler_protocol::config_view::{ConfigView, ProbeView, ServiceView};
 
-use super::{is_loopback, program_path, replicas, split_host_port, split_http_url, Notes};
+use super::{instances, is_loopback, program_path, split_host_port, split_http_url, Notes};
 
 const NS_PER_MS: u64 = 1_000_000;
 
@@ -36,24 +40,30 @@ pub fn export(view: &ConfigView, stack: &str) -> (Value, Notes) {
     let mut tasks = Vec::new();
     for (name, service) in &view.services {
         let is_prestart = prestart.contains(&name.as_str());
-        tasks.push(task(
-            name,
-            service,
-            is_prestart,
-            provider,
-            &mut ports,
-            &mut notes,
-        ));
+        let template = task(name, service, is_prestart, provider, &mut ports, &mut notes);
+        let kind = if is_prestart {
+            ", prestart: the group's other tasks start after it completes"
+        } else {
+            ""
+        };
+        let Some(count) = service.replicas else {
+            tasks.push(template);
+            notes.entry(name, format!("task `{name}` (raw_exec{kind})"));
+            continue;
+        };
+        for (instance, replica) in instances(name, service) {
+            tasks.push(replica_task(&template, &instance, replica, count));
+        }
         notes.entry(
             name,
-            format!(
-                "task `{name}` (raw_exec{})",
-                if is_prestart {
-                    ", prestart: the group's other tasks start after it completes"
-                } else {
-                    ""
-                }
-            ),
+            match count {
+                0 => "no task: replicas: 0".to_owned(),
+                1 => format!("task `{name}.1` (raw_exec{kind}, KEPLER_REPLICA set)"),
+                n => format!(
+                    "tasks `{name}.1` … `{name}.{n}` (raw_exec{kind}, one per instance with \
+                     KEPLER_REPLICA set; change the count in the config and export again)"
+                ),
+            },
         );
     }
     if !view.global_hooks.is_empty() {
@@ -83,10 +93,9 @@ pub fn export(view: &ConfigView, stack: &str) -> (Value, Notes) {
     } else {
         json!({ "Attempts": 0, "Unlimited": false })
     };
-    let count = view.services.values().map(replicas).max().unwrap_or(1);
     let mut group = Map::new();
     group.insert("Name".into(), json!(stack));
-    group.insert("Count".into(), json!(count));
+    group.insert("Count".into(), json!(1));
     if !ports.is_empty() {
         group.insert("Networks".into(), json!([{ "ReservedPorts": ports }]));
     }
@@ -103,6 +112,28 @@ pub fn export(view: &ConfigView, stack: &str) -> (Value, Notes) {
         }
     });
     (job, notes)
+}
+
+/// One instance's task: the service's task renamed, with its number in the
+/// environment and its own name in the service catalogue.
+fn replica_task(template: &Value, instance: &str, replica: Option<u32>, count: u32) -> Value {
+    let mut task = template.clone();
+    task["Name"] = json!(instance);
+    let mut env = task["Env"].as_object().cloned().unwrap_or_default();
+    if let Some(replica) = replica {
+        env.insert("KEPLER_REPLICA".into(), json!(replica.to_string()));
+    }
+    env.insert("KEPLER_REPLICAS".into(), json!(count.to_string()));
+    task["Env"] = Value::Object(env);
+    let catalogue_name = instance.replace('.', "-");
+    let services = task.get_mut("Services").and_then(Value::as_array_mut);
+    for service in services.into_iter().flatten() {
+        service["Name"] = json!(catalogue_name);
+        for check in service["Checks"].as_array_mut().into_iter().flatten() {
+            check["Name"] = json!(format!("{catalogue_name}-health"));
+        }
+    }
+    task
 }
 
 fn task(
@@ -201,8 +232,11 @@ fn task(
         service_json.insert("Name".into(), json!(name));
         service_json.insert("Provider".into(), json!(provider));
         let mut port = |host: &str, number: u16, notes: &mut Notes| {
+            // Instances of one service probe the same address: one port.
             let label = format!("{name}-health");
-            ports.push(json!({ "Label": label, "Value": number }));
+            if !ports.iter().any(|p| p["Label"] == label) {
+                ports.push(json!({ "Label": label, "Value": number }));
+            }
             if !is_loopback(host) {
                 notes.lost(
                     name,

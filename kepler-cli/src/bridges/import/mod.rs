@@ -1,8 +1,8 @@
 //! `kepler import`: a kepler.yaml from the process files people already
 //! have. One module per source format reads its file into [`Draft`]s (one
-//! per process, program, app or service); [`assemble`] names them, makes
-//! numbered copies ([`replicas`]) and wires their dependencies, the same way
-//! for every format. Everything is recorded in a [`Report`].
+//! per process, program, app or service); [`assemble`] names them, turns
+//! copies into `replicas:` ([`replicas`]) and wires their dependencies, the
+//! same way for every format. Everything is recorded in a [`Report`].
 
 mod compose;
 mod convert;
@@ -55,9 +55,11 @@ pub struct Draft {
     /// How the report names it: `program:web`, `app api`.
     pub what: String,
     pub at: Loc,
-    /// One service per copy; see [`replicas`].
-    pub instances: Vec<Service>,
-    /// Why the entry was not imported; then `instances` is empty.
+    /// The service every copy runs; `None` when the entry was skipped.
+    pub service: Option<Service>,
+    /// How many copies the source runs; see [`replicas`].
+    pub replicas: u32,
+    /// Why the entry was not imported; then `service` is `None`.
     pub skipped: Option<String>,
     pub deps: Vec<PendingEdge>,
 }
@@ -68,7 +70,8 @@ impl Draft {
             name: name.to_owned(),
             what,
             at,
-            instances: Vec::new(),
+            service: None,
+            replicas: 1,
             skipped: None,
             deps: Vec::new(),
         }
@@ -193,7 +196,7 @@ pub fn detect(source: &Path, text: &str) -> Result<Format> {
     )
 }
 
-/// Names every draft's services, makes the numbered copies and resolves
+/// Names every draft's service, gives copies `replicas:` and resolves
 /// dependencies; each entry's fate goes into the report.
 fn assemble(drafts: Vec<Draft>, report: &mut Report) -> IndexMap<String, Service> {
     let mut services: IndexMap<String, Service> = IndexMap::new();
@@ -201,22 +204,23 @@ fn assemble(drafts: Vec<Draft>, report: &mut Report) -> IndexMap<String, Service
     let mut skipped: HashMap<String, ()> = HashMap::new();
     let mut pending: Vec<(String, Vec<String>, Vec<PendingEdge>)> = Vec::new();
     for draft in drafts {
-        if let Some(why) = &draft.skipped {
-            report.entry(
-                draft.at.clone(),
-                &draft.what,
-                format!("not imported: {why}"),
-            );
-            skipped.insert(draft.name.clone(), ());
-            continue;
-        }
-        let wanted = convert::service_name(&draft.name);
-        let count = draft.instances.len();
-        let taken = |base: &str| {
-            replicas::replica_services(base, vec![Service::default(); count])
-                .iter()
-                .any(|(name, _)| services.contains_key(name))
+        let service = match (&draft.skipped, draft.service) {
+            (None, Some(service)) => service,
+            (why, _) => {
+                let why = why.as_deref().unwrap_or("it runs nothing");
+                report.entry(
+                    draft.at.clone(),
+                    &draft.what,
+                    format!("not imported: {why}"),
+                );
+                skipped.insert(draft.name.clone(), ());
+                continue;
+            }
         };
+        let service = replicas::replicated(service, draft.replicas, &draft.what, &draft.at, report);
+        let replicated = service.replicas.is_some();
+        let wanted = convert::service_name(&draft.name);
+        let taken = |name: &str| name_taken(&services, name, replicated);
         let mut base = wanted.clone();
         let mut n = 2;
         while taken(&base) {
@@ -232,24 +236,21 @@ fn assemble(drafts: Vec<Draft>, report: &mut Report) -> IndexMap<String, Service
                 ),
             );
         }
-        let created = replicas::replica_services(&base, draft.instances);
-        let created_names: Vec<String> = created.iter().map(|(n, _)| n.clone()).collect();
-        let became = if count == 1 {
-            format!("service `{base}`")
-        } else {
-            format!(
-                "{count} numbered services {} (Kepler has no replicas yet)",
-                created_names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+        let became = match service.replicas {
+            None => format!("service `{base}`"),
+            Some(0) => format!("service `{base}` with replicas: 0 (defined, not run)"),
+            Some(1) => format!("service `{base}` with replicas: 1 (instance `{base}.1`)"),
+            Some(2) => {
+                format!("service `{base}` with replicas: 2 (instances `{base}.1`, `{base}.2`)")
+            }
+            Some(count) => format!(
+                "service `{base}` with replicas: {count} (instances `{base}.1` … `{base}.{count}`)"
+            ),
         };
         report.entry(draft.at.clone(), &draft.what, became);
-        services.extend(created);
-        names.insert(draft.name.clone(), created_names.clone());
-        pending.push((draft.what, created_names, draft.deps));
+        services.insert(base.clone(), service);
+        names.insert(draft.name.clone(), vec![base.clone()]);
+        pending.push((draft.what, vec![base], draft.deps));
     }
     for (what, dependents, edges) in pending {
         for PendingEdge { target, edge, at } in edges {
@@ -288,6 +289,24 @@ fn assemble(drafts: Vec<Draft>, report: &mut Report) -> IndexMap<String, Service
         }
     }
     services
+}
+
+/// Whether `name` cannot be used: a service has it, or it would share a
+/// name with an instance (`web.2` beside a replicated `web`, or a
+/// replicated `web` beside a service `web.2`).
+fn name_taken(services: &IndexMap<String, Service>, name: &str, replicated: bool) -> bool {
+    let numbered = |name: &str| {
+        name.rsplit_once('.')
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(base, _)| base.to_owned())
+    };
+    services.contains_key(name)
+        || numbered(name)
+            .is_some_and(|base| services.get(&base).is_some_and(|s| s.replicas.is_some()))
+        || (replicated
+            && services
+                .keys()
+                .any(|other| numbered(other).as_deref() == Some(name)))
 }
 
 /// Reports every key of `map` that the format's reader does not handle:

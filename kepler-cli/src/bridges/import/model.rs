@@ -21,6 +21,9 @@ pub struct Global {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Service {
     pub command: Vec<String>,
+    /// Copies of the service (`numprocs`, `instances`, `replicas`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     #[serde(skip_serializing_if = "DependsOn::is_empty")]
@@ -178,7 +181,25 @@ pub struct LogStore {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Limits {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_fds: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none()
+            && self.swap.is_none()
+            && self.cpus.is_none()
+            && self.pids.is_none()
+            && self.max_fds.is_none()
+    }
 }
 
 /// The config as YAML, under a comment naming its source.

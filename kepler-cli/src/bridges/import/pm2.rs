@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::convert::{self, Paths};
 use super::model::{Restart, RestartDetails, Service};
+use super::replicas::{replica_number_from, with_replica_vars};
 use super::tree::{self, Value};
 use super::{check_keys, read_text, Draft, Format, Loc, Reading, Report};
 
@@ -252,30 +253,27 @@ fn app_draft(
         );
     }
     let count = instances(app, &what, path, report).map_err(|m| err(app, m))?;
-    let instance_var = text("instance_var").unwrap_or("NODE_APP_INSTANCE");
-    let increment = text("increment_var").map(|var| {
-        let base = service
-            .environment
-            .iter()
-            .find_map(|e| e.strip_prefix(&format!("{var}=")))
-            .and_then(|v| v.parse::<i64>().ok());
-        (var.to_owned(), base)
-    });
-    for copy in 0..count {
-        let mut instance = service.clone();
-        if count > 1 {
-            instance.environment.push(format!("{instance_var}={copy}"));
-            if let Some((var, Some(base))) = &increment {
-                instance
-                    .environment
-                    .retain(|e| !e.starts_with(&format!("{var}=")));
-                instance
-                    .environment
-                    .push(format!("{var}={}", base + i64::from(copy)));
+    if count > 1 {
+        // pm2 numbers instances from 0 in NODE_APP_INSTANCE (or
+        // `instance_var`), and adds that number to `increment_var`'s value.
+        let instance_var = text("instance_var").unwrap_or("NODE_APP_INSTANCE");
+        let mut vars = vec![(instance_var.to_owned(), replica_number_from(0))];
+        if let Some(var) = text("increment_var") {
+            let prefix = format!("{var}=");
+            let base = service
+                .environment
+                .iter()
+                .find_map(|e| e.strip_prefix(&prefix))
+                .and_then(|v| v.parse::<i64>().ok());
+            if let Some(base) = base {
+                service.environment.retain(|e| !e.starts_with(&prefix));
+                vars.push((var.to_owned(), replica_number_from(base)));
             }
         }
-        draft.instances.push(instance);
+        service.command = with_replica_vars(std::mem::take(&mut service.command), &vars);
     }
+    draft.service = Some(service);
+    draft.replicas = count;
     // `env_*` keys were reported above with their environment's name.
     let mut mapped = APP_MAPPED.to_vec();
     mapped.extend(
@@ -453,7 +451,7 @@ fn instances(app: &Value, what: &str, path: &Path, report: &mut Report) -> Resul
     if matches!(text, "max" | "0") || text.starts_with('-') {
         report.note(
             Some(Loc::new(path, value.line)),
-            format!("{what} instances `{text}` depends on the CPU count; this machine has {cpus}, so {count} services were written"),
+            format!("{what} instances `{text}` depends on the CPU count; this machine has {cpus}, so it has replicas: {count}"),
         );
     }
     Ok(u32::try_from(count.max(1)).unwrap_or(1))

@@ -1,5 +1,5 @@
 //! process-compose.yaml: each entry of `processes` becomes a service (or
-//! numbered services with `replicas`), with its dependencies, probes,
+//! `replicas`), with its dependencies, probes,
 //! restart and shutdown settings.
 
 use std::path::Path;
@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::convert::{self, Paths};
 use super::model::{Edge, Healthcheck, Hook, Restart, RestartDetails, Service};
+use super::replicas::{replica_number_from, with_replica_vars};
 use super::tree::{self, Value};
 use super::{check_keys, read_text, Draft, Format, Loc, PendingEdge, Reading, Report};
 
@@ -326,19 +327,19 @@ fn process(
             .ok_or_else(|| err_at(value, "replicas is a whole number of at least 1".into()))?,
         None => 1,
     };
-    for index in 0..replicas {
-        let mut copy = service.clone();
-        if replicas > 1 {
-            copy.environment.push(format!("PC_REPLICA_NUM={index}"));
-        }
-        draft.instances.push(copy);
-    }
     if replicas > 1 {
+        // process-compose numbers copies from 0 in PC_REPLICA_NUM.
+        service.command = with_replica_vars(
+            std::mem::take(&mut service.command),
+            &[("PC_REPLICA_NUM".to_owned(), replica_number_from(0))],
+        );
         report.note(
             Some(at),
-            format!("{what} replicas = {replicas}: each copy is its own service with PC_REPLICA_NUM set as process-compose sets it"),
+            format!("{what} replicas = {replicas}: each instance gets PC_REPLICA_NUM (from 0, as process-compose counts) from KEPLER_REPLICA"),
         );
     }
+    draft.service = Some(service);
+    draft.replicas = replicas;
     check_keys(
         node,
         path,

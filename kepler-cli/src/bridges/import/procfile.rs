@@ -71,7 +71,7 @@ pub fn read(path: &Path, paths: &Paths, report: &mut Report) -> Result<Reading> 
             }
         }
         let mut draft = Draft::new(name, format!("process `{name}`"), at);
-        draft.instances.push(service);
+        draft.service = Some(service);
         drafts.push(draft);
         index += 1;
     }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::config_access::loaded_config;
 use super::RequestContext;
+use crate::config::values::{instance_name, MAX_REPLICAS};
 use crate::config::BakedConfig;
 use crate::config_actor::{ActorError, ConfigHandle};
 use crate::logs::{self, FilterError, FollowEvent, LineFilter, LogCursorId, LogStore, PageLimit};
@@ -49,15 +50,61 @@ fn mark_origins(batch: &mut kepler_protocol::LogBatch, config: &BakedConfig) {
     batch.mark_replicas(|service| config.replica_of(service));
 }
 
-/// Unknown service names are an error listing the config's services.
-async fn check_services(handle: &ConfigHandle, services: &[String]) -> Result<(), ActorError> {
+/// The log names `services` stand for (all when empty). A service with
+/// `replicas:` stands for every instance it has, and every instance whose
+/// logs remain after a scale-down (and its own name, for logs from before
+/// it had replicas); an instance (`web.2`) stands for itself, running or
+/// not, as long as it is running or its logs remain. Unknown names are an
+/// error listing the config's services.
+async fn log_names(
+    handle: &ConfigHandle,
+    services: Vec<String>,
+) -> Result<Vec<String>, ActorError> {
     if services.is_empty() {
-        return Ok(());
+        return Ok(services);
     }
-    let known: Vec<String> = handle.ps().await?.into_iter().map(|s| s.name).collect();
-    let unknown: Vec<&String> = services.iter().filter(|s| !known.contains(s)).collect();
+    let config = handle.config();
+    let running: Vec<String> = handle.ps().await?.into_iter().map(|s| s.name).collect();
+    let stored: Vec<String> = if config.services.values().any(|s| s.replicas.is_some()) {
+        let store = handle.logs().clone();
+        tokio::task::spawn_blocking(move || logs::log_files(store.dir()))
+            .await
+            .map_err(failed)?
+            .map_err(failed)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let instance_of = |name: &str| {
+        config
+            .instance_of(name)
+            .map(|(service, _)| service.to_owned())
+    };
+    let mut names = Vec::new();
+    let mut unknown = Vec::new();
+    for name in services {
+        match config.services.get(&name) {
+            Some(service) if service.replicas.is_some() => {
+                let mut instances: Vec<&String> = running
+                    .iter()
+                    .chain(&stored)
+                    .filter(|n| *n != &name && instance_of(n).as_deref() == Some(name.as_str()))
+                    .collect();
+                instances.sort();
+                instances.dedup();
+                names.extend(instances.into_iter().cloned());
+                names.push(name);
+            }
+            Some(_) => names.push(name),
+            None if running.contains(&name) => names.push(name),
+            None if instance_of(&name).is_some() && stored.contains(&name) => names.push(name),
+            None => unknown.push(name),
+        }
+    }
     if unknown.is_empty() {
-        return Ok(());
+        return Ok(names);
     }
     Err(ActorError::new(
         ErrorKind::NotFound,
@@ -69,7 +116,12 @@ async fn check_services(handle: &ConfigHandle, services: &[String]) -> Result<()
                 .collect::<Vec<_>>()
                 .join(", "),
             handle.path().display(),
-            known.join(", ")
+            config
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     ))
 }
@@ -98,9 +150,10 @@ pub async fn handle(
     let Some(handle) = loaded_config(ctx, &config).await? else {
         return Ok(Response::NotLoaded { path: config.path });
     };
-    check_services(&handle, &services).await?;
+    let services = log_names(&handle, services).await?;
     let store = handle.logs().clone();
     if follow {
+        let services = with_future_instances(&handle.config(), services);
         return follow_logs(ctx, &handle, services, range, include_hooks, filter).await;
     }
     // A short tail is answered at once (the common `--tail 100` needs no
@@ -189,6 +242,31 @@ async fn next_page(handle: &ConfigHandle, id: LogCursorId) -> Result<Response, A
         lines: page.lines,
         cursor: page.more.then_some(id.0),
     })
+}
+
+/// A follow of a replicated service also follows the instances a later
+/// `kepler scale` adds: every name it could give one.
+fn with_future_instances(config: &BakedConfig, mut names: Vec<String>) -> Vec<String> {
+    let replicated: Vec<String> = names
+        .iter()
+        .filter(|n| {
+            config
+                .services
+                .get(*n)
+                .is_some_and(|s| s.replicas.is_some())
+        })
+        .cloned()
+        .collect();
+    let mut known: std::collections::HashSet<String> = names.iter().cloned().collect();
+    for service in replicated {
+        for replica in 1..=MAX_REPLICAS {
+            let name = instance_name(&service, replica);
+            if known.insert(name.clone()) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// A follow of a search: the stored lines it keeps, then the live ones.

@@ -8,6 +8,7 @@ mod prune;
 mod ps;
 mod recreate;
 mod run;
+mod scale;
 mod shutdown;
 mod start;
 mod stop;
@@ -149,6 +150,13 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             mode,
             options,
         } => run::handle(&ctx, config, sys_env, services, mode, options)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Scale {
+            config,
+            services,
+            timeout_ms,
+        } => scale::handle(&ctx, config, services, timeout_ms)
             .await
             .unwrap_or_else(error_response),
     };

@@ -341,9 +341,8 @@ pub fn replicas(node: &Value, what: &str, path: &Path, report: &mut Report) -> R
             deploy,
             path,
             &format!("{what} deploy"),
-            &["replicas"],
+            &["replicas", "resources"],
             &[
-                ("resources", "Kepler's limits are per process (limits.memory caps address space); set them by hand"),
                 ("restart_policy", "use the service's `restart`"),
                 ("placement", "Kepler runs everything on this machine"),
                 ("update_config", "Kepler has no rolling updates"),
@@ -356,12 +355,5 @@ pub fn replicas(node: &Value, what: &str, path: &Path, report: &mut Report) -> R
             report,
         );
     }
-    let count = count.unwrap_or(1);
-    if count == 0 {
-        report.note(
-            Some(Loc::new(path, node.line)),
-            format!("{what} asks for 0 replicas; one service was written"),
-        );
-    }
-    Ok(count.max(1))
+    Ok(count.unwrap_or(1))
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 
 mod fields;
+mod resources;
 
 use super::convert::{self, Paths};
 use super::model::{Hook, Limits, Service};
@@ -34,6 +35,12 @@ const SERVICE_MAPPED: &[&str] = &[
     "deploy",
     "scale",
     "ulimits",
+    "mem_limit",
+    "memswap_limit",
+    "cpus",
+    "cpu_quota",
+    "cpu_period",
+    "pids_limit",
     "post_start",
     "pre_stop",
 ];
@@ -113,18 +120,12 @@ const SERVICE_LEFT_OUT: &[(&str, &str)] = &[
         "profiles",
         "Kepler has no profiles; `kepler start NAME...` starts a subset",
     ),
-    (
-        "mem_limit",
-        "Kepler's limits.memory caps address space, not resident memory; set it by hand if wanted",
-    ),
-    ("memswap_limit", CONTAINER),
     ("mem_reservation", CONTAINER),
-    ("cpus", "Kepler has no CPU share limit"),
-    ("cpu_shares", "Kepler has no CPU share limit"),
-    ("cpu_quota", "Kepler has no CPU share limit"),
-    ("cpu_period", "Kepler has no CPU share limit"),
+    (
+        "cpu_shares",
+        "Kepler has no relative CPU weight; limits.cpus caps CPU time",
+    ),
     ("cpuset", "Kepler has no CPU pinning"),
-    ("pids_limit", "Kepler has no process-count limit"),
     ("oom_score_adj", CONTAINER),
     ("oom_kill_disable", CONTAINER),
     (
@@ -249,6 +250,8 @@ fn service(
         command: runtime_argv(argv),
         ..Service::default()
     };
+    let mut limits = Limits::default();
+    resources::read(node, &what, path, report, &mut limits).map_err(|m| err(node, m))?;
     if let Some(dir) = node.get("working_dir").and_then(Value::scalar) {
         service.working_dir = Some(dir.to_owned());
         report.note(
@@ -310,9 +313,7 @@ fn service(
                         "ulimits.nofile is a number or {soft, hard}".into(),
                     )
                 })?;
-                service.limits = Some(Limits {
-                    max_fds: Some(soft),
-                });
+                limits.max_fds = Some(soft);
                 if entry.value.get("hard").is_some() {
                     report.note(
                         Some(Loc::new(path, entry.line)),
@@ -323,11 +324,12 @@ fn service(
                 report.drop_key(
                     Loc::new(path, entry.line),
                     format!("{what} ulimits.{}", entry.key),
-                    "Kepler sets only the open-file limit (limits.max_fds), address space (limits.memory) and CPU time (limits.cpu_time)",
+                    "Kepler sets only the open-file limit (limits.max_fds) and CPU time (limits.cpu_time) per process",
                 );
             }
         }
     }
+    service.limits = (!limits.is_empty()).then_some(limits);
     for (key, hook) in [("post_start", "post_start"), ("pre_stop", "pre_stop")] {
         if let Some(hooks) = node.get(key) {
             let first = hooks.items().first().and_then(|h| h.get("command"));
@@ -351,7 +353,8 @@ fn service(
         draft.deps.push(dep);
     }
     let replicas = replicas(node, &what, path, report).map_err(|m| err(node, m))?;
-    draft.instances = vec![service; replicas as usize];
+    draft.service = Some(service);
+    draft.replicas = replicas;
     check_keys(
         node,
         path,

@@ -18,6 +18,11 @@ pub enum EnvStyle {
 
 pub const MARKER: char = '\u{1}';
 
+/// The shell variable `%(process_num)` becomes in the command of a program
+/// with several processes (its value set to [`MARKER`] + this name): the
+/// number is known only when the instance runs.
+pub const PROCESS_NUM: &str = "PROCESS_NUM";
+
 pub fn expand(text: &str, vars: &HashMap<&str, String>, env: EnvStyle) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -61,6 +66,27 @@ pub fn expand(text: &str, vars: &HashMap<&str, String>, env: EnvStyle) -> Result
                 known.join(", ")
             );
         };
+        if let Some(variable) = value.strip_prefix(MARKER) {
+            // A number known only at run time: a shell variable, one per
+            // format (`%(process_num)02d` is PROCESS_NUM_02).
+            let EnvStyle::Marker = env else {
+                bail!(
+                    "`%({name})` varies per process, which Kepler can express only in the command"
+                );
+            };
+            if !flags.bytes().all(|b| b.is_ascii_digit()) || !matches!(conversion, "d" | "i" | "s")
+            {
+                bail!("`%({name}){flags}{conversion}` varies per process in a format Kepler cannot reproduce; use %({name})d");
+            }
+            out.push(MARKER);
+            out.push_str(variable);
+            if !flags.is_empty() {
+                out.push('_');
+                out.push_str(flags);
+            }
+            out.push(MARKER);
+            continue;
+        }
         let value = match conversion {
             "d" | "i" => {
                 let number: i64 = value.parse().map_err(|_| {

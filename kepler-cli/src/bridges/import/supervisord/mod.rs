@@ -1,5 +1,5 @@
-//! supervisord.conf: each `[program:x]` becomes a service (or numbered
-//! services with `numprocs`); `[group:x]` and the daemon's own sections are
+//! supervisord.conf: each `[program:x]` becomes a service (with `replicas:`
+//! for `numprocs`); `[group:x]` and the daemon's own sections are
 //! reported; `[include]` files are read in place.
 
 mod expand;
@@ -12,8 +12,9 @@ use anyhow::{anyhow, Context, Result};
 
 use super::convert::{self, Paths};
 use super::model::{LogStore, Logs, Restart, RestartDetails, Service};
+use super::replicas::replica_number_from;
 use super::{Draft, Format, Reading, Report};
-use expand::{expand, EnvStyle, MARKER};
+use expand::{expand, EnvStyle, MARKER, PROCESS_NUM};
 use ini::{Key, Section};
 
 /// Program keys left out, and why.
@@ -206,65 +207,79 @@ fn program(
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    for copy in 0..numprocs {
-        let vars: HashMap<&str, String> = HashMap::from([
-            ("program_name", name.to_owned()),
-            ("group_name", name.to_owned()),
-            ("process_num", (numprocs_start + copy).to_string()),
-            ("numprocs", numprocs.to_string()),
-            ("here", here.clone()),
-            ("host_node_name", host.clone()),
-        ]);
-        let expand_key = |key: &Key, style: EnvStyle| {
-            expand(&key.value, &vars, style)
-                .with_context(|| format!("{}: {what} {}", key.at, key.name))
-        };
-        let mut service = Service {
-            command: command_argv(&expand_key(command, EnvStyle::Marker)?)
-                .with_context(|| format!("{}: {what} command", command.at))?,
-            ..Service::default()
-        };
-        if let Some(dir) = key_of("directory") {
-            service.working_dir = Some(paths.rebase(&expand_key(dir, EnvStyle::Kepler)?));
-        }
-        if let Some(user) = key_of("user") {
-            service.user = Some(expand_key(user, EnvStyle::Kepler)?);
-        }
-        for env in global_env.iter().chain(key_of("environment")) {
-            let text = expand_key(env, EnvStyle::Kepler)?;
-            service.environment.extend(
-                environment_pairs(&text)
-                    .with_context(|| format!("{}: {what} environment", env.at))?,
-            );
-        }
-        service.restart = Some(restart(section, &what, report, copy == 0)?);
-        if let Some(signal) = key_of("stopsignal") {
-            service.stop_signal = Some(convert::signal_name(&signal.value).ok_or_else(|| {
-                anyhow!(
-                    "{}: {what} stopsignal: `{}` is not a signal",
-                    signal.at,
-                    signal.value
-                )
-            })?);
-        }
-        if let Some(wait) = key_of("stopwaitsecs") {
-            let secs: u64 = wait.value.parse().map_err(|_| {
-                anyhow!(
-                    "{}: {what} stopwaitsecs: `{}` is not a number of seconds",
-                    wait.at,
-                    wait.value
-                )
-            })?;
-            service.stop_grace_period = Some(convert::duration_secs(secs));
-        }
-        service.logs = logs(section, &what, report, copy == 0);
-        draft.instances.push(service);
+    // Every field but the command is the same for all processes: with
+    // %(process_num) it takes the first process's number. In the command,
+    // the number comes from KEPLER_REPLICA when the program is replicated.
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("program_name", name.to_owned()),
+        ("group_name", name.to_owned()),
+        ("process_num", numprocs_start.to_string()),
+        ("numprocs", numprocs.to_string()),
+        ("here", here),
+        ("host_node_name", host),
+    ]);
+    let mut command_vars = vars.clone();
+    if numprocs > 1 {
+        command_vars.insert("process_num", format!("{MARKER}{PROCESS_NUM}"));
     }
+    let expand_key = |key: &Key, style: EnvStyle| {
+        expand(&key.value, &vars, style).with_context(|| format!("{}: {what} {}", key.at, key.name))
+    };
+    let command_text = expand(&command.value, &command_vars, EnvStyle::Marker)
+        .with_context(|| format!("{}: {what} command", command.at))?;
+    let mut service = Service {
+        command: command_argv(&command_text, numprocs_start)
+            .with_context(|| format!("{}: {what} command", command.at))?,
+        ..Service::default()
+    };
+    if let Some(dir) = key_of("directory") {
+        service.working_dir = Some(paths.rebase(&expand_key(dir, EnvStyle::Kepler)?));
+    }
+    if let Some(user) = key_of("user") {
+        service.user = Some(expand_key(user, EnvStyle::Kepler)?);
+    }
+    for env in global_env.iter().chain(key_of("environment")) {
+        let text = expand_key(env, EnvStyle::Kepler)?;
+        service.environment.extend(
+            environment_pairs(&text).with_context(|| format!("{}: {what} environment", env.at))?,
+        );
+    }
+    service.restart = Some(restart(section, &what, report)?);
+    if let Some(signal) = key_of("stopsignal") {
+        service.stop_signal = Some(convert::signal_name(&signal.value).ok_or_else(|| {
+            anyhow!(
+                "{}: {what} stopsignal: `{}` is not a signal",
+                signal.at,
+                signal.value
+            )
+        })?);
+    }
+    if let Some(wait) = key_of("stopwaitsecs") {
+        let secs: u64 = wait.value.parse().map_err(|_| {
+            anyhow!(
+                "{}: {what} stopwaitsecs: `{}` is not a number of seconds",
+                wait.at,
+                wait.value
+            )
+        })?;
+        service.stop_grace_period = Some(convert::duration_secs(secs));
+    }
+    service.logs = logs(section, &what, report);
+    draft.service = Some(service);
+    draft.replicas = numprocs;
     if numprocs > 1 {
         report.note(
             key_of("numprocs").map(|k| k.at.clone()),
-            format!("{what} numprocs = {numprocs}: each process is its own service; %(process_num)d counts from {numprocs_start}"),
+            format!("{what} numprocs = {numprocs}: replicas: {numprocs}; %(process_num)d in the command is the instance's KEPLER_REPLICA counted from {numprocs_start}"),
         );
+        for key in ["directory", "user", "environment"] {
+            if let Some(key) = key_of(key).filter(|k| k.value.contains("%(process_num)")) {
+                report.note(
+                    Some(key.at.clone()),
+                    format!("{what} {}: uses %(process_num), which Kepler cannot vary per instance outside the command; every instance gets the first process's value", key.name),
+                );
+            }
+        }
     }
     notes(section, &what, report);
     for key in &section.keys {
@@ -284,9 +299,8 @@ fn program(
     Ok(draft)
 }
 
-/// `autorestart`, `startretries` and `exitcodes`. Reports only for the
-/// first copy, so numbered copies do not repeat the same lines.
-fn restart(section: &Section, what: &str, report: &mut Report, first: bool) -> Result<Restart> {
+/// `autorestart`, `startretries` and `exitcodes`.
+fn restart(section: &Section, what: &str, report: &mut Report) -> Result<Restart> {
     let mut details = RestartDetails {
         // supervisord's default is `unexpected`.
         policy: Restart::ON_FAILURE,
@@ -316,17 +330,15 @@ fn restart(section: &Section, what: &str, report: &mut Report, first: bool) -> R
         })?;
         if details.policy != Restart::NO {
             details.max_attempts = Some(retries);
-            if first {
-                report.note(
-                    Some(key.at.clone()),
-                    format!("{what} startretries = {retries} became restart.max_attempts; Kepler counts every automatic restart since the last `kepler start`, not only failed starts"),
-                );
-            }
+            report.note(
+                Some(key.at.clone()),
+                format!("{what} startretries = {retries} became restart.max_attempts; Kepler counts every automatic restart since the last `kepler start`, not only failed starts"),
+            );
         }
     }
     if let Some(key) = section.get("exitcodes") {
         let codes: Vec<&str> = key.value.split(',').map(str::trim).collect();
-        if codes != ["0"] && first {
+        if codes != ["0"] {
             report.drop_key(
                 key.at.clone(),
                 format!("{what} exitcodes"),
@@ -341,7 +353,7 @@ fn restart(section: &Section, what: &str, report: &mut Report, first: bool) -> R
 }
 
 /// `stdout_logfile = NONE` keeps nothing; a size limit becomes `max_size`.
-fn logs(section: &Section, what: &str, report: &mut Report, first: bool) -> Option<Logs> {
+fn logs(section: &Section, what: &str, report: &mut Report) -> Option<Logs> {
     let mut logs = Logs::default();
     let none = |key: &str| {
         section
@@ -357,7 +369,7 @@ fn logs(section: &Section, what: &str, report: &mut Report, first: bool) -> Opti
     }
     for stream in ["stdout", "stderr"] {
         if let Some(file) = section.get(&format!("{stream}_logfile")) {
-            if !file.value.eq_ignore_ascii_case("none") && first {
+            if !file.value.eq_ignore_ascii_case("none") {
                 report.drop_key(
                     file.at.clone(),
                     format!("{what} {stream}_logfile"),
@@ -370,18 +382,17 @@ fn logs(section: &Section, what: &str, report: &mut Report, first: bool) -> Opti
                 // 0 is supervisord's "unlimited".
                 Some(size) if size == "0" => {}
                 Some(size) if logs.max_size.is_none() => logs.max_size = Some(size),
-                Some(size) if Some(&size) != logs.max_size.as_ref() && first => report.drop_key(
+                Some(size) if Some(&size) != logs.max_size.as_ref() => report.drop_key(
                     max.at.clone(),
                     format!("{what} {stream}_logfile_maxbytes"),
                     "Kepler has one `max_size` for both streams; the stdout limit was kept",
                 ),
                 Some(_) => {}
-                None if first => report.drop_key(
+                None => report.drop_key(
                     max.at.clone(),
                     format!("{what} {stream}_logfile_maxbytes"),
                     format!("`{}` is not a size like 50MB", max.value),
                 ),
-                None => {}
             }
         }
     }
@@ -422,7 +433,7 @@ fn notes(section: &Section, what: &str, report: &mut Report) {
             report.drop_key(
                 key.at.clone(),
                 format!("{what} process_name"),
-                "Kepler names services after the program (numbered copies get -1, -2, ...)",
+                "Kepler names services after the program (its instances are numbered: worker.1, worker.2, ...)",
             );
         }
     }
@@ -430,25 +441,39 @@ fn notes(section: &Section, what: &str, report: &mut Report) {
 
 /// The command split like supervisord does (`shlex`); `%(ENV_X)s` that it
 /// substituted at its start become shell variables of a `sh -c` line.
-fn command_argv(text: &str) -> Result<Vec<String>> {
+fn command_argv(text: &str, process_num_start: u32) -> Result<Vec<String>> {
     let words = shlex::split(text)
         .filter(|w| !w.is_empty())
         .ok_or_else(|| anyhow!("`{text}` is not a command line (unbalanced quotes?)"))?;
     if !words.iter().any(|w| w.contains(MARKER)) {
         return Ok(words);
     }
+    let mut definitions: Vec<String> = Vec::new();
     let quoted: Vec<String> = words
         .iter()
         .map(|word| {
             let mut out = String::from("\"");
             let mut inside = false;
+            let mut variable = String::new();
             for c in word.chars() {
                 if c == MARKER {
+                    if inside {
+                        if let Some(definition) =
+                            process_num_definition(&variable, process_num_start)
+                        {
+                            if !definitions.contains(&definition) {
+                                definitions.push(definition);
+                            }
+                        }
+                        variable.clear();
+                    }
                     out.push_str(if inside { "}" } else { "${" });
                     inside = !inside;
                     continue;
                 }
-                if !inside && matches!(c, '"' | '\\' | '`' | '$') {
+                if inside {
+                    variable.push(c);
+                } else if matches!(c, '"' | '\\' | '`' | '$') {
                     out.push('\\');
                 }
                 out.push(c);
@@ -457,11 +482,21 @@ fn command_argv(text: &str) -> Result<Vec<String>> {
             out
         })
         .collect();
-    Ok(vec![
-        "sh".into(),
-        "-c".into(),
-        format!("exec {}", quoted.join(" ")),
-    ])
+    definitions.push(format!("exec {}", quoted.join(" ")));
+    Ok(vec!["sh".into(), "-c".into(), definitions.join("; ")])
+}
+
+/// The shell line that sets a `%(process_num)` variable of a replicated
+/// program: `PROCESS_NUM` is its number (KEPLER_REPLICA counted from
+/// `numprocs_start`), `PROCESS_NUM_02` the same formatted like `%02d`.
+fn process_num_definition(variable: &str, start: u32) -> Option<String> {
+    let rest = variable.strip_prefix(PROCESS_NUM)?;
+    let number = replica_number_from(i64::from(start));
+    if rest.is_empty() {
+        return Some(format!("{variable}={number}"));
+    }
+    let flags = rest.strip_prefix('_')?;
+    Some(format!("{variable}=$(printf %{flags}d {number})"))
 }
 
 /// supervisord's `KEY="value",KEY2=value2` (quotes optional; commas and
@@ -512,16 +547,42 @@ mod tests {
     #[test]
     fn commands_with_environment_expansions_run_through_a_shell() {
         assert_eq!(
-            command_argv("/bin/app --port 80 'a b'").unwrap(),
+            command_argv("/bin/app --port 80 'a b'", 0).unwrap(),
             ["/bin/app", "--port", "80", "a b"]
         );
         assert_eq!(
-            command_argv("/bin/app --home=\u{1}HOME\u{1}/x $lit").unwrap(),
+            command_argv("/bin/app --home=\u{1}HOME\u{1}/x $lit", 0).unwrap(),
             [
                 "sh",
                 "-c",
                 "exec \"/bin/app\" \"--home=${HOME}/x\" \"\\$lit\""
             ]
         );
+    }
+
+    #[test]
+    fn process_numbers_of_a_replicated_program_come_from_kepler_replica() {
+        let vars = HashMap::from([
+            ("program_name", "w".to_owned()),
+            ("process_num", format!("{MARKER}{PROCESS_NUM}")),
+        ]);
+        let text = expand(
+            "/bin/w --id %(process_num)d --name %(program_name)s_%(process_num)02d",
+            &vars,
+            EnvStyle::Marker,
+        )
+        .unwrap();
+        assert_eq!(
+            command_argv(&text, 0).unwrap(),
+            [
+                "sh",
+                "-c",
+                "PROCESS_NUM=$((KEPLER_REPLICA - 1)); \
+                 PROCESS_NUM_02=$(printf %02d $((KEPLER_REPLICA - 1))); \
+                 exec \"/bin/w\" \"--id\" \"${PROCESS_NUM}\" \"--name\" \"w_${PROCESS_NUM_02}\""
+            ]
+        );
+        // Outside the command the number cannot vary per instance.
+        assert!(expand("%(process_num)d", &vars, EnvStyle::Kepler).is_err());
     }
 }
