@@ -416,12 +416,15 @@ mod tests {
         config.services.insert("web.7".into(), service.clone());
         refused(&config, "services.web.7: named like an instance");
         let mut config = web();
-        for index in 0..5 {
+        for index in 0..=MAX_INSTANCES / u64::from(MAX_REPLICAS) {
             let mut service = service.clone();
             service.replicas = Some(MAX_REPLICAS);
             config.services.insert(format!("s{index}"), service);
         }
-        refused(&config, "instances, more than the 4096");
+        refused(
+            &config,
+            &format!("instances, more than the {MAX_INSTANCES}"),
+        );
     }
 
     #[test]
@@ -431,6 +434,6 @@ mod tests {
         for index in 0..=MAX_SERVICES {
             config.services.insert(format!("s{index}"), service.clone());
         }
-        refused(&config, "more than the 4096");
+        refused(&config, &format!("more than the {MAX_SERVICES}"));
     }
 }
