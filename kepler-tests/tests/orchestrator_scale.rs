@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kepler_protocol::{
-    ConfigRef, Event, Request, Response, ScaledService, ServerMessage, ServiceInfo,
-    ServiceStatus, StartMode,
+    ConfigRef, Event, Request, Response, ScaledService, ServerMessage, ServiceInfo, ServiceStatus,
+    StartMode,
 };
 use kepler_tests::{send, ClientFrames, InProcessDaemon};
 
