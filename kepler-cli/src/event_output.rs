@@ -51,6 +51,8 @@ pub fn write_event(
             let line = format!("{KEPLER_PREFIX} | waiting for {}", names.join(", "));
             writeln!(out, "{}", paint.paint(&line, style::dim()))
         }
+        // Frames of `kepler top` are drawn by its own screen.
+        Event::Top(_) => Ok(()),
         // Only `ps` asks for these, and shows them as a table.
         Event::PsPart(_) => Ok(()),
     }
@@ -159,6 +161,7 @@ pub fn note_text(event: &Event) -> Option<String> {
             let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
             Some(format!("waiting for {}", names.join(", ")))
         }
+        Event::Top(_) => None,
     }
 }
 

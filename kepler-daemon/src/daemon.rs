@@ -5,6 +5,7 @@
 //! (answer what is in flight, flush, close). The socket and pid file are
 //! removed last, so a client that sees them gone knows the daemon is done.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,17 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     closing: watch::Sender<bool>,
     connection_limits: ConnectionLimits,
+    /// Client connections open now, for the metrics endpoint.
+    connections: AtomicUsize,
+}
+
+/// Counts a connection while it lives.
+pub struct OpenConnection(Arc<Daemon>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Daemon {
@@ -49,7 +61,18 @@ impl Daemon {
             shutdown: watch::channel(false).0,
             closing: watch::channel(false).0,
             connection_limits: limits,
+            connections: AtomicUsize::new(0),
         })
+    }
+
+    /// Counts a client connection until the guard is dropped.
+    pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn connection_limits(&self) -> ConnectionLimits {
@@ -96,6 +119,10 @@ pub async fn run(
     daemon: Arc<Daemon>,
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
+    // Before anyone can see the daemon as ready: a SIGTERM sent right after
+    // readiness must shut it down cleanly, not kill it.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(listener)?;
     daemon.registry.rediscover();
@@ -107,8 +134,6 @@ pub async fn run(
         "kepler daemon ready"
     );
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut shutdown = daemon.shutdown.subscribe();
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),

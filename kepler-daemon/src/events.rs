@@ -49,6 +49,8 @@ pub fn now_us() -> u64 {
 pub struct ConfigEvents {
     pub states: broadcast::Sender<StateChange>,
     pub snapshot: watch::Sender<Arc<BakedConfig>>,
+    /// Counts sampling ticks: `top` sends a frame after each.
+    pub ticks: watch::Sender<u64>,
 }
 
 impl ConfigEvents {
@@ -63,11 +65,18 @@ impl ConfigEvents {
         ConfigEvents {
             states: broadcast::channel(capacity).0,
             snapshot: watch::channel(config).0,
+            ticks: watch::channel(0).0,
         }
     }
 
     pub fn publish_state(&self, change: StateChange) {
         let _ = self.states.send(change);
+    }
+
+    /// Tells `top` subscribers that a sampling tick happened.
+    pub fn publish_tick(&self) {
+        self.ticks
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// The snapshot the config runs now.

@@ -11,6 +11,7 @@ pub mod deps;
 pub mod detach;
 pub mod env;
 pub mod events;
+pub mod exporter;
 pub mod health;
 pub mod hooks;
 pub mod logs;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,6 +23,13 @@ struct Args {
     /// Fork into the background once the socket accepts connections.
     #[arg(long)]
     detach: bool,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9464. Off unless given.
+    #[arg(long, value_name = "ADDRESS", env = kepler_daemon::exporter::LISTEN_ENV)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Allow --metrics-listen on an address other machines can reach.
+    #[arg(long, requires = "metrics_listen")]
+    metrics_listen_public: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,7 +54,7 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        None => serve(args.detach),
+        None => serve(args.detach, args.metrics_listen, args.metrics_listen_public),
         Some(Command::Check {
             file,
             transfer,
@@ -105,17 +113,32 @@ fn init_tracing(ansi: bool) {
         .init();
 }
 
+/// The metrics endpoint's socket, non-blocking, for a runtime to take.
+fn bind_metrics(address: SocketAddr, public: bool) -> Result<std::net::TcpListener, String> {
+    kepler_daemon::exporter::check_address(address, public)?;
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|e| format!("cannot listen on --metrics-listen {address}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on --metrics-listen {address}: {e}"))?;
+    Ok(listener)
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("kepler-daemon: {message}");
     ExitCode::FAILURE
 }
 
-fn serve(detach: bool) -> ExitCode {
+fn serve(detach: bool, metrics_listen: Option<SocketAddr>, public: bool) -> ExitCode {
     let uid = Uid::effective();
     if !uid.is_root() {
         return fail(format!(
             "must run as root (running as uid {uid}); start it with `sudo kepler daemon start`"
         ));
+    }
+    if let Some(Err(e)) = metrics_listen.map(|a| kepler_daemon::exporter::check_address(a, public))
+    {
+        return fail(e);
     }
     init_tracing(!detach && std::io::stderr().is_terminal());
     // Group members may read what the daemon writes; others get nothing.
@@ -132,6 +155,13 @@ fn serve(detach: bool) -> ExitCode {
     let listener = match state.bind_socket() {
         Ok(listener) => listener,
         Err(e) => return fail(format!("cannot listen: {e}")),
+    };
+    // Bound before detaching, so a refused or busy address is told on the
+    // terminal that started the daemon.
+    let metrics_listener = match metrics_listen.map(|address| bind_metrics(address, public)) {
+        Some(Ok(listener)) => Some(listener),
+        Some(Err(e)) => return fail(e),
+        None => None,
     };
     let ready_pipe = if detach {
         match detach::daemonize(&state) {
@@ -190,13 +220,20 @@ fn serve(detach: bool) -> ExitCode {
     };
     let daemon = Daemon::new(state);
     let closing = daemon.closing_connections();
-    let result = runtime.block_on(daemon::run(listener, daemon, move || {
-        if let Some(pipe) = ready_pipe {
-            pipe.signal();
+    let result = runtime.block_on(async move {
+        if let Some(listener) = metrics_listener {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tokio::spawn(kepler_daemon::exporter::serve(listener, daemon.clone()));
         }
-        notifier.ready();
-        notifier.stopping_when_raised(closing);
-    }));
+        daemon::run(listener, daemon, move || {
+            if let Some(pipe) = ready_pipe {
+                pipe.signal();
+            }
+            notifier.ready();
+            notifier.stopping_when_raised(closing);
+        })
+        .await
+    });
     kepler_daemon::containment::tear_down();
     drop(lock);
     match result {

@@ -170,6 +170,17 @@ impl ConfigStore {
         self.dir.create_dir(LOGS)
     }
 
+    /// Opens a file of the config's directory to update it in place
+    /// (created `0600` if missing), e.g. the usage history.
+    pub fn open_update(&self, name: &str) -> Result<std::fs::File, TrustError> {
+        self.dir.open_update(name)
+    }
+
+    /// Opens a file of the config's directory to read; `None` if missing.
+    pub fn open_read(&self, name: &str) -> Result<Option<std::fs::File>, TrustError> {
+        self.dir.open_read(name)
+    }
+
     pub fn has_snapshot(&self) -> bool {
         matches!(self.dir.stat(SNAPSHOT), Ok(Some(_)))
     }

@@ -41,6 +41,12 @@ pub struct ServiceRuntime {
     pub scope: Option<Scope>,
     /// The last CPU sample, for the percentage `ps` shows.
     pub cpu: Option<CpuRate>,
+    /// What the running service used at the last sampling tick.
+    pub usage: Option<Usage>,
+    /// The signal that ended the last process, if one did.
+    pub last_signal: Option<i32>,
+    /// What the last failed health probe said; `None` after a success.
+    pub last_health_output: Option<String>,
     /// Leader start time in clock ticks since boot, to recognise it later.
     pub start_ticks: Option<u64>,
     pub started_at: Option<Instant>,
@@ -91,6 +97,9 @@ impl Default for ServiceRuntime {
             pid: None,
             scope: None,
             cpu: None,
+            usage: None,
+            last_signal: None,
+            last_health_output: None,
             start_ticks: None,
             started_at: None,
             restarts: 0,
@@ -141,6 +150,13 @@ impl ServiceRuntime {
             info.cpu_seconds = Some(usage.cpu_usec as f64 / 1e6);
         }
         info
+    }
+
+    /// The service with what it used at the last sampling tick (for `top`
+    /// and the metrics endpoint, which must not sample on demand).
+    pub fn info_with_last_usage(&self, name: &str) -> ServiceInfo {
+        let usage = self.usage.filter(|_| self.scope.is_some());
+        self.info_with_usage(name, usage)
     }
 
     pub fn info(&self, name: &str) -> ServiceInfo {

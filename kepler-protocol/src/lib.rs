@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod limits;
 pub mod log_batch;
 pub mod message;
+pub mod observe;
 pub mod request;
 pub mod response;
 
@@ -23,6 +24,10 @@ pub use limits::{
 };
 pub use log_batch::{LogBatch, LogLineRef, LogSource};
 pub use message::{ClientMessage, RequestId, ServerMessage};
+pub use observe::{
+    ConfigInspection, ConfigStats, HealthInspection, LastSample, ServiceHistory, ServiceInspection,
+    ServiceStats, Spread, TopConfig, TopFrame,
+};
 pub use request::{ConfigRef, LogFilter, LogRange, Request, RunOptions, StartMode, SysEnv};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,

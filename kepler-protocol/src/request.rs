@@ -82,6 +82,26 @@ pub enum Request {
         services: Vec<(String, u32)>,
         timeout_ms: Option<u64>,
     },
+    /// Usage of services (all when empty) over the last `since_ms`
+    /// milliseconds (everything kept when `None`), from the stored history.
+    Stats {
+        config: ConfigRef,
+        services: Vec<String>,
+        since_ms: Option<u64>,
+    },
+    /// The config and its services (all when empty) in full.
+    Inspect {
+        config: ConfigRef,
+        services: Vec<String>,
+    },
+    /// Subscribe to `Event::Top` frames of one config, or of every config
+    /// the caller may see: one at once, then one after state changes and
+    /// after each sampling tick, until the client goes away. The first frame
+    /// carries up to `history` recent samples per service.
+    Top {
+        config: Option<ConfigRef>,
+        history: u32,
+    },
 }
 
 /// How a `Run` ends and what it leaves behind.

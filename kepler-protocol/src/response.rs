@@ -52,6 +52,8 @@ pub enum Response {
     },
     /// `kepler scale` is done: new instances run, surplus ones are down.
     Scaled(Vec<ScaledService>),
+    Stats(crate::ConfigStats),
+    Inspect(crate::ConfigInspection),
 }
 
 /// One service's change of instance count.
@@ -205,6 +207,8 @@ pub enum Event {
     /// Sent first by a `--wait` start, restart or run: the services it
     /// waits for, in dependency order; their `ServiceState`s follow.
     StartupPlan { services: Vec<WaitedService> },
+    /// What `kepler top` shows now.
+    Top(crate::TopFrame),
     /// Part of a `ps` answer: some services of one config, in order.
     PsPart(ConfigServices),
 }

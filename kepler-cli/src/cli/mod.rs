@@ -96,6 +96,47 @@ pub enum Command {
     /// express.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// CPU and memory of services over a window (min/avg/max), restarts and
+    /// the last sample, from the daemon's stored history.
+    Stats(StatsArgs),
+    /// A full-screen view of the services, updated as they change: status,
+    /// health, pid, uptime, restarts, CPU, memory and their recent history.
+    ///
+    /// Keys: arrows or j/k select, s changes the sort column, / filters by
+    /// name, Enter shows the selected service's live logs (Esc goes back),
+    /// r restarts and x stops it (asking y/n first), q quits.
+    Top(TopArgs),
+    /// The config and its services (all when none are named) as JSON:
+    /// baked settings and runtime state.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct StatsArgs {
+    /// How far back to look, e.g. 10m, 1h, 1d (default: everything kept).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Services to show (default: all).
+    pub services: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct TopArgs {
+    /// Show the services of every config you may see, not just this one.
+    #[arg(long)]
+    pub all: bool,
+    /// Print one frame as plain text and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct InspectArgs {
+    /// Services to describe (default: all).
+    pub services: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@ mod completions;
 mod daemon;
 mod export;
 mod import;
+mod inspect;
 mod logs;
 mod prune;
 mod ps;
@@ -15,7 +16,9 @@ mod restart;
 mod run;
 mod scale;
 mod start;
+mod stats;
 mod stop;
+mod top;
 
 use std::process::ExitCode;
 
@@ -47,6 +50,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Completions { shell } => completions::run(shell),
         Command::Import(args) => import::run(args),
         Command::Export(command) => export::run(file, command),
+        Command::Stats(args) => stats::run(file, args).await,
+        Command::Top(args) => top::run(file, args).await,
+        Command::Inspect(args) => inspect::run(file, args).await,
     }
 }
 

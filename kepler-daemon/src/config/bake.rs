@@ -44,6 +44,7 @@ pub(crate) struct GlobalDefaults {
     pub sys_env: SysEnvPolicy,
     pub timeout: Option<HumanDuration>,
     pub logs: LogConfig,
+    pub metrics: super::metrics::MetricsConfig,
 }
 
 pub(crate) struct BakeContext<'a> {
@@ -168,6 +169,7 @@ pub fn bake_source(
                 timeout: defaults.timeout,
                 logs: defaults.logs,
                 hooks: global_hooks,
+                metrics: defaults.metrics,
             },
             lua: lua_block.map(|(code, _)| code),
             services,

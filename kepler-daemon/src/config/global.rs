@@ -11,11 +11,12 @@ use super::expand::Scope;
 use super::hooks::{hooks, HookBase};
 use super::logs::logs;
 use super::lua_stage::{context, LazyContext};
+use super::metrics::metrics;
 use super::service::SYS_ENV_POLICIES;
 use super::snapshot::{GlobalHookKind, HookConfig, LogConfig};
 use crate::env::{process_environment, EnvMap};
 
-const KEPLER_KEYS: &[&str] = &["sys_env", "timeout", "logs", "hooks"];
+const KEPLER_KEYS: &[&str] = &["sys_env", "timeout", "logs", "hooks", "metrics"];
 
 pub(crate) fn bake_global(
     node: Option<&mut Node>,
@@ -25,6 +26,7 @@ pub(crate) fn bake_global(
         sys_env: Default::default(),
         timeout: None,
         logs: LogConfig::default(),
+        metrics: Default::default(),
     };
     let Some(node) = node else {
         return (defaults, BTreeMap::new());
@@ -51,6 +53,9 @@ pub(crate) fn bake_global(
     }
     if let Some(node) = map.get("logs") {
         defaults.logs = logs(node, &map.path("logs"), &LogConfig::default(), &mut cx.diag);
+    }
+    if let Some(node) = map.get("metrics") {
+        defaults.metrics = metrics(node, &map.path("metrics"), &mut cx.diag);
     }
     let global_hooks = match map.get("hooks") {
         Some(node) => {

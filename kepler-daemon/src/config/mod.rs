@@ -29,6 +29,7 @@ mod healthcheck;
 mod hooks;
 mod logs;
 mod lua_stage;
+pub mod metrics;
 mod service;
 pub mod snapshot;
 pub mod snapshot_check;
@@ -38,6 +39,7 @@ mod view;
 
 pub use bake::{bake, bake_source, Baked, EnvFileCopy};
 pub use error::{ConfigError, ConfigErrors};
+pub use metrics::MetricsConfig;
 pub use snapshot::{
     load_snapshot, render_snapshot, snapshot_from_json, snapshot_to_json, BakedConfig,
     DependencyCondition, DependencyEdge, GlobalConfig, GlobalHookKind, HealthProbe, Healthcheck,

@@ -76,6 +76,12 @@ pub struct GlobalConfig {
     pub logs: LogConfig,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hooks: BTreeMap<GlobalHookKind, HookConfig>,
+    /// Usage sampling and history (`kepler.metrics`).
+    #[serde(
+        default,
+        skip_serializing_if = "super::metrics::MetricsConfig::is_default"
+    )]
+    pub metrics: super::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -159,6 +159,9 @@ pub fn check_snapshot(config: &BakedConfig) -> Result<(), SnapshotProblems> {
         );
     }
     check_logs(&config.kepler.logs, "kepler.logs", &mut problems);
+    if let Some((key, message)) = config.kepler.metrics.problem() {
+        problems.push(format!("kepler.metrics.{key}"), message);
+    }
     for (kind, hook) in &config.kepler.hooks {
         check_hook(
             hook,
@@ -425,6 +428,21 @@ mod tests {
             &config,
             &format!("instances, more than the {MAX_INSTANCES}"),
         );
+    }
+
+    #[test]
+    fn metrics_settings_past_what_a_bake_allows_are_refused() {
+        use crate::config::HumanDuration;
+        let mut config = web();
+        config.kepler.metrics.interval = HumanDuration::from_millis(1);
+        refused(&config, "kepler.metrics.interval");
+        let mut config = web();
+        config.kepler.metrics.retention = HumanDuration::from_secs(365 * 86_400);
+        refused(&config, "kepler.metrics.retention");
+        let mut config = web();
+        config.kepler.metrics.retention = HumanDuration::from_millis(200);
+        config.kepler.metrics.interval = HumanDuration::from_secs(1);
+        refused(&config, "kepler.metrics.retention");
     }
 
     #[test]

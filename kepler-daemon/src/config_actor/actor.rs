@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kepler_protocol::ErrorKind;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{self, Instant, Interval, MissedTickBehavior};
 
 use super::command::{ActorError, Command};
 use crate::health::HealthEvent;
@@ -74,6 +74,7 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
     orchestrator.persist_if_dirty();
     let mut unloaded = None;
     let mut writes = StateWrites::default();
+    let mut sampling = Sampling::new(orchestrator.sampling_interval());
     loop {
         let due = writes.due;
         tokio::select! {
@@ -91,6 +92,8 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
             }
             Some(event) = health.recv() => orchestrator.on_health(event),
             Some(report) = watch.recv() => orchestrator.on_watch_report(report),
+            // One timer per config, whatever its number of services.
+            _ = sampling.tick() => orchestrator.sample_tick(),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
                 Some(Command::Unload { reply }) => match unload_refusal(&orchestrator) {
@@ -110,12 +113,48 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
             () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
         }
         writes.after_batch(&mut orchestrator);
+        // A recreate may have changed the interval.
+        sampling.follow(orchestrator.sampling_interval());
     }
     orchestrator.persist_if_dirty();
     orchestrator.remove_cgroup();
     drop(orchestrator);
     if let Some(reply) = unloaded {
         let _ = reply.send(Ok(()));
+    }
+}
+
+/// The config's sampling timer (`kepler.metrics.interval`), if sampling is on.
+struct Sampling {
+    every: Option<Duration>,
+    timer: Option<Interval>,
+}
+
+impl Sampling {
+    fn new(every: Option<Duration>) -> Self {
+        let timer = every.map(|every| {
+            let mut timer = time::interval_at(Instant::now() + every, every);
+            // A late tick is not made up for: the next one comes a full
+            // interval later.
+            timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            timer
+        });
+        Sampling { every, timer }
+    }
+
+    fn follow(&mut self, every: Option<Duration>) {
+        if every != self.every {
+            *self = Sampling::new(every);
+        }
+    }
+
+    async fn tick(&mut self) {
+        match &mut self.timer {
+            Some(timer) => {
+                timer.tick().await;
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -169,6 +208,9 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
                 .map_err(|e| ActorError::new(ErrorKind::NotFound, e));
             orchestrator.persist_if_dirty();
             let _ = reply.send(result);
+        }
+        Command::Observe { reply } => {
+            let _ = reply.send(orchestrator.observation());
         }
         Command::Ps { usage, reply } => {
             let infos = if usage {

@@ -50,6 +50,11 @@ pub enum Command {
     Views {
         reply: oneshot::Sender<Vec<crate::events::StateChange>>,
     },
+    /// Service states with the usage of the last sampling tick, and what
+    /// `inspect` shows of each service's runtime.
+    Observe {
+        reply: oneshot::Sender<crate::orchestrator::Observation>,
+    },
     /// Running and total counts and limit notes, for `daemon status` and
     /// `prune`.
     Summary {

@@ -188,6 +188,16 @@ impl ConfigHandle {
         answer.await.map_err(|_| self.unavailable())
     }
 
+    /// Every service's state with the last sampling tick's usage, and what
+    /// `inspect` shows of its runtime.
+    pub async fn observe(&self) -> Result<crate::orchestrator::Observation, ActorError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Observe { reply })
+            .map_err(|_| self.unavailable())?;
+        answer.await.map_err(|_| self.unavailable())
+    }
+
     /// Running and total service counts and limit notes; `None` if the
     /// actor does not answer within a second (status must never hang on
     /// one busy config).

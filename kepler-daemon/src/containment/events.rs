@@ -16,6 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use std::os::fd::AsFd;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use tokio::sync::Notify;
 
@@ -24,6 +28,12 @@ use super::cgroup::{Cgroup, MemberList};
 /// Only if inotify itself is unavailable: how often a waiter re-reads
 /// `cgroup.events` instead.
 const FALLBACK_RECHECK: Duration = Duration::from_millis(100);
+
+/// How often an empty cgroup the kernel would not let go yet is tried again.
+const REMOVAL_RETRY_MS: u16 = 50;
+
+/// Tries (10 s) before an empty cgroup that cannot be removed is left.
+const REMOVAL_TRIES: u32 = 200;
 
 /// Resolves once no live process is left in `cgroup` (or below it).
 pub async fn wait_empty(cgroup: &Cgroup) {
@@ -53,9 +63,8 @@ pub async fn wait_empty(cgroup: &Cgroup) {
 /// For a leaf cgroup whose `cgroup.procs` is open already (a stop has
 /// just signalled its members through it): waits until it has no member,
 /// then removes it; returns whether it is gone. Checking through the open
-/// list spares opening `cgroup.events`, and removing the cgroup while still
-/// watching spares the explicit `inotify_rm_watch` (the kernel drops the
-/// watch with the directory): most of what a wait costs.
+/// list spares opening `cgroup.events`, and most stops find the list empty
+/// at once and need no watch at all.
 pub async fn wait_no_members_then_remove(cgroup: &Cgroup, members: &MemberList<'_>) -> bool {
     // Often already so: then no watch is needed at all.
     if members.is_empty() {
@@ -108,10 +117,16 @@ pub fn remove_when_empty(cgroup: &Cgroup) {
     match watcher().and_then(|w| w.watch(cgroup.dir(), true)) {
         // The watch stays registered until the thread removes the cgroup.
         Ok(watch) => {
+            let (watcher, wd) = (watch.watcher, watch.wd);
             std::mem::forget(watch);
-            // It may have emptied before the watch existed.
-            if !cgroup.is_populated() && cgroup.remove().is_ok() {
-                tracing::trace!(cgroup = %cgroup.dir().display(), "removed");
+            // It may have emptied before the watch existed: then no event
+            // will come, and a removal the kernel refuses now is retried.
+            if !cgroup.is_populated() {
+                match cgroup.remove() {
+                    // Gone, by us or someone else: no event is to come.
+                    Ok(()) => watcher.forget(wd),
+                    Err(_) => watcher.retry_removal(wd),
+                }
             }
         }
         Err(e) => tracing::warn!(
@@ -124,6 +139,10 @@ pub fn remove_when_empty(cgroup: &Cgroup) {
 struct Watcher {
     inotify: Inotify,
     entries: Mutex<HashMap<WatchDescriptor, Entry>>,
+    /// Removals handed to the thread by [`Watcher::retry_removal`].
+    retry: Mutex<Vec<WatchDescriptor>>,
+    /// Wakes the thread for them.
+    wake: EventFd,
 }
 
 struct Entry {
@@ -150,11 +169,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn watcher() -> io::Result<&'static Watcher> {
     static WATCHER: OnceLock<Result<&'static Watcher, String>> = OnceLock::new();
     let started = WATCHER.get_or_init(|| {
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC)
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
             .map_err(|e| format!("cannot create an inotify instance: {e}"))?;
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| format!("cannot create an eventfd: {e}"))?;
         let watcher: &'static Watcher = Box::leak(Box::new(Watcher {
             inotify,
             entries: Mutex::new(HashMap::new()),
+            retry: Mutex::new(Vec::new()),
+            wake,
         }));
         std::thread::Builder::new()
             .name("kepler-cgroups".into())
@@ -189,46 +212,146 @@ impl Watcher {
     }
 
     fn run(&self) {
+        // Cgroups handed over for removal that were empty but could not be
+        // removed yet (the kernel may refuse `rmdir` for a moment after the
+        // last process left): no further event comes for them, so they are
+        // retried on a short timer until they go.
+        let mut unremoved: Vec<(WatchDescriptor, u32)> = Vec::new();
         loop {
-            let events = match self.inotify.read_events() {
-                Ok(events) => events,
-                Err(Errno::EINTR) => continue,
-                Err(errno) => {
-                    tracing::error!(%errno, "cgroup watcher: reading inotify failed");
-                    std::thread::sleep(FALLBACK_RECHECK);
-                    continue;
-                }
+            let timeout = if unremoved.is_empty() {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::from(REMOVAL_RETRY_MS)
             };
-            let mut entries = lock(&self.entries);
-            for event in events {
-                let Some(entry) = entries.get(&event.wd) else {
-                    continue;
-                };
-                entry.notify.notify_waiters();
-                let ignored = event.mask.contains(AddWatchFlags::IN_IGNORED);
-                let removed = entry.remove && {
-                    let cgroup = Cgroup::at(entry.dir.clone());
-                    !cgroup.is_populated() && cgroup.remove().is_ok()
-                };
-                if ignored || removed {
-                    // The kernel drops the watch with the directory.
-                    entries.remove(&event.wd);
-                }
+            let (readable, woken) = self.wait(timeout);
+            if woken {
+                let _ = self.wake.read();
+                unremoved.extend(lock(&self.retry).drain(..).map(|wd| (wd, 0)));
+            }
+            if readable {
+                self.handle_events(&mut unremoved);
+            }
+            if !unremoved.is_empty() {
+                let mut entries = lock(&self.entries);
+                unremoved.retain_mut(|(wd, tries)| {
+                    let Some(entry) = entries.get(wd) else {
+                        return false;
+                    };
+                    match Cgroup::at(entry.dir.clone()).remove() {
+                        Ok(()) => {
+                            entries.remove(wd);
+                            let _ = self.inotify.rm_watch(*wd);
+                            false
+                        }
+                        Err(e) if *tries >= REMOVAL_TRIES => {
+                            tracing::warn!(cgroup = %entry.dir.display(), "cannot remove an empty cgroup: {e}");
+                            false
+                        }
+                        Err(_) => {
+                            *tries += 1;
+                            true
+                        }
+                    }
+                });
             }
         }
+    }
+
+    /// Blocks until inotify has events or the thread is woken (or
+    /// `timeout`): which of the two.
+    fn wait(&self, timeout: PollTimeout) -> (bool, bool) {
+        let mut fds = [
+            PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(_) => {
+                let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            }
+            Err(Errno::EINTR) => (false, false),
+            Err(errno) => {
+                tracing::error!(%errno, "cgroup watcher: poll failed");
+                std::thread::sleep(FALLBACK_RECHECK);
+                (true, true)
+            }
+        }
+    }
+
+    fn handle_events(&self, unremoved: &mut Vec<(WatchDescriptor, u32)>) {
+        let events = match self.inotify.read_events() {
+            Ok(events) => events,
+            Err(Errno::EINTR | Errno::EAGAIN) => return,
+            Err(errno) => {
+                tracing::error!(%errno, "cgroup watcher: reading inotify failed");
+                std::thread::sleep(FALLBACK_RECHECK);
+                return;
+            }
+        };
+        let mut entries = lock(&self.entries);
+        for event in events {
+            let Some(entry) = entries.get(&event.wd) else {
+                continue;
+            };
+            entry.notify.notify_waiters();
+            let ignored = event.mask.contains(AddWatchFlags::IN_IGNORED);
+            let mut removed = false;
+            if entry.remove && !ignored {
+                let cgroup = Cgroup::at(entry.dir.clone());
+                if !cgroup.is_populated() {
+                    removed = cgroup.remove().is_ok();
+                    if !removed && !unremoved.iter().any(|(wd, _)| *wd == event.wd) {
+                        unremoved.push((event.wd, 0));
+                    }
+                }
+            }
+            if ignored || removed {
+                entries.remove(&event.wd);
+                unremoved.retain(|(wd, _)| *wd != event.wd);
+            }
+            if removed {
+                // Removing a cgroup does not reliably drop the inotify
+                // watch on its `cgroup.events` (kernfs may keep the inode),
+                // so it is dropped here.
+                let _ = self.inotify.rm_watch(event.wd);
+            }
+        }
+    }
+
+    /// Drops a removal watch (the one [`remove_when_empty`] forgot) whose
+    /// cgroup is gone already, with the kernel's watch.
+    fn forget(&self, wd: WatchDescriptor) {
+        let mut entries = lock(&self.entries);
+        if let Some(entry) = entries.get_mut(&wd) {
+            entry.remove = false;
+            entry.watchers -= 1;
+            if entry.watchers == 0 {
+                entries.remove(&wd);
+                let _ = self.inotify.rm_watch(wd);
+            }
+        }
+    }
+
+    /// Hands a cgroup that emptied before its watch existed, and could not
+    /// be removed then, to the thread to retry.
+    fn retry_removal(&self, wd: WatchDescriptor) {
+        lock(&self.retry).push(wd);
+        let _ = self.wake.write(1);
     }
 }
 
 impl Watch {
-    /// The watched cgroup was removed, which removed the kernel's watch: only
-    /// our bookkeeping is left to drop.
+    /// The watched cgroup was removed by its waiter. Removing a cgroup does
+    /// not reliably drop the inotify watch on its `cgroup.events`, so the
+    /// last waiter drops it as always, whoever else asked for its removal.
     fn went_with_its_directory(self) {
         let watch = std::mem::ManuallyDrop::new(self);
         let mut entries = lock(&watch.watcher.entries);
         if let Some(entry) = entries.get_mut(&watch.wd) {
             entry.watchers -= 1;
-            if entry.watchers == 0 && !entry.remove {
+            if entry.watchers == 0 {
                 entries.remove(&watch.wd);
+                let _ = watch.watcher.inotify.rm_watch(watch.wd);
             }
         }
     }

@@ -254,6 +254,19 @@ impl LogStore {
         Some(writer)
     }
 
+    /// Bytes written to each stream's files since the daemon started, by
+    /// service (hooks count with their service).
+    pub fn bytes_written(&self) -> Vec<(String, Stream, u64)> {
+        let writers: Vec<((String, Stream), SharedWriter)> = lock(&self.inner.writers)
+            .iter()
+            .map(|(key, writer)| (key.clone(), writer.clone()))
+            .collect();
+        writers
+            .into_iter()
+            .map(|((service, stream), writer)| (service, stream, lock(&writer).written_total()))
+            .collect()
+    }
+
     /// Subscribes to new lines, then notes the newest `tail` lines already
     /// stored, to be read page by page from the [`Backlog`]; the follower
     /// skips live lines the backlog covers, so the two join without gap or

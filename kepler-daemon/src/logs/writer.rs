@@ -79,6 +79,9 @@ pub(crate) struct FileWriter {
     bounded: bool,
     /// Set while writes fail, so a full disk logs one warning, not one per line.
     failing: bool,
+    /// Bytes written to the stream's files by this daemon, for the metrics
+    /// endpoint.
+    written_total: u64,
 }
 
 impl FileWriter {
@@ -101,6 +104,7 @@ impl FileWriter {
             max_size: None,
             bounded: false,
             failing: false,
+            written_total: 0,
         };
         writer.configure(settings);
         writer
@@ -164,6 +168,11 @@ impl FileWriter {
         } else {
             false
         }
+    }
+
+    /// Bytes this writer has written to its files.
+    pub(crate) fn written_total(&self) -> u64 {
+        self.written_total
     }
 
     /// Writes the pending records; returns whether bytes reached the file.
@@ -257,6 +266,7 @@ impl FileWriter {
         let file = self.file.as_mut().expect("opened before writing");
         file.write_all(bytes).map_err(err)?;
         self.len += bytes.len() as u64;
+        self.written_total += bytes.len() as u64;
         Ok(())
     }
 

@@ -57,6 +57,7 @@ impl Orchestrator {
             return;
         }
         runtime.last_exit = Some(exit_code(status));
+        runtime.last_signal = status.signal;
         let Some(scope) = runtime.scope.clone() else {
             return;
         };
@@ -110,6 +111,7 @@ impl Orchestrator {
         runtime.pid = None;
         runtime.scope = None;
         runtime.cpu = None;
+        runtime.usage = None;
         runtime.start_ticks = None;
         runtime.last_exit = Some(code);
         if oom_killed {

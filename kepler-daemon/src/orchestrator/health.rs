@@ -42,6 +42,7 @@ impl Orchestrator {
             return;
         }
         runtime.health_failures = Some(event.consecutive_failures);
+        runtime.last_health_output = event.reason.clone();
         self.dirty = true;
         if !event.is_transition() {
             return;

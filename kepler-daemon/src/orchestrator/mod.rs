@@ -21,8 +21,10 @@ mod health;
 mod hooks;
 mod instances;
 pub mod modes;
+mod observe;
 mod output;
 pub mod recover;
+mod sampling;
 mod scale;
 mod start;
 mod stop;
@@ -48,6 +50,8 @@ use crate::state::ServiceRuntime;
 use crate::user::ResolvedUser;
 use crate::watcher::{WatchHandle, WatchReport};
 
+pub use observe::{Observation, ServiceObservation};
+use sampling::History;
 pub use scale::{ScalePlan, ScaleRequest};
 pub use stop::StopIntentRequest;
 
@@ -138,6 +142,8 @@ pub struct Orchestrator {
     limit_notes: BTreeMap<String, Vec<String>>,
     /// Services whose log already says so.
     limits_logged: HashSet<String>,
+    /// The usage history, written at each sampling tick.
+    history: History,
 }
 
 /// What a start or restart request needs to wait on.
@@ -235,6 +241,7 @@ impl Orchestrator {
             cgroup: None,
             limit_notes,
             limits_logged: HashSet::new(),
+            history: History::Closed,
         }
     }
 

@@ -240,6 +240,7 @@ impl Orchestrator {
         runtime.pid = Some(spawned.pid);
         runtime.scope = Some(spawned.scope.clone());
         runtime.cpu = None;
+        runtime.usage = None;
         // Read lazily when state is persisted: right now the child is in
         // exec and reading its /proc entry would wait for it.
         runtime.start_ticks = None;

@@ -209,6 +209,7 @@ impl Orchestrator {
         runtime.pid = None;
         runtime.scope = None;
         runtime.cpu = None;
+        runtime.usage = None;
         runtime.start_ticks = None;
         runtime.started_at = None;
         // Scheduled before the status is published, so nobody takes the

@@ -97,6 +97,7 @@ pub async fn serve_connection(
     });
 
     let caller = Arc::new(caller);
+    let _open = daemon.open_connection();
     let limits = daemon.connection_limits();
     let in_flight = Arc::new(Semaphore::new(limits.in_flight_per_connection));
     let mut requests = JoinSet::new();

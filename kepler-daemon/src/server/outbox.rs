@@ -70,11 +70,45 @@ fn weight(message: &ServerMessage) -> usize {
             Event::Logs(lines) => lines.iter().map(line).sum::<usize>() + SMALL,
             Event::Log(one) => line(one),
             Event::Progress { message } => message.len() + SMALL,
+            Event::Top(frame) => frame_weight(frame) + SMALL,
             _ => SMALL,
         },
         ServerMessage::Response { response, .. } => match response {
             Response::LogPage { lines, .. } => lines.text_len() + 16 * lines.len() + SMALL,
+            Response::Stats(stats) => stats.services.len() * 128 + SMALL,
+            Response::Inspect(inspection) => inspection_weight(inspection) + SMALL,
             _ => SMALL,
         },
     }
+}
+
+fn frame_weight(frame: &kepler_protocol::TopFrame) -> usize {
+    frame
+        .configs
+        .iter()
+        .map(|config| {
+            let history: usize = config
+                .history
+                .iter()
+                .map(|h| 64 + 24 * h.cpu_percent.len())
+                .sum();
+            config.services.len() * 160 + history
+        })
+        .sum()
+}
+
+fn inspection_weight(inspection: &kepler_protocol::ConfigInspection) -> usize {
+    inspection
+        .services
+        .iter()
+        .map(|service| {
+            let environment: usize = service
+                .environment
+                .iter()
+                .flatten()
+                .map(|(k, v)| k.len() + v.len() + 16)
+                .sum();
+            service.config_json.len() + environment + 256
+        })
+        .sum()
 }

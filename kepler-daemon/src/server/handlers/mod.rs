@@ -3,6 +3,7 @@
 
 mod config_access;
 mod daemon_status;
+mod inspect;
 mod logs;
 mod prune;
 mod ps;
@@ -11,7 +12,9 @@ mod run;
 mod scale;
 mod shutdown;
 mod start;
+mod stats;
 mod stop;
+mod top;
 
 use std::sync::Arc;
 
@@ -157,6 +160,19 @@ pub async fn handle(request: Request, ctx: RequestContext) {
             services,
             timeout_ms,
         } => scale::handle(&ctx, config, services, timeout_ms)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Stats {
+            config,
+            services,
+            since_ms,
+        } => stats::handle(&ctx, config, services, since_ms)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Inspect { config, services } => inspect::handle(&ctx, config, services)
+            .await
+            .unwrap_or_else(error_response),
+        Request::Top { config, history } => top::handle(&ctx, config, history)
             .await
             .unwrap_or_else(error_response),
     };
