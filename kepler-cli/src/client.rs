@@ -203,11 +203,27 @@ impl Client {
         if !only_reads(&request) {
             return into_result(self.response_with_events(request, |_| {}).await?);
         }
+        self.read_with_events(request, |_| {}, || {}).await
+    }
+
+    /// [`request`](Self::request) for a request that only reads and whose
+    /// answer comes partly as events (`ps` in parts): `on_retry` runs before
+    /// each new attempt, to forget the events of the one cut short.
+    pub async fn read_with_events(
+        &mut self,
+        request: Request,
+        mut on_event: impl FnMut(Event),
+        mut on_retry: impl FnMut(),
+    ) -> Result<Response> {
+        debug_assert!(only_reads(&request));
         // Each new attempt follows a hand-over that cut the previous one
         // short; upgrades run back to back may need a few.
         let mut attempts = 1;
         loop {
-            let cut_short = match self.response_with_events(request.clone(), |_| {}).await {
+            let cut_short = match self
+                .response_with_events(request.clone(), &mut on_event)
+                .await
+            {
                 Ok(Response::Error {
                     kind: ErrorKind::DaemonUpgraded,
                     message,
@@ -224,6 +240,7 @@ impl Client {
                 Ok(client) => *self = client,
                 Err(_) => return Err(cut_short),
             }
+            on_retry();
         }
     }
 

@@ -262,8 +262,22 @@ fn serve(
     if let Err(e) = kepler_daemon::process::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
-    if let Err(e) = kepler_daemon::process::raise_fd_limit() {
-        tracing::warn!("cannot raise the open-file limit: {e}");
+    let raised = kepler_daemon::process::raise_fd_limit().map_err(|e| e.to_string());
+    match &raised {
+        Ok(raised) => match &raised.short_of_nr_open {
+            None => tracing::info!(
+                "open-file limit raised to {} (started with {})",
+                raised.limit,
+                raised.original
+            ),
+            Some(why) => tracing::warn!("open-file limit is {}: {why}", raised.limit),
+        },
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+    kepler_daemon::process::descriptors::init(raised);
+    // Sized from the limit just raised, so made after it.
+    if let Err(why) = kepler_daemon::logs::held::availability() {
+        tracing::info!("service output pipes stay descriptors: {why}");
     }
     // Taken before the runtime's threads exist: it edits the environment.
     let notifier = kepler_daemon::notify::Notifier::from_env();

@@ -1,8 +1,8 @@
 //! The actor loop.
 
-use kepler_protocol::ErrorKind;
 use std::time::Duration;
 
+use kepler_protocol::ErrorKind;
 use tokio::sync::mpsc;
 use tokio::time::{self, Instant, Interval, MissedTickBehavior};
 
@@ -12,6 +12,40 @@ use crate::orchestrator::recover;
 use crate::orchestrator::{Internal, Orchestrator};
 use crate::persistence::ConfigState;
 use crate::watcher::WatchReport;
+
+/// Least time between two state writes of a burst (a start or stop of
+/// thousands of services): each write is the whole state.json, so one per
+/// batch of messages would cost in proportion to services times batches. A
+/// change after a quiet spell is written at once.
+const STATE_WRITE_SPACING: Duration = Duration::from_millis(100);
+
+/// When state.json was last written and when the next write is due.
+#[derive(Default)]
+struct StateWrites {
+    last: Option<Instant>,
+    due: Option<Instant>,
+}
+
+impl StateWrites {
+    /// Writes the state now, or later if the last write was too recent.
+    fn after_batch(&mut self, orchestrator: &mut Orchestrator) {
+        if !orchestrator.is_dirty() {
+            self.due = None;
+            return;
+        }
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now < last + STATE_WRITE_SPACING => {
+                self.due = Some(last + STATE_WRITE_SPACING);
+            }
+            _ => {
+                orchestrator.persist_if_dirty();
+                self.last = Some(now);
+                self.due = None;
+            }
+        }
+    }
+}
 
 /// Everything an actor listens to.
 pub struct Inboxes {
@@ -56,8 +90,10 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resum
     }
     orchestrator.persist_if_dirty();
     let mut unloaded = None;
+    let mut writes = StateWrites::default();
     let mut sampling = Sampling::new(orchestrator.sampling_interval());
     loop {
+        let due = writes.due;
         tokio::select! {
             // Reports from our own tasks first: they settle state that
             // commands may depend on.
@@ -94,8 +130,9 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resum
                     crate::memory::note_work(1);
                 }
             },
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
         }
-        orchestrator.persist_if_dirty();
+        writes.after_batch(&mut orchestrator);
         // A recreate may have changed the interval.
         sampling.follow(orchestrator.sampling_interval());
     }

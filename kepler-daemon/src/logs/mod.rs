@@ -30,6 +30,7 @@ pub mod dir;
 pub mod filter;
 pub mod follow;
 pub mod forward;
+pub mod held;
 pub mod pump;
 pub mod record;
 pub(crate) mod search;

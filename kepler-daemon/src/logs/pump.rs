@@ -25,6 +25,7 @@
 //! [`LogSink::flush`].
 
 use std::cell::RefCell;
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::held::{self, HeldPipe};
 use super::record::{self, MAX_LINE_BYTES};
 use super::writer::FileWriter;
 use super::{lock, Origin, StoreInner, Stream};
@@ -215,7 +217,62 @@ pub fn cancel_handover() {
     handing_over().send_replace(false);
 }
 
-/// Pumps `pipe` on the log thread; see [`pump`].
+/// The read end a pump drains: a descriptor, or a pipe held by io_uring
+/// outside the descriptor table ([`held`]).
+pub enum PipeEnd {
+    Fd(pipe::Receiver),
+    Held(HeldPipe),
+}
+
+impl From<pipe::Receiver> for PipeEnd {
+    fn from(pipe: pipe::Receiver) -> Self {
+        PipeEnd::Fd(pipe)
+    }
+}
+
+impl PipeEnd {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.readable().await,
+            PipeEnd::Held(pipe) => pipe.readable().await,
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.try_read_buf(buf),
+            PipeEnd::Held(pipe) => pipe.try_read_buf(buf),
+        }
+    }
+
+    /// Gives a chatty service's pipe more room (best effort: failure
+    /// leaves the default 64 KiB, which still works).
+    fn grow(&self) {
+        match self {
+            // SAFETY: fcntl on a file descriptor we own, no pointers passed.
+            PipeEnd::Fd(pipe) => unsafe {
+                libc::fcntl(
+                    pipe.as_raw_fd(),
+                    libc::F_SETPIPE_SZ,
+                    CHATTY_PIPE as libc::c_int,
+                );
+            },
+            PipeEnd::Held(pipe) => pipe.set_capacity(CHATTY_PIPE),
+        }
+    }
+
+    /// The read end as a descriptor, for a hand-over: an exec keeps
+    /// descriptors but not io_uring instances.
+    fn into_fd(self) -> io::Result<OwnedFd> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.into_nonblocking_fd(),
+            PipeEnd::Held(pipe) => pipe.into_fd(),
+        }
+    }
+}
+
+/// Pumps `pipe` on the log thread; see [`pump`]. The read end leaves the
+/// daemon's descriptor table for an io_uring where it can ([`held`]).
 pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport> {
     spawn_pump_with(pipe, sink, Vec::new(), None)
 }
@@ -230,10 +287,10 @@ pub fn spawn_pump_with(
     slot: Option<HandoverSlot>,
 ) -> JoinHandle<PumpReport> {
     let Some(runtime) = log_runtime() else {
-        return tokio::spawn(pump_from(pipe, sink, carry, slot));
+        return tokio::spawn(pump_from(pipe.into(), sink, carry, slot));
     };
-    // The pipe moves to the log thread's reactor, so its wake-ups are
-    // handled there too.
+    // The pipe moves to the log thread's reactor (or its rings), so its
+    // wake-ups are handled there too.
     let fd = match pipe.into_nonblocking_fd() {
         Ok(fd) => fd,
         Err(e) => {
@@ -241,9 +298,15 @@ pub fn spawn_pump_with(
             return tokio::spawn(async { PumpReport::default() });
         }
     };
+    // Held here, on the spawning thread, so a burst of spawns never piles
+    // up descriptors waiting for the log thread.
+    let fd = match held::hold(fd, runtime) {
+        Ok(held) => return runtime.spawn(pump_from(PipeEnd::Held(held), sink, carry, slot)),
+        Err(fd) => fd,
+    };
     runtime.spawn(async move {
         match pipe::Receiver::from_owned_fd_unchecked(fd) {
-            Ok(pipe) => pump_from(pipe, sink, carry, slot).await,
+            Ok(pipe) => pump_from(pipe.into(), sink, carry, slot).await,
             Err(e) => {
                 tracing::warn!(service = %sink.service, "cannot watch the output pipe: {e}");
                 PumpReport::default()
@@ -262,14 +325,14 @@ enum Turn {
 /// Reads `pipe` until EOF (or a read error, which is logged), storing and
 /// publishing every line. Never fails: disk errors are logged by the writer
 /// and the pipe keeps draining so the service never blocks on its output.
-pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
-    pump_from(pipe, sink, Vec::new(), None).await
+pub async fn pump(pipe: impl Into<PipeEnd>, sink: LogSink) -> PumpReport {
+    pump_from(pipe.into(), sink, Vec::new(), None).await
 }
 
 /// [`pump`], starting with a partial line, and giving the pipe up into
 /// `slot` when the daemon hands over.
 async fn pump_from(
-    pipe: pipe::Receiver,
+    pipe: PipeEnd,
     sink: LogSink,
     // A partial line waiting for the rest of it (no `\n` in it).
     mut carry: Vec<u8>,
@@ -298,8 +361,10 @@ async fn pump_from(
             () = handed => {
                 // Between turns: every complete line read is stored.
                 sink.flush();
-                if let (Some(slot), Ok(fd)) = (&slot, pipe.into_nonblocking_fd()) {
-                    *lock(slot) = Some(HandedPipe { fd, carry });
+                match (&slot, pipe.into_fd()) {
+                    (Some(slot), Ok(fd)) => *lock(slot) = Some(HandedPipe { fd, carry }),
+                    (_, Err(e)) => tracing::error!(service = %sink.service, "cannot take the output pipe back for the hand-over: {e}"),
+                    (None, Ok(_)) => {}
                 }
                 return report;
             }
@@ -326,7 +391,7 @@ async fn pump_from(
             Turn::Read(n) => {
                 if n >= DEFAULT_PIPE && !grown {
                     grown = true;
-                    grow(&pipe);
+                    pipe.grow();
                 }
                 // One read's worth per turn: the other pipes go next.
                 tokio::task::yield_now().await;
@@ -348,7 +413,7 @@ async fn pump_from(
 
 /// Reads once (without waiting) and stores the complete lines read.
 fn one_turn(
-    pipe: &pipe::Receiver,
+    pipe: &PipeEnd,
     sink: &LogSink,
     carry: &mut Vec<u8>,
     scratch: &mut Scratch,
@@ -385,19 +450,6 @@ fn one_turn(
         sink.store_and_publish(data, ranges, encoded);
     }
     Turn::Read(n)
-}
-
-/// Gives a chatty service's pipe more room (best effort: failure leaves the
-/// default 64 KiB, which still works).
-fn grow(pipe: &pipe::Receiver) {
-    // SAFETY: fcntl on a file descriptor we own, no pointers passed.
-    unsafe {
-        libc::fcntl(
-            pipe.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            CHATTY_PIPE as libc::c_int,
-        )
-    };
 }
 
 /// Cuts `data` into line payload ranges (into `ranges`, cleared first).

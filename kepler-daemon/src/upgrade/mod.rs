@@ -179,6 +179,11 @@ pub async fn hand_over(daemon: &Daemon, listener: RawFd, request: UpgradeRequest
         )));
         return;
     }
+    if let Err(why) = room_for_held_pipes() {
+        tracing::warn!("upgrade refused: {why}");
+        let _ = reply.send(Err(why));
+        return;
+    }
     // From here on exits stay zombies: the new daemon reaps them.
     process::pause_reaping();
     let (states, gos) = match collect_states(daemon).await {
@@ -289,6 +294,30 @@ async fn collect_states(
 
 /// Runs `binary --handover-check` and checks that it resumes this
 /// daemon's hand-over format.
+/// Pipes held by io_uring become descriptors again for the exec (which
+/// keeps descriptors, not rings): refused unless the open-file limit has
+/// room for all of them, with a margin for what the hand-over opens.
+fn room_for_held_pipes() -> Result<(), String> {
+    const MARGIN: u64 = 64;
+    let held = crate::logs::held::count();
+    if held == 0 {
+        return Ok(());
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count() as u64);
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(soft, _)| soft);
+    if open + held + MARGIN <= limit {
+        return Ok(());
+    }
+    Err(format!(
+        "{held} service output pipes are held in io_uring and must become descriptors for \
+         the hand-over, but only {} of the daemon's open-file limit {limit} are free; raise \
+         the daemon's open-file limit (LimitNOFILE= in its unit) and restart it, or upgrade \
+         with fewer services running",
+        limit.saturating_sub(open)
+    ))
+}
+
 async fn preflight(binary: &Path) -> Result<(), String> {
     let meta =
         std::fs::metadata(binary).map_err(|e| format!("cannot use {}: {e}", binary.display()))?;

@@ -35,5 +35,15 @@ pub async fn handle(ctx: &RequestContext) -> Response {
         configs,
         containment: crate::containment::current().describe(),
         limit_notes,
+        open_files: open_files(),
     })
+}
+
+/// The descriptor budget, and whether output pipes are descriptors at all.
+fn open_files() -> String {
+    let pipes = match crate::logs::held::availability() {
+        Ok(()) => "output pipes held by io_uring, outside the limit".to_string(),
+        Err(why) => format!("output pipes are descriptors ({why})"),
+    };
+    format!("{}; {pipes}", crate::process::descriptors::describe())
 }
