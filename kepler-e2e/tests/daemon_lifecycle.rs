@@ -159,8 +159,10 @@ fn root_stops_a_daemon_of_another_protocol_version_with_sigterm() {
         .arg(kepler.socket_path())
         .spawn()
         .unwrap();
+    // The socket file appears at bind(), a moment before listen(): wait
+    // until it takes connections.
     kepler_e2e::wait_until("the old daemon's socket", kepler_e2e::DEADLINE, || {
-        kepler.socket_path().exists()
+        std::os::unix::net::UnixStream::connect(kepler.socket_path()).is_ok()
     });
     kepler
         .kepler(&["daemon", "stop"])
