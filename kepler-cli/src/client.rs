@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{SinkExt, StreamExt};
 use kepler_protocol::{
-    handshake, BincodeCodec, ClientMessage, Event, Hello, HelloReply, Request, RequestId, Response,
-    ServerMessage, KEPLER_GROUP, MAX_FRAME_LEN, MAX_REQUEST_LEN, SOCKET_FILE,
+    handshake, BincodeCodec, ClientMessage, ErrorKind, Event, Hello, HelloReply, Request,
+    RequestId, Response, ServerMessage, KEPLER_GROUP, MAX_FRAME_LEN, MAX_REQUEST_LEN, SOCKET_FILE,
 };
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
@@ -130,6 +130,23 @@ fn check_peer(path: &Path, stream: &UnixStream) -> Result<(), ConnectError> {
 
 impl Client {
     pub async fn connect() -> Result<Self, ConnectError> {
+        let mut attempts = 1;
+        loop {
+            match Self::connect_once().await {
+                // Reached the daemon in the middle of an upgrade: the next
+                // connection waits for the new one.
+                Err(ConnectError::Refused { reason, .. })
+                    if reason == kepler_protocol::handshake::UPGRADING_REFUSAL
+                        && attempts < READ_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn connect_once() -> Result<Self, ConnectError> {
         let path = socket_path();
         check_socket_file(&path)?;
         let stream = UnixStream::connect(&path)
@@ -178,13 +195,68 @@ impl Client {
     }
 
     /// Sends `request` and returns its response, ignoring pushed events.
+    ///
+    /// A request that only reads (`ps`, `daemon status`, a log page) and was
+    /// cut short by a daemon upgrade is sent once more on a new connection,
+    /// which the new daemon answers: it changed nothing the first time.
     pub async fn request(&mut self, request: Request) -> Result<Response> {
-        self.request_with_events(request, |_| {}).await
+        if !only_reads(&request) {
+            return into_result(self.response_with_events(request, |_| {}).await?);
+        }
+        self.read_with_events(request, |_| {}, || {}).await
+    }
+
+    /// [`request`](Self::request) for a request that only reads and whose
+    /// answer comes partly as events (`ps` in parts): `on_retry` runs before
+    /// each new attempt, to forget the events of the one cut short.
+    pub async fn read_with_events(
+        &mut self,
+        request: Request,
+        mut on_event: impl FnMut(Event),
+        mut on_retry: impl FnMut(),
+    ) -> Result<Response> {
+        debug_assert!(only_reads(&request));
+        // Each new attempt follows a hand-over that cut the previous one
+        // short; upgrades run back to back may need a few.
+        let mut attempts = 1;
+        loop {
+            let cut_short = match self
+                .response_with_events(request.clone(), &mut on_event)
+                .await
+            {
+                Ok(Response::Error {
+                    kind: ErrorKind::DaemonUpgraded,
+                    message,
+                }) => anyhow!(message),
+                Ok(response) => return into_result(response),
+                // The connection went away (e.g. an upgrade's hand-over).
+                Err(lost) => lost,
+            };
+            if attempts == READ_ATTEMPTS {
+                return Err(cut_short);
+            }
+            attempts += 1;
+            match Client::connect().await {
+                Ok(client) => *self = client,
+                Err(_) => return Err(cut_short),
+            }
+            on_retry();
+        }
     }
 
     /// Sends `request`, hands every event pushed for it to `on_event`, and
     /// returns the final response. Error responses become errors.
     pub async fn request_with_events(
+        &mut self,
+        request: Request,
+        on_event: impl FnMut(Event),
+    ) -> Result<Response> {
+        into_result(self.response_with_events(request, on_event).await?)
+    }
+
+    /// [`request_with_events`](Self::request_with_events), with an error
+    /// response returned as it came.
+    async fn response_with_events(
         &mut self,
         request: Request,
         mut on_event: impl FnMut(Event),
@@ -193,9 +265,7 @@ impl Client {
         loop {
             match self.next_message().await? {
                 ServerMessage::Event { id: got, event } if got == id => on_event(event),
-                ServerMessage::Response { id: got, response } if got == id => {
-                    return into_result(response)
-                }
+                ServerMessage::Response { id: got, response } if got == id => return Ok(response),
                 _ => continue,
             }
         }
@@ -227,6 +297,19 @@ impl Client {
     /// Waits until the daemon closes the connection.
     pub async fn closed(mut self) {
         while let Some(Ok(_)) = self.framed.next().await {}
+    }
+}
+
+/// How many times a request that only reads is sent (or a connection
+/// made) when upgrades cut it short.
+const READ_ATTEMPTS: u32 = 5;
+
+/// Requests that change nothing in the daemon, safe to send again.
+fn only_reads(request: &Request) -> bool {
+    match request {
+        Request::Ping | Request::DaemonStatus | Request::Ps { .. } => true,
+        Request::Logs { follow, .. } => !follow,
+        _ => false,
     }
 }
 

@@ -53,6 +53,8 @@ pub fn write_event(
         }
         // Frames of `kepler top` are drawn by its own screen.
         Event::Top(_) => Ok(()),
+        // Only `ps` asks for these, and shows them as a table.
+        Event::PsPart(_) => Ok(()),
     }
 }
 
@@ -145,7 +147,7 @@ pub fn line_prefix(service: &str, hook: Option<&str>, stderr: bool, paint: Paint
 /// JSON, where it is a line of the service `kepler`); `None` for output.
 pub fn note_text(event: &Event) -> Option<String> {
     match event {
-        Event::Log(_) | Event::Logs(_) => None,
+        Event::Log(_) | Event::Logs(_) | Event::PsPart(_) => None,
         Event::ServiceState {
             service,
             status,

@@ -30,6 +30,7 @@ pub mod state;
 pub mod state_dir;
 pub mod trusted_fs;
 pub mod unprivileged_bake;
+pub mod upgrade;
 pub mod user;
 pub mod watcher;
 pub mod write_access;

@@ -1,10 +1,11 @@
 //! `kepler-daemon`: the root daemon that runs Kepler's services.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kepler_daemon::daemon::{self, Daemon};
@@ -23,6 +24,14 @@ struct Args {
     /// Fork into the background once the socket accepts connections.
     #[arg(long)]
     detach: bool,
+    /// Print the hand-over formats this binary can resume, and exit (the
+    /// pre-flight of `kepler daemon upgrade`).
+    #[arg(long, hide = true)]
+    handover_check: bool,
+    /// Resume from the hand-over in this descriptor (given by the daemon
+    /// this binary replaces in an upgrade).
+    #[arg(long, hide = true, value_name = "FD")]
+    resume: Option<i32>,
     /// Serve Prometheus metrics on this address (GET /metrics), e.g.
     /// 127.0.0.1:9464. Off unless given.
     #[arg(long, value_name = "ADDRESS", env = kepler_daemon::exporter::LISTEN_ENV)]
@@ -53,8 +62,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.handover_check {
+        println!("{}", kepler_daemon::upgrade::format::check_line());
+        return ExitCode::SUCCESS;
+    }
     match args.command {
-        None => serve(args.detach, args.metrics_listen, args.metrics_listen_public),
+        None => serve(
+            args.detach,
+            args.resume,
+            args.metrics_listen,
+            args.metrics_listen_public,
+        ),
         Some(Command::Check {
             file,
             transfer,
@@ -129,7 +147,12 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn serve(detach: bool, metrics_listen: Option<SocketAddr>, public: bool) -> ExitCode {
+fn serve(
+    detach: bool,
+    resume: Option<i32>,
+    metrics_listen: Option<SocketAddr>,
+    public: bool,
+) -> ExitCode {
     let uid = Uid::effective();
     if !uid.is_root() {
         return fail(format!(
@@ -140,29 +163,77 @@ fn serve(detach: bool, metrics_listen: Option<SocketAddr>, public: bool) -> Exit
     {
         return fail(e);
     }
-    init_tracing(!detach && std::io::stderr().is_terminal());
+    init_tracing(!detach && resume.is_none() && std::io::stderr().is_terminal());
     // Group members may read what the daemon writes; others get nothing.
     umask(Mode::from_bits_truncate(0o007));
+
+    // After an upgrade: the socket, lock and children of the daemon this
+    // binary replaced (same pid). Read before any thread exists, with the
+    // open-file limit raised first: the previous program held many.
+    if resume.is_some() {
+        if let Err(e) = kepler_daemon::process::raise_fd_limit() {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+        }
+    }
+    let resumed = resume.and_then(|fd| match kepler_daemon::upgrade::resume_args(fd) {
+        Ok(resumed) => Some(resumed),
+        Err(e) => {
+            tracing::error!("cannot resume from the hand-over ({e}); starting afresh");
+            None
+        }
+    });
+    let detach = detach && resume.is_none();
 
     let state = match StateDir::prepare(&kepler_protocol::state_dir()) {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
-    let mut lock = match InstanceLock::acquire(&state) {
-        Ok(lock) => lock,
-        Err(e) => return fail(e),
-    };
-    let listener = match state.bind_socket() {
-        Ok(listener) => listener,
-        Err(e) => return fail(format!("cannot listen: {e}")),
+    let (mut lock, listener, daemon_up, adoptions, connections, handed_metrics) = match resumed {
+        Some(resumed) => (
+            resumed.lock,
+            resumed.listener,
+            resumed.daemon_up,
+            resumed.adoptions,
+            resumed.connections,
+            resumed.metrics_listener,
+        ),
+        None => {
+            let lock = match InstanceLock::acquire(&state) {
+                Ok(lock) => lock,
+                Err(e) => return fail(e),
+            };
+            let listener = match state.bind_socket() {
+                Ok(listener) => listener,
+                Err(e) => return fail(format!("cannot listen: {e}")),
+            };
+            (
+                lock,
+                listener,
+                Duration::ZERO,
+                HashMap::new(),
+                Vec::new(),
+                None,
+            )
+        }
     };
     // Bound before detaching, so a refused or busy address is told on the
     // terminal that started the daemon.
-    let metrics_listener = match metrics_listen.map(|address| bind_metrics(address, public)) {
-        Some(Ok(listener)) => Some(listener),
-        Some(Err(e)) => return fail(e),
-        None => None,
+    let metrics_listener = match (handed_metrics, metrics_listen) {
+        // After an upgrade: the endpoint's socket, still open.
+        (Some(listener), _) => Some(listener),
+        (None, Some(address)) => match bind_metrics(address, public) {
+            Ok(listener) => Some(listener),
+            Err(e) => return fail(e),
+        },
+        (None, None) => None,
     };
+    if let Some(listener) = &metrics_listener {
+        use std::os::fd::AsRawFd;
+        kepler_daemon::upgrade::remember_listener(
+            kepler_daemon::upgrade::METRICS_LISTENER,
+            listener.as_raw_fd(),
+        );
+    }
     let ready_pipe = if detach {
         match detach::daemonize(&state) {
             Ok(pipe) => Some(pipe),
@@ -191,11 +262,26 @@ fn serve(detach: bool, metrics_listen: Option<SocketAddr>, public: bool) -> Exit
     if let Err(e) = kepler_daemon::process::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
-    if let Err(e) = kepler_daemon::process::raise_fd_limit() {
-        tracing::warn!("cannot raise the open-file limit: {e}");
+    let raised = kepler_daemon::process::raise_fd_limit().map_err(|e| e.to_string());
+    match &raised {
+        Ok(raised) => match &raised.short_of_nr_open {
+            None => tracing::info!(
+                "open-file limit raised to {} (started with {})",
+                raised.limit,
+                raised.original
+            ),
+            Some(why) => tracing::warn!("open-file limit is {}: {why}", raised.limit),
+        },
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+    kepler_daemon::process::descriptors::init(raised);
+    // Sized from the limit just raised, so made after it.
+    if let Err(why) = kepler_daemon::logs::held::availability() {
+        tracing::info!("service output pipes stay descriptors: {why}");
     }
     // Taken before the runtime's threads exist: it edits the environment.
     let notifier = kepler_daemon::notify::Notifier::from_env();
+    kepler_daemon::upgrade::remember_startup(lock.raw_fds(), notifier.clone());
     kepler_daemon::memory::use_one_arena();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -204,14 +290,15 @@ fn serve(detach: bool, metrics_listen: Option<SocketAddr>, public: bool) -> Exit
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    let daemon = Daemon::new(state);
+    let daemon = Daemon::resumed(state, daemon_up);
+    daemon.adopt_connections(connections);
     let closing = daemon.closing_connections();
     let result = runtime.block_on(async move {
         if let Some(listener) = metrics_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             tokio::spawn(kepler_daemon::exporter::serve(listener, daemon.clone()));
         }
-        daemon::run(listener, daemon, move || {
+        daemon::run_adopting(listener, daemon, adoptions, move || {
             if let Some(pipe) = ready_pipe {
                 pipe.signal();
             }

@@ -21,6 +21,8 @@ pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 #[derive(Debug, Clone)]
 pub struct Notifier {
     socket: Option<SocketAddr>,
+    /// `$NOTIFY_SOCKET` as it was, for a binary this one `execve`s into.
+    value: Option<std::ffi::OsString>,
 }
 
 impl Notifier {
@@ -50,7 +52,28 @@ impl Notifier {
                 _ => None,
             }
         });
-        Self { socket }
+        let value = socket.as_ref().and(value.map(OsStr::to_os_string));
+        Self { socket, value }
+    }
+
+    /// The `$NOTIFY_SOCKET` value this notifier sends to, if any.
+    pub fn socket_value(&self) -> Option<&OsStr> {
+        self.value.as_deref()
+    }
+
+    /// The daemon is handing over to a new binary (an upgrade); `READY=1`
+    /// follows from the new one. systemd wants the monotonic time with it.
+    pub fn reloading(&self) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid out-pointer for the call.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let now = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+        self.send_or_warn(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={now}\nSTATUS=upgrading"
+        ));
     }
 
     pub fn is_enabled(&self) -> bool {

@@ -339,8 +339,9 @@ impl ConfigStore {
         }
     }
 
-    pub fn write_state(&self, state: &ConfigState) -> Result<(), TrustError> {
-        let json = serde_json::to_vec_pretty(state).expect("state always serialises");
+    pub fn write_state(&self, state: &impl Serialize) -> Result<(), TrustError> {
+        // Compact: it is rewritten whole, so its size is what a write costs.
+        let json = serde_json::to_vec(state).expect("state always serialises");
         self.dir.write_atomic(STATE, &json)
     }
 }

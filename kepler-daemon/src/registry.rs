@@ -172,6 +172,16 @@ impl Registry {
     /// is reported (which file, and why) and skipped; it never stops the
     /// daemon.
     pub fn rediscover(&self) {
+        self.rediscover_adopting(std::collections::HashMap::new());
+    }
+
+    /// [`rediscover`](Self::rediscover), where the configs in `adoptions`
+    /// take over the services a previous daemon handed over instead of
+    /// recovering.
+    pub fn rediscover_adopting(
+        &self,
+        mut adoptions: std::collections::HashMap<PathBuf, crate::upgrade::Adoption>,
+    ) {
         let names = match self.configs_dir.entries() {
             Ok(names) => names,
             Err(e) => {
@@ -208,8 +218,17 @@ impl Registry {
                 continue;
             }
             let state = store.read_state().unwrap_or_default();
-            tracing::info!(config = %path.display(), "found config");
-            match config_actor::spawn(stored, store, state, true) {
+            let start = match adoptions.remove(&path) {
+                Some(adoption) => {
+                    tracing::info!(config = %path.display(), "resuming config");
+                    config_actor::Resume::Adopt(Box::new(adoption))
+                }
+                None => {
+                    tracing::info!(config = %path.display(), "found config");
+                    config_actor::Resume::Recover(state.clone())
+                }
+            };
+            match config_actor::spawn_with(stored, store, state, start) {
                 Ok(handle) => {
                     if let Err(e) = self.insert(path.clone(), handle) {
                         tracing::error!("skipping {}: {}", path.display(), e.message);
@@ -217,6 +236,12 @@ impl Registry {
                 }
                 Err(e) => tracing::error!("skipping {}: {e}", path.display()),
             }
+        }
+        for path in adoptions.into_keys() {
+            tracing::error!(
+                config = %path.display(),
+                "was handed over but its state directory is gone; its processes are left alone"
+            );
         }
     }
 

@@ -61,6 +61,8 @@ pub struct ServiceRuntime {
     pub desired: bool,
     /// An automatic restart is scheduled.
     pub restart_pending: bool,
+    /// When the scheduled restart is due (handed over by an upgrade).
+    pub restart_due: Option<tokio::time::Instant>,
     /// Consecutive quick failures, for the restart backoff.
     pub backoff_attempt: u32,
     /// Became healthy at least once since the last spawn.
@@ -107,6 +109,7 @@ impl Default for ServiceRuntime {
             generation: 0,
             desired: false,
             restart_pending: false,
+            restart_due: None,
             backoff_attempt: 0,
             was_healthy: false,
             health_failures: None,

@@ -373,6 +373,26 @@ impl InstanceLock {
         Ok(InstanceLock { _dir: dir, file })
     }
 
+    /// The two locked descriptors (the state directory and the pid file),
+    /// for an upgrade to pass on: the lock is never let go of.
+    pub fn raw_fds(&self) -> (std::os::fd::RawFd, std::os::fd::RawFd) {
+        use std::os::fd::AsRawFd;
+        (self._dir.as_raw_fd(), self.file.as_raw_fd())
+    }
+
+    /// The lock a previous daemon held, handed over across `execve`.
+    ///
+    /// # Safety
+    /// Both descriptors must be open, owned by nobody else in this process,
+    /// and be the ones [`raw_fds`](Self::raw_fds) gave the previous daemon.
+    pub unsafe fn from_raw_fds(dir: std::os::fd::RawFd, file: std::os::fd::RawFd) -> Self {
+        use std::os::fd::FromRawFd;
+        InstanceLock {
+            _dir: OwnedFd::from_raw_fd(dir),
+            file: File::from_raw_fd(file),
+        }
+    }
+
     /// Records `pid` (the serving process, which differs from the starting one
     /// after `--detach`).
     pub fn write_pid(&mut self, pid: u32) -> io::Result<()> {

@@ -146,7 +146,7 @@ impl Transfer {
 /// Reads all of `pipe`, keeping at most `limit` bytes; past that the worker
 /// is killed (it could otherwise block on a full pipe until the timeout) and
 /// the second value is true.
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     pipe: Option<tokio::net::unix::pipe::Receiver>,
     limit: u64,
     pgid: i32,

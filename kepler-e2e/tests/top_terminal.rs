@@ -26,10 +26,15 @@ impl Screen {
     /// Runs `kepler top` in a 120x40 terminal; the shell says how it ended
     /// and stays, so the screen can be read after top has gone.
     fn top(kepler: &Kepler, name: &str) -> Screen {
+        Screen::top_with(kepler, name, "")
+    }
+
+    /// `kepler top` with `env` (`K=V ...`) in its environment.
+    fn top_with(kepler: &Kepler, name: &str, env: &str) -> Screen {
         let socket = format!("kepler-e2e-{}-{name}", std::process::id());
         let kepler_bin = kepler_e2e::bin_dir().join("kepler");
         let script = format!(
-            "cd {dir} && KEPLER_DAEMON_PATH={state} {kepler} top; echo TOP-EXITED $?; exec sleep 600",
+            "cd {dir} && {env} KEPLER_DAEMON_PATH={state} {kepler} top; echo TOP-EXITED $?; echo STTY $(stty -a | grep -o -- '-\\?icanon'); exec sleep 600",
             dir = kepler.dir().display(),
             state = kepler.state_dir().display(),
             kepler = kepler_bin.display(),
@@ -204,6 +209,25 @@ fn top_follows_resizes_sorts_filters_and_restores_the_terminal_on_ctrl_c() {
     screen.keys(&["C-c"]);
     screen.wait_for("top gone", |s| s.contains("TOP-EXITED 0"));
     assert_eq!(screen.terminal_state(), (false, true));
+}
+
+#[test]
+fn a_panic_in_top_restores_the_terminal() {
+    let kepler = Kepler::started();
+    kepler.write("kepler.yaml", TICKER);
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    let screen = Screen::top_with(&kepler, "panic", "RUST_BACKTRACE=0 KEPLER_TEST_TOP_PANIC=1");
+    // Rust exits with 101 after a panic.
+    let text = screen.wait_for("top gone", |s| s.contains("TOP-EXITED 101"));
+    assert!(text.contains("KEPLER_TEST_TOP_PANIC is set"), "{text}");
+    assert_eq!(
+        screen.terminal_state(),
+        (false, true),
+        "main screen, cursor shown"
+    );
+    // Line editing is back: raw mode was left.
+    let text = screen.wait_for("stty's answer", |s| s.contains("STTY "));
+    assert!(text.contains("STTY icanon"), "{text}");
 }
 
 #[test]

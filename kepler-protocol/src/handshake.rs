@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message type in this crate changes shape.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -57,6 +57,12 @@ pub fn answer(client: &Hello) -> HelloReply {
         }
     }
 }
+
+/// Why a connection that arrives while the daemon hands over to a new
+/// binary is refused; a client may connect again at once (the new daemon
+/// answers the next connection).
+pub const UPGRADING_REFUSAL: &str =
+    "the daemon is handing over to a new binary (kepler daemon upgrade); connect again";
 
 /// The message both sides print when their protocol versions differ.
 pub fn version_mismatch(

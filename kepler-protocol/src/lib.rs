@@ -31,7 +31,7 @@ pub use observe::{
 pub use request::{ConfigRef, LogFilter, LogRange, Request, RunOptions, StartMode, SysEnv};
 pub use response::{
     ConfigServices, ConfigSummary, DaemonStatus, ErrorKind, Event, LogLine, PrunedConfig, Response,
-    ScaledService, ServiceInfo, ServiceStatus, WaitedService,
+    ScaledService, ServiceInfo, ServiceStatus, WaitedService, PS_PART_SERVICES,
 };
 
 /// Name of the socket file inside the daemon's state directory.

@@ -102,6 +102,9 @@ pub enum Request {
         config: Option<ConfigRef>,
         history: u32,
     },
+    /// Root only: hand the running daemon over to a new binary (`binary`,
+    /// or the path the daemon was started from) without stopping services.
+    Upgrade { binary: Option<std::path::PathBuf> },
 }
 
 /// How a `Run` ends and what it leaves behind.

@@ -14,6 +14,10 @@ pub enum Response {
     ShuttingDown {
         pid: u32,
     },
+    /// The configs `ps` asked for. Their services come first as
+    /// [`Event::PsPart`]s (a config's parts in order, each at most
+    /// [`PS_PART_SERVICES`]), then any left here; a client appends these
+    /// to what the parts of the same path brought.
     Ps(Vec<ConfigServices>),
     Pruned(Vec<PrunedConfig>),
     /// Log lines, oldest first; `cursor` is set when more can be asked for
@@ -50,6 +54,14 @@ pub enum Response {
     Scaled(Vec<ScaledService>),
     Stats(crate::ConfigStats),
     Inspect(crate::ConfigInspection),
+    /// `kepler daemon upgrade` was accepted: the daemon (this pid) is
+    /// handing over to `binary`, which said it can resume it. Connect again
+    /// to reach the new daemon: connections queue meanwhile.
+    Upgrading {
+        pid: u32,
+        from_version: String,
+        binary: PathBuf,
+    },
 }
 
 /// One service's change of instance count.
@@ -77,6 +89,9 @@ pub enum ErrorKind {
     /// A bound on what one client may ask for was reached (connections,
     /// requests in flight, environment size); the message names it.
     LimitReached,
+    /// The daemon handed over to a new binary while this request ran; the
+    /// request ended there. Reconnect to reach the new daemon.
+    DaemonUpgraded,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +107,9 @@ pub struct DaemonStatus {
     /// Limits of loaded configs that are not enforced as configured, each
     /// naming the config, service and key, and why.
     pub limit_notes: Vec<String>,
+    /// The daemon's open-file limit: descriptors open, the limit, the
+    /// reserve kept from spawns, what services get, how output pipes are held.
+    pub open_files: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,7 +220,13 @@ pub enum Event {
     StartupPlan { services: Vec<WaitedService> },
     /// What `kepler top` shows now.
     Top(crate::TopFrame),
+    /// Part of a `ps` answer: some services of one config, in order.
+    PsPart(ConfigServices),
 }
+
+/// Most services in one [`Event::PsPart`], so a `ps` of thousands of
+/// services is many modest frames, never one near [`crate::MAX_FRAME_LEN`].
+pub const PS_PART_SERVICES: usize = 512;
 
 /// A service that `--wait` waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kepler_protocol::{
-    ConfigRef, Request, Response, ScaledService, ServerMessage, ServiceInfo, ServiceStatus,
+    ConfigRef, Event, Request, Response, ScaledService, ServerMessage, ServiceInfo, ServiceStatus,
     StartMode,
 };
 use kepler_tests::{send, ClientFrames, InProcessDaemon};
@@ -50,9 +50,31 @@ async fn ps(
         },
     )
     .await;
-    match answer(frames, early, id).await {
-        Response::Ps(mut configs) => configs.remove(0).services,
-        other => panic!("expected ps, got {other:?}"),
+    // The services come as parts before the answer.
+    let mut services = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), frames.next())
+            .await
+            .expect("answer in time")
+            .expect("connection open")
+            .expect("frame");
+        match message {
+            ServerMessage::Event {
+                id: got,
+                event: Event::PsPart(part),
+            } if got == id => services.extend(part.services),
+            ServerMessage::Response { id: got, response } if got == id => {
+                let Response::Ps(mut configs) = response else {
+                    panic!("expected ps, got {response:?}");
+                };
+                services.append(&mut configs.remove(0).services);
+                return services;
+            }
+            ServerMessage::Response { id: got, response } => {
+                early.insert(got, response);
+            }
+            ServerMessage::Event { .. } => {}
+        }
     }
 }
 

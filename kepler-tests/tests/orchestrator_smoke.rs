@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kepler_protocol::{ConfigRef, Request, Response, ServerMessage, ServiceStatus, StartMode};
+use kepler_protocol::{
+    ConfigRef, Event, Request, Response, ServerMessage, ServiceStatus, StartMode,
+};
 use kepler_tests::{send, ClientFrames, InProcessDaemon};
 
 async fn answer(frames: &mut ClientFrames, id: u64) -> Response {
@@ -62,11 +64,31 @@ async fn a_dependency_chain_starts_in_order_and_stops_completely() {
         },
     )
     .await;
-    let Response::Ps(configs) = answer(&mut frames, 2).await else {
-        panic!("expected ps")
+    // The services come as parts before the answer, which names the config.
+    let mut services = Vec::new();
+    let configs = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), frames.next())
+            .await
+            .expect("answer in time")
+            .expect("connection open")
+            .expect("frame");
+        match message {
+            ServerMessage::Event {
+                id: 2,
+                event: Event::PsPart(part),
+            } => services.extend(part.services),
+            ServerMessage::Response { id: 2, response } => {
+                let Response::Ps(configs) = response else {
+                    panic!("expected ps, got {response:?}")
+                };
+                break configs;
+            }
+            _ => {}
+        }
     };
-    let pids: Vec<u32> = configs[0]
-        .services
+    assert_eq!(configs.len(), 1);
+    assert_eq!(services.len(), 2, "{services:?}");
+    let pids: Vec<u32> = services
         .iter()
         .map(|s| {
             assert_eq!(s.status, ServiceStatus::Running, "{s:?}");

@@ -410,6 +410,15 @@ pub enum DaemonCommand {
     },
     /// Show the daemon's pid, version, uptime and loaded configs.
     Status,
+    /// Hand the running daemon over to a new binary without stopping or
+    /// restarting any service (root only). Requests in flight (attached
+    /// start, logs --follow, --wait) end and must be run again.
+    Upgrade {
+        /// The new kepler-daemon (default: the file at the path the running
+        /// daemon was started from, which a package upgrade replaces).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
 }
 
 #[cfg(test)]

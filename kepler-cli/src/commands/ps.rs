@@ -9,7 +9,9 @@ use anyhow::{bail, Result};
 use comfy_table::{
     presets, Attribute, Cell, Color, ColumnConstraint, ContentArrangement, Table, Width,
 };
-use kepler_protocol::{ConfigServices, Request, Response, ServiceInfo, ServiceStatus};
+use kepler_protocol::{
+    ConfigRef, ConfigServices, Event, Request, Response, ServiceInfo, ServiceStatus,
+};
 use serde::Serialize;
 
 use crate::cli::PsArgs;
@@ -34,10 +36,7 @@ pub async fn run(file: Option<&Path>, args: PsArgs) -> Result<ExitCode> {
     };
     let path = config.as_ref().map(|c| c.path.clone());
     let mut client = Client::connect().await?;
-    let mut configs = match client.request(Request::Ps { config }).await? {
-        Response::Ps(configs) => configs,
-        other => bail!("unexpected answer from the daemon: {other:?}"),
-    };
+    let mut configs = request_ps(&mut client, config).await?;
     if !args.json {
         show_safely(&mut configs, TextMode::for_stdout(false));
     }
@@ -58,6 +57,48 @@ pub async fn run(file: Option<&Path>, args: PsArgs) -> Result<ExitCode> {
         println!("{}", render_table(&configs, args.all, paint, width));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks for `ps` and puts the answer together: each config's services come
+/// in parts before the answer that lists the configs.
+pub async fn request_ps(
+    client: &mut Client,
+    config: Option<ConfigRef>,
+) -> Result<Vec<ConfigServices>> {
+    let parts = std::cell::RefCell::new(Vec::<ConfigServices>::new());
+    let response = client
+        .read_with_events(
+            Request::Ps { config },
+            |event| {
+                if let Event::PsPart(part) = event {
+                    let mut parts = parts.borrow_mut();
+                    match parts.last_mut() {
+                        Some(last) if last.path == part.path => last.services.extend(part.services),
+                        _ => parts.push(part),
+                    }
+                }
+            },
+            // A cut-short attempt's parts are not this answer's.
+            || parts.borrow_mut().clear(),
+        )
+        .await?;
+    let parts = parts.into_inner();
+    let Response::Ps(configs) = response else {
+        bail!("unexpected answer from the daemon: {response:?}");
+    };
+    let mut parts = parts.into_iter().peekable();
+    Ok(configs
+        .into_iter()
+        .map(|mut config| {
+            let mut services = Vec::new();
+            while let Some(part) = parts.next_if(|part| part.path == config.path) {
+                services.extend(part.services);
+            }
+            services.append(&mut config.services);
+            config.services = services;
+            config
+        })
+        .collect())
 }
 
 /// Paths and reasons quote what config owners wrote; on a terminal their

@@ -25,10 +25,10 @@ use super::values::{
 };
 
 /// Most services one config may have.
-pub const MAX_SERVICES: usize = 4096;
+pub const MAX_SERVICES: usize = 16_384;
 /// Most instances one config may run: each service counts as many times as
 /// it has replicas (`replicas:` or `kepler scale`).
-pub const MAX_INSTANCES: u64 = 4096;
+pub const MAX_INSTANCES: u64 = 16_384;
 
 /// How many instances `services` run with their written `replicas:`.
 pub fn instance_count<'a>(services: impl IntoIterator<Item = &'a ServiceConfig>) -> u64 {
@@ -419,12 +419,15 @@ mod tests {
         config.services.insert("web.7".into(), service.clone());
         refused(&config, "services.web.7: named like an instance");
         let mut config = web();
-        for index in 0..5 {
+        for index in 0..=MAX_INSTANCES / u64::from(MAX_REPLICAS) {
             let mut service = service.clone();
             service.replicas = Some(MAX_REPLICAS);
             config.services.insert(format!("s{index}"), service);
         }
-        refused(&config, "instances, more than the 4096");
+        refused(
+            &config,
+            &format!("instances, more than the {MAX_INSTANCES}"),
+        );
     }
 
     #[test]
@@ -449,6 +452,6 @@ mod tests {
         for index in 0..=MAX_SERVICES {
             config.services.insert(format!("s{index}"), service.clone());
         }
-        refused(&config, "more than the 4096");
+        refused(&config, &format!("more than the {MAX_SERVICES}"));
     }
 }

@@ -1,8 +1,8 @@
 //! The actor loop.
 
-use kepler_protocol::ErrorKind;
 use std::time::Duration;
 
+use kepler_protocol::ErrorKind;
 use tokio::sync::mpsc;
 use tokio::time::{self, Instant, Interval, MissedTickBehavior};
 
@@ -13,6 +13,40 @@ use crate::orchestrator::{Internal, Orchestrator};
 use crate::persistence::ConfigState;
 use crate::watcher::WatchReport;
 
+/// Least time between two state writes of a burst (a start or stop of
+/// thousands of services): each write is the whole state.json, so one per
+/// batch of messages would cost in proportion to services times batches. A
+/// change after a quiet spell is written at once.
+const STATE_WRITE_SPACING: Duration = Duration::from_millis(100);
+
+/// When state.json was last written and when the next write is due.
+#[derive(Default)]
+struct StateWrites {
+    last: Option<Instant>,
+    due: Option<Instant>,
+}
+
+impl StateWrites {
+    /// Writes the state now, or later if the last write was too recent.
+    fn after_batch(&mut self, orchestrator: &mut Orchestrator) {
+        if !orchestrator.is_dirty() {
+            self.due = None;
+            return;
+        }
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now < last + STATE_WRITE_SPACING => {
+                self.due = Some(last + STATE_WRITE_SPACING);
+            }
+            _ => {
+                orchestrator.persist_if_dirty();
+                self.last = Some(now);
+                self.due = None;
+            }
+        }
+    }
+}
+
 /// Everything an actor listens to.
 pub struct Inboxes {
     pub commands: mpsc::UnboundedReceiver<Command>,
@@ -21,26 +55,45 @@ pub struct Inboxes {
     pub watch: mpsc::UnboundedReceiver<WatchReport>,
 }
 
-pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Option<ConfigState>) {
+/// How an actor begins.
+pub enum Resume {
+    /// A new config, or one whose services are not running.
+    Fresh,
+    /// After a daemon crash or stop: kill survivors, start what was wanted.
+    Recover(ConfigState),
+    /// After an upgrade: take over the previous daemon's running services.
+    Adopt(Box<crate::upgrade::Adoption>),
+}
+
+pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resume) {
     let Inboxes {
         commands: mut inbox,
         mut internal,
         mut health,
         mut watch,
     } = inboxes;
-    if let Some(state) = resume {
-        recover::kill_survivors(
-            &state,
-            orchestrator.config(),
-            orchestrator.leftover_cgroup(),
-        )
-        .await;
-        orchestrator.resume(&state);
+    match resume {
+        Resume::Fresh => {}
+        Resume::Recover(state) => {
+            recover::kill_survivors(
+                &state,
+                orchestrator.config(),
+                orchestrator.leftover_cgroup(),
+            )
+            .await;
+            orchestrator.resume(&state);
+        }
+        Resume::Adopt(adoption) => {
+            let crate::upgrade::Adoption { state, mut exits } = *adoption;
+            orchestrator.adopt(state, &mut exits);
+        }
     }
     orchestrator.persist_if_dirty();
     let mut unloaded = None;
+    let mut writes = StateWrites::default();
     let mut sampling = Sampling::new(orchestrator.sampling_interval());
     loop {
+        let due = writes.due;
         tokio::select! {
             // Reports from our own tasks first: they settle state that
             // commands may depend on.
@@ -60,6 +113,9 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
             _ = sampling.tick() => orchestrator.sample_tick(),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
+                Some(Command::Handover { reply, go }) => {
+                    hand_over(&mut orchestrator, reply, go).await;
+                }
                 Some(Command::Unload { reply }) => match unload_refusal(&orchestrator) {
                     Some(refusal) => {
                         let _ = reply.send(Err(refusal));
@@ -74,8 +130,9 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
                     crate::memory::note_work(1);
                 }
             },
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
         }
-        orchestrator.persist_if_dirty();
+        writes.after_batch(&mut orchestrator);
         // A recreate may have changed the interval.
         sampling.follow(orchestrator.sampling_interval());
     }
@@ -85,6 +142,34 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Optio
     if let Some(reply) = unloaded {
         let _ = reply.send(Ok(()));
     }
+}
+
+/// An upgrade's hand-over of this config (see [`Command::Handover`]).
+/// Once told to go, the actor never handles anything again: the process
+/// image is about to be replaced, and nothing it owns may be released
+/// (dropping would close pipes, kill probes or remove cgroups).
+async fn hand_over(
+    orchestrator: &mut Orchestrator,
+    reply: tokio::sync::oneshot::Sender<Result<crate::upgrade::format::ConfigHandover, String>>,
+    go: tokio::sync::oneshot::Receiver<
+        Option<tokio::sync::oneshot::Sender<crate::upgrade::format::ConfigHandover>>,
+    >,
+) {
+    orchestrator.persist_if_dirty();
+    if let Some(refusal) = orchestrator.handover_refusal() {
+        let _ = reply.send(Err(refusal));
+        return;
+    }
+    let mut state = orchestrator.handover_state();
+    if reply.send(Ok(state.clone())).is_err() {
+        return;
+    }
+    let Ok(Some(full)) = go.await else {
+        return;
+    };
+    orchestrator.release_pipes(&mut state).await;
+    let _ = full.send(state);
+    std::future::pending::<()>().await;
 }
 
 /// The config's sampling timer (`kepler.metrics.interval`), if sampling is on.
@@ -210,7 +295,7 @@ async fn handle(orchestrator: &mut Orchestrator, command: Command) {
             orchestrator.persist_if_dirty();
             let _ = reply.send(result);
         }
-        Command::Close | Command::Unload { .. } => {}
+        Command::Close | Command::Unload { .. } | Command::Handover { .. } => {}
     }
 }
 

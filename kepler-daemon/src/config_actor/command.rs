@@ -6,6 +6,7 @@ use kepler_protocol::{ErrorKind, ServiceInfo};
 use tokio::sync::oneshot;
 
 use crate::orchestrator::{ScalePlan, ScaleRequest, StartPlan, StopIntentRequest};
+use crate::upgrade::format::ConfigHandover;
 
 /// A failed command, worded for the person who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,5 +83,14 @@ pub enum Command {
     Scale {
         requests: Vec<ScaleRequest>,
         reply: Reply<ScalePlan>,
+    },
+    /// An upgrade's hand-over: answers this config's state, or why it
+    /// cannot be handed over now; then waits for `go`. With a sender, the
+    /// actor lets go of its pipes, answers its full state there and stops
+    /// handling anything (the process is about to be replaced); without,
+    /// it carries on.
+    Handover {
+        reply: oneshot::Sender<Result<ConfigHandover, String>>,
+        go: oneshot::Receiver<Option<oneshot::Sender<ConfigHandover>>>,
     },
 }

@@ -231,6 +231,21 @@ impl ConfigHandle {
         let _ = self.commands.send(Command::Close);
     }
 
+    /// Asks the actor to prepare its hand-over (see `Command::Handover`);
+    /// `None` when the actor has ended.
+    pub fn handover(
+        &self,
+        go: tokio::sync::oneshot::Receiver<
+            Option<tokio::sync::oneshot::Sender<crate::upgrade::format::ConfigHandover>>,
+        >,
+    ) -> Option<
+        tokio::sync::oneshot::Receiver<Result<crate::upgrade::format::ConfigHandover, String>>,
+    > {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::Handover { reply, go }).ok()?;
+        Some(answer)
+    }
+
     /// Ends the actor; refused while any service is running or starting.
     /// Answers once the actor is gone.
     pub async fn unload(&self) -> Result<(), ActorError> {

@@ -10,6 +10,7 @@ mod actor;
 mod command;
 mod handle;
 
+pub use actor::Resume;
 pub use command::ActorError;
 pub use handle::{ConfigHandle, ConfigSummaryInfo};
 
@@ -33,6 +34,21 @@ pub fn spawn(
     store: ConfigStore,
     state: ConfigState,
     resume: bool,
+) -> Result<ConfigHandle, ActorError> {
+    let start = if resume {
+        Resume::Recover(state.clone())
+    } else {
+        Resume::Fresh
+    };
+    spawn_with(stored, store, state, start)
+}
+
+/// [`spawn`], saying how the actor begins.
+pub fn spawn_with(
+    stored: StoredSnapshot,
+    store: ConfigStore,
+    state: ConfigState,
+    start: Resume,
 ) -> Result<ConfigHandle, ActorError> {
     let StoredSnapshot {
         owner_uid,
@@ -82,7 +98,7 @@ pub fn spawn(
             health: health_events,
             watch: watch_events,
         },
-        resume.then_some(state),
+        start,
     ));
     Ok(
         ConfigHandle::new(path, store, events, logs, commands, service_count)

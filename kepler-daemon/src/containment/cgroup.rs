@@ -161,9 +161,12 @@ pub struct LimitWrite {
 
 /// A cgroup directory in the v2 hierarchy.
 ///
-/// Its `cgroup.procs` is opened once, on first use, and kept while the
-/// handle lives: the child joins through it and a stop lists and signals
-/// the members through it, so a service costs one open of it in all.
+/// Its `cgroup.procs` is opened on first use by a stop (or a check for
+/// leftovers) and kept while the handle lives, so one stop lists, signals
+/// and checks the members through one descriptor; a one-off listing
+/// ([`Cgroup::members`]) opens its own. A spawn opens its own
+/// for the child to join through and closes it after: a running service
+/// holds no descriptor.
 #[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
@@ -193,19 +196,24 @@ impl Cgroup {
         &self.dir
     }
 
-    /// `cgroup.procs`, open for reading and writing (close-on-exec): a
-    /// child joins with `write(fd, "0")` between its clone and exec.
+    /// `cgroup.procs`, kept open from now on (see the type's docs).
     pub fn procs(&self) -> io::Result<&fs::File> {
         if let Some(file) = self.procs.get() {
             return Ok(file);
         }
-        let file = OpenOptions::new()
+        let file = self.open_procs()?;
+        // Another thread may have won the race; either file will do.
+        Ok(self.procs.get_or_init(|| file))
+    }
+
+    /// `cgroup.procs` opened afresh for reading and writing (close-on-exec):
+    /// a child joins with `write(fd, "0")` between its clone and exec.
+    pub fn open_procs(&self) -> io::Result<fs::File> {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
-            .open(self.dir.join("cgroup.procs"))?;
-        // Another thread may have won the race; either file will do.
-        Ok(self.procs.get_or_init(|| file))
+            .open(self.dir.join("cgroup.procs"))
     }
 
     /// Moves process `pid` (all its threads) into this cgroup.
@@ -215,10 +223,14 @@ impl Cgroup {
 
     /// Pids of the processes in this cgroup (not its descendants). A
     /// removed cgroup has none.
+    ///
+    /// Reads a `cgroup.procs` opened for this call only: `ps` asks this of
+    /// every running service, which must not leave each holding a descriptor.
     pub fn members(&self) -> io::Result<Vec<i32>> {
-        match self.member_list()? {
-            Some(list) => list.read(),
-            None => Ok(Vec::new()),
+        match self.open_core_file("cgroup.procs") {
+            Ok(file) => MemberList(&file).read(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
     }
 

@@ -30,5 +30,5 @@ pub mod spec;
 pub mod state;
 
 pub use runner::{start, HealthEvent, HealthHandle};
-pub use spec::{HealthSpec, HealthSpecError};
+pub use spec::{HealthSpec, HealthSpecError, ResumedHealth};
 pub use state::{HealthChange, HealthStatus, HealthTracker};

@@ -133,12 +133,19 @@ async fn run(
         start_period,
         target,
         cgroups,
+        resumed,
     } = spec;
     let interval = interval.max(MIN_INTERVAL);
-    let started = Instant::now();
+    let up_for = resumed.map(|r| r.up_for).unwrap_or_default();
+    let started = Instant::now()
+        .checked_sub(up_for)
+        .unwrap_or_else(Instant::now);
     let cgroups = cgroups.map(|cgroups| (cgroups, service.clone()));
     let mut prober = Prober::new(target, timeout, groups, cgroups);
-    let mut tracker = HealthTracker::new(retries);
+    let mut tracker = match resumed {
+        Some(resumed) => HealthTracker::resumed(retries, resumed.status, resumed.failures),
+        None => HealthTracker::new(retries),
+    };
     loop {
         tokio::select! {
             () = sleep(interval) => {}

@@ -27,6 +27,17 @@ pub struct HealthSpec {
     pub(crate) target: ProbeTarget,
     /// In cgroup mode, where each command probe gets a cgroup of its own.
     pub(crate) cgroups: Option<ConfigCgroup>,
+    /// Where a previous daemon's check of this service stood.
+    pub resumed: Option<ResumedHealth>,
+}
+
+/// A health check's state handed over by a previous daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumedHealth {
+    pub status: super::HealthStatus,
+    pub failures: u32,
+    /// How long the service had been running.
+    pub up_for: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +113,16 @@ impl HealthSpec {
             start_period: check.start_period.as_duration(),
             target,
             cgroups: None,
+            resumed: None,
         })
+    }
+
+    /// Carries on a check a previous daemon ran (an upgrade): the status and
+    /// failure count it had, and how long the service had been up, so the
+    /// start period is not granted again.
+    pub fn resumed(mut self, resumed: ResumedHealth) -> Self {
+        self.resumed = Some(resumed);
+        self
     }
 
     /// Command probes run in cgroups of their own below `cgroups` (the

@@ -63,6 +63,15 @@ impl HealthTracker {
         }
     }
 
+    /// A tracker that carries on from a previous daemon's.
+    pub fn resumed(retries: u32, status: HealthStatus, failures: u32) -> Self {
+        Self {
+            status,
+            failures,
+            retries: retries.max(1),
+        }
+    }
+
     pub fn status(&self) -> HealthStatus {
         self.status
     }

@@ -30,6 +30,7 @@ pub mod dir;
 pub mod filter;
 pub mod follow;
 pub mod forward;
+pub mod held;
 pub mod pump;
 pub mod record;
 pub(crate) mod search;
@@ -51,7 +52,10 @@ pub use dir::LogDir;
 pub use filter::{FilterError, LineFilter};
 pub use follow::{FollowEvent, Follower};
 pub use forward::{head, read_after, read_all, read_matching, LogMerge, PageLimit};
-pub use pump::{pump, spawn_pump, LogSink, PumpReport};
+pub use pump::{
+    begin_handover, cancel_handover, pump, spawn_pump, spawn_pump_with, HandedPipe, HandoverSlot,
+    LogSink, PumpReport,
+};
 pub use record::{Segment, GLOBAL_SERVICE, MAX_LINE_BYTES};
 pub use segments::log_files;
 pub use writer::{MAX_BUFFER_SIZE, MIN_MAX_SIZE};

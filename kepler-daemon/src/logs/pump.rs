@@ -25,14 +25,17 @@
 //! [`LogSink::flush`].
 
 use std::cell::RefCell;
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::held::{self, HeldPipe};
 use super::record::{self, MAX_LINE_BYTES};
 use super::writer::FileWriter;
 use super::{lock, Origin, StoreInner, Stream};
@@ -184,13 +187,110 @@ fn log_runtime() -> Option<&'static Handle> {
         .as_ref()
 }
 
-/// Pumps `pipe` on the log thread; see [`pump`].
+/// A pipe a pump let go of for an upgrade's hand-over: the read end, and
+/// the partial line it had read (no `\n` in it). Every complete line read
+/// before is stored; what is still in the pipe is the next daemon's.
+#[derive(Debug)]
+pub struct HandedPipe {
+    pub fd: OwnedFd,
+    pub carry: Vec<u8>,
+}
+
+/// Where a service's pump leaves its pipe when the daemon hands over.
+pub type HandoverSlot = Arc<Mutex<Option<HandedPipe>>>;
+
+/// Raised once for the whole process when the daemon hands over to a new
+/// binary: every pump with a slot stops at its next turn boundary.
+fn handing_over() -> &'static watch::Sender<bool> {
+    static FLAG: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    FLAG.get_or_init(|| watch::channel(false).0)
+}
+
+/// Tells every service pump to stop reading and leave its pipe in its slot.
+pub fn begin_handover() {
+    handing_over().send_replace(true);
+}
+
+/// Lets pumps run on again (a hand-over that was given up; pumps already
+/// ended are started again by their owners).
+pub fn cancel_handover() {
+    handing_over().send_replace(false);
+}
+
+/// The read end a pump drains: a descriptor, or a pipe held by io_uring
+/// outside the descriptor table ([`held`]).
+pub enum PipeEnd {
+    Fd(pipe::Receiver),
+    Held(HeldPipe),
+}
+
+impl From<pipe::Receiver> for PipeEnd {
+    fn from(pipe: pipe::Receiver) -> Self {
+        PipeEnd::Fd(pipe)
+    }
+}
+
+impl PipeEnd {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.readable().await,
+            PipeEnd::Held(pipe) => pipe.readable().await,
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.try_read_buf(buf),
+            PipeEnd::Held(pipe) => pipe.try_read_buf(buf),
+        }
+    }
+
+    /// Gives a chatty service's pipe more room (best effort: failure
+    /// leaves the default 64 KiB, which still works).
+    fn grow(&self) {
+        match self {
+            // SAFETY: fcntl on a file descriptor we own, no pointers passed.
+            PipeEnd::Fd(pipe) => unsafe {
+                libc::fcntl(
+                    pipe.as_raw_fd(),
+                    libc::F_SETPIPE_SZ,
+                    CHATTY_PIPE as libc::c_int,
+                );
+            },
+            PipeEnd::Held(pipe) => pipe.set_capacity(CHATTY_PIPE),
+        }
+    }
+
+    /// The read end as a descriptor, for a hand-over: an exec keeps
+    /// descriptors but not io_uring instances.
+    fn into_fd(self) -> io::Result<OwnedFd> {
+        match self {
+            PipeEnd::Fd(pipe) => pipe.into_nonblocking_fd(),
+            PipeEnd::Held(pipe) => pipe.into_fd(),
+        }
+    }
+}
+
+/// Pumps `pipe` on the log thread; see [`pump`]. The read end leaves the
+/// daemon's descriptor table for an io_uring where it can ([`held`]).
 pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport> {
+    spawn_pump_with(pipe, sink, Vec::new(), None)
+}
+
+/// Pumps a service's pipe on the log thread, starting after `carry` (a
+/// partial line handed over by the previous daemon), and leaving the pipe in
+/// `slot` if the daemon hands over.
+pub fn spawn_pump_with(
+    pipe: pipe::Receiver,
+    sink: LogSink,
+    carry: Vec<u8>,
+    slot: Option<HandoverSlot>,
+) -> JoinHandle<PumpReport> {
     let Some(runtime) = log_runtime() else {
-        return tokio::spawn(pump(pipe, sink));
+        return tokio::spawn(pump_from(pipe.into(), sink, carry, slot));
     };
-    // The pipe moves to the log thread's reactor, so its wake-ups are
-    // handled there too.
+    // The pipe moves to the log thread's reactor (or its rings), so its
+    // wake-ups are handled there too.
     let fd = match pipe.into_nonblocking_fd() {
         Ok(fd) => fd,
         Err(e) => {
@@ -198,9 +298,15 @@ pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport>
             return tokio::spawn(async { PumpReport::default() });
         }
     };
+    // Held here, on the spawning thread, so a burst of spawns never piles
+    // up descriptors waiting for the log thread.
+    let fd = match held::hold(fd, runtime) {
+        Ok(held) => return runtime.spawn(pump_from(PipeEnd::Held(held), sink, carry, slot)),
+        Err(fd) => fd,
+    };
     runtime.spawn(async move {
         match pipe::Receiver::from_owned_fd_unchecked(fd) {
-            Ok(pipe) => pump(pipe, sink).await,
+            Ok(pipe) => pump_from(pipe.into(), sink, carry, slot).await,
             Err(e) => {
                 tracing::warn!(service = %sink.service, "cannot watch the output pipe: {e}");
                 PumpReport::default()
@@ -219,22 +325,54 @@ enum Turn {
 /// Reads `pipe` until EOF (or a read error, which is logged), storing and
 /// publishing every line. Never fails: disk errors are logged by the writer
 /// and the pipe keeps draining so the service never blocks on its output.
-pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
-    let mut report = PumpReport::default();
+pub async fn pump(pipe: impl Into<PipeEnd>, sink: LogSink) -> PumpReport {
+    pump_from(pipe.into(), sink, Vec::new(), None).await
+}
+
+/// [`pump`], starting with a partial line, and giving the pipe up into
+/// `slot` when the daemon hands over.
+async fn pump_from(
+    pipe: PipeEnd,
+    sink: LogSink,
     // A partial line waiting for the rest of it (no `\n` in it).
-    let mut carry: Vec<u8> = Vec::new();
+    mut carry: Vec<u8>,
+    slot: Option<HandoverSlot>,
+) -> PumpReport {
+    let mut report = PumpReport::default();
     let mut grown = false;
+    let mut handover = slot.as_ref().map(|_| handing_over().subscribe());
     loop {
-        let ready = if sink.has_pending() {
-            match tokio::time::timeout(IDLE_FLUSH, pipe.readable()).await {
-                Ok(ready) => ready,
-                Err(_idle) => {
-                    sink.flush();
-                    continue;
-                }
+        let handed = async {
+            match &mut handover {
+                Some(flag) => crate::daemon::raised(flag).await,
+                None => std::future::pending().await,
             }
-        } else {
-            pipe.readable().await
+        };
+        let readable = async {
+            if sink.has_pending() {
+                // None: idle long enough to write what is buffered.
+                tokio::time::timeout(IDLE_FLUSH, pipe.readable()).await.ok()
+            } else {
+                Some(pipe.readable().await)
+            }
+        };
+        let ready = tokio::select! {
+            biased;
+            () = handed => {
+                // Between turns: every complete line read is stored.
+                sink.flush();
+                match (&slot, pipe.into_fd()) {
+                    (Some(slot), Ok(fd)) => *lock(slot) = Some(HandedPipe { fd, carry }),
+                    (_, Err(e)) => tracing::error!(service = %sink.service, "cannot take the output pipe back for the hand-over: {e}"),
+                    (None, Ok(_)) => {}
+                }
+                return report;
+            }
+            ready = readable => ready,
+        };
+        let Some(ready) = ready else {
+            sink.flush();
+            continue;
         };
         if let Err(e) = ready {
             tracing::warn!(service = %sink.service, stream = sink.stream.as_str(), "waiting on an output pipe failed: {e}; storing what was read");
@@ -253,7 +391,7 @@ pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
             Turn::Read(n) => {
                 if n >= DEFAULT_PIPE && !grown {
                     grown = true;
-                    grow(&pipe);
+                    pipe.grow();
                 }
                 // One read's worth per turn: the other pipes go next.
                 tokio::task::yield_now().await;
@@ -275,7 +413,7 @@ pub async fn pump(pipe: pipe::Receiver, sink: LogSink) -> PumpReport {
 
 /// Reads once (without waiting) and stores the complete lines read.
 fn one_turn(
-    pipe: &pipe::Receiver,
+    pipe: &PipeEnd,
     sink: &LogSink,
     carry: &mut Vec<u8>,
     scratch: &mut Scratch,
@@ -312,19 +450,6 @@ fn one_turn(
         sink.store_and_publish(data, ranges, encoded);
     }
     Turn::Read(n)
-}
-
-/// Gives a chatty service's pipe more room (best effort: failure leaves the
-/// default 64 KiB, which still works).
-fn grow(pipe: &pipe::Receiver) {
-    // SAFETY: fcntl on a file descriptor we own, no pointers passed.
-    unsafe {
-        libc::fcntl(
-            pipe.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            CHATTY_PIPE as libc::c_int,
-        )
-    };
 }
 
 /// Cuts `data` into line payload ranges (into `ranges`, cleared first).

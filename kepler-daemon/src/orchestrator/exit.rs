@@ -37,6 +37,17 @@ fn exit_reason(oom_killed: bool, restart_delay: Option<Duration>) -> Option<Stri
     }
 }
 
+/// Records when a scheduled restart is due, for a hand-over.
+fn runtime_due(
+    services: &mut std::collections::HashMap<String, crate::state::ServiceRuntime>,
+    name: &str,
+    due: tokio::time::Instant,
+) {
+    if let Some(runtime) = services.get_mut(name) {
+        runtime.restart_due = Some(due);
+    }
+}
+
 /// Why a service was given up on after `max` restarts.
 fn gave_up_reason(max: u32, status: ExitStatus, oom_killed: bool) -> String {
     let plural = if max == 1 { "" } else { "s" };
@@ -166,6 +177,7 @@ impl Orchestrator {
             let mailbox = self.mailbox.clone();
             let service = name.to_string();
             let due = tokio::time::Instant::now() + delay;
+            runtime_due(&mut self.services, name, due);
             tokio::spawn(async move {
                 run_post_hooks(&service, post_exit).await;
                 tokio::time::sleep_until(due).await;
@@ -185,6 +197,7 @@ impl Orchestrator {
             return;
         }
         runtime.restart_pending = false;
+        runtime.restart_due = None;
         runtime.restarts += 1;
         runtime.attempts += 1;
         runtime.restarting = true;

@@ -17,6 +17,7 @@
 
 mod containment;
 mod exit;
+mod handover;
 mod health;
 mod hooks;
 mod instances;
@@ -123,6 +124,8 @@ pub struct Orchestrator {
     channels: Channels,
     /// Pipe pumps of each running process, awaited before its exit is recorded.
     pumps: HashMap<String, Vec<JoinHandle<PumpReport>>>,
+    /// Where each running service's pumps leave their pipes on an upgrade.
+    pump_slots: HashMap<String, handover::PumpSlots>,
     health: HashMap<String, HealthHandle>,
     watches: HashMap<String, WatchHandle>,
     owner_uid: u32,
@@ -229,6 +232,7 @@ impl Orchestrator {
             mailbox: channels.mailbox.clone(),
             channels,
             pumps: HashMap::new(),
+            pump_slots: HashMap::new(),
             health: HashMap::new(),
             watches: HashMap::new(),
             owner_uid,
@@ -444,6 +448,11 @@ impl Orchestrator {
     /// Writes `state.json` if anything changed since the last write. Called
     /// by the actor after each batch of messages, so a burst of transitions
     /// costs one write.
+    /// State changed since it was last written.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     pub fn persist_if_dirty(&mut self) {
         if !self.dirty {
             return;
@@ -454,25 +463,11 @@ impl Orchestrator {
                 runtime.start_ticks = recover::start_ticks(pid);
             }
         }
-        let state = ConfigState {
+        // Serialised straight from the runtime map: no copy of ten thousand
+        // names per write.
+        let state = StateView {
             global_init_done: self.global_init_done,
-            services: self
-                .services
-                .iter()
-                .map(|(name, s)| {
-                    (
-                        name.clone(),
-                        ServiceState {
-                            desired: s.desired,
-                            pgid: s.pid,
-                            start_ticks: s.start_ticks,
-                            restarts: s.restarts,
-                            last_exit_code: s.last_exit,
-                            init_done: s.init_done,
-                        },
-                    )
-                })
-                .collect(),
+            services: ServicesView(&self.services),
             replicas: self
                 .config
                 .services
@@ -504,5 +499,34 @@ impl Orchestrator {
             self.channels.clone(),
         );
         *self = fresh;
+    }
+}
+
+/// `state.json` as [`ConfigState`] reads it, borrowed from the orchestrator.
+#[derive(serde::Serialize)]
+struct StateView<'a> {
+    global_init_done: bool,
+    services: ServicesView<'a>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    replicas: BTreeMap<String, u32>,
+}
+
+struct ServicesView<'a>(&'a HashMap<String, ServiceRuntime>);
+
+impl serde::Serialize for ServicesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, s)| {
+            (
+                name,
+                ServiceState {
+                    desired: s.desired,
+                    pgid: s.pid,
+                    start_ticks: s.start_ticks,
+                    restarts: s.restarts,
+                    last_exit_code: s.last_exit,
+                    init_done: s.init_done,
+                },
+            )
+        }))
     }
 }

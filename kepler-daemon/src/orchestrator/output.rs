@@ -1,6 +1,7 @@
 //! A service's output: pipes pumped into the config's log store, drained
 //! before an exit is recorded, and the retention policies.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::unix::pipe;
@@ -8,7 +9,9 @@ use tokio::task::JoinHandle;
 
 use super::Orchestrator;
 use crate::config::Retention;
-use crate::logs::{self, LogSettings, LogSink, Origin, PumpReport, Stream, GLOBAL_SERVICE};
+use crate::logs::{
+    self, HandoverSlot, LogSettings, LogSink, Origin, PumpReport, Stream, GLOBAL_SERVICE,
+};
 
 /// How long a finished service's pipes may take to drain before its exit is
 /// recorded anyway (a process that escaped its group can hold them open).
@@ -60,18 +63,25 @@ impl Orchestrator {
         stderr: Option<pipe::Receiver>,
     ) {
         let mut pumps = Vec::with_capacity(2);
-        if let Some(pipe) = stdout {
-            let sink = self.sink(Some(name), Stream::Stdout, Origin::Service);
-            pumps.push(logs::spawn_pump(pipe, sink));
-        }
-        if let Some(pipe) = stderr {
-            let sink = self.sink(Some(name), Stream::Stderr, Origin::Service);
-            pumps.push(logs::spawn_pump(pipe, sink));
+        let mut slots = Vec::with_capacity(2);
+        for (stream, pipe) in [(Stream::Stdout, stdout), (Stream::Stderr, stderr)] {
+            let Some(pipe) = pipe else { continue };
+            let sink = self.sink(Some(name), stream, Origin::Service);
+            let slot: HandoverSlot = Arc::new(Mutex::new(None));
+            pumps.push(logs::spawn_pump_with(
+                pipe,
+                sink,
+                Vec::new(),
+                Some(slot.clone()),
+            ));
+            slots.push((stream, slot));
         }
         self.pumps.insert(name.to_string(), pumps);
+        self.pump_slots.insert(name.to_string(), slots);
     }
 
     pub(super) fn take_pumps(&mut self, name: &str) -> Vec<JoinHandle<PumpReport>> {
+        self.pump_slots.remove(name);
         self.pumps.remove(name).unwrap_or_default()
     }
 

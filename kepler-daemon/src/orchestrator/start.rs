@@ -349,7 +349,11 @@ impl Orchestrator {
 
     /// What to spawn for a service: its command, final environment, working
     /// directory, user and limits.
-    fn process_spec(&mut self, name: &str, limits: &LimitPlan) -> Result<ProcessSpec, String> {
+    pub(super) fn process_spec(
+        &mut self,
+        name: &str,
+        limits: &LimitPlan,
+    ) -> Result<ProcessSpec, String> {
         let user = self.service_user(name)?;
         let service = self.settings(name);
         let mut env = service.environment.clone();

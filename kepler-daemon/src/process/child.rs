@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr;
 
-use nix::sys::resource::setrlimit;
+use nix::sys::resource::{setrlimit, Resource};
 
 use super::limits::{self, LimitKind, LimitSetting, ResourceLimits};
 use crate::user::ResolvedUser;
@@ -110,6 +110,10 @@ pub(super) fn decode_error(err: &io::Error) -> Option<ChildFailure> {
 /// Everything the child needs, prepared before the clone.
 pub(super) struct ChildSetup {
     limits: Vec<LimitSetting>,
+    /// The open-file limits the daemon was started with, set again while
+    /// still root for a child that becomes another user: the daemon's own
+    /// raised hard limit is no ceiling that user would have had.
+    original_nofile: Option<(u64, u64)>,
     identity: Option<Identity>,
     umask: libc::mode_t,
     working_dir: CString,
@@ -136,6 +140,7 @@ impl ChildSetup {
     ) -> Result<ChildSetup, std::ffi::NulError> {
         Ok(ChildSetup {
             limits: limits::plan(resource_limits),
+            original_nofile: user.and(limits::original_nofile()),
             identity: user.map(|user| Identity {
                 uid: user.uid,
                 gid: user.gid,
@@ -158,6 +163,10 @@ impl ChildSetup {
         // SAFETY: setsid has no memory-safety preconditions.
         if unsafe { libc::setsid() } < 0 {
             return Err(tagged(Stage::Setsid, 0, last_errno()));
+        }
+        if let Some((soft, hard)) = self.original_nofile {
+            // Lowering only: cannot fail for root.
+            let _ = setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard);
         }
         if let Some(identity) = &self.identity {
             identity.apply()?;
@@ -239,6 +248,9 @@ impl ChildSetup {
     /// the daemon's own, which a child inherits.
     pub fn inherited_hard_limit(&self, index: usize) -> Option<u64> {
         let limit = self.limits.get(index)?;
+        if let (Resource::RLIMIT_NOFILE, Some((_, hard))) = (limit.resource, self.original_nofile) {
+            return Some(hard);
+        }
         nix::sys::resource::getrlimit(limit.resource)
             .ok()
             .map(|(_, hard)| hard)

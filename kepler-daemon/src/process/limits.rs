@@ -1,8 +1,8 @@
 //! Resource limits: the daemon's own open-file limit and the `limits:` a
 //! service asks for.
 //!
-//! The daemon holds a pipe pair per service, so at start it raises its soft
-//! `RLIMIT_NOFILE` to the hard limit ([`raise_fd_limit`]). Children must not
+//! The daemon holds output pipes for every service, so at start it raises
+//! its `RLIMIT_NOFILE` as far as the kernel allows ([`raise_fd_limit`]). Children must not
 //! inherit that raised value silently: unless a service sets `max_fds`, it
 //! gets the soft limit the daemon itself was started with, as if the daemon
 //! had never touched it.
@@ -28,16 +28,61 @@ pub struct ResourceLimits {
 /// `(soft, hard)` NOFILE limits the daemon had before [`raise_fd_limit`].
 static ORIGINAL_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
 
-/// Raises the daemon's soft open-file limit to its hard limit and remembers
-/// the original for children. Returns the new soft limit. Calling it again is
-/// harmless: the first original is kept.
-pub fn raise_fd_limit() -> io::Result<u64> {
+/// The kernel's ceiling for `RLIMIT_NOFILE`.
+const NR_OPEN: &str = "/proc/sys/fs/nr_open";
+
+/// What [`raise_fd_limit`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaisedFdLimit {
+    /// The soft (and hard) limit now in force.
+    pub limit: u64,
+    /// The soft limit the daemon was started with.
+    pub original: u64,
+    /// Why the limit is below `fs.nr_open`, when it is.
+    pub short_of_nr_open: Option<String>,
+}
+
+/// Raises the daemon's open-file limit, soft and hard, to `fs.nr_open` (or
+/// as far as it may: without `CAP_SYS_RESOURCE`, to its hard limit) and
+/// remembers the original for children. Calling it again is harmless: the
+/// first original is kept.
+pub fn raise_fd_limit() -> io::Result<RaisedFdLimit> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    ORIGINAL_NOFILE.get_or_init(|| (soft, hard));
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let &(original, _) = ORIGINAL_NOFILE.get_or_init(|| (soft, hard));
+    let nr_open = std::fs::read_to_string(NR_OPEN)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let mut short_of_nr_open = None;
+    if let Some(nr_open) = nr_open.filter(|&n| n > hard || n > soft) {
+        match setrlimit(Resource::RLIMIT_NOFILE, nr_open, nr_open) {
+            Ok(()) => {}
+            Err(e) => {
+                short_of_nr_open = Some(format!(
+                    "cannot raise it to fs.nr_open = {nr_open}: {e}; kept the hard limit"
+                ));
+                if soft < hard {
+                    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+                }
+            }
+        }
+    } else if nr_open.is_none() {
+        short_of_nr_open = Some(format!("cannot read {NR_OPEN}; kept the hard limit"));
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        }
     }
-    Ok(hard)
+    let (limit, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok(RaisedFdLimit {
+        limit,
+        original,
+        short_of_nr_open,
+    })
+}
+
+/// The `(soft, hard)` NOFILE limits the daemon started with, if
+/// [`raise_fd_limit`] ran.
+pub fn original_nofile() -> Option<(u64, u64)> {
+    ORIGINAL_NOFILE.get().copied()
 }
 
 /// The soft NOFILE limit the daemon started with, if [`raise_fd_limit`] ran.

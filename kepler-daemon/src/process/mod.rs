@@ -24,11 +24,13 @@
 //! }
 //! ```
 //!
-//! At start the daemon calls [`become_subreaper`] and [`raise_fd_limit`].
+//! At start the daemon calls [`become_subreaper`], [`raise_fd_limit`] and
+//! [`descriptors::init`].
 //! All children of the daemon process must be spawned through this module;
 //! see [`reaper`] for why.
 
 mod child;
+pub mod descriptors;
 mod launch;
 pub mod limits;
 pub mod reaper;
@@ -37,8 +39,11 @@ pub mod signal;
 mod spawn;
 pub mod stop;
 
-pub use limits::{original_fd_limit, raise_fd_limit, ResourceLimits};
-pub use reaper::{become_subreaper, wait_group_gone, ExitStatus, ExitWaiter};
+pub use limits::{original_fd_limit, raise_fd_limit, RaisedFdLimit, ResourceLimits};
+pub use reaper::{
+    adopt_children, all_children, become_subreaper, pause_reaping, resume_reaping, start_reaping,
+    wait_group_gone, ExitStatus, ExitWaiter,
+};
 pub use scope::Scope;
 pub use signal::{parse_signal, signal_name, SignalParseError};
 pub use spawn::{

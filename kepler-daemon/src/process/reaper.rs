@@ -176,7 +176,15 @@ pub(super) struct Reaper {
     /// the next one without missing it.
     spawned: Mutex<u64>,
     spawned_changed: Condvar,
+    /// Set during an upgrade's hand-over: exits stay zombies, so the new
+    /// daemon (same pid, same children) reaps them and hears their status.
+    paused: Mutex<bool>,
+    unpaused: Condvar,
 }
+
+/// Exit waiters of children adopted before the reaper thread existed,
+/// taken into its registry before its first `waitid`.
+static ADOPTED: Mutex<Vec<(i32, oneshot::Sender<ExitStatus>)>> = Mutex::new(Vec::new());
 
 #[derive(Default)]
 struct Registry {
@@ -189,15 +197,91 @@ struct GroupEntry {
     watchers: usize,
 }
 
+static REAPER: OnceLock<Result<&'static Reaper, String>> = OnceLock::new();
+
+/// Waiters for children this process did not spawn but inherited through
+/// `execve` (a daemon resuming after an upgrade): they are still its
+/// children, so the reaper collects them like any other. Call before
+/// anything is spawned; a pid that is no longer a child (reaped by the
+/// previous program) gets `None`.
+pub fn adopt_children(pids: &[i32]) -> Vec<Option<ExitWaiter>> {
+    pids.iter()
+        .map(|&pid| {
+            let (sender, status) = oneshot::channel();
+            match REAPER.get() {
+                Some(Ok(reaper)) => {
+                    let _spawning = reaper
+                        .spawning
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    lock(&reaper.registry).exits.insert(pid, sender);
+                }
+                _ => lock(&ADOPTED).push((pid, sender)),
+            }
+            is_child(pid).then_some(ExitWaiter { pid, status })
+        })
+        .collect()
+}
+
+/// Whether `pid` is a child of this process (alive or a zombie).
+fn is_child(pid: i32) -> bool {
+    // SAFETY: an all-zero siginfo_t is valid; waitid fills it on success.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out-pointer.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | libc::WNOHANG | libc::__WALL,
+        )
+    };
+    rc == 0
+}
+
+/// Whether every pid is still a child of this process: none was reaped yet.
+pub fn all_children(pids: &[i32]) -> bool {
+    pids.iter().all(|&pid| is_child(pid))
+}
+
+/// Starts the reaper thread now (after [`adopt_children`]), so adopted
+/// children that already exited are reaped without waiting for a spawn.
+pub fn start_reaping() -> io::Result<()> {
+    let reaper = reaper()?;
+    *lock(&reaper.spawned) += 1;
+    reaper.spawned_changed.notify_one();
+    Ok(())
+}
+
+/// Stops reaping until the process image is replaced (an upgrade's
+/// hand-over) or [`resume_reaping`] is called: children that exit
+/// meanwhile stay zombies for whoever reaps next.
+pub fn pause_reaping() {
+    if let Some(Ok(reaper)) = REAPER.get() {
+        *lock(&reaper.paused) = true;
+    }
+}
+
+/// Undoes [`pause_reaping`] (a hand-over that was given up).
+pub fn resume_reaping() {
+    if let Some(Ok(reaper)) = REAPER.get() {
+        *lock(&reaper.paused) = false;
+        reaper.unpaused.notify_all();
+    }
+}
+
 /// The process-wide reaper, started on first use.
 pub(super) fn reaper() -> io::Result<&'static Reaper> {
-    static REAPER: OnceLock<Result<&'static Reaper, String>> = OnceLock::new();
     let started = REAPER.get_or_init(|| {
+        let mut registry = Registry::default();
+        registry.exits.extend(lock(&ADOPTED).drain(..));
         let reaper: &'static Reaper = Box::leak(Box::new(Reaper {
             spawning: RwLock::new(()),
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(registry),
             spawned: Mutex::new(0),
             spawned_changed: Condvar::new(),
+            paused: Mutex::new(false),
+            unpaused: Condvar::new(),
         }));
         thread::Builder::new()
             .name("kepler-reaper".into())
@@ -256,6 +340,7 @@ impl Reaper {
             let spawned_before = *lock(&self.spawned);
             match wait_for_exited_child() {
                 Ok(pid) => {
+                    self.wait_while_paused();
                     if catch_unwind(AssertUnwindSafe(|| self.reap(pid))).is_err() {
                         tracing::error!(pid, "reaper recovered from a panic while reaping");
                     }
@@ -268,6 +353,16 @@ impl Reaper {
                     thread::sleep(Duration::from_millis(100));
                 }
             }
+        }
+    }
+
+    fn wait_while_paused(&self) {
+        let mut paused = lock(&self.paused);
+        while *paused {
+            paused = self
+                .unpaused
+                .wait(paused)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 

@@ -88,13 +88,16 @@ impl Scope {
             Ok(None) if group_is_gone(*leader) => return StopOutcome::AlreadyGone,
             Ok(None) => return self.kill_and_wait().await,
             Err(err) => {
+                // Out of descriptors, say: the process group needs none.
                 tracing::warn!(
                     leader,
                     cgroup = %cgroup.dir().display(),
                     %err,
-                    "cannot list the cgroup's members; killing instead"
+                    "cannot list the cgroup's members; stopping the process group instead"
                 );
-                return self.kill_and_wait().await;
+                let outcome = stop_group(*leader, signal, grace).await;
+                containment::remove_when_empty(cgroup);
+                return outcome;
             }
         };
         if signal == Signal::SIGKILL {
@@ -173,7 +176,14 @@ impl Scope {
             return reap_leftovers(self.leader()).await;
         };
         if let Err(err) = cgroup.kill_all() {
-            tracing::error!(cgroup = %cgroup.dir().display(), %err, "cannot kill a cgroup");
+            tracing::error!(
+                cgroup = %cgroup.dir().display(),
+                %err,
+                "cannot kill a cgroup; killing the process group instead"
+            );
+            if let Err(err) = signal_group(self.leader(), Signal::SIGKILL) {
+                tracing::error!(pgid = self.leader(), %err, "cannot kill a process group");
+            }
         }
         match tokio::time::timeout(KILL_TIMEOUT, self.wait_gone()).await {
             Ok(()) => {

@@ -18,6 +18,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::sys::resource::{getrlimit, Resource};
 use tokio::net::unix::pipe;
 
 use super::child::{decode_error, ChildFailure, ChildSetup, Stage};
@@ -187,6 +188,11 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start `{program}`: {shortage}")]
+    Descriptors {
+        program: String,
+        shortage: super::descriptors::Shortage,
+    },
     #[error("cannot start `{program}`: {source}")]
     Io {
         program: String,
@@ -228,6 +234,11 @@ fn spawn_full(
         return Err(SpawnError::NoRuntime { program: program() });
     }
     check_no_nul(spec)?;
+    // Spawns stop short of the descriptors the rest of the daemon needs.
+    super::descriptors::check_spawn().map_err(|shortage| SpawnError::Descriptors {
+        program: program(),
+        shortage,
+    })?;
     let candidates = program_candidates(name, &spec.env);
     let setup = ChildSetup::prepare(
         &spec.working_dir,
@@ -245,9 +256,11 @@ fn spawn_full(
         source,
     })?;
 
-    let launch_failed = |source: io::Error| SpawnError::Io {
-        program: program(),
-        source,
+    let launch_failed = |source: io::Error| {
+        out_of_descriptors(&source, program).unwrap_or_else(|| SpawnError::Io {
+            program: program(),
+            source,
+        })
     };
     let to_c = |text: &[u8]| CString::new(text).expect("checked for NUL bytes above");
     let argv: Vec<CString> = spec.argv.iter().map(|a| to_c(a.as_bytes())).collect();
@@ -256,17 +269,20 @@ fn spawn_full(
         .iter()
         .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
         .collect();
+    // Opened for this spawn only: a running service keeps no descriptor.
     let cgroup_procs = cgroup
         .as_deref()
-        .map(|cgroup| cgroup.procs().map(|file| file.as_fd()))
+        .map(|cgroup| cgroup.open_procs())
         .transpose()
-        .map_err(|source| SpawnError::Cgroup {
-            program: program(),
-            cgroup: cgroup
-                .as_ref()
-                .map(|c| c.dir().to_path_buf())
-                .unwrap_or_default(),
-            source,
+        .map_err(|source| {
+            out_of_descriptors(&source, program).unwrap_or_else(|| SpawnError::Cgroup {
+                program: program(),
+                cgroup: cgroup
+                    .as_ref()
+                    .map(|c| c.dir().to_path_buf())
+                    .unwrap_or_default(),
+                source,
+            })
         })?;
     let (stdin, stdin_write) = if options.stdin_pipe {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -289,14 +305,14 @@ fn spawn_full(
         stdin: &stdin,
         stdout: &stdout_write,
         stderr: &stderr_write,
-        cgroup_procs,
+        cgroup_procs: cgroup_procs.as_ref().map(|file| file.as_fd()),
     };
     let (exec_error, exit) = reaper
         .track_pid(|| launch::launch(&launch))
         .map_err(launch_failed)?;
     // The child has its own copies now; ours must close so EOF can come.
     drop(launch);
-    drop((stdin, stdout_write, stderr_write));
+    drop((stdin, stdout_write, stderr_write, cgroup_procs));
     if let Some(err) = exec_error {
         if let Some(cgroup) = &cgroup {
             crate::containment::remove_when_empty(cgroup);
@@ -346,6 +362,22 @@ fn open_null(write: bool) -> io::Result<OwnedFd> {
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/null")?;
     Ok(file.into())
+}
+
+/// EMFILE as the [`SpawnError::Descriptors`] it means: the daemon itself ran
+/// out (a child's own limit shows up as an exec or setup error instead).
+fn out_of_descriptors(error: &io::Error, program: impl Fn() -> String) -> Option<SpawnError> {
+    (error.raw_os_error() == Some(libc::EMFILE)).then(|| {
+        let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+        SpawnError::Descriptors {
+            program: program(),
+            shortage: super::descriptors::Shortage {
+                open: None,
+                limit,
+                reserve: super::descriptors::reserve(limit),
+            },
+        }
+    })
 }
 
 /// The daemon's read end (if piped) and the child's write end of an output.

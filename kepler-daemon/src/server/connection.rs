@@ -52,6 +52,13 @@ pub async fn serve_connection(
         let _ = framed.send(HelloReply::Refused { reason }).await;
         return;
     }
+    if *daemon.upgrading().borrow() {
+        // Accepted just before the hand-over: told so, rather than welcomed
+        // and then dropped with the process image.
+        let reason = handshake::UPGRADING_REFUSAL.to_string();
+        let _ = framed.send(HelloReply::Refused { reason }).await;
+        return;
+    }
     let reply = handshake::answer(&hello);
     let welcomed = matches!(reply, HelloReply::Welcome { .. });
     if framed.send(reply).await.is_err() || !welcomed {
@@ -59,6 +66,35 @@ pub async fn serve_connection(
     }
 
     let framed = framed.map_codec(|codec| codec.retype::<ClientMessage, ServerMessage>());
+    serve_requests(framed, caller, ticket, daemon).await;
+}
+
+/// A welcomed connection, as the protocol's requests see it.
+pub type RequestFrames = Framed<UnixStream, BincodeCodec<ClientMessage, ServerMessage>>;
+
+/// A connection a previous daemon welcomed and handed over in an upgrade:
+/// served from its next request on, starting with the bytes of it that the
+/// previous daemon had already read.
+pub async fn serve_handed_over(
+    stream: UnixStream,
+    buffered: Vec<u8>,
+    caller: Caller,
+    ticket: ConnectionTicket,
+    daemon: Arc<Daemon>,
+) {
+    let codec =
+        BincodeCodec::<ClientMessage, ServerMessage>::with_limits(MAX_REQUEST_LEN, MAX_FRAME_LEN);
+    let mut parts = tokio_util::codec::FramedParts::new::<ServerMessage>(stream, codec);
+    parts.read_buf.extend_from_slice(&buffered);
+    serve_requests(Framed::from_parts(parts), caller, ticket, daemon).await;
+}
+
+async fn serve_requests(
+    framed: RequestFrames,
+    caller: Caller,
+    ticket: ConnectionTicket,
+    daemon: Arc<Daemon>,
+) {
     let (mut sink, mut frames) = framed.split();
     let (outbox, mut outgoing) = Outbox::new();
     let mut writer = tokio::spawn(async move {
@@ -94,6 +130,7 @@ pub async fn serve_connection(
                 Err(_) => break,
             }
         }
+        sink
     });
 
     let caller = Arc::new(caller);
@@ -102,6 +139,7 @@ pub async fn serve_connection(
     let in_flight = Arc::new(Semaphore::new(limits.in_flight_per_connection));
     let mut requests = JoinSet::new();
     let mut closing = daemon.closing_connections();
+    let mut upgrading = daemon.upgrading();
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
     loop {
@@ -117,10 +155,11 @@ pub async fn serve_connection(
                     // Past the user's share the request is answered at once,
                     // so nothing of it waits.
                     let user_permit = ticket.start_request();
+                    let upgrading = daemon.upgrading();
                     requests.spawn(async move {
                         match user_permit {
                             Ok(user_permit) => {
-                                handlers::handle(request, ctx).await;
+                                ended_by_upgrade(request, ctx, upgrading).await;
                                 drop(user_permit);
                             }
                             Err(reason) => handlers::refuse(ctx, reason).await,
@@ -141,6 +180,26 @@ pub async fn serve_connection(
             }
             () = &mut idle, if requests.is_empty() => {
                 tracing::debug!(uid = caller.uid, pid = caller.pid, "closing an idle connection");
+                break;
+            }
+            _ = crate::daemon::raised(&mut upgrading) => {
+                // Every request but the upgrade's own ends at once, answered
+                // with `DaemonUpgraded`.
+                let drain = async { while requests.join_next().await.is_some() {} };
+                let drained = tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_ok();
+                if drained {
+                    // Everything answered: the connection itself goes to
+                    // the new daemon, with what was read of the next request.
+                    drop(outbox);
+                    if let Ok(Ok(sink)) = tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await {
+                        if let Ok(framed) = frames.reunite(sink) {
+                            let parts = framed.into_parts();
+                            daemon.hand_over_connection(parts.io, parts.read_buf.to_vec());
+                        }
+                    }
+                    drop(ticket);
+                    return;
+                }
                 break;
             }
             _ = crate::daemon::raised(&mut closing) => {
@@ -166,4 +225,29 @@ pub async fn serve_connection(
         writer.abort();
     }
     drop(ticket);
+}
+
+/// Runs a request, ending it with `DaemonUpgraded` if the daemon hands
+/// over to a new binary first (the upgrade request itself runs to its end:
+/// its answer is what the client waits for).
+async fn ended_by_upgrade(
+    request: kepler_protocol::Request,
+    ctx: RequestContext,
+    mut upgrading: tokio::sync::watch::Receiver<bool>,
+) {
+    if matches!(request, kepler_protocol::Request::Upgrade { .. }) {
+        return handlers::handle(request, ctx).await;
+    }
+    let ending = ctx.detached();
+    tokio::select! {
+        () = handlers::handle(request, ctx) => {}
+        () = crate::daemon::raised(&mut upgrading) => {
+            ending.respond_error(
+                ErrorKind::DaemonUpgraded,
+                "the daemon was upgraded to a new binary while this ran; run the command \
+                 again to reach the new daemon (services were not restarted)",
+            )
+            .await;
+        }
+    }
 }

@@ -46,8 +46,43 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     let budgets = Budgets::new(daemon.connection_limits());
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut closing = daemon.closing_connections();
+    let mut upgrading = daemon.upgrading();
+    // Connections a previous daemon welcomed, handed over in an upgrade.
+    for (fd, buffered) in daemon.take_connections() {
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| UnixStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("cannot serve a handed-over connection: {e}");
+                continue;
+            }
+        };
+        let Ok(caller) = peer::peer_of(&stream) else {
+            continue;
+        };
+        if let Ok(ticket) = budgets.admit(caller.uid) {
+            let daemon = daemon.clone();
+            tracker.spawn(connection::serve_handed_over(
+                stream, buffered, caller, ticket, daemon,
+            ));
+        }
+    }
     loop {
         let stream = tokio::select! {
+            // An upgrade stops accepting before anything else is looked at.
+            biased;
+            _ = crate::daemon::raised(&mut upgrading) => {
+                // New clients queue in the socket's backlog for the next
+                // daemon; the listener must stay open until the execve.
+                tracker.close();
+                tracker.wait().await;
+                daemon.mark_drained();
+                std::future::pending::<()>().await;
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {

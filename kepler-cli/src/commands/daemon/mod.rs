@@ -4,6 +4,7 @@ mod restart;
 mod start;
 mod status;
 mod stop;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -17,5 +18,6 @@ pub async fn run(command: DaemonCommand) -> Result<ExitCode> {
         DaemonCommand::Stop => stop::run().await,
         DaemonCommand::Restart { detach } => restart::run(detach).await,
         DaemonCommand::Status => status::run().await,
+        DaemonCommand::Upgrade { binary } => upgrade::run(binary).await,
     }
 }

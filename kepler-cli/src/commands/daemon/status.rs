@@ -21,6 +21,7 @@ pub async fn run() -> Result<ExitCode> {
     println!("  uptime:      {}", human_duration(status.uptime_secs));
     println!("  state dir:   {}", status.state_dir.display());
     println!("  containment: {}", status.containment);
+    println!("  open files:  {}", status.open_files);
     if !status.limit_notes.is_empty() {
         println!("  limits not enforced as configured:");
         for note in &status.limit_notes {

@@ -81,8 +81,14 @@ pub async fn run(mut client: Client, mut model: Model) -> Result<()> {
         generation: 0,
         task: None,
     };
+    // Lets the tests check that a panic restores the terminal (a panic is
+    // otherwise never meant to happen).
+    let panic_for_test = std::env::var_os("KEPLER_TEST_TOP_PANIC").is_some();
     loop {
         terminal.draw(|frame| render::draw(frame, &model))?;
+        if panic_for_test {
+            panic!("KEPLER_TEST_TOP_PANIC is set");
+        }
         tokio::select! {
             frame = next_frame(&mut client, None) => match frame? {
                 Some(frame) => model.apply(frame),

@@ -29,11 +29,21 @@ pub async fn handle(ctx: &RequestContext) -> Response {
     }
     Response::DaemonStatus(DaemonStatus {
         pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::upgrade::daemon_version(),
         uptime_secs: daemon.uptime().as_secs(),
         state_dir: daemon.state_dir().root().to_path_buf(),
         configs,
         containment: crate::containment::current().describe(),
         limit_notes,
+        open_files: open_files(),
     })
+}
+
+/// The descriptor budget, and whether output pipes are descriptors at all.
+fn open_files() -> String {
+    let pipes = match crate::logs::held::availability() {
+        Ok(()) => "output pipes held by io_uring, outside the limit".to_string(),
+        Err(why) => format!("output pipes are descriptors ({why})"),
+    };
+    format!("{}; {pipes}", crate::process::descriptors::describe())
 }

@@ -15,6 +15,7 @@ mod start;
 mod stats;
 mod stop;
 mod top;
+mod upgrade;
 
 use std::sync::Arc;
 
@@ -73,6 +74,15 @@ impl RequestContext {
             .send(ServerMessage::Event { id: self.id, event })
             .await
             .is_ok()
+    }
+
+    /// Ends the request with an error.
+    pub async fn respond_error(self, kind: ErrorKind, message: &str) {
+        self.respond(Response::Error {
+            kind,
+            message: message.to_string(),
+        })
+        .await;
     }
 
     async fn respond(self, response: Response) {
@@ -175,6 +185,7 @@ pub async fn handle(request: Request, ctx: RequestContext) {
         Request::Top { config, history } => top::handle(&ctx, config, history)
             .await
             .unwrap_or_else(error_response),
+        Request::Upgrade { binary } => upgrade::handle(&ctx, binary).await,
     };
     ctx.respond(response).await;
 }

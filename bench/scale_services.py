@@ -1,0 +1,132 @@
+"""Driver of bench/scale_services.sh: start/ps/logs/stop of N sleep services, RSS, ratios."""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+KEPLER = os.environ["SC_KEPLER"]
+WORK = Path(os.environ["SC_WORK"])
+REPS = int(os.environ["SC_REPS"])
+SIZES = [int(n) for n in os.environ["SC_SIZES"].split()]
+RESULTS = Path(os.environ["SC_RESULTS"])
+STATE = Path(os.environ["KEPLER_DAEMON_PATH"])
+
+# A private copy of sleep marks the services' processes in /proc.
+SLEEP = WORK / "scale-sleep"
+shutil.copy2(shutil.which("sleep"), SLEEP)
+MARKER = str(SLEEP).encode() + b"\0"
+
+
+def kepler(*args: str, timeout: float = 300) -> float:
+    """Runs the CLI, returns its wall time in ms; output is discarded."""
+    t0 = time.monotonic()
+    done = subprocess.run([KEPLER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+    ms = (time.monotonic() - t0) * 1000
+    if done.returncode != 0:
+        raise SystemExit(f"kepler {' '.join(args)} failed: {done.stderr.decode()[-2000:]}")
+    return ms
+
+
+def marked() -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                count += MARKER in f.read()
+        except OSError:
+            continue
+    return count
+
+
+def daemon_pid() -> str:
+    return (STATE / "kepler.pid").read_text().strip()
+
+
+def daemon_cpu_ms() -> float:
+    """User + system CPU time the daemon used so far (a loaded machine stretches wall time)."""
+    fields = Path(f"/proc/{daemon_pid()}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_rss_mb() -> float:
+    pid = daemon_pid()
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("no VmRSS for the daemon")
+
+
+def config(n: int) -> Path:
+    path = WORK / f"scale-{n}.yaml"
+    lines = ["services:"]
+    for i in range(n):
+        lines += [f"  s{i}:", f"    command: [{json.dumps(str(SLEEP))}, '1000']"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_size(n: int) -> dict:
+    cfg = str(config(n))
+    reps = max(1, REPS if n < 10_000 else min(REPS, 2))
+    out = {k: [] for k in ("start", "start_cpu", "ps", "ps_json", "logs_tail", "stop", "stop_cpu", "rss_mb")}
+    for rep in range(reps):
+        cpu0 = daemon_cpu_ms()
+        out["start"].append(kepler("-f", cfg, "start", "-d", "--wait", "--timeout", "600s", timeout=900))
+        out["start_cpu"].append(daemon_cpu_ms() - cpu0)
+        running = marked()
+        if running != n:
+            raise SystemExit(f"{n} services: {running} processes running after start, not {n}")
+        out["rss_mb"].append(daemon_rss_mb())
+        out["ps"].append(kepler("-f", cfg, "ps"))
+        out["ps_json"].append(kepler("-f", cfg, "ps", "--json"))
+        out["logs_tail"].append(kepler("-f", cfg, "logs", "--tail", "10"))
+        cpu0 = daemon_cpu_ms()
+        out["stop"].append(kepler("-f", cfg, "stop", timeout=900))
+        out["stop_cpu"].append(daemon_cpu_ms() - cpu0)
+        left = marked()
+        if left:
+            raise SystemExit(f"{n} services: {left} processes left after stop")
+        print(f"  {n:>6} rep {rep + 1}: start {out['start'][-1]:.0f} ms, stop {out['stop'][-1]:.0f} ms, "
+              f"ps {out['ps'][-1]:.0f} ms, RSS {out['rss_mb'][-1]:.1f} MB", flush=True)
+    return {k: median(v) for k, v in out.items()} | {"raw": out}
+
+
+def main() -> None:
+    results = {}
+    for n in SIZES:
+        print(f"{n} services ...", flush=True)
+        results[n] = run_size(n)
+    keys = [("start", "ms"), ("start_cpu", "ms"), ("stop", "ms"), ("stop_cpu", "ms"), ("ps", "ms"),
+            ("ps_json", "ms"), ("logs_tail", "ms"), ("rss_mb", "MB")]
+    print()
+    print(f"{'':>13}" + "".join(f"{n:>12}" for n in SIZES) + ("   10k/1k" if 1000 in results and 10_000 in results else ""))
+    for key, unit in keys:
+        row = f"{key + ' ' + unit:>13}" + "".join(f"{results[n][key]:>12.1f}" for n in SIZES)
+        if 1000 in results and 10_000 in results:
+            row += f"{results[10_000][key] / results[1000][key]:>9.2f}x"
+        print(row)
+    if 10_000 in results:
+        r = results[10_000]
+        print()
+        print("(start_cpu/stop_cpu: the daemon's own CPU time, less stretched by a loaded machine)")
+        print(f"targets: start 10k {r['start']:.0f} ms (<= 8000), stop 10k {r['stop']:.0f} ms (<= 2000), "
+              f"RSS 10k {r['rss_mb']:.1f} MB (<= 120)")
+        if 1000 in results:
+            for key in ("start", "stop"):
+                ratio = r[key] / results[1000][key]
+                print(f"  {key} 10k/1k = {ratio:.2f} (<= 10.5)")
+    RESULTS.write_text(json.dumps({str(n): v for n, v in results.items()}, indent=2))
+    print(f"\nraw results: {RESULTS}")
+
+
+main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Scale benchmark: one config of N `sleep` services, N = 100, 1,000 and 10,000 (issue #16).
+# Times `start -d --wait`, `ps`, `ps --json`, `logs --tail`, `stop` (wall and daemon CPU), and the daemon's RSS with
+# all N running; prints the medians and the 10k/1k growth ratios against the targets.
+#   sudo bench/scale_services.sh [--reps N] [--sizes "100 1000 10000"]
+# Raw numbers go to bench/results/scale-services-<date>.json.
+set -euo pipefail
+
+reps=3 sizes="100 1000 10000"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reps) reps="${2:?--reps needs a number}"; shift ;;
+    --sizes) sizes="${2:?--sizes needs a list}"; shift ;;
+    -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "scale_services: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/lib.sh"
+# The CLI's own limit does not matter, but the daemon starts with ours.
+ulimit -n 20000 2>/dev/null || true
+start_daemon
+export SC_KEPLER="$KEPLER" SC_WORK="$BENCH_DIR/work" SC_REPS="$reps" SC_SIZES="$sizes"
+export SC_RESULTS="$ROOT/bench/results/scale-services-$(date +%Y-%m-%dT%H%M%S).json"
+mkdir -p "$SC_WORK" "$ROOT/bench/results"
+python3 "$here/scale_services.py"
