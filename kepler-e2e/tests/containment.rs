@@ -48,11 +48,18 @@ struct Marked {
 impl Marked {
     /// Waits until exactly one live process carries `marker`.
     fn running(marker: &str) -> Marked {
+        // The pid comes from the same look as the count: a second look
+        // could race a process that was just exec'ing or exiting.
+        let mut pid = None;
         wait_until(&format!("one process with {marker}"), DEADLINE, || {
-            pids_with_arg(marker).len() == 1
+            pid = match pids_with_arg(marker)[..] {
+                [one] => Some(one),
+                _ => None,
+            };
+            pid.is_some()
         });
         Marked {
-            pid: pids_with_arg(marker)[0],
+            pid: pid.expect("found by the wait"),
             marker: marker.to_owned(),
         }
     }
