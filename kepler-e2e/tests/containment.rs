@@ -236,10 +236,11 @@ fn a_service_and_what_it_starts_run_in_the_services_own_cgroup() {
     assert_eq!(cgroup_of(daemon_pid), Some(subtree(&kepler).join("daemon")));
 
     kepler.kepler(&["stop"]).success();
-    assert!(
-        !own.exists(),
-        "the empty cgroup {} was not removed",
-        own.display()
+    // Removed by the daemon's removal thread, just after the stop.
+    wait_until(
+        &format!("the empty cgroup {} to be removed", own.display()),
+        DEADLINE,
+        || !own.exists(),
     );
 }
 
@@ -277,9 +278,13 @@ fn a_hooks_processes_run_in_a_cgroup_of_their_own_and_go_with_it() {
     let leader = kepler.service("kepler.yaml", "app").pid().unwrap();
     let service_cgroup = cgroup_of(leader).unwrap();
     let hook_dir = service_cgroup.parent().unwrap().join(&*name);
-    assert!(!hook_dir.exists(), "{} was not removed", hook_dir.display());
+    wait_until(
+        &format!("{} to be removed", hook_dir.display()),
+        DEADLINE,
+        || !hook_dir.exists(),
+    );
     kepler.kepler(&["stop"]).success();
-    assert_eq!(leftover_cgroups(&kepler), Vec::<PathBuf>::new());
+    wait_for_no_leftover_cgroups(&kepler);
 }
 
 fn ps_shows_cpu_and_memory_per_service(mode: Containment) {
@@ -392,7 +397,23 @@ fn a_health_probe_runs_in_a_cgroup_of_its_own_and_leaves_nothing_behind() {
         pids_with_arg(&escapee).is_empty(),
         "a probe's setsid child survived"
     );
-    assert_eq!(leftover_cgroups(&kepler), Vec::<PathBuf>::new());
+    wait_for_no_leftover_cgroups(&kepler);
+}
+
+/// Empty cgroups are removed just after the stop that emptied them.
+fn wait_for_no_leftover_cgroups(kepler: &Kepler) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let left = leftover_cgroups(kepler);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cgroups left behind: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Cgroups left below the daemon's config cgroups (none once everything

@@ -8,16 +8,21 @@
 //! reported by the caller, never treated as a failure of containment.
 
 use std::collections::HashSet;
+use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use super::removal;
 
 /// The controllers Kepler uses. Others (hugetlb, rdma, misc, cpuset) are
 /// left alone.
@@ -171,25 +176,80 @@ pub struct LimitWrite {
 pub struct Cgroup {
     dir: PathBuf,
     procs: OnceLock<fs::File>,
+    /// Which owner of `dir` this handle is (see [`super::removal`]); 0 for a
+    /// handle that owns nothing.
+    generation: u64,
+    /// The parent directory, open: files are opened relative to it, a walk
+    /// of two names instead of the whole path down from `/sys` on every
+    /// stop.
+    parent: Option<Arc<OwnedFd>>,
 }
 
 impl Cgroup {
     /// Creates `dir` (its parent must exist); an existing cgroup is reused.
+    /// The handle owns the cgroup until it is created again.
     pub fn create(dir: PathBuf) -> io::Result<Cgroup> {
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        Ok(Cgroup::at(dir))
+        let generation = removal::create(&dir)?;
+        Ok(Cgroup::new(dir, generation, None))
+    }
+
+    /// [`Self::create`] for a child of the directory open as `parent`.
+    pub fn create_in(parent: &Arc<OwnedFd>, dir: PathBuf) -> io::Result<Cgroup> {
+        let generation = removal::create(&dir)?;
+        Ok(Cgroup::new(dir, generation, Some(Arc::clone(parent))))
     }
 
     /// A handle on an existing cgroup, without touching it.
     pub fn at(dir: PathBuf) -> Cgroup {
+        Cgroup::new(dir, 0, None)
+    }
+
+    fn new(dir: PathBuf, generation: u64, parent: Option<Arc<OwnedFd>>) -> Cgroup {
         Cgroup {
             dir,
             procs: OnceLock::new(),
+            generation,
+            parent,
         }
+    }
+
+    /// The cgroup's directory opened for use as a parent (`O_PATH`).
+    pub fn open_dir(&self) -> io::Result<OwnedFd> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&self.dir)?;
+        Ok(file.into())
+    }
+
+    /// One of the cgroup's files, opened relative to the parent where it is
+    /// open.
+    fn open_file(&self, name: &str, write: bool) -> io::Result<fs::File> {
+        let flags = libc::O_CLOEXEC | if write { libc::O_RDWR } else { libc::O_RDONLY };
+        let (Some(parent), Some(leaf)) = (&self.parent, self.dir.file_name()) else {
+            return OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(self.dir.join(name));
+        };
+        let relative = CString::new(Path::new(leaf).join(name).into_os_string().into_vec())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `relative` is NUL-terminated and lives across the call;
+        // the returned descriptor is owned by the File from here on.
+        let fd = unsafe { libc::openat(parent.as_raw_fd(), relative.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        Ok(unsafe { fs::File::from_raw_fd(fd) })
+    }
+
+    /// An existing cgroup, owned from now on as if created here (one a
+    /// previous daemon handed over).
+    pub fn adopt_existing(dir: PathBuf) -> Cgroup {
+        let generation = removal::adopt(&dir);
+        Cgroup::new(dir, generation, None)
     }
 
     pub fn dir(&self) -> &Path {
@@ -209,11 +269,7 @@ impl Cgroup {
     /// `cgroup.procs` opened afresh for reading and writing (close-on-exec):
     /// a child joins with `write(fd, "0")` between its clone and exec.
     pub fn open_procs(&self) -> io::Result<fs::File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(self.dir.join("cgroup.procs"))
+        self.open_file("cgroup.procs", true)
     }
 
     /// Moves process `pid` (all its threads) into this cgroup.
@@ -256,10 +312,7 @@ impl Cgroup {
     }
 
     fn open_core_file(&self, name: &str) -> io::Result<fs::File> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(self.dir.join(name))
+        self.open_file(name, false)
     }
 
     /// Sends `signal` to every process of the cgroup (see
@@ -286,13 +339,20 @@ impl Cgroup {
         }
     }
 
-    /// Removes the (empty) cgroup; one that is already gone is fine.
+    /// Removes the (empty) cgroup now; one that is already gone is fine.
     pub fn remove(&self) -> io::Result<()> {
-        match fs::remove_dir(&self.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        removal::remove_now(&self.dir)
+    }
+
+    /// Removes the empty cgroup soon, on the removal thread, unless it was
+    /// created again meanwhile; a handle that owns nothing removes it now.
+    pub fn remove_later(&self) {
+        removal::remove_later(&self.dir, self.generation);
+    }
+
+    /// Which owner of its directory this handle is (0: none).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Child cgroups, by directory.
@@ -426,6 +486,46 @@ impl MemberList<'_> {
         self.0.read_at(&mut first, 0).map_or(true, |len| len == 0)
     }
 
+    /// Sends `signal` to every member: to the process group `leader` leads
+    /// with one `kill` (a fork in flight cannot escape that), then to each
+    /// member outside it, reading the list again until a pass finds no one
+    /// new. A service that never leaves its group costs one read.
+    pub fn signal_scope(&self, leader: i32, signal: Signal) -> io::Result<Signalled> {
+        /// Bounds a pathological fork storm; `kill` ends the job anyway.
+        const MAX_PASSES: usize = 32;
+        let group = leader > 1
+            && match kill(Pid::from_raw(-leader), signal) {
+                Ok(()) => true,
+                Err(Errno::ESRCH) => false,
+                Err(errno) => return Err(errno.into()),
+            };
+        let mut outside = HashSet::new();
+        for _ in 0..MAX_PASSES {
+            let fresh: Vec<i32> = self
+                .read()?
+                .into_iter()
+                .filter(|&pid| pid > 1 && pid != leader && !outside.contains(&pid))
+                .filter(|&pid| {
+                    nix::unistd::getpgid(Some(Pid::from_raw(pid))) != Ok(Pid::from_raw(leader))
+                })
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for pid in fresh {
+                match kill(Pid::from_raw(pid), signal) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(errno) => return Err(errno.into()),
+                }
+                outside.insert(pid);
+            }
+        }
+        Ok(Signalled {
+            group,
+            outside: outside.into_iter().collect(),
+        })
+    }
+
     /// Sends `signal` to every member, reading the list again until a pass
     /// finds no process it has not signalled (a member may fork while the
     /// list is read). Returns who was signalled.
@@ -451,6 +551,22 @@ impl MemberList<'_> {
             }
         }
         Ok(signalled.into_iter().collect())
+    }
+}
+
+/// Who [`MemberList::signal_scope`] signalled.
+#[derive(Debug, Default)]
+pub struct Signalled {
+    /// The leader's process group had a member left.
+    pub group: bool,
+    /// Members outside the leader's process group.
+    pub outside: Vec<i32>,
+}
+
+impl Signalled {
+    /// Nobody was left to signal.
+    pub fn nobody(&self) -> bool {
+        !self.group && self.outside.is_empty()
     }
 }
 
@@ -602,6 +718,26 @@ mod tests {
         let gone = Cgroup::at(cgroup.dir().join("removed"));
         assert!(!gone.is_populated());
         assert!(gone.members().unwrap().is_empty());
+    }
+
+    #[test]
+    fn files_are_opened_relative_to_the_open_parent() {
+        let top = tempfile::tempdir().unwrap();
+        let parent = Arc::new(Cgroup::at(top.path().to_path_buf()).open_dir().unwrap());
+        let cgroup = Cgroup::create_in(&parent, top.path().join("api.service")).unwrap();
+        fs::write(cgroup.dir().join("cgroup.procs"), "7\n").unwrap();
+        fs::write(cgroup.dir().join("cgroup.events"), "populated 1\n").unwrap();
+        // Moved away, the parent's path no longer leads there: only the
+        // open parent does.
+        let moved = tempfile::tempdir().unwrap();
+        fs::rename(top.path(), moved.path().join("elsewhere")).unwrap();
+        assert_eq!(cgroup.members().unwrap(), vec![7]);
+        assert!(cgroup.is_populated());
+        assert_eq!(
+            cgroup.member_list().unwrap().unwrap().read().unwrap(),
+            vec![7]
+        );
+        fs::rename(moved.path().join("elsewhere"), top.path()).unwrap();
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! included). The kernel signals a change of `cgroup.events` as a
 //! modification of the file; the thread wakes the waiters of that cgroup,
 //! who read the file again. A cgroup handed over with [`remove_when_empty`]
-//! is removed by the thread itself once its last process has exited, so a
-//! cancelled hook or probe leaves no directory behind.
+//! goes to the removal thread ([`super::removal`]) once its last process
+//! has exited, so a cancelled hook or probe leaves no directory behind.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,21 +19,15 @@ use nix::errno::Errno;
 use std::os::fd::AsFd;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use tokio::sync::Notify;
 
 use super::cgroup::{Cgroup, MemberList};
+use super::removal;
 
 /// Only if inotify itself is unavailable: how often a waiter re-reads
 /// `cgroup.events` instead.
 const FALLBACK_RECHECK: Duration = Duration::from_millis(100);
-
-/// How often an empty cgroup the kernel would not let go yet is tried again.
-const REMOVAL_RETRY_MS: u16 = 50;
-
-/// Tries (10 s) before an empty cgroup that cannot be removed is left.
-const REMOVAL_TRIES: u32 = 200;
 
 /// Resolves once no live process is left in `cgroup` (or below it).
 pub async fn wait_empty(cgroup: &Cgroup) {
@@ -61,14 +55,12 @@ pub async fn wait_empty(cgroup: &Cgroup) {
 }
 
 /// For a leaf cgroup whose `cgroup.procs` is open already (a stop has
-/// just signalled its members through it): waits until it has no member,
-/// then removes it; returns whether it is gone. Checking through the open
-/// list spares opening `cgroup.events`, and most stops find the list empty
-/// at once and need no watch at all.
-pub async fn wait_no_members_then_remove(cgroup: &Cgroup, members: &MemberList<'_>) -> bool {
-    // Often already so: then no watch is needed at all.
+/// just signalled its members through it): resolves once it has no member.
+/// Checking through the open list spares opening `cgroup.events`, and most
+/// stops find the list empty at once and need no watch at all.
+pub async fn wait_no_members(cgroup: &Cgroup, members: &MemberList<'_>) {
     if members.is_empty() {
-        return cgroup.remove().is_ok();
+        return;
     }
     let watch = watch_events(cgroup);
     let notify = watch.as_ref().map(|w| Arc::clone(&w.notify));
@@ -80,11 +72,7 @@ pub async fn wait_no_members_then_remove(cgroup: &Cgroup, members: &MemberList<'
             notified.enable();
         }
         if members.is_empty() {
-            let removed = cgroup.remove().is_ok();
-            if let (true, Some(watch)) = (removed, watch) {
-                watch.went_with_its_directory();
-            }
-            return removed;
+            return;
         }
         match notified.as_pin_mut() {
             Some(notified) => notified.await,
@@ -96,7 +84,7 @@ pub async fn wait_no_members_then_remove(cgroup: &Cgroup, members: &MemberList<'
 /// A watch on `cgroup.events`, or `None` (logged) if inotify fails: then
 /// waiters re-read on a timer.
 fn watch_events(cgroup: &Cgroup) -> Option<Watch> {
-    match watcher().and_then(|w| w.watch(cgroup.dir(), false)) {
+    match watcher().and_then(|w| w.watch(cgroup.dir(), None)) {
         Ok(watch) => Some(watch),
         // Removed already: the caller's next read says it is empty.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -107,26 +95,24 @@ fn watch_events(cgroup: &Cgroup) -> Option<Watch> {
     }
 }
 
-/// Removes `cgroup` as soon as it is empty: now if it already is, else when
+/// Removes `cgroup` once it is empty: soon if it already is, else when
 /// `cgroup.events` says so. For cgroups nobody waits on any more (their
 /// processes were just killed).
 pub fn remove_when_empty(cgroup: &Cgroup) {
-    if !cgroup.is_populated() && cgroup.remove().is_ok() {
+    if !cgroup.is_populated() {
+        cgroup.remove_later();
         return;
     }
-    match watcher().and_then(|w| w.watch(cgroup.dir(), true)) {
-        // The watch stays registered until the thread removes the cgroup.
+    match watcher().and_then(|w| w.watch(cgroup.dir(), Some(cgroup.generation()))) {
+        // The watch stays registered until the cgroup empties.
         Ok(watch) => {
             let (watcher, wd) = (watch.watcher, watch.wd);
             std::mem::forget(watch);
             // It may have emptied before the watch existed: then no event
-            // will come, and a removal the kernel refuses now is retried.
+            // will come.
             if !cgroup.is_populated() {
-                match cgroup.remove() {
-                    // Gone, by us or someone else: no event is to come.
-                    Ok(()) => watcher.forget(wd),
-                    Err(_) => watcher.retry_removal(wd),
-                }
+                watcher.forget(wd);
+                cgroup.remove_later();
             }
         }
         Err(e) => tracing::warn!(
@@ -139,10 +125,6 @@ pub fn remove_when_empty(cgroup: &Cgroup) {
 struct Watcher {
     inotify: Inotify,
     entries: Mutex<HashMap<WatchDescriptor, Entry>>,
-    /// Removals handed to the thread by [`Watcher::retry_removal`].
-    retry: Mutex<Vec<WatchDescriptor>>,
-    /// Wakes the thread for them.
-    wake: EventFd,
 }
 
 struct Entry {
@@ -150,8 +132,9 @@ struct Entry {
     notify: Arc<Notify>,
     /// Live [`Watch`]es; the inotify watch goes with the last one.
     watchers: usize,
-    /// Remove the cgroup when it empties (see [`remove_when_empty`]).
-    remove: bool,
+    /// Remove the cgroup when it empties (see [`remove_when_empty`]): the
+    /// generation of the handle that asked.
+    remove: Option<u64>,
 }
 
 /// One waiter's interest in a cgroup.
@@ -171,13 +154,9 @@ fn watcher() -> io::Result<&'static Watcher> {
     let started = WATCHER.get_or_init(|| {
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
             .map_err(|e| format!("cannot create an inotify instance: {e}"))?;
-        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| format!("cannot create an eventfd: {e}"))?;
         let watcher: &'static Watcher = Box::leak(Box::new(Watcher {
             inotify,
             entries: Mutex::new(HashMap::new()),
-            retry: Mutex::new(Vec::new()),
-            wake,
         }));
         std::thread::Builder::new()
             .name("kepler-cgroups".into())
@@ -189,7 +168,7 @@ fn watcher() -> io::Result<&'static Watcher> {
 }
 
 impl Watcher {
-    fn watch(&'static self, dir: &Path, remove: bool) -> io::Result<Watch> {
+    fn watch(&'static self, dir: &Path, remove: Option<u64>) -> io::Result<Watch> {
         let mut entries = lock(&self.entries);
         // Under the lock: a watch being dropped cannot remove this inode's
         // watch descriptor between our add and our count.
@@ -200,10 +179,12 @@ impl Watcher {
             dir: dir.to_path_buf(),
             notify: Arc::new(Notify::new()),
             watchers: 0,
-            remove: false,
+            remove: None,
         });
         entry.watchers += 1;
-        entry.remove |= remove;
+        if remove.is_some() {
+            entry.remove = remove;
+        }
         Ok(Watch {
             watcher: self,
             wd,
@@ -212,73 +193,19 @@ impl Watcher {
     }
 
     fn run(&self) {
-        // Cgroups handed over for removal that were empty but could not be
-        // removed yet (the kernel may refuse `rmdir` for a moment after the
-        // last process left): no further event comes for them, so they are
-        // retried on a short timer until they go.
-        let mut unremoved: Vec<(WatchDescriptor, u32)> = Vec::new();
         loop {
-            let timeout = if unremoved.is_empty() {
-                PollTimeout::NONE
-            } else {
-                PollTimeout::from(REMOVAL_RETRY_MS)
-            };
-            let (readable, woken) = self.wait(timeout);
-            if woken {
-                let _ = self.wake.read();
-                unremoved.extend(lock(&self.retry).drain(..).map(|wd| (wd, 0)));
-            }
-            if readable {
-                self.handle_events(&mut unremoved);
-            }
-            if !unremoved.is_empty() {
-                let mut entries = lock(&self.entries);
-                unremoved.retain_mut(|(wd, tries)| {
-                    let Some(entry) = entries.get(wd) else {
-                        return false;
-                    };
-                    match Cgroup::at(entry.dir.clone()).remove() {
-                        Ok(()) => {
-                            entries.remove(wd);
-                            let _ = self.inotify.rm_watch(*wd);
-                            false
-                        }
-                        Err(e) if *tries >= REMOVAL_TRIES => {
-                            tracing::warn!(cgroup = %entry.dir.display(), "cannot remove an empty cgroup: {e}");
-                            false
-                        }
-                        Err(_) => {
-                            *tries += 1;
-                            true
-                        }
-                    }
-                });
+            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => self.handle_events(),
+                Err(errno) => {
+                    tracing::error!(%errno, "cgroup watcher: poll failed");
+                    std::thread::sleep(FALLBACK_RECHECK);
+                }
             }
         }
     }
 
-    /// Blocks until inotify has events or the thread is woken (or
-    /// `timeout`): which of the two.
-    fn wait(&self, timeout: PollTimeout) -> (bool, bool) {
-        let mut fds = [
-            PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, timeout) {
-            Ok(_) => {
-                let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
-            }
-            Err(Errno::EINTR) => (false, false),
-            Err(errno) => {
-                tracing::error!(%errno, "cgroup watcher: poll failed");
-                std::thread::sleep(FALLBACK_RECHECK);
-                (true, true)
-            }
-        }
-    }
-
-    fn handle_events(&self, unremoved: &mut Vec<(WatchDescriptor, u32)>) {
+    fn handle_events(&self) {
         let events = match self.inotify.read_events() {
             Ok(events) => events,
             Err(Errno::EINTR | Errno::EAGAIN) => return,
@@ -295,21 +222,20 @@ impl Watcher {
             };
             entry.notify.notify_waiters();
             let ignored = event.mask.contains(AddWatchFlags::IN_IGNORED);
-            let mut removed = false;
-            if entry.remove && !ignored {
+            let mut emptied = false;
+            if let (Some(generation), false) = (entry.remove, ignored) {
                 let cgroup = Cgroup::at(entry.dir.clone());
                 if !cgroup.is_populated() {
-                    removed = cgroup.remove().is_ok();
-                    if !removed && !unremoved.iter().any(|(wd, _)| *wd == event.wd) {
-                        unremoved.push((event.wd, 0));
-                    }
+                    // The removal thread retries what the kernel refuses
+                    // for a moment.
+                    removal::remove_later(&entry.dir, generation);
+                    emptied = true;
                 }
             }
-            if ignored || removed {
+            if ignored || emptied {
                 entries.remove(&event.wd);
-                unremoved.retain(|(wd, _)| *wd != event.wd);
             }
-            if removed {
+            if emptied {
                 // Removing a cgroup does not reliably drop the inotify
                 // watch on its `cgroup.events` (kernfs may keep the inode),
                 // so it is dropped here.
@@ -323,35 +249,11 @@ impl Watcher {
     fn forget(&self, wd: WatchDescriptor) {
         let mut entries = lock(&self.entries);
         if let Some(entry) = entries.get_mut(&wd) {
-            entry.remove = false;
+            entry.remove = None;
             entry.watchers -= 1;
             if entry.watchers == 0 {
                 entries.remove(&wd);
                 let _ = self.inotify.rm_watch(wd);
-            }
-        }
-    }
-
-    /// Hands a cgroup that emptied before its watch existed, and could not
-    /// be removed then, to the thread to retry.
-    fn retry_removal(&self, wd: WatchDescriptor) {
-        lock(&self.retry).push(wd);
-        let _ = self.wake.write(1);
-    }
-}
-
-impl Watch {
-    /// The watched cgroup was removed by its waiter. Removing a cgroup does
-    /// not reliably drop the inotify watch on its `cgroup.events`, so the
-    /// last waiter drops it as always, whoever else asked for its removal.
-    fn went_with_its_directory(self) {
-        let watch = std::mem::ManuallyDrop::new(self);
-        let mut entries = lock(&watch.watcher.entries);
-        if let Some(entry) = entries.get_mut(&watch.wd) {
-            entry.watchers -= 1;
-            if entry.watchers == 0 {
-                entries.remove(&watch.wd);
-                let _ = watch.watcher.inotify.rm_watch(watch.wd);
             }
         }
     }
@@ -364,7 +266,7 @@ impl Drop for Watch {
             return;
         };
         entry.watchers -= 1;
-        if entry.watchers == 0 && !entry.remove {
+        if entry.watchers == 0 && entry.remove.is_none() {
             entries.remove(&self.wd);
             let _ = self.watcher.inotify.rm_watch(self.wd);
         }

@@ -19,13 +19,14 @@ pub mod cgroup;
 pub mod detect;
 pub mod events;
 pub mod limits;
+pub mod removal;
 pub mod tree;
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 pub use cgroup::{Cgroup, CgroupLimits, Controller, MemberList};
-pub use events::{remove_when_empty, wait_empty, wait_no_members_then_remove};
+pub use events::{remove_when_empty, wait_empty, wait_no_members};
 pub use limits::{plan_limits, LimitPlan};
 pub use tree::{CgroupTree, ConfigCgroup};
 
@@ -93,6 +94,7 @@ pub fn current() -> &'static Containment {
 /// and returns the daemon to the cgroup it was started in.
 pub fn tear_down() {
     if let Some(Containment::Cgroups(tree)) = CONTAINMENT.get() {
+        removal::drain();
         tree.tear_down();
     }
 }

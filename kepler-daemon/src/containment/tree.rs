@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -204,9 +205,16 @@ impl CgroupTree {
         for &controller in &self.controllers {
             cgroup.set_subtree_control(controller, true)?;
         }
+        // Kept open for the config's life: its services' files are opened
+        // relative to it.
+        let open = cgroup.open_dir().map(Arc::new);
+        if let Err(e) = &open {
+            tracing::debug!(cgroup = %cgroup.dir().display(), "cannot open; using full paths: {e}");
+        }
         Ok(ConfigCgroup {
             cgroup: Arc::new(cgroup),
             controllers: Arc::from(self.controllers.as_slice()),
+            open: open.ok(),
         })
     }
 
@@ -308,6 +316,8 @@ pub fn remove_tree(cgroup: &Cgroup) -> bool {
 pub struct ConfigCgroup {
     cgroup: Arc<Cgroup>,
     controllers: Arc<[Controller]>,
+    /// Its directory, open (see [`Cgroup::create_in`]).
+    open: Option<Arc<OwnedFd>>,
 }
 
 impl ConfigCgroup {
@@ -339,7 +349,12 @@ impl ConfigCgroup {
     }
 
     fn child(&self, name: String) -> io::Result<Arc<Cgroup>> {
-        Cgroup::create(self.cgroup.dir().join(name)).map(Arc::new)
+        let dir = self.cgroup.dir().join(name);
+        match &self.open {
+            Some(open) => Cgroup::create_in(open, dir),
+            None => Cgroup::create(dir),
+        }
+        .map(Arc::new)
     }
 
     /// A handle for tests and tools that build the tree themselves.
@@ -347,6 +362,7 @@ impl ConfigCgroup {
         ConfigCgroup {
             cgroup: Arc::new(Cgroup::at(dir)),
             controllers: Arc::from(controllers),
+            open: None,
         }
     }
 }

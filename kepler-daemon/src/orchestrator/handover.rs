@@ -170,7 +170,7 @@ impl Orchestrator {
             let scope = match cgroup {
                 Some(dir) => Scope::Cgroup {
                     leader: pid,
-                    cgroup: Arc::new(Cgroup::at(dir)),
+                    cgroup: Arc::new(Cgroup::adopt_existing(dir)),
                 },
                 None => Scope::Group(pid),
             };

@@ -4,7 +4,8 @@
 //! cgroup (see [`crate::containment`]). Both are stopped the same way:
 //! signal every member, a grace period, then SIGKILL what is left. "Gone"
 //! means no member is left and the leader has been reaped, so its pid is
-//! never signalled again after that. A cgroup is removed once it is gone.
+//! never signalled again after that. A cgroup is removed (by the removal
+//! thread, after the stop) once it is gone.
 //!
 //! The difference is what counts as a member. A process that calls
 //! `setsid` or `setpgid` leaves its process group, but not its cgroup, so
@@ -106,8 +107,8 @@ impl Scope {
                 return StopOutcome::AlreadyGone;
             }
         } else {
-            match members.signal(signal) {
-                Ok(signalled) if signalled.is_empty() && group_is_gone(*leader) => {
+            match members.signal_scope(*leader, signal) {
+                Ok(signalled) if signalled.nobody() && group_is_gone(*leader) => {
                     self.remove_cgroup();
                     return StopOutcome::AlreadyGone;
                 }
@@ -120,7 +121,10 @@ impl Scope {
                 ),
                 Ok(signalled) => {
                     if signal != Signal::SIGCONT {
-                        for pid in signalled {
+                        if signalled.group {
+                            let _ = signal_group(*leader, Signal::SIGCONT);
+                        }
+                        for pid in signalled.outside {
                             let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
                         }
                     }
@@ -201,19 +205,17 @@ impl Scope {
         }
     }
 
-    /// Removes the cgroup (once gone); one that cannot be removed yet is
-    /// removed by the watcher once empty.
+    /// Hands the cgroup (once gone) to the removal thread: the stop is over
+    /// without waiting for the kernel's cgroup lock.
     fn remove_cgroup(&self) {
         if let Some(cgroup) = self.cgroup() {
-            if let Err(err) = cgroup.remove() {
-                tracing::debug!(cgroup = %cgroup.dir().display(), %err, "removing it later");
-                containment::remove_when_empty(cgroup);
-            }
+            cgroup.remove_later();
         }
     }
 }
 
-/// The cgroup has no member (and is removed), and its leader is reaped.
+/// The cgroup has no member (and goes to be removed), and its leader is
+/// reaped.
 ///
 /// The leader first: the reaper hears of its exit at once, while
 /// `cgroup.events` changes reach inotify through a kernel work queue, and a
@@ -223,7 +225,6 @@ impl Scope {
 /// the leader.
 async fn cgroup_gone(leader: i32, cgroup: &Cgroup, members: &MemberList<'_>) {
     wait_group_gone(leader).await;
-    if !containment::wait_no_members_then_remove(cgroup, members).await {
-        containment::remove_when_empty(cgroup);
-    }
+    containment::wait_no_members(cgroup, members).await;
+    cgroup.remove_later();
 }

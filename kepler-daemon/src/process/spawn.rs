@@ -269,7 +269,9 @@ fn spawn_full(
         .iter()
         .map(|(key, value)| to_c(format!("{key}={value}").as_bytes()))
         .collect();
-    // Opened for this spawn only: a running service keeps no descriptor.
+    // Opened for this spawn only: a running service keeps no descriptor
+    // (every descriptor the daemon holds is copied into each child it
+    // clones, and closed again by each exec).
     let cgroup_procs = cgroup
         .as_deref()
         .map(|cgroup| cgroup.open_procs())

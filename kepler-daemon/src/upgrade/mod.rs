@@ -388,6 +388,10 @@ async fn preflight(binary: &Path) -> Result<(), String> {
 /// `binary` cannot be executed, this daemon's own binary resumes instead;
 /// if that fails too, the process exits and the next start recovers.
 fn exec(startup: &Startup, binary: &Path, listener: RawFd, handover: &Handover) -> ! {
+    // Removals still queued would be forgotten by the new daemon.
+    if crate::containment::current().tree().is_some() {
+        crate::containment::removal::drain();
+    }
     let essentials = Essentials {
         version: HANDOVER_VERSION,
         listener,
