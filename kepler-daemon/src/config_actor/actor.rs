@@ -109,8 +109,10 @@ pub async fn run(mut orchestrator: Orchestrator, inboxes: Inboxes, resume: Resum
             }
             Some(event) = health.recv() => orchestrator.on_health(event),
             Some(report) = watch.recv() => orchestrator.on_watch_report(report),
-            // One timer per config, whatever its number of services.
-            _ = sampling.tick() => orchestrator.sample_tick(),
+            // One timer per config, whatever its number of services. Not
+            // while a stop is under way: a tick reads every running service,
+            // and the missed tick comes once the stop is over.
+            _ = sampling.tick(), if !orchestrator.stopping() => orchestrator.sample_tick(),
             command = inbox.recv() => match command {
                 None | Some(Command::Close) => break,
                 Some(Command::Handover { reply, go }) => {

@@ -407,24 +407,27 @@ impl Cgroup {
     /// microseconds (`usage_usec` of `cpu.stat`, present without the cpu
     /// controller too).
     pub fn cpu_usage_usec(&self) -> io::Result<u64> {
-        let text = read_small(&self.dir.join("cpu.stat"))?;
+        let text = self.read_small("cpu.stat")?;
         keyed_value(&text, "usage_usec")
             .ok_or_else(|| io::Error::other("cpu.stat has no usage_usec"))
     }
 
+    /// One of the cgroup's small files (see [`read_small`]), opened
+    /// relative to the parent where it is open: sampling reads these for
+    /// every running service on every tick.
+    fn read_small(&self, name: &str) -> io::Result<String> {
+        read_small_from(&self.open_file(name, false)?)
+    }
+
     /// `memory.current`, or `None` without the memory controller.
     pub fn memory_current(&self) -> Option<u64> {
-        read_small(&self.dir.join("memory.current"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        self.read_small("memory.current").ok()?.trim().parse().ok()
     }
 
     /// How many times the OOM killer killed a process of this cgroup
     /// (`oom_kill` of `memory.events`); 0 without the memory controller.
     pub fn oom_kills(&self) -> u64 {
-        read_small(&self.dir.join("memory.events"))
+        self.read_small("memory.events")
             .ok()
             .and_then(|text| keyed_value(&text, "oom_kill"))
             .unwrap_or(0)
@@ -574,11 +577,16 @@ impl Signalled {
 /// files), usually in one `read`: such files report no size, so
 /// `read_to_string` would probe them in small steps.
 pub fn read_small(path: &Path) -> io::Result<String> {
-    const CHUNK: usize = 1024;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)?;
+    read_small_from(&file)
+}
+
+/// [`read_small`] of a file open already.
+fn read_small_from(file: &fs::File) -> io::Result<String> {
+    const CHUNK: usize = 1024;
     let mut text = Vec::new();
     let mut chunk = [0u8; CHUNK];
     loop {

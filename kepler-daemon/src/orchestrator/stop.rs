@@ -294,6 +294,11 @@ impl Orchestrator {
     }
 
     /// Resolves stop waiters whose services are all down.
+    /// Someone waits for services to finish stopping.
+    pub fn stopping(&self) -> bool {
+        !self.stop_waiters.is_empty()
+    }
+
     pub(super) fn settle_stop_waiters(&mut self, changed: &[String]) {
         if self.stop_waiters.is_empty() {
             return;
