@@ -179,7 +179,10 @@ impl Orchestrator {
             let due = tokio::time::Instant::now() + delay;
             runtime_due(&mut self.services, name, due);
             tokio::spawn(async move {
-                run_post_hooks(&service, post_exit).await;
+                // Boxed, and only when there are hooks (see try_begin_stop).
+                if !post_exit.is_empty() {
+                    Box::pin(run_post_hooks(&service, post_exit)).await;
+                }
                 tokio::time::sleep_until(due).await;
                 let _ = mailbox.send(Internal::RestartDue {
                     service,
