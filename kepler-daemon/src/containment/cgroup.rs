@@ -494,35 +494,16 @@ impl MemberList<'_> {
     /// member outside it, reading the list again until a pass finds no one
     /// new. A service that never leaves its group costs one read.
     pub fn signal_scope(&self, leader: i32, signal: Signal) -> io::Result<Signalled> {
-        /// Bounds a pathological fork storm; `kill` ends the job anyway.
-        const MAX_PASSES: usize = 32;
         let group = leader > 1
             && match kill(Pid::from_raw(-leader), signal) {
                 Ok(()) => true,
                 Err(Errno::ESRCH) => false,
                 Err(errno) => return Err(errno.into()),
             };
-        let mut outside = HashSet::new();
-        for _ in 0..MAX_PASSES {
-            let fresh: Vec<i32> = self
-                .read()?
-                .into_iter()
-                .filter(|&pid| pid > 1 && pid != leader && !outside.contains(&pid))
-                .filter(|&pid| {
-                    nix::unistd::getpgid(Some(Pid::from_raw(pid))) != Ok(Pid::from_raw(leader))
-                })
-                .collect();
-            if fresh.is_empty() {
-                break;
-            }
-            for pid in fresh {
-                match kill(Pid::from_raw(pid), signal) {
-                    Ok(()) | Err(Errno::ESRCH) => {}
-                    Err(errno) => return Err(errno.into()),
-                }
-                outside.insert(pid);
-            }
-        }
+        let outside = self.signal_until_none_new(signal, |pid| {
+            pid != leader
+                && nix::unistd::getpgid(Some(Pid::from_raw(pid))) != Ok(Pid::from_raw(leader))
+        })?;
         Ok(Signalled {
             group,
             outside: outside.into_iter().collect(),
@@ -533,6 +514,19 @@ impl MemberList<'_> {
     /// finds no process it has not signalled (a member may fork while the
     /// list is read). Returns who was signalled.
     pub fn signal(&self, signal: Signal) -> io::Result<Vec<i32>> {
+        Ok(self
+            .signal_until_none_new(signal, |_| true)?
+            .into_iter()
+            .collect())
+    }
+
+    /// Sends `signal` to each member `wanted` picks, reading the list again
+    /// until a pass finds no one new; returns who was signalled.
+    fn signal_until_none_new(
+        &self,
+        signal: Signal,
+        wanted: impl Fn(i32) -> bool,
+    ) -> io::Result<HashSet<i32>> {
         /// Bounds a pathological fork storm; `kill` ends the job anyway.
         const MAX_PASSES: usize = 32;
         let mut signalled = HashSet::new();
@@ -540,7 +534,7 @@ impl MemberList<'_> {
             let fresh: Vec<i32> = self
                 .read()?
                 .into_iter()
-                .filter(|pid| *pid > 1 && !signalled.contains(pid))
+                .filter(|&pid| pid > 1 && !signalled.contains(&pid) && wanted(pid))
                 .collect();
             if fresh.is_empty() {
                 break;
@@ -553,7 +547,7 @@ impl MemberList<'_> {
                 signalled.insert(pid);
             }
         }
-        Ok(signalled.into_iter().collect())
+        Ok(signalled)
     }
 }
 
