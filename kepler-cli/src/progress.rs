@@ -8,6 +8,7 @@
 //! plain`) every change is one plain line. Progress goes to stderr; stdout
 //! keeps the one-line summary that scripts read.
 
+use std::collections::HashMap;
 use std::io::{self, IsTerminal};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub struct StartupProgress {
     /// How others' text (reasons) is shown on stderr.
     mode: TextMode,
     lines: Vec<Line>,
+    /// Where each service's line is: an update must not search ten thousand.
+    line_of: HashMap<String, usize>,
     width: usize,
     finished: bool,
 }
@@ -117,6 +120,7 @@ impl StartupProgress {
             live,
             mode: TextMode::for_stderr(),
             lines: Vec::new(),
+            line_of: HashMap::new(),
             width: 0,
             finished: false,
         }
@@ -161,6 +165,7 @@ impl StartupProgress {
                 bar.enable_steady_tick(Duration::from_millis(100));
                 bar
             });
+            self.line_of.insert(service.name.clone(), self.lines.len());
             self.lines.push(Line {
                 service,
                 bar,
@@ -173,7 +178,11 @@ impl StartupProgress {
         let elapsed = self.started.elapsed();
         let paint = self.paint;
         let width = self.width;
-        let Some(line) = self.lines.iter_mut().find(|l| l.service.name == name) else {
+        let Some(line) = self
+            .line_of
+            .get(name)
+            .and_then(|&index| self.lines.get_mut(index))
+        else {
             return;
         };
         let (mark, text) = describe(status, reason, line.service.healthcheck);
