@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.base import Peer, PeerError, Service, ServiceSet, wait_until  # noqa: E402
+from peers.base import Peer, PeerError, Service, ServiceSet, marked_pids, wait_until  # noqa: E402
 from peers.kepler import Kepler  # noqa: E402
 from peers.pm2 import Pm2  # noqa: E402
 from peers.supervisord import Supervisord  # noqa: E402
@@ -55,22 +55,6 @@ def ms_since(t0: int) -> float:
 
 
 # --- /proc -------------------------------------------------------------------------------
-
-
-def marked_pids(marker: bytes) -> list[int]:
-    """Live processes whose command line contains `marker` (zombies have none, so never match)."""
-    me = os.getpid()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                if marker in f.read():
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def kill_marked(marker: bytes) -> int:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.base import PeerError, Service, ServiceSet, run, wait_until  # noqa: E402
+from peers.base import PeerError, Service, ServiceSet, marked_pids, run, wait_until  # noqa: E402
 from peers.kepler import Kepler, render_config  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -52,18 +52,6 @@ def cpu_seconds(pid: int) -> float:
     # Fields after the command name (which may hold spaces) start at state; utime, stime are 14, 15.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def count_marked(marker: bytes) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    count += marker in f.read()
-            except OSError:
-                pass
-    return count
 
 
 def free_port() -> int:
@@ -92,7 +80,7 @@ class Observability:
     def start_all(self, n: int) -> None:
         self.kepler.start()
         marker = str(self.sleep).encode() + b"\0"
-        wait_until(lambda: count_marked(marker) == n, f"{n} sleep processes", timeout=120)
+        wait_until(lambda: len(marked_pids(marker)) == n, f"{n} sleep processes", timeout=120)
 
     def sampling_window(self, interval: str, window: float) -> dict:
         n = 100

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.base import PeerError, Service, ServiceSet, run, wait_until  # noqa: E402
+from peers.base import PeerError, Service, ServiceSet, marked_pids, run, wait_until  # noqa: E402
 from peers.kepler import Kepler, render_config  # noqa: E402
 
 LINE = 100  # bytes per flood line, newline included
@@ -62,19 +62,6 @@ def proc_io(pid: int) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())}
 
 
-def marked_pids(marker: bytes) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    if marker in f.read():
-                        found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
 def written_by(pids: list[int]) -> int:
     total = 0
     for pid in pids:
@@ -83,18 +70,6 @@ def written_by(pids: list[int]) -> int:
         except (OSError, KeyError):
             pass
     return total
-
-
-def count_marked(marker: bytes) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    count += marker in f.read()
-            except OSError:
-                pass
-    return count
 
 
 class Resources:
@@ -129,7 +104,7 @@ class Resources:
         try:
             pid = self.kepler.daemon_pid()
             self.kepler.start()
-            wait_until(lambda: count_marked(str(self.sleep).encode() + b"\0") == n,
+            wait_until(lambda: len(marked_pids(str(self.sleep).encode() + b"\0")) == n,
                        f"{n} sleep processes", timeout=60)
             samples = []
             for _ in range(5):
@@ -172,7 +147,7 @@ class Resources:
             hwm = status_kb(pid, "VmHWM") / 1024
             rss_flooding = status_kb(pid, "VmRSS") / 1024
             self.kepler.stop()
-            wait_until(lambda: count_marked(marker) == 0, "the floods to stop", timeout=60)
+            wait_until(lambda: len(marked_pids(marker)) == 0, "the floods to stop", timeout=60)
             time.sleep(1.0)
             rss_after = status_kb(pid, "VmRSS") / 1024
         finally:
@@ -200,7 +175,7 @@ class Resources:
         try:
             self.kepler.launch()
             marker = str(self.yes).encode() + b"\0"
-            wait_until(lambda: count_marked(marker) == plan.ps_floods, "the floods to run", timeout=60)
+            wait_until(lambda: len(marked_pids(marker)) == plan.ps_floods, "the floods to run", timeout=60)
             time.sleep(1.0)
             cmd = f"'{self.kepler.cli}' -f '{self.kepler.config}' ps"
             run(["hyperfine", "-N", "--style", "none", "--warmup", "3", "--runs", str(plan.ps_runs),

@@ -5,8 +5,13 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers.base import marked_pids  # noqa: E402
 
 KEPLER = os.environ["SC_KEPLER"]
 WORK = Path(os.environ["SC_WORK"])
@@ -29,19 +34,6 @@ def kepler(*args: str, timeout: float = 300) -> float:
     if done.returncode != 0:
         raise SystemExit(f"kepler {' '.join(args)} failed: {done.stderr.decode()[-2000:]}")
     return ms
-
-
-def marked() -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                count += MARKER in f.read()
-        except OSError:
-            continue
-    return count
 
 
 def daemon_pid() -> str:
@@ -83,7 +75,7 @@ def run_size(n: int) -> dict:
         cpu0 = daemon_cpu_ms()
         out["start"].append(kepler("-f", cfg, "start", "-d", "--wait", "--timeout", "600s", timeout=900))
         out["start_cpu"].append(daemon_cpu_ms() - cpu0)
-        running = marked()
+        running = len(marked_pids(MARKER))
         if running != n:
             raise SystemExit(f"{n} services: {running} processes running after start, not {n}")
         out["rss_mb"].append(daemon_rss_mb())
@@ -93,7 +85,7 @@ def run_size(n: int) -> dict:
         cpu0 = daemon_cpu_ms()
         out["stop"].append(kepler("-f", cfg, "stop", timeout=900))
         out["stop_cpu"].append(daemon_cpu_ms() - cpu0)
-        left = marked()
+        left = len(marked_pids(MARKER))
         if left:
             raise SystemExit(f"{n} services: {left} processes left after stop")
         print(f"  {n:>6} rep {rep + 1}: start {out['start'][-1]:.0f} ms, stop {out['stop'][-1]:.0f} ms, "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.base import PeerError, Service, ServiceSet, wait_until  # noqa: E402
+from peers.base import PeerError, Service, ServiceSet, marked_pids, wait_until  # noqa: E402
 from peers.kepler import Kepler  # noqa: E402
 
 GROWTH_LIMIT_MB = 4.0
@@ -41,19 +41,6 @@ def status_kb(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise PeerError(f"no {key} for pid {pid}")
-
-
-def marked(marker: bytes) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                count += marker in f.read()
-        except OSError:
-            pass
-    return count
 
 
 def main() -> int:
@@ -84,13 +71,13 @@ def main() -> int:
             t0 = time.perf_counter()
             kepler.start()
             up = time.perf_counter() - t0
-            running = marked(marker)
+            running = len(marked_pids(marker))
             if running != args.services:
                 raise PeerError(f"cycle {cycle}: {running}/{args.services} services running after start")
             t1 = time.perf_counter()
             kepler.stop()
             down = time.perf_counter() - t1
-            wait_until(lambda: marked(marker) == 0, "every service to be gone", timeout=60)
+            wait_until(lambda: len(marked_pids(marker)) == 0, "every service to be gone", timeout=60)
             time.sleep(SETTLE_S)
             rss = status_kb(pid, "VmRSS") / 1024
             cycles.append({"cycle": cycle, "rss_mb": rss, "start_s": up, "stop_s": down,

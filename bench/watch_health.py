@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lifecycle import idle_cpu_ms, marked_pids  # noqa: E402
-from peers.base import PeerError, Service, ServiceSet, wait_until  # noqa: E402
+from lifecycle import idle_cpu_ms  # noqa: E402
+from peers.base import PeerError, Service, ServiceSet, marked_pids, wait_until  # noqa: E402
 from peers.kepler import Kepler  # noqa: E402
 
 DEBOUNCE_MS = 100  # kepler-daemon/src/watcher/mod.rs DEFAULT_DEBOUNCE
