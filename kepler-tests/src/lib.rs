@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use kepler_daemon::daemon::{self, Daemon};
@@ -73,4 +74,14 @@ pub async fn send(frames: &mut ClientFrames, id: RequestId, request: Request) {
         .send(ClientMessage { id, request })
         .await
         .expect("send request");
+}
+
+/// The daemon's next message, within `within`: panics if none comes, the
+/// connection closes, or the frame does not decode.
+pub async fn next_message(frames: &mut ClientFrames, within: Duration) -> ServerMessage {
+    tokio::time::timeout(within, frames.next())
+        .await
+        .expect("a message in time")
+        .expect("connection open")
+        .expect("a valid frame")
 }

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kepler_protocol::{
     ConfigRef, Event, Request, Response, ScaledService, ServerMessage, ServiceInfo, ServiceStatus,
     StartMode,
 };
-use kepler_tests::{send, ClientFrames, InProcessDaemon};
+use kepler_tests::{next_message, send, ClientFrames, InProcessDaemon};
 
 /// The answer to request `id`, keeping answers to others for later.
 async fn answer(
@@ -22,11 +21,7 @@ async fn answer(
         return response;
     }
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), frames.next())
-            .await
-            .expect("answer in time")
-            .expect("connection open")
-            .expect("frame");
+        let message = next_message(frames, Duration::from_secs(20)).await;
         if let ServerMessage::Response { id: got, response } = message {
             if got == id {
                 return response;
@@ -53,11 +48,7 @@ async fn ps(
     // The services come as parts before the answer.
     let mut services = Vec::new();
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), frames.next())
-            .await
-            .expect("answer in time")
-            .expect("connection open")
-            .expect("frame");
+        let message = next_message(frames, Duration::from_secs(20)).await;
         match message {
             ServerMessage::Event {
                 id: got,

@@ -3,19 +3,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kepler_protocol::{
     ConfigRef, Event, Request, Response, ServerMessage, ServiceStatus, StartMode,
 };
-use kepler_tests::{send, ClientFrames, InProcessDaemon};
+use kepler_tests::{next_message, send, ClientFrames, InProcessDaemon};
 
 async fn answer(frames: &mut ClientFrames, id: u64) -> Response {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), frames.next())
-            .await
-            .expect("answer in time")
-            .expect("connection open")
-            .expect("frame");
+        let message = next_message(frames, Duration::from_secs(20)).await;
         if let ServerMessage::Response { id: got, response } = message {
             if got == id {
                 return response;
@@ -67,11 +62,7 @@ async fn a_dependency_chain_starts_in_order_and_stops_completely() {
     // The services come as parts before the answer, which names the config.
     let mut services = Vec::new();
     let configs = loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), frames.next())
-            .await
-            .expect("answer in time")
-            .expect("connection open")
-            .expect("frame");
+        let message = next_message(&mut frames, Duration::from_secs(20)).await;
         match message {
             ServerMessage::Event {
                 id: 2,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kepler_daemon::server::ConnectionLimits;
 use kepler_protocol::{ConfigRef, LogRange, Request, Response, ServerMessage, StartMode};
-use kepler_tests::{send, InProcessDaemon};
+use kepler_tests::{next_message, send, InProcessDaemon};
 
 #[tokio::test]
 async fn many_requests_in_flight_on_one_connection_are_each_answered_once() {
@@ -24,11 +24,7 @@ async fn many_requests_in_flight_on_one_connection_are_each_answered_once() {
     }
     let mut answered = HashSet::new();
     while answered.len() < 200 {
-        let message = tokio::time::timeout(Duration::from_secs(10), frames.next())
-            .await
-            .expect("answers arrive")
-            .expect("connection open")
-            .expect("valid frame");
+        let message = next_message(&mut frames, Duration::from_secs(10)).await;
         match message {
             ServerMessage::Response { id, response } => {
                 match (id % 2, &response) {

@@ -288,8 +288,9 @@ impl Orchestrator {
         }
     }
 
-    /// Reports the leader's exit as for a service this daemon spawned.
-    fn watch_exit(&mut self, name: &str, generation: u64, exit: Option<ExitWaiter>) {
+    /// Reports the leader's exit to the actor (`Internal::LeaderExited`), for a
+    /// service this daemon spawned or one handed over with its waiter.
+    pub(super) fn watch_exit(&mut self, name: &str, generation: u64, exit: Option<ExitWaiter>) {
         let mailbox = self.mailbox.clone();
         let service = name.to_string();
         match exit {

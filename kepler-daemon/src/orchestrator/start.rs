@@ -257,17 +257,7 @@ impl Orchestrator {
         self.start_health(name, generation, &spec);
         // Only now: a service that cannot even start holds no watches.
         self.ensure_watch(name);
-        let mailbox = self.mailbox.clone();
-        let exit = spawned.exit;
-        let service = name.to_string();
-        tokio::spawn(async move {
-            let status = exit.await;
-            let _ = mailbox.send(Internal::LeaderExited {
-                service,
-                generation,
-                status,
-            });
-        });
+        self.watch_exit(name, generation, Some(spawned.exit));
         self.set_status(name, ServiceStatus::Running, None);
         self.fire_hook(name, ServiceHookKind::PostStart);
         if restarted {
