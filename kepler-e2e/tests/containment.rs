@@ -402,18 +402,11 @@ fn a_health_probe_runs_in_a_cgroup_of_its_own_and_leaves_nothing_behind() {
 
 /// Empty cgroups are removed just after the stop that emptied them.
 fn wait_for_no_leftover_cgroups(kepler: &Kepler) {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let left = leftover_cgroups(kepler);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cgroups left behind: {left:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until(
+        &format!("no cgroup left below {}", subtree(kepler).display()),
+        DEADLINE,
+        || leftover_cgroups(kepler).is_empty(),
+    );
 }
 
 /// Cgroups left below the daemon's config cgroups (none once everything
