@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use kepler_daemon::containment::{detect, Cgroup};
 use kepler_daemon::metrics;
-use kepler_daemon::process::{become_subreaper, spawn_into, Scope, StopOutcome};
+use kepler_daemon::process::{
+    become_subreaper, join_cgroups_through_procs, spawn_into, Scope, StopOutcome,
+};
 use nix::sys::signal::Signal;
 use process_support::{process_exists, read_until_line, shell, within};
 use tokio::io::BufReader;
@@ -125,6 +127,43 @@ async fn a_child_and_its_setsid_escapee_share_its_cgroup_and_a_stop_reaches_both
         !still_there || !process_exists(escapee),
         "the setsid escapee survived"
     );
+    removed_soon(&cgroup).await;
+}
+
+#[tokio::test]
+async fn without_clone3_the_child_joins_through_cgroup_procs_before_exec() {
+    let Some(test) = TestCgroup::new("procs") else {
+        return;
+    };
+    become_subreaper().unwrap();
+    // As on a kernel older than 5.7, or under a seccomp filter without
+    // clone3: this test process only.
+    join_cgroups_through_procs();
+    let cgroup = test.service("app.service");
+    let spawned = spawn_into(
+        &shell("cat /proc/self/cgroup; exec sleep 1000"),
+        Some(cgroup.clone()),
+    )
+    .unwrap();
+    // What the shell itself saw, before anything else ran.
+    let mut out = BufReader::new(spawned.stdout.unwrap());
+    let mut seen = String::new();
+    within("the shell's own cgroup", async {
+        while !seen.contains("0::") {
+            tokio::io::AsyncBufReadExt::read_line(&mut out, &mut seen)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert!(seen.contains("/app.service"), "{seen}");
+    assert!(v2_line(spawned.pid).ends_with("/app.service"));
+    let outcome = within(
+        "the stop",
+        spawned.scope.stop(Signal::SIGTERM, Duration::from_secs(5)),
+    )
+    .await;
+    assert_eq!(outcome, StopOutcome::Graceful);
     removed_soon(&cgroup).await;
 }
 

@@ -189,13 +189,13 @@ impl Cgroup {
     /// Creates `dir` (its parent must exist); an existing cgroup is reused.
     /// The handle owns the cgroup until it is created again.
     pub fn create(dir: PathBuf) -> io::Result<Cgroup> {
-        let generation = removal::create(&dir)?;
+        let generation = removal::create(&dir, None)?;
         Ok(Cgroup::new(dir, generation, None))
     }
 
     /// [`Self::create`] for a child of the directory open as `parent`.
     pub fn create_in(parent: &Arc<OwnedFd>, dir: PathBuf) -> io::Result<Cgroup> {
-        let generation = removal::create(&dir)?;
+        let generation = removal::create(&dir, Some(parent))?;
         Ok(Cgroup::new(dir, generation, Some(Arc::clone(parent))))
     }
 
@@ -225,24 +225,32 @@ impl Cgroup {
     /// One of the cgroup's files, opened relative to the parent where it is
     /// open.
     fn open_file(&self, name: &str, write: bool) -> io::Result<fs::File> {
-        let flags = libc::O_CLOEXEC | if write { libc::O_RDWR } else { libc::O_RDONLY };
-        let (Some(parent), Some(leaf)) = (&self.parent, self.dir.file_name()) else {
-            return OpenOptions::new()
-                .read(true)
-                .write(write)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(self.dir.join(name));
+        let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
+        self.open_relative(name, flags).map(fs::File::from)
+    }
+
+    /// `name` inside the cgroup (`.` for the directory itself) with `flags`
+    /// (close-on-exec added), relative to the open parent if there is one.
+    fn open_relative(&self, name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+        let flags = flags | libc::O_CLOEXEC;
+        let path = match (&self.parent, self.dir.file_name()) {
+            (Some(_), Some(leaf)) => Path::new(leaf).join(name),
+            _ => self.dir.join(name),
         };
-        let relative = CString::new(Path::new(leaf).join(name).into_os_string().into_vec())
+        let path = CString::new(path.into_os_string().into_vec())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `relative` is NUL-terminated and lives across the call;
-        // the returned descriptor is owned by the File from here on.
-        let fd = unsafe { libc::openat(parent.as_raw_fd(), relative.as_ptr(), flags) };
+        let at = match (&self.parent, self.dir.file_name()) {
+            (Some(parent), Some(_)) => parent.as_raw_fd(),
+            _ => libc::AT_FDCWD,
+        };
+        // SAFETY: `path` is NUL-terminated and lives across the call; the
+        // returned descriptor is owned by the OwnedFd from here on.
+        let fd = unsafe { libc::openat(at, path.as_ptr(), flags) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
-        Ok(unsafe { fs::File::from_raw_fd(fd) })
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// An existing cgroup, owned from now on as if created here (one a
@@ -266,10 +274,16 @@ impl Cgroup {
         Ok(self.procs.get_or_init(|| file))
     }
 
-    /// `cgroup.procs` opened afresh for reading and writing (close-on-exec):
-    /// a child joins with `write(fd, "0")` between its clone and exec.
-    pub fn open_procs(&self) -> io::Result<fs::File> {
+    /// `cgroup.procs` opened afresh for reading and writing (close-on-exec).
+    fn open_procs(&self) -> io::Result<fs::File> {
         self.open_file("cgroup.procs", true)
+    }
+
+    /// The cgroup's own directory (`O_PATH`), for one spawn: the child is
+    /// cloned straight into it (`CLONE_INTO_CGROUP`), or joins through its
+    /// `cgroup.procs` where the kernel cannot do that.
+    pub fn open_for_spawn(&self) -> io::Result<OwnedFd> {
+        self.open_relative(".", libc::O_PATH | libc::O_DIRECTORY)
     }
 
     /// Moves process `pid` (all its threads) into this cgroup.

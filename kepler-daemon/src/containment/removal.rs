@@ -19,7 +19,10 @@
 //! [`Cgroup::create`]: super::Cgroup::create
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -132,9 +135,12 @@ impl Remover {
 
 /// Makes (or reuses) the cgroup directory `dir` for a new owner and returns
 /// the owner's generation. A removal still queued for `dir` goes stale.
-pub(super) fn create(dir: &Path) -> io::Result<u64> {
+///
+/// With `parent` (the open directory `dir` is in), the directory is made
+/// relative to it: no walk from `/` for each of thousands of services.
+pub(super) fn create(dir: &Path, parent: Option<&OwnedFd>) -> io::Result<u64> {
     let generation = adopt(dir);
-    match std::fs::create_dir(dir) {
+    match make_dir(dir, parent) {
         Ok(()) => Ok(generation),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(generation),
         Err(e) => {
@@ -145,6 +151,19 @@ pub(super) fn create(dir: &Path) -> io::Result<u64> {
             Err(e)
         }
     }
+}
+
+fn make_dir(dir: &Path, parent: Option<&OwnedFd>) -> io::Result<()> {
+    let (Some(parent), Some(leaf)) = (parent, dir.file_name()) else {
+        return std::fs::create_dir(dir);
+    };
+    let leaf =
+        CString::new(leaf.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `leaf` is NUL-terminated and lives across the call.
+    if unsafe { libc::mkdirat(parent.as_raw_fd(), leaf.as_ptr(), 0o777) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Takes the existing cgroup `dir` as a new owner's (one a previous daemon
@@ -318,7 +337,9 @@ mod tests {
     fn a_removal_asked_for_is_done_and_forgotten() {
         let top = tempfile::tempdir().unwrap();
         let dir = top.path().join("web.service");
-        let generation = create(&dir).unwrap();
+        // Made relative to the open parent, as a config's services are.
+        let parent: OwnedFd = std::fs::File::open(top.path()).unwrap().into();
+        let generation = create(&dir, Some(&parent)).unwrap();
         assert!(dir.is_dir());
         remove_later(&dir, generation);
         drain();
@@ -330,10 +351,10 @@ mod tests {
     fn a_cgroup_created_again_is_never_removed_by_its_old_owner() {
         let top = tempfile::tempdir().unwrap();
         let dir = top.path().join("web.service");
-        let old = create(&dir).unwrap();
+        let old = create(&dir, None).unwrap();
         remove_later(&dir, old);
         // A restart wants it again before (or after) the thread got to it.
-        let new = create(&dir).unwrap();
+        let new = create(&dir, None).unwrap();
         assert!(new > old);
         drain();
         assert!(dir.is_dir(), "the new owner's cgroup was removed");
@@ -351,7 +372,7 @@ mod tests {
     fn a_cgroup_that_cannot_be_removed_is_left_and_forgotten() {
         let top = tempfile::tempdir().unwrap();
         let dir = top.path().join("busy.service");
-        let generation = create(&dir).unwrap();
+        let generation = create(&dir, None).unwrap();
         std::fs::write(dir.join("in-use"), "").unwrap();
         remove_later(&dir, generation);
         drain();
@@ -363,7 +384,7 @@ mod tests {
     fn removing_now_forgets_the_owner() {
         let top = tempfile::tempdir().unwrap();
         let dir = top.path().join("hook-1.hook");
-        create(&dir).unwrap();
+        create(&dir, None).unwrap();
         remove_now(&dir).unwrap();
         assert!(!dir.exists());
         assert_eq!(tracked(&dir), None);

@@ -308,17 +308,36 @@ fn tie_to_daemon(daemon: libc::pid_t) -> io::Result<()> {
     Ok(())
 }
 
-/// Moves the child into the cgroup whose `cgroup.procs` the parent opened
-/// (`0` means "the writer"), before anything else runs, while it is still
-/// root: nothing of the service ever runs outside its cgroup.
-pub(super) fn join_cgroup(procs: libc::c_int) -> io::Result<()> {
-    // SAFETY: writes one byte from a static buffer to a descriptor the
-    // parent keeps open until we exec.
-    let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
-    if written != 1 {
-        return Err(tagged(Stage::Cgroup, 0, last_errno()));
+/// Moves the child into the cgroup whose directory the parent opened, by
+/// writing `0` ("the writer") to its `cgroup.procs`, before anything else
+/// runs, while it is still root: nothing of the service ever runs outside
+/// its cgroup. Only where the child could not be cloned into it.
+pub(super) fn join_cgroup(dir: libc::c_int) -> io::Result<()> {
+    // SAFETY: a static NUL-terminated name and a descriptor the parent keeps
+    // open until we exec; the opened one is closed again right here.
+    unsafe {
+        let procs = libc::openat(
+            dir,
+            c"cgroup.procs".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if procs < 0 {
+            return Err(tagged(Stage::Cgroup, 0, last_errno()));
+        }
+        let written = libc::write(procs, b"0".as_ptr().cast(), 1);
+        let errno = last_errno();
+        libc::close(procs);
+        if written != 1 {
+            return Err(tagged(Stage::Cgroup, 0, errno));
+        }
     }
     Ok(())
+}
+
+/// A failure to start the child in its cgroup, seen by the parent (clone3
+/// refused it), tagged as if the child had failed to join.
+pub(super) fn cgroup_failure(error: io::Error) -> io::Error {
+    tagged(Stage::Cgroup, 0, error.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Descriptors some library opened without O_CLOEXEC would otherwise leak

@@ -13,6 +13,13 @@
 //! the child would be the daemon's), and every signal handler reset to
 //! default before any signal is unblocked.
 //!
+//! A child with a cgroup of its own is cloned straight into it with
+//! `clone3(CLONE_INTO_CGROUP)`, so the kernel places it as part of the fork.
+//! Joining by a write to `cgroup.procs` instead migrates a running process,
+//! which takes the kernel's process-wide cgroup lock for writing on every
+//! spawn; that path remains for kernels (or seccomp filters) without
+//! `clone3`, and for architectures this file has no entry code for.
+//!
 //! A bare program name is looked up here, in the child, after it has become
 //! the service's user: each directory of the search path is tried with
 //! `execve` as `execvp` does, so the daemon's root rights never tell a
@@ -24,7 +31,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::child::{join_cgroup, search_failed, ChildSetup};
+use super::child::{cgroup_failure, join_cgroup, search_failed, ChildSetup};
 
 /// Stack for the child until it calls `execve`; it only makes system calls.
 const CHILD_STACK: usize = 64 * 1024;
@@ -42,8 +49,8 @@ pub(super) struct Launch<'a> {
     pub stdin: &'a OwnedFd,
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
-    /// `cgroup.procs` of the cgroup the child joins first, if any.
-    pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// The directory of the cgroup the child starts in, if any.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 struct ChildContext {
@@ -54,8 +61,9 @@ struct ChildContext {
     envp: *const *const libc::c_char,
     setup: *const ChildSetup,
     fds: [libc::c_int; 3],
-    /// -1 without a cgroup to join.
-    cgroup_procs: libc::c_int,
+    /// The cgroup directory whose `cgroup.procs` the child writes itself
+    /// into; -1 without a cgroup to join (or when cloned into it).
+    join_cgroup: libc::c_int,
     /// 0 while the child is on its way to `execve`; its error code if not.
     error: AtomicI32,
 }
@@ -81,7 +89,7 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
         .map(|p| p.as_ptr())
         .chain(std::iter::once(ptr::null()))
         .collect();
-    let context = ChildContext {
+    let mut context = ChildContext {
         programs: programs.as_ptr(),
         search: launch.search,
         argv: argv.as_ptr(),
@@ -92,7 +100,7 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
             launch.stdout.as_raw_fd(),
             launch.stderr.as_raw_fd(),
         ],
-        cgroup_procs: launch.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
+        join_cgroup: -1,
         error: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; CHILD_STACK];
@@ -108,22 +116,40 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
-    // SAFETY: `child_main` runs on `stack`, which outlives the call because
-    // CLONE_VFORK suspends this thread until the child has exec'd or exited;
-    // `context` lives on this thread's stack for the same span.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &context as *const ChildContext as *mut libc::c_void,
-        )
+    let mut into_cgroup = launch.cgroup.filter(|_| clone3::usable());
+    let mut pid = match into_cgroup {
+        // SAFETY: as for `clone` below.
+        Some(cgroup) => unsafe { clone3::into_cgroup(cgroup, &mut stack, &context) },
+        None => -1,
     };
+    if into_cgroup.is_some() && pid < 0 && clone3::unsupported(io::Error::last_os_error()) {
+        into_cgroup = None;
+    }
+    if into_cgroup.is_none() {
+        context.join_cgroup = launch.cgroup.map_or(-1, |fd| fd.as_raw_fd());
+        // SAFETY: `child_main` runs on `stack`, which outlives the call
+        // because CLONE_VFORK suspends this thread until the child has
+        // exec'd or exited; `context` lives on this thread's stack for the
+        // same span.
+        pid = unsafe {
+            libc::clone(
+                child_main,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                &context as *const ChildContext as *mut libc::c_void,
+            )
+        };
+    }
     let clone_error = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, ptr::null_mut()) };
     drop(stack);
     if pid < 0 {
+        // Refused by clone3 for the cgroup itself (removed meanwhile, say):
+        // reported like a child that could not join it.
+        if into_cgroup.is_some() {
+            return Err(cgroup_failure(clone_error));
+        }
         return Err(clone_error);
     }
     let code = context.error.load(Ordering::Acquire);
@@ -138,8 +164,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: leaves the child without running any daemon code.
         unsafe { libc::_exit(127) }
     };
-    if context.cgroup_procs >= 0 {
-        if let Err(e) = join_cgroup(context.cgroup_procs) {
+    if context.join_cgroup >= 0 {
+        if let Err(e) = join_cgroup(context.join_cgroup) {
             return fail(e.raw_os_error().unwrap_or(libc::EIO));
         }
     }
@@ -187,4 +213,161 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
     }
     fail(search_failed(denied))
+}
+
+/// Makes every later spawn of this process join its cgroup by writing
+/// `cgroup.procs` from the child, as on a kernel without `clone3`: for
+/// tests of that path.
+#[doc(hidden)]
+pub fn join_cgroups_through_procs() {
+    clone3::give_up();
+}
+
+/// `clone3` with `CLONE_INTO_CGROUP`, where this file can enter a child
+/// started by a raw `clone3` (x86-64).
+mod clone3 {
+    use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[cfg(target_arch = "x86_64")]
+    use super::{child_main, ChildContext};
+    #[cfg(target_arch = "x86_64")]
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    /// Cleared once the kernel turned `clone3` or `CLONE_INTO_CGROUP` down:
+    /// every later spawn goes straight to the `cgroup.procs` path.
+    static USABLE: AtomicBool = AtomicBool::new(cfg!(target_arch = "x86_64"));
+
+    pub fn usable() -> bool {
+        USABLE.load(Ordering::Relaxed)
+    }
+
+    pub fn give_up() {
+        USABLE.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether `error` from `clone3` means "not on this kernel": no
+    /// `clone3` (before 5.3, or filtered by seccomp), or no
+    /// `CLONE_INTO_CGROUP` (before 5.7: unknown flag or larger arguments).
+    /// Remembered, so the question is asked once.
+    pub fn unsupported(error: io::Error) -> bool {
+        let unsupported = matches!(
+            error.raw_os_error(),
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
+        );
+        if unsupported {
+            give_up();
+            tracing::debug!(
+                "clone3 into a cgroup is not available ({error}); joining through cgroup.procs"
+            );
+        }
+        unsupported
+    }
+
+    /// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[cfg(target_arch = "x86_64")]
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    /// Starts [`child_main`] on `stack` in a child that shares this
+    /// process's memory, suspends the calling thread until the child has
+    /// exec'd or exited (as `clone` does in [`super::launch`]), and puts
+    /// the child in `cgroup` from its first instruction. Returns its pid,
+    /// or -1 with errno set.
+    ///
+    /// # Safety
+    ///
+    /// `stack` and `context` must stay alive and untouched by anything else
+    /// until this returns (CLONE_VFORK guarantees the child is done with
+    /// them by then), and every signal must be blocked.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn into_cgroup(
+        cgroup: BorrowedFd<'_>,
+        stack: &mut [u8],
+        context: &ChildContext,
+    ) -> libc::c_int {
+        let base = stack.as_mut_ptr() as u64;
+        // The kernel starts the child at base + size, which the ABI wants
+        // 16-byte aligned.
+        let size = ((base + stack.len() as u64) & !15) - base;
+        let args = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: base,
+            stack_size: size,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: cgroup.as_raw_fd() as u64,
+        };
+        let entry: extern "C" fn(*mut libc::c_void) -> libc::c_int = child_main;
+        let result: i64;
+        // The child returns from the syscall on its new stack with rax = 0
+        // and every other register as the parent had it: it calls the entry
+        // (kept in r12, its argument in r13, both preserved by the kernel)
+        // and never comes back into this function. The entry ends in execve
+        // or _exit; the exit below only guards against a return.
+        // SAFETY: the caller upholds the contract above; the parent resumes
+        // here with only rax, rcx and r11 changed, as declared.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r13",
+                "call r12",
+                "mov edi, eax",
+                "mov eax, {exit}",
+                "syscall",
+                "ud2",
+                "2:",
+                exit = const libc::SYS_exit,
+                inlateout("rax") libc::SYS_clone3 => result,
+                in("rdi") &args as *const CloneArgs,
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") entry,
+                in("r13") context as *const ChildContext as *mut libc::c_void,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if result < 0 {
+            // The raw syscall returns -errno; make it errno as libc would.
+            // SAFETY: writes this thread's errno.
+            unsafe { *libc::__errno_location() = -result as libc::c_int };
+            return -1;
+        }
+        result as libc::c_int
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub unsafe fn into_cgroup(
+        _cgroup: std::os::fd::BorrowedFd<'_>,
+        _stack: &mut [u8],
+        _context: &super::ChildContext,
+    ) -> libc::c_int {
+        // SAFETY: writes this thread's errno.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        -1
+    }
 }

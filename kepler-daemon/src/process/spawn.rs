@@ -272,9 +272,9 @@ fn spawn_full(
     // Opened for this spawn only: a running service keeps no descriptor
     // (every descriptor the daemon holds is copied into each child it
     // clones, and closed again by each exec).
-    let cgroup_procs = cgroup
+    let cgroup_dir = cgroup
         .as_deref()
-        .map(|cgroup| cgroup.open_procs())
+        .map(|cgroup| cgroup.open_for_spawn())
         .transpose()
         .map_err(|source| {
             out_of_descriptors(&source, program).unwrap_or_else(|| SpawnError::Cgroup {
@@ -307,14 +307,18 @@ fn spawn_full(
         stdin: &stdin,
         stdout: &stdout_write,
         stderr: &stderr_write,
-        cgroup_procs: cgroup_procs.as_ref().map(|file| file.as_fd()),
+        cgroup: cgroup_dir.as_ref().map(|fd| fd.as_fd()),
     };
     let (exec_error, exit) = reaper
         .track_pid(|| launch::launch(&launch))
-        .map_err(launch_failed)?;
+        .map_err(|err| match decode_error(&err) {
+            // clone3 could not place the child in its cgroup.
+            Some(_) => explain(err, name, spec, &setup, cgroup.as_deref()),
+            None => launch_failed(err),
+        })?;
     // The child has its own copies now; ours must close so EOF can come.
     drop(launch);
-    drop((stdin, stdout_write, stderr_write, cgroup_procs));
+    drop((stdin, stdout_write, stderr_write, cgroup_dir));
     if let Some(err) = exec_error {
         if let Some(cgroup) = &cgroup {
             crate::containment::remove_when_empty(cgroup);
