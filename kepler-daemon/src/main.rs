@@ -61,6 +61,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First of all: a thread that allocates before this (the cgroup removal
+    // thread starts with the cgroup tree) gets an arena of its own, which
+    // later threads then share.
+    kepler_daemon::memory::use_one_arena();
     let args = Args::parse();
     if args.handover_check {
         println!("{}", kepler_daemon::upgrade::format::check_line());
@@ -282,7 +286,6 @@ fn serve(
     // Taken before the runtime's threads exist: it edits the environment.
     let notifier = kepler_daemon::notify::Notifier::from_env();
     kepler_daemon::upgrade::remember_startup(lock.raw_fds(), notifier.clone());
-    kepler_daemon::memory::use_one_arena();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
