@@ -145,19 +145,11 @@ async fn without_clone3_the_child_joins_through_cgroup_procs_before_exec() {
         Some(cgroup.clone()),
     )
     .unwrap();
-    // What the shell itself saw, before anything else ran.
+    let own = v2_line(spawned.pid);
+    assert!(own.ends_with("/app.service"), "{own}");
+    // The service's first command already ran inside it.
     let mut out = BufReader::new(spawned.stdout.unwrap());
-    let mut seen = String::new();
-    within("the shell's own cgroup", async {
-        while !seen.contains("0::") {
-            tokio::io::AsyncBufReadExt::read_line(&mut out, &mut seen)
-                .await
-                .unwrap();
-        }
-    })
-    .await;
-    assert!(seen.contains("/app.service"), "{seen}");
-    assert!(v2_line(spawned.pid).ends_with("/app.service"));
+    read_until_line(&mut out, &format!("0::{own}")).await;
     let outcome = within(
         "the stop",
         spawned.scope.stop(Signal::SIGTERM, Duration::from_secs(5)),

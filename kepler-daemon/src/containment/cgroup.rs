@@ -232,20 +232,15 @@ impl Cgroup {
     /// `name` inside the cgroup (`.` for the directory itself) with `flags`
     /// (close-on-exec added), relative to the open parent if there is one.
     fn open_relative(&self, name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-        let flags = flags | libc::O_CLOEXEC;
-        let path = match (&self.parent, self.dir.file_name()) {
-            (Some(_), Some(leaf)) => Path::new(leaf).join(name),
-            _ => self.dir.join(name),
+        let (at, path) = match (&self.parent, self.dir.file_name()) {
+            (Some(parent), Some(leaf)) => (parent.as_raw_fd(), Path::new(leaf).join(name)),
+            _ => (libc::AT_FDCWD, self.dir.join(name)),
         };
         let path = CString::new(path.into_os_string().into_vec())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let at = match (&self.parent, self.dir.file_name()) {
-            (Some(parent), Some(_)) => parent.as_raw_fd(),
-            _ => libc::AT_FDCWD,
-        };
         // SAFETY: `path` is NUL-terminated and lives across the call; the
         // returned descriptor is owned by the OwnedFd from here on.
-        let fd = unsafe { libc::openat(at, path.as_ptr(), flags) };
+        let fd = unsafe { libc::openat(at, path.as_ptr(), flags | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }

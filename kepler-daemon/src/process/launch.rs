@@ -116,22 +116,29 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
-    let mut into_cgroup = launch.cgroup.filter(|_| clone3::usable());
-    let mut pid = match into_cgroup {
-        // SAFETY: as for `clone` below.
-        Some(cgroup) => unsafe { clone3::into_cgroup(cgroup, &mut stack, &context) },
-        None => -1,
-    };
-    if into_cgroup.is_some() && pid < 0 && clone3::unsupported(io::Error::last_os_error()) {
-        into_cgroup = None;
-    }
-    if into_cgroup.is_none() {
+    // Straight into the cgroup where the kernel can: `None` to take the
+    // `clone` path (no cgroup, or clone3 unavailable).
+    let cloned_into = launch
+        .cgroup
+        .filter(|_| clone3::usable())
+        .and_then(|cgroup| {
+            // SAFETY: as for `clone` below.
+            let pid = unsafe { clone3::into_cgroup(cgroup, &mut stack, &context) };
+            if pid >= 0 {
+                return Some(Ok(pid));
+            }
+            // Refused for the cgroup itself (removed meanwhile, say):
+            // reported like a child that could not join it.
+            let error = io::Error::last_os_error();
+            (!clone3::unsupported(&error)).then(|| Err(cgroup_failure(error)))
+        });
+    let spawned = cloned_into.unwrap_or_else(|| {
         context.join_cgroup = launch.cgroup.map_or(-1, |fd| fd.as_raw_fd());
         // SAFETY: `child_main` runs on `stack`, which outlives the call
         // because CLONE_VFORK suspends this thread until the child has
         // exec'd or exited; `context` lives on this thread's stack for the
         // same span.
-        pid = unsafe {
+        let pid = unsafe {
             libc::clone(
                 child_main,
                 top,
@@ -139,19 +146,16 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
                 &context as *const ChildContext as *mut libc::c_void,
             )
         };
-    }
-    let clone_error = io::Error::last_os_error();
+        if pid < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(pid)
+        }
+    });
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, ptr::null_mut()) };
     drop(stack);
-    if pid < 0 {
-        // Refused by clone3 for the cgroup itself (removed meanwhile, say):
-        // reported like a child that could not join it.
-        if into_cgroup.is_some() {
-            return Err(cgroup_failure(clone_error));
-        }
-        return Err(clone_error);
-    }
+    let pid = spawned?;
     let code = context.error.load(Ordering::Acquire);
     Ok((pid, (code != 0).then(|| io::Error::from_raw_os_error(code))))
 }
@@ -247,10 +251,10 @@ mod clone3 {
     }
 
     /// Whether `error` from `clone3` means "not on this kernel": no
-    /// `clone3` (before 5.3, or filtered by seccomp), or no
+    /// `clone3` (before 5.3, or a seccomp filter's ENOSYS or EPERM), or no
     /// `CLONE_INTO_CGROUP` (before 5.7: unknown flag or larger arguments).
     /// Remembered, so the question is asked once.
-    pub fn unsupported(error: io::Error) -> bool {
+    pub fn unsupported(error: &io::Error) -> bool {
         let unsupported = matches!(
             error.raw_os_error(),
             Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
