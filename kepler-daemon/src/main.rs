@@ -250,6 +250,9 @@ fn serve(
         return fail(format!("cannot write {}: {e}", state.pid_path().display()));
     }
 
+    // Before any thread starts: threads copy the niceness of their creator.
+    let priority = kepler_daemon::process::priority::run_ahead_of_services();
+    tracing::info!("priority: {priority}");
     // Services run in cgroups of this daemon's own subtree when a writable
     // cgroup v2 exists; the daemon moves itself into it before any thread
     // or child exists.

@@ -316,3 +316,85 @@ fn pipes_held_by_io_uring_run_more_services_than_the_limit() {
         pids_with_arg(&marker).is_empty()
     });
 }
+
+/// Field 19 of `/proc/<pid>/task/<tid>/stat` (after the command in
+/// parentheses, which may hold spaces): the thread's niceness.
+fn niceness(stat_path: &str) -> i32 {
+    let stat = std::fs::read_to_string(stat_path).unwrap();
+    let after_comm = stat.rsplit_once(") ").unwrap().1;
+    after_comm.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+/// What `/proc/<pid>/autogroup` says of the niceness of the session's
+/// scheduling group, if the kernel groups sessions.
+fn session_niceness(pid: i32) -> Option<i32> {
+    let enabled = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").ok()?;
+    if enabled.trim() != "1" {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/autogroup")).ok()?;
+    text.trim().rsplit_once("nice ")?.1.parse().ok()
+}
+
+/// A daemon started at niceness 3 in a session of its own runs ten levels
+/// ahead, every thread (but the cgroup removal thread, which yields on
+/// purpose) and its session; its services and their hooks keep niceness 3
+/// and sessions at the kernel's default, as if the daemon had not moved.
+#[test]
+fn the_daemon_runs_ahead_of_its_services_which_keep_its_starting_niceness() {
+    let mut kepler = Kepler::new();
+    kepler.start_daemon_with(|command: &mut Command| unsafe {
+        // SAFETY: setsid and setpriority are async-signal-safe.
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::setpriority(libc::PRIO_PROCESS, 0, 3) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    });
+    let daemon = kepler.daemon_pid().unwrap();
+    for task in std::fs::read_dir(format!("/proc/{daemon}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let nice = niceness(&task.join("stat").to_string_lossy());
+        if name.trim() == "kepler-cgroup-r" {
+            assert_eq!(nice, 10, "the removal thread yields");
+        } else {
+            assert_eq!(nice, -7, "daemon thread {}", name.trim());
+        }
+    }
+    let status = daemon_status(&kepler);
+    assert!(
+        status.contains("priority:    niceness -7, services 3;"),
+        "{status}"
+    );
+
+    let marker = marker(9);
+    kepler.write(
+        "nice.yaml",
+        &format!(
+            "services:\n  app:\n    command: [sleep, \"{marker}\"]\n    hooks:\n      \
+             pre_start:\n        run: cut -d ')' -f 2 /proc/self/stat | cut -d ' ' -f 18 > hook-nice\n"
+        ),
+    );
+    kepler
+        .kepler(&["-f", "nice.yaml", "start", "-d", "--wait"])
+        .success();
+    let service = kepler.ps("nice.yaml")["app"].pid().unwrap();
+    assert_eq!(niceness(&format!("/proc/{service}/stat")), 3);
+    let hook = std::fs::read_to_string(kepler.dir().join("hook-nice")).unwrap();
+    assert_eq!(hook.trim(), "3", "the hook's niceness");
+
+    match (session_niceness(daemon), session_niceness(service)) {
+        (Some(daemon_session), Some(service_session)) => {
+            assert_eq!(daemon_session, -7, "{status}");
+            assert_eq!(service_session, 0, "a service's session starts afresh");
+            assert!(status.contains("session -7"), "{status}");
+        }
+        _ => eprintln!(
+            "SKIP: session niceness not checked: this kernel does not group sessions \
+             (kernel.sched_autogroup_enabled is not 1)"
+        ),
+    }
+    kepler.kepler(&["-f", "nice.yaml", "stop"]).success();
+}

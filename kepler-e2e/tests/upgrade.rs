@@ -52,6 +52,13 @@ fn status(kepler: &Kepler) -> (i32, String) {
     (field("pid:").parse().unwrap(), field("version:"))
 }
 
+/// A process's niceness: field 19 of its stat, counted after the command.
+fn niceness(pid: i32) -> i32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = stat.rsplit_once(") ").unwrap().1;
+    after_comm.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
 fn upgrade(kepler: &Kepler, binary: &Path) {
     let run = kepler.kepler(&["daemon", "upgrade", "--binary", binary.to_str().unwrap()]);
     run.success().stdout_has("upgraded");
@@ -174,6 +181,8 @@ fn a_service_that_exits_during_the_hand_over_is_restarted_by_the_new_daemon() {
     kepler.kepler(&["start", "-d", "--wait"]).success();
     let before = kepler.ps("kepler.yaml");
     let flaky = before["flaky"].pid().unwrap();
+    let priority_before = niceness(kepler.daemon_pid().unwrap());
+    assert!(priority_before < niceness(flaky), "the daemon runs ahead");
 
     let mut upgrading = kepler
         .command("kepler")
@@ -194,6 +203,13 @@ fn a_service_that_exits_during_the_hand_over_is_restarted_by_the_new_daemon() {
         r.status() == "running" && r.pid() != Some(flaky)
     });
     assert_eq!(after.restarts(), 1);
+    // The new daemon raised itself from where the old one started, not from
+    // the old one's raised niceness, and its services run where they did.
+    assert_eq!(
+        niceness(after.pid().unwrap()),
+        niceness(before["steady"].pid().unwrap())
+    );
+    assert_eq!(niceness(kepler.daemon_pid().unwrap()), priority_before);
     let steady = kepler.service("kepler.yaml", "steady");
     assert_eq!(steady.pid(), before["steady"].pid());
     assert_eq!(steady.restarts(), 0);

@@ -110,6 +110,9 @@ pub struct DaemonStatus {
     /// The daemon's open-file limit: descriptors open, the limit, the
     /// reserve kept from spawns, what services get, how output pipes are held.
     pub open_files: String,
+    /// The daemon's CPU priority against its services': nicenesses, and
+    /// whether its session was raised too.
+    pub priority: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

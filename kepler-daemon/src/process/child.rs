@@ -20,6 +20,7 @@ use std::ptr;
 use nix::sys::resource::{setrlimit, Resource};
 
 use super::limits::{self, LimitKind, LimitSetting, ResourceLimits};
+use super::priority;
 use crate::user::ResolvedUser;
 
 /// The step of child setup that failed.
@@ -41,6 +42,8 @@ pub(super) enum Stage {
     ParentDeath = 10,
     /// Joining the cgroup the parent chose.
     Cgroup = 11,
+    /// Dropping back to the niceness services run at.
+    Priority = 12,
 }
 
 impl Stage {
@@ -57,6 +60,7 @@ impl Stage {
             9 => Stage::Search,
             10 => Stage::ParentDeath,
             11 => Stage::Cgroup,
+            12 => Stage::Priority,
             _ => return None,
         })
     }
@@ -121,6 +125,8 @@ pub(super) struct ChildSetup {
     /// For helpers of the daemon itself (the bake worker): the pid they are
     /// tied to; they get SIGKILL when its thread that started them ends.
     die_with: Option<libc::pid_t>,
+    /// The niceness to drop back to when the daemon runs ahead of it.
+    niceness: Option<libc::c_int>,
 }
 
 struct Identity {
@@ -150,6 +156,7 @@ impl ChildSetup {
             working_dir: CString::new(working_dir.as_os_str().as_bytes())?,
             highest_signal: libc::SIGRTMAX(),
             die_with: die_with_daemon.then(|| std::process::id() as libc::pid_t),
+            niceness: priority::service_niceness(),
         })
     }
 
@@ -157,13 +164,10 @@ impl ChildSetup {
     /// child is the service's user, so they can lower but never raise the
     /// hard limits that user gets (raising needs root's privilege);
     /// `working_dir` is entered, and the program looked up, as that user, so
-    /// it must be reachable by them; signals are reset last so a stop request
-    /// during setup still kills the child.
+    /// it must be reachable by them; the child leaves the daemon's session
+    /// and drops back to the services' niceness at the very end (see
+    /// `priority`), and resets its signals only once out of that session.
     pub fn apply(&self) -> io::Result<()> {
-        // SAFETY: setsid has no memory-safety preconditions.
-        if unsafe { libc::setsid() } < 0 {
-            return Err(tagged(Stage::Setsid, 0, last_errno()));
-        }
         if let Some((soft, hard)) = self.original_nofile {
             // Lowering only: cannot fail for root.
             let _ = setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard);
@@ -187,8 +191,32 @@ impl ChildSetup {
         if unsafe { libc::chdir(self.working_dir.as_ptr()) } < 0 {
             return Err(tagged(Stage::WorkingDir, 0, last_errno()));
         }
+        // Late, so that the set-up above, which the daemon waits for, runs in
+        // the daemon's session: one the kernel may favour (see `priority`).
+        // Before the signals are reset, so no signal for the daemon's process
+        // group reaches a child that could no longer ignore it.
+        // SAFETY: setsid has no memory-safety preconditions.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(tagged(Stage::Setsid, 0, last_errno()));
+        }
         self.reset_signals()?;
         mark_inherited_fds_cloexec();
+        // Last: until here the child sets up at the daemon's priority, and
+        // the daemon waits for it (the clone shares its memory until exec).
+        if let Some(nice) = self.niceness {
+            // SAFETY: setpriority on this task only changes its niceness.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_setpriority,
+                    libc::PRIO_PROCESS,
+                    0 as libc::id_t,
+                    nice,
+                )
+            };
+            if rc < 0 {
+                return Err(tagged(Stage::Priority, 0, last_errno()));
+            }
+        }
         Ok(())
     }
 

@@ -33,6 +33,7 @@ mod child;
 pub mod descriptors;
 mod launch;
 pub mod limits;
+pub mod priority;
 pub mod reaper;
 mod scope;
 pub mod signal;

@@ -547,6 +547,11 @@ fn explain(
             step: "tying it to the daemon",
             source,
         },
+        Stage::Priority => SpawnError::Setup {
+            program,
+            step: "dropping back to the services' niceness",
+            source,
+        },
         Stage::Cgroup => SpawnError::Cgroup {
             program,
             cgroup: cgroup.map(|c| c.dir().to_path_buf()).unwrap_or_default(),

@@ -441,6 +441,9 @@ fn exec(startup: &Startup, binary: &Path, listener: RawFd, handover: &Handover) 
             );
         }
     }
+    // Likewise the niceness: the new program raises itself again from the
+    // one services run at. Linux keeps it per thread; this one execs.
+    process::priority::drop_back();
     let mut tried = vec![binary.to_path_buf()];
     if let Some(own) = &startup.binary {
         if own != binary {

@@ -22,6 +22,7 @@ pub async fn run() -> Result<ExitCode> {
     println!("  state dir:   {}", status.state_dir.display());
     println!("  containment: {}", status.containment);
     println!("  open files:  {}", status.open_files);
+    println!("  priority:    {}", status.priority);
     if !status.limit_notes.is_empty() {
         println!("  limits not enforced as configured:");
         for note in &status.limit_notes {

@@ -36,6 +36,7 @@ pub async fn handle(ctx: &RequestContext) -> Response {
         containment: crate::containment::current().describe(),
         limit_notes,
         open_files: open_files(),
+        priority: crate::process::priority::describe(),
     })
 }
 
