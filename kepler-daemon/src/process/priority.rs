@@ -6,8 +6,8 @@
 //! fairly between the daemon and every child still loading, so the serial
 //! stage waits for a CPU more than it runs: starting 10,000 services on two
 //! cores, the actor's thread waited 3.6 s in the run queue and ran 2.9 s,
-//! and a fifth to a third of the CPU time went unused. A busy machine delays a stop or a
-//! `ps` the same way. So the daemon runs [`AHEAD`] nice levels ahead of its
+//! while a fifth to a third of the CPU time went unused. A busy machine
+//! delays a stop or a `ps` the same way. So the daemon runs [`AHEAD`] nice levels ahead of its
 //! services, as a system's own supervisor should, and every child drops
 //! back before `exec` to the niceness the daemon was started with, as if
 //! the daemon had never changed it.
