@@ -339,6 +339,11 @@ impl Orchestrator {
             .collect()
     }
 
+    /// Instances known, running or not: what a state write holds.
+    pub fn instance_count(&self) -> usize {
+        self.services.len()
+    }
+
     /// Services with a process or on their way to one.
     pub fn active_count(&self) -> usize {
         self.services
