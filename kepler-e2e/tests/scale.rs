@@ -320,7 +320,10 @@ fn pipes_held_by_io_uring_run_more_services_than_the_limit() {
 /// Field 19 of `/proc/<pid>/task/<tid>/stat` (after the command in
 /// parentheses, which may hold spaces): the thread's niceness.
 fn niceness(stat_path: &str) -> i32 {
-    let stat = std::fs::read_to_string(stat_path).unwrap();
+    niceness_in(&std::fs::read_to_string(stat_path).unwrap())
+}
+
+fn niceness_in(stat: &str) -> i32 {
     let after_comm = stat.rsplit_once(") ").unwrap().1;
     after_comm.split(' ').nth(16).unwrap().parse().unwrap()
 }
@@ -355,8 +358,14 @@ fn the_daemon_runs_ahead_of_its_services_which_keep_its_starting_niceness() {
     let daemon = kepler.daemon_pid().unwrap();
     for task in std::fs::read_dir(format!("/proc/{daemon}/task")).unwrap() {
         let task = task.unwrap().path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap();
-        let nice = niceness(&task.join("stat").to_string_lossy());
+        // A thread of the blocking pool may end meanwhile.
+        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        let nice = niceness_in(&stat);
         if name.trim() == "kepler-cgroup-r" {
             assert_eq!(nice, 10, "the removal thread yields");
         } else {
