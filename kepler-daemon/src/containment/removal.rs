@@ -42,8 +42,11 @@ const RETRY_AFTER: Duration = Duration::from_millis(50);
 /// Tries (10 s) before an empty cgroup that cannot be removed is left.
 const MAX_TRIES: u32 = 200;
 
-/// The removal thread's niceness: housekeeping yields to the services and
-/// to the daemon's own work.
+/// The removal thread's niceness: housekeeping yields to the daemon's own
+/// work, and to the services where the kernel does not schedule sessions
+/// as groups. Where it does (see `process::priority`), a niceness only
+/// counts within the daemon's session, so against the services the thread
+/// has its session's share; the quiet spell above keeps it out of bursts.
 const NICENESS: libc::c_int = 10;
 
 struct Request {
