@@ -424,14 +424,34 @@ impl Kepler {
     }
 }
 
+/// Field `number` of a `/proc/<pid>/stat` text, counted as proc(5) does
+/// (3 is the state, 19 the niceness): fields after the command, which is
+/// in parentheses and may hold spaces.
+pub fn stat_field(stat: &str, number: usize) -> Option<&str> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(number.checked_sub(3)?)
+}
+
+/// The niceness of a process, or of a thread given `/proc/<pid>/task/<tid>`;
+/// `None` once it is gone.
+pub fn niceness_at(proc_dir: &Path) -> Option<i32> {
+    let stat = fs::read_to_string(proc_dir.join("stat")).ok()?;
+    stat_field(&stat, 19)?.parse().ok()
+}
+
+/// The niceness of process `pid` (panics if it is gone).
+pub fn niceness(pid: i32) -> i32 {
+    niceness_at(Path::new(&format!("/proc/{pid}")))
+        .unwrap_or_else(|| panic!("no niceness for pid {pid}"))
+}
+
 /// True while `pid` runs; an exited process waiting to be reaped (a zombie)
 /// does not count.
 pub fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
+        Ok(stat) => stat_field(&stat, 3).is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
 }
@@ -570,10 +590,7 @@ fn children_of(parent: i32) -> Vec<i32> {
         .filter(|pid| {
             fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|stat| {
-                    let after = stat.rsplit_once(')')?.1;
-                    after.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
+                .and_then(|stat| stat_field(&stat, 4)?.parse::<i32>().ok())
                 == Some(parent)
         })
         .collect()

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use kepler_e2e::{pids_with_arg, wait_until, Kepler};
+use kepler_e2e::{niceness, niceness_at, pids_with_arg, wait_until, Kepler};
 
 /// `CAP_SYS_RESOURCE`, which lets root raise a hard limit.
 const CAP_SYS_RESOURCE: libc::c_ulong = 24;
@@ -317,17 +317,6 @@ fn pipes_held_by_io_uring_run_more_services_than_the_limit() {
     });
 }
 
-/// Field 19 of `/proc/<pid>/task/<tid>/stat` (after the command in
-/// parentheses, which may hold spaces): the thread's niceness.
-fn niceness(stat_path: &str) -> i32 {
-    niceness_in(&std::fs::read_to_string(stat_path).unwrap())
-}
-
-fn niceness_in(stat: &str) -> i32 {
-    let after_comm = stat.rsplit_once(") ").unwrap().1;
-    after_comm.split(' ').nth(16).unwrap().parse().unwrap()
-}
-
 /// What `/proc/<pid>/autogroup` says of the niceness of the session's
 /// scheduling group, if the kernel groups sessions.
 fn session_niceness(pid: i32) -> Option<i32> {
@@ -359,13 +348,12 @@ fn the_daemon_runs_ahead_of_its_services_which_keep_its_starting_niceness() {
     for task in std::fs::read_dir(format!("/proc/{daemon}/task")).unwrap() {
         let task = task.unwrap().path();
         // A thread of the blocking pool may end meanwhile.
-        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+        let (Ok(name), Some(nice)) = (
+            std::fs::read_to_string(task.join("comm")),
+            niceness_at(&task),
+        ) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
-            continue;
-        };
-        let nice = niceness_in(&stat);
         if name.trim() == "kepler-cgroup-r" {
             assert_eq!(nice, 10, "the removal thread yields");
         } else {
@@ -390,7 +378,7 @@ fn the_daemon_runs_ahead_of_its_services_which_keep_its_starting_niceness() {
         .kepler(&["-f", "nice.yaml", "start", "-d", "--wait"])
         .success();
     let service = kepler.ps("nice.yaml")["app"].pid().unwrap();
-    assert_eq!(niceness(&format!("/proc/{service}/stat")), 3);
+    assert_eq!(niceness(service), 3);
     let hook = std::fs::read_to_string(kepler.dir().join("hook-nice")).unwrap();
     assert_eq!(hook.trim(), "3", "the hook's niceness");
 

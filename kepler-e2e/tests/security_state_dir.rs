@@ -101,8 +101,7 @@ fn a_member_can_reach_the_socket_but_write_nothing_in_the_state_directory() {
 /// Start time of `pid` in clock ticks, as the daemon records it.
 fn start_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+    kepler_e2e::stat_field(&stat, 22).unwrap().parse().unwrap()
 }
 
 #[test]

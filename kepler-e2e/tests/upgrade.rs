@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use kepler_e2e::{wait_until, Kepler};
+use kepler_e2e::{niceness, wait_until, Kepler};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -50,13 +50,6 @@ fn status(kepler: &Kepler) -> (i32, String) {
             .to_string()
     };
     (field("pid:").parse().unwrap(), field("version:"))
-}
-
-/// A process's niceness: field 19 of its stat, counted after the command.
-fn niceness(pid: i32) -> i32 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = stat.rsplit_once(") ").unwrap().1;
-    after_comm.split(' ').nth(16).unwrap().parse().unwrap()
 }
 
 fn upgrade(kepler: &Kepler, binary: &Path) {

@@ -7,10 +7,10 @@
 //! stage waits for a CPU more than it runs: starting 10,000 services on two
 //! cores, the actor's thread waited 3.6 s in the run queue and ran 2.9 s,
 //! while a fifth to a third of the CPU time went unused. A busy machine
-//! delays a stop or a `ps` the same way. So the daemon runs [`AHEAD`] nice levels ahead of its
-//! services, as a system's own supervisor should, and every child drops
-//! back before `exec` to the niceness the daemon was started with, as if
-//! the daemon had never changed it.
+//! delays a stop or a `ps` the same way. So the daemon runs [`AHEAD`] nice
+//! levels ahead of its services, as a system's own supervisor should, and
+//! every child drops back before `exec` to the niceness the daemon was
+//! started with, as if the daemon had never changed it.
 //!
 //! Two knobs are needed. Linux keeps a niceness per thread, which new
 //! threads and children copy from their creator: the main thread raises
