@@ -19,10 +19,8 @@
 //! [`Cgroup::create`]: super::Cgroup::create
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -160,13 +158,12 @@ fn make_dir(dir: &Path, parent: Option<&OwnedFd>) -> io::Result<()> {
     let (Some(parent), Some(leaf)) = (parent, dir.file_name()) else {
         return std::fs::create_dir(dir);
     };
-    let leaf =
-        CString::new(leaf.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `leaf` is NUL-terminated and lives across the call.
-    if unsafe { libc::mkdirat(parent.as_raw_fd(), leaf.as_ptr(), 0o777) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    nix::sys::stat::mkdirat(
+        Some(parent.as_raw_fd()),
+        leaf,
+        nix::sys::stat::Mode::from_bits_truncate(0o777),
+    )
+    .map_err(io::Error::from)
 }
 
 /// Takes the existing cgroup `dir` as a new owner's (one a previous daemon
