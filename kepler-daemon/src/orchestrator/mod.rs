@@ -477,10 +477,12 @@ impl Orchestrator {
                 .config
                 .services
                 .iter()
+                // Only replicated services are counted: a count costs a
+                // lookup per instance, and this runs on every state write.
                 .filter_map(|(name, s)| {
+                    let written = s.replicas?;
                     let count = self.replica_count(name);
-                    (s.replicas.is_some_and(|written| written != count))
-                        .then(|| (name.clone(), count))
+                    (written != count).then(|| (name.clone(), count))
                 })
                 .collect(),
         };
