@@ -30,13 +30,16 @@ use tokio::io::Interest;
 use tokio::runtime::Handle;
 
 /// Slots of one ring (bounded by `RLIMIT_NOFILE` too). Modest, because
-/// cancelling a poll searches a table of at most 256 buckets per ring.
-const SLOTS_PER_RING: u32 = 4096;
+/// cancelling a poll walks one bucket of the ring's table of polls, which
+/// has at most 256 buckets: at eight polls a bucket, a close costs the same
+/// with 1,000 services as with 10,000.
+const SLOTS_PER_RING: u32 = 2048;
 /// Submissions queued at once; the queue is submitted whenever it fills.
 const SUBMISSION_ENTRIES: u32 = 256;
 /// Completions the ring holds before the kernel buffers them aside (they
-/// are not lost: `IORING_FEAT_NODROP`).
-const COMPLETION_ENTRIES: u32 = 4096;
+/// are not lost: `IORING_FEAT_NODROP`). The kernel sizes the table of polls
+/// from it too (one bucket per 32 entries, at most 256): 8192 gives the 256.
+const COMPLETION_ENTRIES: u32 = 8192;
 
 /// `user_data` of a poll: generation (30 bits) << 32 | slot. Reads,
 /// installs and cancels are told apart by the top bits.
