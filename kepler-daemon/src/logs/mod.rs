@@ -54,7 +54,7 @@ pub use follow::{FollowEvent, Follower};
 pub use forward::{head, read_after, read_all, read_matching, LogMerge, PageLimit};
 pub use pump::{
     begin_handover, cancel_handover, pump, spawn_pump, spawn_pump_with, HandedPipe, HandoverSlot,
-    LogSink, PumpReport,
+    LogSink, PumpHandle, PumpReport,
 };
 pub use record::{Segment, GLOBAL_SERVICE, MAX_LINE_BYTES};
 pub use segments::log_files;

@@ -25,15 +25,17 @@
 //! [`LogSink::flush`].
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::held::{self, HeldPipe};
 use super::record::{self, MAX_LINE_BYTES};
@@ -273,7 +275,7 @@ impl PipeEnd {
 
 /// Pumps `pipe` on the log thread; see [`pump`]. The read end leaves the
 /// daemon's descriptor table for an io_uring where it can ([`held`]).
-pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> JoinHandle<PumpReport> {
+pub fn spawn_pump(pipe: pipe::Receiver, sink: LogSink) -> PumpHandle {
     spawn_pump_with(pipe, sink, Vec::new(), None)
 }
 
@@ -285,9 +287,13 @@ pub fn spawn_pump_with(
     sink: LogSink,
     carry: Vec<u8>,
     slot: Option<HandoverSlot>,
-) -> JoinHandle<PumpReport> {
-    let Some(runtime) = log_runtime() else {
-        return tokio::spawn(pump_from(pipe.into(), sink, carry, slot));
+) -> PumpHandle {
+    let (done, handle) = oneshot::channel();
+    let Some((runtime, queue)) = log_thread() else {
+        tokio::spawn(async move {
+            let _ = done.send(pump_from(pipe.into(), sink, carry, slot).await);
+        });
+        return PumpHandle(handle);
     };
     // The pipe moves to the log thread's reactor (or its rings), so its
     // wake-ups are handled there too.
@@ -295,24 +301,74 @@ pub fn spawn_pump_with(
         Ok(fd) => fd,
         Err(e) => {
             tracing::warn!(service = %sink.service, "cannot hand the output pipe to the log thread: {e}");
-            return tokio::spawn(async { PumpReport::default() });
+            let _ = done.send(PumpReport::default());
+            return PumpHandle(handle);
         }
     };
     // Held here, on the spawning thread, so a burst of spawns never piles
     // up descriptors waiting for the log thread.
-    let fd = match held::hold(fd, runtime) {
-        Ok(held) => return runtime.spawn(pump_from(PipeEnd::Held(held), sink, carry, slot)),
-        Err(fd) => fd,
-    };
-    runtime.spawn(async move {
-        match pipe::Receiver::from_owned_fd_unchecked(fd) {
-            Ok(pipe) => pump_from(pipe.into(), sink, carry, slot).await,
+    let held = held::hold(fd, runtime);
+    let job = Box::pin(async move {
+        // Registered with the log thread's reactor, so made there.
+        let pipe = match held {
+            Ok(held) => Ok(PipeEnd::Held(held)),
+            Err(fd) => pipe::Receiver::from_owned_fd_unchecked(fd).map(PipeEnd::from),
+        };
+        let report = match pipe {
+            Ok(pipe) => pump_from(pipe, sink, carry, slot).await,
             Err(e) => {
                 tracing::warn!(service = %sink.service, "cannot watch the output pipe: {e}");
                 PumpReport::default()
             }
-        }
-    })
+        };
+        let _ = done.send(report);
+    });
+    if let Err(refused) = queue.send(job) {
+        // The log thread is gone (only while the process exits).
+        tokio::spawn(refused.0);
+    }
+    PumpHandle(handle)
+}
+
+/// A pump on the log thread; resolves to what it stored once its pipe has
+/// ended (an empty report if the pump was never run).
+#[derive(Debug)]
+pub struct PumpHandle(oneshot::Receiver<PumpReport>);
+
+impl Future for PumpHandle {
+    type Output = PumpReport;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PumpReport> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|report| report.unwrap_or_default())
+    }
+}
+
+type PumpJob = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The log thread's runtime, and the queue its pumps arrive by.
+///
+/// Spawning onto another thread's runtime wakes that thread every time
+/// (an eventfd write, and a wake-up when it sleeps): two per service, which
+/// for a start of 10,000 cost more per service than for 1,000 as the thread
+/// slept more often between them. Through the queue, a burst wakes it once:
+/// one task there spawns what has come, locally and without a wake-up.
+fn log_thread() -> Option<(&'static Handle, &'static mpsc::UnboundedSender<PumpJob>)> {
+    static QUEUE: OnceLock<Option<mpsc::UnboundedSender<PumpJob>>> = OnceLock::new();
+    let runtime = log_runtime()?;
+    let queue = QUEUE
+        .get_or_init(|| {
+            let (queue, mut jobs) = mpsc::unbounded_channel::<PumpJob>();
+            runtime.spawn(async move {
+                while let Some(job) = jobs.recv().await {
+                    tokio::spawn(job);
+                }
+            });
+            Some(queue)
+        })
+        .as_ref()?;
+    Some((runtime, queue))
 }
 
 /// What one turn of a pump found.

@@ -37,14 +37,12 @@ use std::sync::Arc;
 use kepler_protocol::{ServiceInfo, ServiceStatus};
 use tokio::sync::{mpsc, oneshot};
 
-use tokio::task::JoinHandle;
-
 use crate::config::BakedConfig;
 use crate::containment::ConfigCgroup;
 use crate::deps::DependencyIndex;
 use crate::events::{ConfigEvents, StateChange};
 use crate::health::{HealthEvent, HealthHandle};
-use crate::logs::{LogStore, PumpReport};
+use crate::logs::{LogStore, PumpHandle};
 use crate::persistence::{ConfigState, ConfigStore, ServiceState};
 use crate::process::{ExitStatus, StopOutcome};
 use crate::state::ServiceRuntime;
@@ -123,7 +121,7 @@ pub struct Orchestrator {
     mailbox: mpsc::UnboundedSender<Internal>,
     channels: Channels,
     /// Pipe pumps of each running process, awaited before its exit is recorded.
-    pumps: HashMap<String, Vec<JoinHandle<PumpReport>>>,
+    pumps: HashMap<String, Vec<PumpHandle>>,
     /// Where each running service's pumps leave their pipes on an upgrade.
     pump_slots: HashMap<String, handover::PumpSlots>,
     health: HashMap<String, HealthHandle>,

@@ -5,12 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::unix::pipe;
-use tokio::task::JoinHandle;
 
 use super::Orchestrator;
 use crate::config::Retention;
 use crate::logs::{
-    self, HandoverSlot, LogSettings, LogSink, Origin, PumpReport, Stream, GLOBAL_SERVICE,
+    self, HandoverSlot, LogSettings, LogSink, Origin, PumpHandle, Stream, GLOBAL_SERVICE,
 };
 
 /// How long a finished service's pipes may take to drain before its exit is
@@ -27,7 +26,7 @@ pub enum RetentionPoint {
 }
 
 /// Waits for a service's pumps to reach the end of their pipes (bounded).
-pub async fn drain(pumps: Vec<JoinHandle<PumpReport>>) {
+pub async fn drain(pumps: Vec<PumpHandle>) {
     let all = futures::future::join_all(pumps);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, all).await;
 }
@@ -80,7 +79,7 @@ impl Orchestrator {
         self.pump_slots.insert(name.to_string(), slots);
     }
 
-    pub(super) fn take_pumps(&mut self, name: &str) -> Vec<JoinHandle<PumpReport>> {
+    pub(super) fn take_pumps(&mut self, name: &str) -> Vec<PumpHandle> {
         self.pump_slots.remove(name);
         self.pumps.remove(name).unwrap_or_default()
     }
