@@ -37,12 +37,12 @@ pub(crate) mod search;
 pub mod segments;
 pub mod writer;
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use tokio::sync::watch;
 
 pub use backlog::Backlog;
@@ -159,7 +159,9 @@ pub(crate) type SharedWriter = Arc<Mutex<FileWriter>>;
 pub(crate) struct StoreInner {
     pub(crate) dir: Arc<LogDir>,
     pub(crate) clock: LogClock,
-    pub(crate) writers: Mutex<HashMap<(String, Stream), SharedWriter>>,
+    /// An `IndexMap`, which keeps each key's hash: growing it to 20,000
+    /// streams does not hash every name again.
+    pub(crate) writers: Mutex<IndexMap<(String, Stream), SharedWriter>>,
     pub(crate) publisher: Arc<Publisher>,
     /// Bumped after every write that reached a file, so tests and tools can
     /// wait for "it is on disk" as an event.
@@ -183,7 +185,7 @@ impl LogStore {
         Ok(LogStore {
             inner: Arc::new(StoreInner {
                 clock: LogClock::starting_after(newest),
-                writers: Mutex::new(HashMap::new()),
+                writers: Mutex::new(IndexMap::new()),
                 publisher: Publisher::new(),
                 written: watch::channel(0).0,
                 cursors: CursorRegistry::new(dir.clone()),

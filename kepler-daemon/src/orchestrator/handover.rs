@@ -103,9 +103,9 @@ impl Orchestrator {
     /// is raised) and fills in each service's pipes. The descriptors are
     /// left open, unowned: they are for the next program.
     pub async fn release_pipes(&mut self, state: &mut ConfigHandover) {
-        let pumps: Vec<_> = self.pumps.drain().flat_map(|(_, p)| p).collect();
+        let pumps: Vec<_> = self.pumps.drain(..).flat_map(|(_, p)| p).collect();
         let _ = tokio::time::timeout(PUMP_STOP_TIMEOUT, futures::future::join_all(pumps)).await;
-        for (name, slots) in self.pump_slots.drain() {
+        for (name, slots) in self.pump_slots.drain(..) {
             let Some(service) = state.services.get_mut(&name) else {
                 continue;
             };

@@ -34,6 +34,7 @@ mod watch;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use indexmap::{IndexMap, IndexSet};
 use kepler_protocol::{ServiceInfo, ServiceStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -120,10 +121,12 @@ pub struct Orchestrator {
     logs: LogStore,
     mailbox: mpsc::UnboundedSender<Internal>,
     channels: Channels,
+    // Maps filled per start are `IndexMap`s, which keep each key's hash:
+    // growing one to 10,000 names does not hash every name again.
     /// Pipe pumps of each running process, awaited before its exit is recorded.
-    pumps: HashMap<String, Vec<PumpHandle>>,
+    pumps: IndexMap<String, Vec<PumpHandle>>,
     /// Where each running service's pumps leave their pipes on an upgrade.
-    pump_slots: HashMap<String, handover::PumpSlots>,
+    pump_slots: IndexMap<String, handover::PumpSlots>,
     health: HashMap<String, HealthHandle>,
     watches: HashMap<String, WatchHandle>,
     owner_uid: u32,
@@ -142,7 +145,7 @@ pub struct Orchestrator {
     /// Per service, its limits that are not enforced as configured.
     limit_notes: BTreeMap<String, Vec<String>>,
     /// Services whose log already says so.
-    limits_logged: HashSet<String>,
+    limits_logged: IndexSet<String>,
     /// The usage history, written at each sampling tick.
     history: History,
 }
@@ -229,8 +232,8 @@ impl Orchestrator {
             logs,
             mailbox: channels.mailbox.clone(),
             channels,
-            pumps: HashMap::new(),
-            pump_slots: HashMap::new(),
+            pumps: IndexMap::new(),
+            pump_slots: IndexMap::new(),
             health: HashMap::new(),
             watches: HashMap::new(),
             owner_uid,
@@ -242,7 +245,7 @@ impl Orchestrator {
             retired_generations: HashMap::new(),
             cgroup: None,
             limit_notes,
-            limits_logged: HashSet::new(),
+            limits_logged: IndexSet::new(),
             history: History::Closed,
         }
     }

@@ -80,8 +80,8 @@ impl Orchestrator {
     }
 
     pub(super) fn take_pumps(&mut self, name: &str) -> Vec<PumpHandle> {
-        self.pump_slots.remove(name);
-        self.pumps.remove(name).unwrap_or_default()
+        self.pump_slots.swap_remove(name);
+        self.pumps.swap_remove(name).unwrap_or_default()
     }
 
     /// Clears the service's logs if its policy says so at `point`.

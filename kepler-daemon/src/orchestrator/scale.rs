@@ -324,10 +324,10 @@ impl Orchestrator {
             }
             // A scale still waiting for it to run has nothing left to wait for.
             self.settle_scale_waiters(&name);
-            self.pumps.remove(&name);
+            self.pumps.swap_remove(&name);
             self.health.remove(&name);
             self.watches.remove(&name);
-            self.limits_logged.remove(&name);
+            self.limits_logged.swap_remove(&name);
             self.dirty = true;
         }
     }
