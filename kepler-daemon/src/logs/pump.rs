@@ -349,11 +349,11 @@ type PumpJob = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The log thread's runtime, and the queue its pumps arrive by.
 ///
-/// Spawning onto another thread's runtime wakes that thread every time
-/// (an eventfd write, and a wake-up when it sleeps): two per service, which
-/// for a start of 10,000 cost more per service than for 1,000 as the thread
-/// slept more often between them. Through the queue, a burst wakes it once:
-/// one task there spawns what has come, locally and without a wake-up.
+/// Spawning onto another thread's runtime wakes that thread every time (an
+/// eventfd write, and a wake-up when it sleeps): two per service started.
+/// Through the queue, pumps that arrive while the thread has not run yet
+/// share one wake-up (a service's two pumps always do), and one task there
+/// spawns them locally, which wakes nothing.
 fn log_thread() -> Option<(&'static Handle, &'static mpsc::UnboundedSender<PumpJob>)> {
     static QUEUE: OnceLock<Option<mpsc::UnboundedSender<PumpJob>>> = OnceLock::new();
     let runtime = log_runtime()?;
