@@ -324,7 +324,8 @@ impl Orchestrator {
             }
             // A scale still waiting for it to run has nothing left to wait for.
             self.settle_scale_waiters(&name);
-            self.pumps.swap_remove(&name);
+            // Its pipes ended with it; the slots go with the pumps.
+            self.take_pumps(&name);
             self.health.remove(&name);
             self.watches.remove(&name);
             self.limits_logged.swap_remove(&name);
