@@ -69,13 +69,15 @@ def settle(subtree: Path | None) -> None:
     not share the machine with that clean-up."""
     if subtree is None:
         return
+    def holds_services(config_dir: Path) -> bool:
+        try:
+            return any(e.is_dir() for e in config_dir.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return False  # removed while we looked
+
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        try:
-            left = [d for d in subtree.iterdir() if d.is_dir() and any(e.is_dir() for e in d.iterdir())]
-        except FileNotFoundError:
-            left = []
-        if not left:
+        if not any(holds_services(d) for d in subtree.iterdir()):
             return
         time.sleep(0.05)
     raise SystemExit(f"service cgroups under {subtree} still there 60 s after the stop")
