@@ -172,6 +172,11 @@ pub struct LimitWrite {
 /// ([`Cgroup::members`]) opens its own. A spawn opens its own
 /// for the child to join through and closes it after: a running service
 /// holds no descriptor.
+///
+/// When the handle goes, that descriptor goes to the removal thread to be
+/// closed with the housekeeping after the stops (see [`super::removal`]):
+/// closing a cgroup file makes the kernel free its open-file state, which a
+/// stop of thousands of services would otherwise pay for on the way.
 #[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
@@ -183,6 +188,14 @@ pub struct Cgroup {
     /// of two names instead of the whole path down from `/sys` on every
     /// stop.
     parent: Option<Arc<OwnedFd>>,
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Some(procs) = self.procs.take() {
+            removal::close_later(procs);
+        }
+    }
 }
 
 impl Cgroup {

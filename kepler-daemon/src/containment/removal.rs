@@ -16,9 +16,14 @@
 //! stale, and the thread takes a request in hand only while it is current,
 //! so it never removes a cgroup a new process is about to join.
 //!
+//! The thread also closes the `cgroup.procs` descriptors the stops opened
+//! (see [`close_later`]), for the same reason: the kernel's clean-up of an
+//! open cgroup file is housekeeping too.
+//!
 //! [`Cgroup::create`]: super::Cgroup::create
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -72,6 +77,12 @@ struct Removals {
     refused: Vec<Request>,
     /// The directory being removed, outside the lock.
     removing: Option<PathBuf>,
+    /// Descriptors to close (see [`close_later`]), and since when the
+    /// oldest has waited.
+    closing: Vec<File>,
+    closing_since: Option<Instant>,
+    /// Descriptors being closed, outside the lock.
+    closing_in_hand: bool,
     /// When the last request came.
     last_request: Option<Instant>,
     /// Callers of [`drain`] waiting: the queue is served without delay.
@@ -79,6 +90,12 @@ struct Removals {
     next_generation: u64,
     /// Whether the thread runs; if not, cgroups are removed at once.
     started: bool,
+}
+
+/// What the thread does next.
+enum Work {
+    Remove(Request),
+    Close(Vec<File>),
 }
 
 struct Remover {
@@ -207,7 +224,7 @@ pub(super) fn remove_later(dir: &Path, generation: u64) {
         return;
     }
     let now = Instant::now();
-    let idle = removals.queue.is_empty() && removals.refused.is_empty();
+    let idle = removals.is_idle();
     removals.queue.push_back(Request {
         dir: dir.to_path_buf(),
         generation,
@@ -217,6 +234,27 @@ pub(super) fn remove_later(dir: &Path, generation: u64) {
     removals.last_request = Some(now);
     // A thread with requests in hand wakes on its own to look again; only an
     // idle one needs waking (a burst of stops wakes it once).
+    if idle {
+        remover.changed.notify_all();
+    }
+}
+
+/// Closes `file` (a cgroup's `cgroup.procs`) on the removal thread, with
+/// the removals once the burst of stops has settled; at once if the thread
+/// does not run.
+pub(super) fn close_later(file: File) {
+    let remover = remover();
+    let mut removals = lock(&remover.removals);
+    if !removals.started {
+        drop(removals);
+        drop(file);
+        return;
+    }
+    let now = Instant::now();
+    let idle = removals.is_idle();
+    removals.closing.push(file);
+    removals.closing_since.get_or_insert(now);
+    removals.last_request = Some(now);
     if idle {
         remover.changed.notify_all();
     }
@@ -232,14 +270,20 @@ pub(super) fn remove_now(dir: &Path) -> io::Result<()> {
 }
 
 /// Waits until every removal asked for so far was tried (a cgroup the
-/// kernel would not let go yet excepted): before the daemon tears its tree
-/// down or hands over to a new one.
+/// kernel would not let go yet excepted), and every descriptor handed to
+/// [`close_later`] is closed: before the daemon tears its tree down or
+/// hands over to a new one.
 pub fn drain() {
     let remover = remover();
     let mut removals = lock(&remover.removals);
     removals.draining += 1;
     remover.changed.notify_all();
-    while removals.started && (!removals.queue.is_empty() || removals.removing.is_some()) {
+    while removals.started
+        && (!removals.queue.is_empty()
+            || removals.removing.is_some()
+            || !removals.closing.is_empty()
+            || removals.closing_in_hand)
+    {
         removals = remover
             .changed
             .wait(removals)
@@ -249,19 +293,34 @@ pub fn drain() {
 }
 
 impl Removals {
-    /// The next request to work on now, or how long to wait for one.
-    fn next(&mut self, now: Instant) -> Result<Request, Option<Duration>> {
+    /// Nothing to do: the thread waits without a deadline.
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.refused.is_empty() && self.closing.is_empty()
+    }
+
+    /// The next work to do now, or how long to wait for some.
+    fn next(&mut self, now: Instant) -> Result<Work, Option<Duration>> {
         if let Some(index) = self.refused.iter().position(|r| r.due <= now) {
-            return Ok(self.refused.swap_remove(index));
+            return Ok(Work::Remove(self.refused.swap_remove(index)));
         }
         let settled = self.last_request.map_or(now, |last| last + QUIET);
+        let closing_due = self
+            .closing_since
+            .map(|since| (since + MAX_DELAY).min(settled));
+        if let Some(due) = closing_due {
+            if self.draining > 0 || due <= now {
+                self.closing_since = None;
+                return Ok(Work::Close(std::mem::take(&mut self.closing)));
+            }
+        }
         let first_due = self.queue.front().map(|r| r.due.min(settled));
         match first_due {
-            Some(due) if self.draining > 0 || due <= now => {
-                Ok(self.queue.pop_front().expect("the queue has a front"))
-            }
+            Some(due) if self.draining > 0 || due <= now => Ok(Work::Remove(
+                self.queue.pop_front().expect("the queue has a front"),
+            )),
             first_due => Err(first_due
                 .into_iter()
+                .chain(closing_due)
                 .chain(self.refused.iter().map(|r| r.due))
                 .min()
                 .map(|due| due.saturating_duration_since(now))),
@@ -281,7 +340,16 @@ impl Remover {
         loop {
             let now = Instant::now();
             let mut request = match removals.next(now) {
-                Ok(request) => request,
+                Ok(Work::Remove(request)) => request,
+                Ok(Work::Close(files)) => {
+                    removals.closing_in_hand = true;
+                    drop(removals);
+                    drop(files);
+                    removals = lock(&self.removals);
+                    removals.closing_in_hand = false;
+                    self.changed.notify_all();
+                    continue;
+                }
                 Err(wait) => {
                     removals = match wait {
                         Some(wait) => {
@@ -384,6 +452,20 @@ mod tests {
         drain();
         assert!(dir.is_dir());
         assert_eq!(tracked(&dir), None);
+    }
+
+    #[test]
+    fn descriptors_handed_over_are_closed_by_the_thread() {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        let mut writer = File::from(writer);
+        close_later(File::from(reader));
+        drain();
+        // With its only reader closed, the pipe refuses writes.
+        let written = std::io::Write::write(&mut writer, b"x");
+        assert_eq!(
+            written.map_err(|e| e.kind()),
+            Err(io::ErrorKind::BrokenPipe)
+        );
     }
 
     #[test]
