@@ -60,11 +60,22 @@ enum Command {
     },
 }
 
+/// See `memory.rs`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator is configured from the program's constructors: Rust's
+/// runtime allocates before `main`, and the first allocation reserves the
+/// allocator's first arena.
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
+
+extern "C" fn configure_allocator() {
+    kepler_daemon::memory::configure_allocator();
+}
+
 fn main() -> ExitCode {
-    // First of all: a thread that allocates before this (the cgroup removal
-    // thread starts with the cgroup tree) gets an arena of its own, which
-    // later threads then share.
-    kepler_daemon::memory::use_one_arena();
     let args = Args::parse();
     if args.handover_check {
         println!("{}", kepler_daemon::upgrade::format::check_line());
