@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// How long the daemon must be quiet after a burst before it trims.
+/// How long the daemon must be quiet after a burst before it asks the allocator to collect.
 const QUIET: Duration = Duration::from_millis(250);
-/// Units of work (actor messages) that make a burst worth a trim.
+/// Units of work (actor messages) that make a burst worth a collect.
 const BURST: u64 = 64;
 
 /// mimalloc's `arena_reserve` option: its number in the `mi_option_e` of the
@@ -41,7 +41,7 @@ pub fn configure_allocator() {
     unsafe { libmimalloc_sys::mi_option_set(ARENA_RESERVE, 0) };
 }
 
-/// Work done since the last trim, when the last of it was noted, and
+/// Work done since the last collect, when the last of it was noted, and
 /// whether a task is waiting for the quiet after it.
 static WORK: AtomicU64 = AtomicU64::new(0);
 static LAST_WORK_MS: AtomicU64 = AtomicU64::new(0);
@@ -53,7 +53,7 @@ fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// Records `units` of work done; a burst of them is followed by a trim
+/// Records `units` of work done; a burst of them is followed by a collect
 /// once things are quiet. Cheap: two atomics, and a task started once per
 /// burst, not per unit. Call from within the tokio runtime.
 pub fn note_work(units: u64) {
@@ -63,11 +63,11 @@ pub fn note_work(units: u64) {
     WORK.fetch_add(units, Ordering::Relaxed);
     LAST_WORK_MS.store(now_ms(), Ordering::Relaxed);
     if !WAITING.swap(true, Ordering::AcqRel) {
-        tokio::spawn(trim_when_quiet());
+        tokio::spawn(collect_when_quiet());
     }
 }
 
-async fn trim_when_quiet() {
+async fn collect_when_quiet() {
     let quiet = QUIET.as_millis() as u64;
     loop {
         let since = now_ms().saturating_sub(LAST_WORK_MS.load(Ordering::Relaxed));
