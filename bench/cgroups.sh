@@ -5,13 +5,14 @@
 #   sudo bench/cgroups.sh [--quick]
 # --quick: 3 repetitions and no 1000-service runs (else 5 of each). Each run gets a fresh daemon
 # (not timed).
-# Prints medians; raw numbers go to bench/results/cgroups-<date>.json.
+# Prints medians; raw numbers go to bench/results/cgroups-<date>.json. bench/kernel_floor.sh
+# measures what a cgroup per process costs the kernel itself, with no supervisor.
 set -euo pipefail
 
 quick=""
 case "${1:-}" in
   --quick) quick=1 ;;
-  -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   "") ;;
   *) echo "cgroups: unknown option '$1' (see --help)" >&2; exit 2 ;;
 esac

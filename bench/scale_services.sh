@@ -4,7 +4,8 @@
 # all N running; prints the medians and the 10k/1k growth ratios against the targets. Repetitions
 # go round the sizes, so drift in the machine's speed weighs on every size alike.
 #   sudo bench/scale_services.sh [--reps N] [--sizes "100 1000 10000"]
-# Raw numbers go to bench/results/scale-services-<date>.json.
+# Raw numbers go to bench/results/scale-services-<date>.json. bench/kernel_floor.sh measures the
+# same start and stop with no supervisor, the kernel's own growth to read these ratios against.
 set -euo pipefail
 
 reps=3 sizes="100 1000 10000"
