@@ -172,7 +172,16 @@ impl Scope {
     /// How many times the OOM killer struck inside the scope (cgroups with
     /// the memory controller only).
     pub fn oom_kills(&self) -> u64 {
-        self.cgroup().map_or(0, |cgroup| cgroup.oom_kills())
+        // Asked on every exit: where services get no memory controller
+        // there is no `memory.events` to look up.
+        let memory = containment::current().tree().is_some_and(|tree| {
+            tree.controllers()
+                .contains(&containment::Controller::Memory)
+        });
+        match self.cgroup() {
+            Some(cgroup) if memory => cgroup.oom_kills(),
+            _ => 0,
+        }
     }
 
     async fn kill_and_wait(&self) -> StopOutcome {
