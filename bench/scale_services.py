@@ -18,6 +18,9 @@ WORK = Path(os.environ["SC_WORK"])
 REPS = int(os.environ["SC_REPS"])
 SIZES = [int(n) for n in os.environ["SC_SIZES"].split()]
 RESULTS = Path(os.environ["SC_RESULTS"])
+# kernel_floor.c built by the shell script when --floor is given: the same start and stop
+# with no supervisor, run in the same rounds so both meet the same machine.
+FLOOR = os.environ.get("SC_FLOOR") or None
 STATE = Path(os.environ["KEPLER_DAEMON_PATH"])
 
 # A private copy of sleep marks the services' processes in /proc.
@@ -118,6 +121,28 @@ def run_rep(n: int, cfg: str, out: dict, rep: int) -> None:
           f"ps {out['ps'][-1]:.0f} ms, RSS {out['rss_mb'][-1]:.1f} MB", flush=True)
 
 
+def floor_target(subtree: Path | None) -> tuple[str, Path | None]:
+    """Where the floor puts its processes: "group" in process-group mode, else a
+    scratch cgroup beside the daemon's subtree, as the daemon's services have
+    a cgroup each."""
+    if subtree is None:
+        return "group", None
+    scratch = subtree.parent / f"kepler-floor-{os.getpid()}"
+    scratch.mkdir(exist_ok=True)
+    return str(scratch), scratch
+
+
+def run_floor(n: int, target: str, out: dict) -> None:
+    """The kernel's own start and stop of n sleeps (see kernel_floor.c)."""
+    done = subprocess.run([FLOOR, str(n), target, "any", str(SLEEP)], capture_output=True, text=True,
+                          timeout=900)
+    if done.returncode != 0:
+        raise SystemExit(f"kernel_floor {n} failed: {done.stderr[-2000:]}")
+    start, stop = (float(x) for x in done.stdout.split())
+    out["floor_start"].append(start)
+    out["floor_stop"].append(stop)
+
+
 def run_all() -> dict:
     """Repetitions go round the sizes (100, 1k, 10k, 100, 1k, ...), so a machine
     that speeds up or slows down during the run weighs on every size alike and
@@ -125,12 +150,20 @@ def run_all() -> dict:
     configs = {n: str(config(n)) for n in SIZES}
     subtree = service_cgroups()
     keys = ("start", "start_cpu", "ps", "ps_json", "logs_tail", "stop", "stop_cpu", "rss_mb")
+    keys += ("floor_start", "floor_stop") if FLOOR else ()
     raw = {n: {k: [] for k in keys} for n in SIZES}
-    for rep in range(REPS):
-        print(f"round {rep + 1} of {REPS} ...", flush=True)
-        for n in SIZES:
-            run_rep(n, configs[n], raw[n], rep)
-            settle(subtree)
+    target, scratch = floor_target(subtree) if FLOOR else ("", None)
+    try:
+        for rep in range(REPS):
+            print(f"round {rep + 1} of {REPS} ...", flush=True)
+            for n in SIZES:
+                run_rep(n, configs[n], raw[n], rep)
+                settle(subtree)
+                if FLOOR:
+                    run_floor(n, target, raw[n])
+    finally:
+        if scratch is not None:
+            scratch.rmdir()
     results = {n: {k: median(v) for k, v in raw[n].items()} | {"raw": raw[n]} for n in SIZES}
     # A daemon keeps the heap of its largest start, so RSS is taken from round 1,
     # where no larger config ran before; the largest figure of any round is kept too.
@@ -144,10 +177,12 @@ def main() -> None:
     results = run_all()
     keys = [("start", "ms"), ("start_cpu", "ms"), ("stop", "ms"), ("stop_cpu", "ms"), ("ps", "ms"),
             ("ps_json", "ms"), ("logs_tail", "ms"), ("rss_mb", "MB")]
+    if FLOOR:
+        keys += [("floor_start", "ms"), ("floor_stop", "ms")]
     print()
-    print(f"{'':>13}" + "".join(f"{n:>12}" for n in SIZES) + ("   10k/1k" if 1000 in results and 10_000 in results else ""))
+    print(f"{'':>15}" + "".join(f"{n:>12}" for n in SIZES) + ("   10k/1k" if 1000 in results and 10_000 in results else ""))
     for key, unit in keys:
-        row = f"{key + ' ' + unit:>13}" + "".join(f"{results[n][key]:>12.1f}" for n in SIZES)
+        row = f"{key + ' ' + unit:>15}" + "".join(f"{results[n][key]:>12.1f}" for n in SIZES)
         if 1000 in results and 10_000 in results:
             row += f"{results[10_000][key] / results[1000][key]:>9.2f}x"
         print(row)
@@ -155,12 +190,17 @@ def main() -> None:
         r = results[10_000]
         print()
         print("(start_cpu/stop_cpu: the daemon's own CPU time, less stretched by a loaded machine)")
+        if FLOOR:
+            print("(floor_start/floor_stop: the same with no supervisor, bench/kernel_floor.c)")
         print(f"targets: start 10k {r['start']:.0f} ms (<= 8000), stop 10k {r['stop']:.0f} ms (<= 2000), "
               f"RSS 10k {r['rss_mb']:.1f} MB, largest of any round {r['rss_max_mb']:.1f} MB (<= 120)")
         if 1000 in results:
             for key in ("start", "stop"):
                 ratio = r[key] / results[1000][key]
-                print(f"  {key} 10k/1k = {ratio:.2f} (<= 10.5)")
+                floor = ""
+                if FLOOR:
+                    floor = f", kernel floor {r['floor_' + key] / results[1000]['floor_' + key]:.2f}"
+                print(f"  {key} 10k/1k = {ratio:.2f} (<= 10.5){floor}")
     RESULTS.write_text(json.dumps({str(n): v for n, v in results.items()}, indent=2))
     print(f"\nraw results: {RESULTS}")
 

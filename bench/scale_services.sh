@@ -3,17 +3,19 @@
 # Times `start -d --wait`, `ps`, `ps --json`, `logs --tail`, `stop` (wall and daemon CPU), and the daemon's RSS with
 # all N running; prints the medians and the 10k/1k growth ratios against the targets. Repetitions
 # go round the sizes, so drift in the machine's speed weighs on every size alike.
-#   sudo bench/scale_services.sh [--reps N] [--sizes "100 1000 10000"]
+#   sudo bench/scale_services.sh [--reps N] [--sizes "100 1000 10000"] [--floor]
+# --floor: after each measurement, the same start and stop with no supervisor (kernel_floor.c).
 # Raw numbers go to bench/results/scale-services-<date>.json. bench/kernel_floor.sh measures the
 # same start and stop with no supervisor, the kernel's own growth to read these ratios against.
 set -euo pipefail
 
-reps=3 sizes="100 1000 10000"
+reps=3 sizes="100 1000 10000" floor=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) reps="${2:?--reps needs a number}"; shift ;;
     --sizes) sizes="${2:?--sizes needs a list}"; shift ;;
-    -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --floor) floor=1 ;;
+    -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "scale_services: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -24,7 +26,11 @@ source "$here/lib.sh"
 # The CLI's own limit does not matter, but the daemon starts with ours.
 ulimit -n 20000 2>/dev/null || true
 start_daemon
-export SC_KEPLER="$KEPLER" SC_WORK="$BENCH_DIR/work" SC_REPS="$reps" SC_SIZES="$sizes"
+export SC_KEPLER="$KEPLER" SC_WORK="$BENCH_DIR/work" SC_REPS="$reps" SC_SIZES="$sizes" SC_FLOOR=""
+if [ -n "$floor" ]; then
+  cc -O2 -Wall -o "$BENCH_DIR/kernel_floor" "$here/kernel_floor.c"
+  SC_FLOOR="$BENCH_DIR/kernel_floor"
+fi
 export SC_RESULTS="$ROOT/bench/results/scale-services-$(date +%Y-%m-%dT%H%M%S).json"
 mkdir -p "$SC_WORK" "$ROOT/bench/results"
 python3 "$here/scale_services.py"
