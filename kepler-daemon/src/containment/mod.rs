@@ -118,10 +118,16 @@ impl Containment {
         }
     }
 
+    /// Whether services get `controller` (see [`Self::controller`] for why not).
+    pub fn has(&self, controller: Controller) -> bool {
+        self.tree()
+            .is_some_and(|tree| tree.controllers().contains(&controller))
+    }
+
     /// `Ok` when services get `controller`, else why not.
     pub fn controller(&self, controller: Controller) -> Result<(), String> {
         match self {
-            Containment::Cgroups(tree) if tree.controllers().contains(&controller) => Ok(()),
+            Containment::Cgroups(_) if self.has(controller) => Ok(()),
             Containment::Cgroups(tree) => Err(tree
                 .missing()
                 .get(&controller)

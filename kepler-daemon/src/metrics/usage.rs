@@ -43,9 +43,7 @@ pub fn sample(scopes: &[&Scope]) -> Vec<Option<Usage>> {
     };
     flush_parents(scopes);
     // Without the memory controller there is no memory.current to try.
-    let memory_controller = containment::current()
-        .controller(Controller::Memory)
-        .is_ok();
+    let memory_controller = containment::current().has(Controller::Memory);
     scopes
         .iter()
         .map(|scope| match scope {

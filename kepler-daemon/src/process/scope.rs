@@ -174,10 +174,7 @@ impl Scope {
     pub fn oom_kills(&self) -> u64 {
         // Asked on every exit: where services get no memory controller
         // there is no `memory.events` to look up.
-        let memory = containment::current().tree().is_some_and(|tree| {
-            tree.controllers()
-                .contains(&containment::Controller::Memory)
-        });
+        let memory = containment::current().has(containment::Controller::Memory);
         match self.cgroup() {
             Some(cgroup) if memory => cgroup.oom_kills(),
             _ => 0,
