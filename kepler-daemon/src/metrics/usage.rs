@@ -7,11 +7,15 @@
 //! files: one pass over `/proc` sums the CPU time (with the reaped
 //! children's) and resident set of every member, for all groups asked about
 //! at once.
+//!
+//! Each service costs a few kernel-file reads, and `ps` waits for them all,
+//! so a large sample is read on every CPU the daemon may use.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::thread;
 
 use crate::containment::cgroup::read_small;
 use crate::containment::{self, Controller};
@@ -44,24 +48,65 @@ pub fn sample(scopes: &[&Scope]) -> Vec<Option<Usage>> {
     flush_parents(scopes);
     // Without the memory controller there is no memory.current to try.
     let memory_controller = containment::current().has(Controller::Memory);
-    scopes
-        .iter()
-        .map(|scope| match scope {
-            Scope::Group(pgid) => by_group.get(pgid).copied(),
-            Scope::Cgroup { cgroup, .. } => {
-                let cpu_usec = cgroup.cpu_usage_usec().ok()?;
-                let current = memory_controller.then(|| cgroup.memory_current()).flatten();
-                let memory_bytes = current.unwrap_or_else(|| {
-                    let members = cgroup.members().unwrap_or_default();
-                    members.into_iter().filter_map(resident_bytes).sum()
-                });
-                Some(Usage {
-                    cpu_usec,
-                    memory_bytes,
-                })
+    map_on_all_cpus(scopes, |scope| match scope {
+        Scope::Group(pgid) => by_group.get(pgid).copied(),
+        Scope::Cgroup { cgroup, .. } => {
+            let cpu_usec = cgroup.cpu_usage_usec().ok()?;
+            let current = memory_controller.then(|| cgroup.memory_current()).flatten();
+            let memory_bytes = current.unwrap_or_else(|| {
+                let members = cgroup.members().unwrap_or_default();
+                members.into_iter().filter_map(resident_bytes).sum()
+            });
+            Some(Usage {
+                cpu_usec,
+                memory_bytes,
+            })
+        }
+    })
+}
+
+/// `read` of each item, in order, split over the CPUs the daemon may use
+/// when there are enough items to pay for the threads. An item whose
+/// thread cannot be started is read here; one whose reading panicked
+/// (a bug) gives `None` rather than taking the caller down.
+fn map_on_all_cpus<T: Sync, R: Send>(
+    items: &[T],
+    read: impl Fn(&T) -> Option<R> + Sync,
+) -> Vec<Option<R>> {
+    /// Below this many items per thread, starting one costs about what
+    /// it saves.
+    const MIN_PER_THREAD: usize = 32;
+    let threads = cpus().min(items.len() / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        return items.iter().map(&read).collect();
+    }
+    let read = &read;
+    let mut chunks = items.chunks(items.len().div_ceil(threads));
+    let own = chunks.next().unwrap_or_default();
+    thread::scope(|scope| {
+        let helpers: Vec<_> = chunks
+            .map(|chunk| {
+                let helper = thread::Builder::new()
+                    .name("kepler-sample".into())
+                    .spawn_scoped(scope, move || chunk.iter().map(read).collect::<Vec<_>>());
+                (chunk, helper)
+            })
+            .collect();
+        let mut all: Vec<Option<R>> = own.iter().map(read).collect();
+        for (chunk, helper) in helpers {
+            match helper.map(|helper| helper.join()) {
+                Ok(Ok(read_there)) => all.extend(read_there),
+                Ok(Err(_)) => all.extend(chunk.iter().map(|_| None)),
+                Err(_) => all.extend(chunk.iter().map(read)),
             }
-        })
-        .collect()
+        }
+        all
+    })
+}
+
+fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Reads `cpu.stat` of each parent of the cgroups asked about, once: the
@@ -94,20 +139,14 @@ fn scan_groups(groups: &[i32]) -> HashMap<i32, Usage> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return HashMap::new();
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = read_small(Path::new(&format!("/proc/{pid}/stat"))) else {
-            continue;
-        };
-        let Some(process) = parse_stat(&stat) else {
-            continue;
-        };
+    let pids: Vec<i32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    let processes = map_on_all_cpus(&pids, |pid| {
+        parse_stat(&read_small(Path::new(&format!("/proc/{pid}/stat"))).ok()?)
+    });
+    for process in processes.into_iter().flatten() {
         if let Some(total) = totals.get_mut(&process.pgrp) {
             total.cpu_usec += process.cpu_ticks * usec_per_tick();
             total.memory_bytes += process.rss_pages * page_size();
@@ -186,6 +225,33 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_large_sample_keeps_its_order_across_threads() {
+        let items: Vec<u32> = (0..1000).collect();
+        let read = map_on_all_cpus(&items, |&n| Some(n * 2));
+        let expected: Vec<Option<u32>> = items.iter().map(|&n| Some(n * 2)).collect();
+        assert_eq!(read, expected);
+        let small = map_on_all_cpus(&items[..3], |&n| (n != 1).then_some(n));
+        assert_eq!(small, vec![Some(0), None, Some(2)]);
+    }
+
+    #[test]
+    fn a_panicking_read_costs_its_items_not_the_caller() {
+        if cpus() < 2 {
+            eprintln!("SKIP: one CPU, so the sample is read on the caller's thread only");
+            return;
+        }
+        let items: Vec<u32> = (0..1000).collect();
+        // The last chunk is read on a helper thread.
+        let read = map_on_all_cpus(&items, |&n| {
+            assert!(n != 999, "a bug while reading");
+            Some(n)
+        });
+        assert_eq!(read.len(), items.len());
+        assert_eq!(read[0], Some(0));
+        assert_eq!(read[999], None);
     }
 
     #[test]
