@@ -41,6 +41,7 @@ use super::held::{self, HeldPipe};
 use super::record::{self, MAX_LINE_BYTES};
 use super::writer::FileWriter;
 use super::{lock, Origin, StoreInner, Stream};
+use crate::process::descriptors::keep_high;
 
 /// How long a pipe must stay silent before buffered lines are written.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(150);
@@ -312,7 +313,8 @@ pub fn spawn_pump_with(
         // Registered with the log thread's reactor, so made there.
         let pipe = match held {
             Ok(held) => Ok(PipeEnd::Held(held)),
-            Err(fd) => pipe::Receiver::from_owned_fd_unchecked(fd).map(PipeEnd::from),
+            // No ring took it: a descriptor while the service runs.
+            Err(fd) => pipe::Receiver::from_owned_fd_unchecked(keep_high(fd)).map(PipeEnd::from),
         };
         let report = match pipe {
             Ok(pipe) => pump_from(pipe, sink, carry, slot).await,

@@ -284,6 +284,8 @@ impl FileWriter {
             .dir
             .open_append(&self.current)
             .map_err(self.error(&self.current))?;
+        // Kept while the service runs: out of the way of spawns.
+        let file = File::from(crate::process::descriptors::keep_high(file.into()));
         self.len = file.metadata().map_err(self.error(&self.current))?.len();
         self.file = Some(file);
         if !self.bounded {

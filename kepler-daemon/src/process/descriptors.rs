@@ -14,7 +14,14 @@
 //! and measured again only when the estimate comes near the limit: once per
 //! several thousand spawns on a roomy daemon, every spawn on one at its
 //! limit (where a spawn failing matters more than its cost).
+//!
+//! Where descriptors sit matters too: a child copies the daemon's table up
+//! to the descriptors it needs (see [`super::launch`]), and those are the
+//! lowest free numbers. So what the daemon keeps for as long as a service
+//! runs is renumbered high ([`keep_high`]), and a spawn copies the few
+//! low ones whatever the number of services.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nix::sys::resource::{getrlimit, Resource};
@@ -165,4 +172,27 @@ fn open_now() -> Option<u64> {
     std::fs::read_dir("/proc/self/fd")
         .ok()
         .map(|entries| entries.count().saturating_sub(1) as u64)
+}
+
+/// Where descriptors kept while a service runs are numbered from (at most
+/// half the limit).
+const KEPT_FROM: u64 = 1024;
+
+/// Renumbers a descriptor the daemon keeps while a service runs (an output
+/// pipe, a log file) to [`KEPT_FROM`] or above, so the low numbers stay
+/// for what a spawn hands its child: the child then copies the table only
+/// up to those (see [`super::launch`]), however many services run. Where
+/// that cannot be done, the descriptor stays as it is.
+pub fn keep_high(fd: OwnedFd) -> OwnedFd {
+    let from = KEPT_FROM.min(current_limit() / 2);
+    if fd.as_raw_fd() as u64 >= from {
+        return fd;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor and touches no memory.
+    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, from as libc::c_int) };
+    if moved < 0 {
+        return fd;
+    }
+    // SAFETY: `moved` was just made and is owned by nobody else.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(moved) }
 }

@@ -20,6 +20,17 @@
 //! spawn; that path remains for kernels (or seccomp filters) without
 //! `clone3`, and for architectures this file has no entry code for.
 //!
+//! The child does not get a copy of the daemon's descriptor table either.
+//! Copying it costs a reference per open descriptor, and the daemon holds
+//! a few per running service: spawn by spawn, a large start grew
+//! quadratic again. So the child is cloned sharing the table
+//! (`CLONE_FILES`) and its first call, `close_range` with
+//! `CLOSE_RANGE_UNSHARE`, takes a private copy of only the low descriptors
+//! it needs, below those the daemon keeps for as long as services run
+//! (see [`super::descriptors::keep_high`]). A kernel without that (before
+//! 5.9) makes the child fail at once, before it has touched the table, and
+//! spawns go back to copying the whole table.
+//!
 //! A bare program name is looked up here, in the child, after it has become
 //! the service's user: each directory of the search path is tried with
 //! `execve` as `execvp` does, so the daemon's root rights never tell a
@@ -29,7 +40,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::child::{cgroup_failure, join_cgroup, search_failed, ChildSetup};
 
@@ -64,13 +75,68 @@ struct ChildContext {
     /// The cgroup directory whose `cgroup.procs` the child writes itself
     /// into; -1 without a cgroup to join (or when cloned into it).
     join_cgroup: libc::c_int,
+    /// With the daemon's descriptor table shared: the child's first act
+    /// is to keep a copy of the descriptors below this one only. -1 when
+    /// the child was given a copy of the whole table.
+    unshare_from: libc::c_int,
+    /// The end of that range: everything above. (Only a test sets less, to
+    /// make the kernel refuse.)
+    unshare_to: libc::c_uint,
+    /// Set by a child whose kernel could not unshare the table; it has
+    /// exited without touching anything.
+    unshare_failed: AtomicBool,
     /// 0 while the child is on its way to `execve`; its error code if not.
     error: AtomicI32,
+}
+
+/// Cleared once a kernel could not unshare a shared descriptor table:
+/// every later child gets a copy of the whole table.
+static SHARE_TABLE: AtomicBool = AtomicBool::new(true);
+
+/// Set by [`refuse_unsharing_descriptor_tables`].
+static REFUSE_UNSHARE: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next children of this process fail to unshare the descriptor
+/// table, as on a kernel without `CLOSE_RANGE_UNSHARE`: for tests of the
+/// way back to copying the whole table.
+#[doc(hidden)]
+pub fn refuse_unsharing_descriptor_tables() {
+    REFUSE_UNSHARE.store(true, Ordering::Relaxed);
 }
 
 /// Starts the child and returns its pid once it has called `execve`, with
 /// the error it reported if it could not (it has then exited with 127).
 pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
+    if SHARE_TABLE.load(Ordering::Relaxed) {
+        match launch_once(launch, true)? {
+            Launched::Child(pid, error) => return Ok((pid, error)),
+            Launched::CannotUnshare => {
+                // That child exited at once; the reaper collects it.
+                SHARE_TABLE.store(false, Ordering::Relaxed);
+                tracing::info!(
+                    "close_range(CLOSE_RANGE_UNSHARE) is not available (Linux 5.9); \
+                     each spawn copies the daemon's whole descriptor table"
+                );
+            }
+        }
+    }
+    match launch_once(launch, false)? {
+        Launched::Child(pid, error) => Ok((pid, error)),
+        // Only a child given a shared table reports this.
+        Launched::CannotUnshare => Err(io::Error::other(
+            "a spawn without a shared table failed to unshare it",
+        )),
+    }
+}
+
+enum Launched {
+    /// The child's pid, and the error it reported if it could not exec.
+    Child(i32, Option<io::Error>),
+    /// The child could not take a private descriptor table and has exited.
+    CannotUnshare,
+}
+
+fn launch_once(launch: &Launch, share_table: bool) -> io::Result<Launched> {
     let argv: Vec<*const libc::c_char> = launch
         .argv
         .iter()
@@ -101,8 +167,28 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
             launch.stderr.as_raw_fd(),
         ],
         join_cgroup: -1,
+        unshare_from: -1,
+        unshare_to: libc::c_uint::MAX,
+        unshare_failed: AtomicBool::new(false),
         error: AtomicI32::new(0),
     };
+    if share_table {
+        // Everything the child uses: its three standard descriptors and
+        // the cgroup it may join.
+        let highest = context
+            .fds
+            .iter()
+            .copied()
+            .chain(launch.cgroup.map(|fd| fd.as_raw_fd()))
+            .max()
+            .unwrap_or(2);
+        context.unshare_from = highest.max(2) + 1;
+        if REFUSE_UNSHARE.load(Ordering::Relaxed) {
+            // An empty range: EINVAL.
+            context.unshare_to = 0;
+        }
+    }
+    let table = if share_table { libc::CLONE_FILES } else { 0 };
     let mut stack = vec![0u8; CHILD_STACK];
     // The stack grows down; its top must be 16-byte aligned.
     let top = ((stack.as_mut_ptr() as usize + CHILD_STACK) & !15) as *mut libc::c_void;
@@ -123,7 +209,7 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
         .filter(|_| clone3::usable())
         .and_then(|cgroup| {
             // SAFETY: as for `clone` below.
-            let pid = unsafe { clone3::into_cgroup(cgroup, &mut stack, &context) };
+            let pid = unsafe { clone3::into_cgroup(cgroup, &mut stack, &context, table) };
             if pid >= 0 {
                 return Some(Ok(pid));
             }
@@ -142,7 +228,7 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
             libc::clone(
                 child_main,
                 top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                libc::CLONE_VM | libc::CLONE_VFORK | table | libc::SIGCHLD,
                 &context as *const ChildContext as *mut libc::c_void,
             )
         };
@@ -156,8 +242,14 @@ pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, ptr::null_mut()) };
     drop(stack);
     let pid = spawned?;
+    if context.unshare_failed.load(Ordering::Acquire) {
+        return Ok(Launched::CannotUnshare);
+    }
     let code = context.error.load(Ordering::Acquire);
-    Ok((pid, (code != 0).then(|| io::Error::from_raw_os_error(code))))
+    Ok(Launched::Child(
+        pid,
+        (code != 0).then(|| io::Error::from_raw_os_error(code)),
+    ))
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -168,6 +260,24 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: leaves the child without running any daemon code.
         unsafe { libc::_exit(127) }
     };
+    if context.unshare_from >= 0 {
+        // First, while the table is still the daemon's: nothing below may
+        // change it.
+        // SAFETY: close_range only acts on this task's descriptor table.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                context.unshare_from as libc::c_uint,
+                context.unshare_to,
+                libc::CLOSE_RANGE_UNSHARE,
+            )
+        };
+        if rc < 0 {
+            context.unshare_failed.store(true, Ordering::Release);
+            // SAFETY: leaves the child without running any daemon code.
+            unsafe { libc::_exit(127) }
+        }
+    }
     if context.join_cgroup >= 0 {
         if let Err(e) = join_cgroup(context.join_cgroup) {
             return fail(e.raw_os_error().unwrap_or(libc::EIO));
@@ -304,13 +414,14 @@ mod clone3 {
         cgroup: BorrowedFd<'_>,
         stack: &mut [u8],
         context: &ChildContext,
+        extra_flags: libc::c_int,
     ) -> libc::c_int {
         let base = stack.as_mut_ptr() as u64;
         // The kernel starts the child at base + size, which the ABI wants
         // 16-byte aligned.
         let size = ((base + stack.len() as u64) & !15) - base;
         let args = CloneArgs {
-            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK | extra_flags) as u64 | CLONE_INTO_CGROUP,
             pidfd: 0,
             child_tid: 0,
             parent_tid: 0,
@@ -369,6 +480,7 @@ mod clone3 {
         _cgroup: std::os::fd::BorrowedFd<'_>,
         _stack: &mut [u8],
         _context: &super::ChildContext,
+        _extra_flags: libc::c_int,
     ) -> libc::c_int {
         // SAFETY: writes this thread's errno.
         unsafe { *libc::__errno_location() = libc::ENOSYS };

@@ -334,6 +334,9 @@ fn spawn_full(
         None => Scope::Group(pid),
     };
 
+    // Kept while the service runs (the output pipes go to the log thread,
+    // which keeps them out of the table itself).
+    let stdin_write = stdin_write.map(super::descriptors::keep_high);
     let pipes = (|| {
         let stdout = stdout_read.map(pipe::Receiver::from_owned_fd).transpose()?;
         let stderr = stderr_read.map(pipe::Receiver::from_owned_fd).transpose()?;
