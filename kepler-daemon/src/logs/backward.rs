@@ -3,7 +3,11 @@
 //! in blocks through its current segment and then its previous one, and the
 //! streams are merged newest first, so the cost follows the number of lines
 //! asked for, not the size of the files, and memory is one block per stream
-//! whatever that number is.
+//! whatever that number is. Over more streams than a merge may hold open
+//! (one per service's output, thousands of them), the streams are walked one
+//! after another instead, each while it still has lines among the newest,
+//! so one stream's files and block are held at a time and the lines kept
+//! are what memory follows.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -242,8 +246,13 @@ impl Ord for Newest {
     }
 }
 
-/// Hands the newest `n` wanted records of the selected services to `take`,
-/// newest first, merged over every stream.
+/// Above this many streams, a walk holds one stream's files at a time
+/// instead of all of them (see [`walk_newest`]).
+const MERGE_STREAMS: usize = 256;
+
+/// Hands the newest `n` wanted records of the selected services to `take`
+/// (with the record's service and stream), newest first, merged over every
+/// stream.
 fn walk_newest(
     dir: &LogDir,
     services: &[String],
@@ -251,14 +260,33 @@ fn walk_newest(
     include_hooks: bool,
     filter: &LineFilter,
     keep_bytes: bool,
-    mut take: impl FnMut(&BackwardStream, Held),
+    take: impl FnMut(&str, Stream, Held),
 ) -> Result<(), LogError> {
     if n == 0 {
         return Ok(());
     }
+    let selected = segments::select(dir, services)?;
+    if selected.len() <= MERGE_STREAMS {
+        merge_newest(dir, selected, n, include_hooks, filter, keep_bytes, take)
+    } else {
+        collect_newest(dir, selected, n, include_hooks, filter, keep_bytes, take)
+    }
+}
+
+/// [`walk_newest`] as a merge: every stream's files open at once, one
+/// record held per stream, so what is read follows `n`.
+fn merge_newest(
+    dir: &LogDir,
+    selected: Vec<(String, Stream)>,
+    n: usize,
+    include_hooks: bool,
+    filter: &LineFilter,
+    keep_bytes: bool,
+    mut take: impl FnMut(&str, Stream, Held),
+) -> Result<(), LogError> {
     let mut streams = Vec::new();
     let mut heap = BinaryHeap::new();
-    for (service, stream) in segments::select(dir, services)? {
+    for (service, stream) in selected {
         let files = segments::open_stream(dir, &service, stream)?;
         let mut walker = BackwardStream::new(files, include_hooks, filter);
         let path = dir.display_path(&service);
@@ -274,7 +302,7 @@ fn walk_newest(
         };
         let walker = &mut streams[i];
         let held = walker.head.take().expect("a queued stream holds a record");
-        take(walker, held);
+        take(&walker.service, walker.stream, held);
         let path = dir.display_path(&walker.service);
         walker.advance(keep_bytes).map_err(super::io_error(&path))?;
         if let Some(head) = &walker.head {
@@ -282,6 +310,74 @@ fn walk_newest(
         }
     }
     Ok(())
+}
+
+/// [`walk_newest`] over many streams: a merge would hold every stream's
+/// files (two descriptors and a block each: for ten thousand services, more
+/// files than a daemon may have open). Instead each stream in turn is
+/// walked back while its records are newer than the `n`th newest found so
+/// far, and closed; the newest `n` are kept, in memory that follows `n`.
+fn collect_newest(
+    dir: &LogDir,
+    selected: Vec<(String, Stream)>,
+    n: usize,
+    include_hooks: bool,
+    filter: &LineFilter,
+    keep_bytes: bool,
+    mut take: impl FnMut(&str, Stream, Held),
+) -> Result<(), LogError> {
+    // Its top is the oldest record kept.
+    let mut kept: BinaryHeap<Kept> = BinaryHeap::with_capacity(n.min(4096) + 1);
+    for (index, (service, stream)) in selected.iter().enumerate() {
+        let files = segments::open_stream(dir, service, *stream)?;
+        let mut walker = BackwardStream::new(files, include_hooks, filter);
+        let path = dir.display_path(service);
+        loop {
+            walker.advance(keep_bytes).map_err(super::io_error(&path))?;
+            let Some(held) = walker.head.take() else {
+                break;
+            };
+            let full = kept.len() == n;
+            if full
+                && kept
+                    .peek()
+                    .is_some_and(|oldest| held.timestamp_us <= oldest.0)
+            {
+                // The rest of this stream is older still.
+                break;
+            }
+            kept.push(Kept(held.timestamp_us, index, held));
+            if kept.len() > n {
+                kept.pop();
+            }
+        }
+    }
+    // Ascending by this order is newest first.
+    for Kept(_, index, held) in kept.into_sorted_vec() {
+        let (service, stream) = &selected[index];
+        take(service, *stream, held);
+    }
+    Ok(())
+}
+
+/// A record [`collect_newest`] keeps: ordered so the oldest is greatest.
+struct Kept(u64, usize, Held);
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Kept {}
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Kept {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.0, other.1).cmp(&(self.0, self.1))
+    }
 }
 
 /// The newest `n` lines of the selected services (empty: all) over stdout and
@@ -311,15 +407,15 @@ pub fn tail_matching(
         include_hooks,
         filter,
         true,
-        |walker, held| {
+        |service, stream, held| {
             let rec = Record {
                 timestamp_us: held.timestamp_us,
                 hook: held.hook.as_deref(),
                 payload: &[],
             };
             lines.push(LogLine {
-                service: walker.service.clone(),
-                stream: walker.stream,
+                service: service.to_string(),
+                stream,
                 origin: rec.origin(),
                 timestamp_us: held.timestamp_us,
                 bytes: held.payload,
@@ -332,7 +428,8 @@ pub fn tail_matching(
 
 /// The timestamp of the oldest of the newest `n` lines, where a tail of
 /// `n` lines starts; `None` when there are no lines. Its memory does not
-/// depend on `n`.
+/// depend on `n`, except over more than [`MERGE_STREAMS`] streams (some 64
+/// bytes per line).
 pub fn tail_start(
     dir: &LogDir,
     services: &[String],
@@ -364,10 +461,18 @@ pub(crate) fn tail_window(
 ) -> Result<(Option<u64>, usize), LogError> {
     let mut oldest = None;
     let mut count = 0;
-    walk_newest(dir, services, n, include_hooks, filter, false, |_, held| {
-        oldest = Some(held.timestamp_us);
-        count += 1;
-    })?;
+    walk_newest(
+        dir,
+        services,
+        n,
+        include_hooks,
+        filter,
+        false,
+        |_, _, held| {
+            oldest = Some(held.timestamp_us);
+            count += 1;
+        },
+    )?;
     Ok((oldest, count))
 }
 
@@ -399,7 +504,7 @@ pub(crate) fn newest_timestamp(dir: &LogDir) -> Result<u64, LogError> {
         true,
         &LineFilter::everything(),
         false,
-        |_, held| {
+        |_, _, held| {
             newest = held.timestamp_us;
         },
     )?;
@@ -447,6 +552,76 @@ mod tests {
         }
         let dir = LogDir::open(tmp.path()).expect("open");
         (tmp, dir)
+    }
+
+    #[test]
+    fn many_streams_give_the_tail_a_merge_gives_holding_one_at_a_time() {
+        // More streams than a merge may hold open: lines interleaved in
+        // time, some in previous segments, some from hooks.
+        let streams = MERGE_STREAMS + 44;
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for s in 0..streams {
+            let (mut current, mut previous) = (Vec::new(), Vec::new());
+            for k in 0..6u64 {
+                let ts = 1 + k * streams as u64 + ((s * 37) % streams) as u64;
+                let tag: &[u8] = if ts.is_multiple_of(11) {
+                    b"pre_start"
+                } else {
+                    b"-"
+                };
+                let file = if k < 2 { &mut previous } else { &mut current };
+                encode(file, ts, tag, format!("s{s} line {k}").as_bytes());
+            }
+            files.push((format!("s{s}.stdout.log"), current));
+            files.push((format!("s{s}.stdout.log.1"), previous));
+        }
+        let named: Vec<(&str, Vec<u8>)> = files
+            .iter()
+            .map(|(name, data)| (name.as_str(), data.clone()))
+            .collect();
+        let (_tmp, dir) = dir_with(&named);
+        let selected = segments::select(&dir, &[]).expect("select");
+        assert!(selected.len() > MERGE_STREAMS);
+        for (n, hooks) in [
+            (1, true),
+            (50, true),
+            (50, false),
+            (3 * streams, true),
+            (10_000, false),
+        ] {
+            let everything = LineFilter::everything();
+            let mut merged = Vec::new();
+            merge_newest(
+                &dir,
+                selected.clone(),
+                n,
+                hooks,
+                &everything,
+                true,
+                |service, _, held| {
+                    merged.push((service.to_string(), held.timestamp_us, held.payload))
+                },
+            )
+            .expect("merge");
+            let mut collected = Vec::new();
+            walk_newest(
+                &dir,
+                &[],
+                n,
+                hooks,
+                &everything,
+                true,
+                |service, _, held| {
+                    collected.push((service.to_string(), held.timestamp_us, held.payload))
+                },
+            )
+            .expect("walk");
+            assert_eq!(collected, merged, "n = {n}, hooks = {hooks}");
+            assert!(merged.len() == n.min(6 * streams) || !hooks);
+        }
+        assert_eq!(newest_timestamp(&dir).expect("read"), 6 * streams as u64);
+        let start = tail_start(&dir, &[], 100, true).expect("read");
+        assert_eq!(start, Some(6 * streams as u64 - 99));
     }
 
     #[test]

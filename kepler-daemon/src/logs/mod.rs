@@ -122,10 +122,25 @@ pub struct LogLine {
     pub bytes: Vec<u8>,
 }
 
+/// What to do about a failed log file operation.
+fn io_hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(libc::EMFILE) => {
+            "the daemon has all the files open its limit allows (a request over many \
+             services' logs opens each one); raise the daemon's open-file limit \
+             (LimitNOFILE= in its systemd unit, or `ulimit -Hn` where it is started)"
+        }
+        Some(libc::ENFILE) => {
+            "the system has all the files open it allows; raise fs.file-max or close files"
+        }
+        _ => "check free disk space and the permissions of the config's state directory",
+    }
+}
+
 /// What can go wrong in the log store, worded for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("log file {path}: {source}; check free disk space and the permissions of the config's state directory")]
+    #[error("log file {path}: {source}; {}", io_hint(.source))]
     Io { path: PathBuf, source: io::Error },
     #[error("log directory {path} is not a directory (a symlink or a file is in the way); remove it so kepler can recreate it")]
     NotADirectory { path: PathBuf },
@@ -420,5 +435,24 @@ impl LogLine {
             timestamp_us: self.timestamp_us,
             bytes: self.bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_says_what_to_do_about_it() {
+        let error = |errno| LogError::Io {
+            path: PathBuf::from("/state/logs/web.stdout.log"),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        assert!(error(libc::EMFILE)
+            .to_string()
+            .contains("raise the daemon's open-file limit"));
+        assert!(error(libc::ENOSPC)
+            .to_string()
+            .contains("check free disk space"));
     }
 }
