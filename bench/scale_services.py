@@ -22,6 +22,9 @@ RESULTS = Path(os.environ["SC_RESULTS"])
 # with no supervisor, run in the same rounds so both meet the same machine.
 FLOOR = os.environ.get("SC_FLOOR") or None
 STATE = Path(os.environ["KEPLER_DAEMON_PATH"])
+# Services that write a line first (through a shell that then becomes the sleep), so each
+# keeps a log file open while it runs, as most real services do.
+LOGGING = bool(os.environ.get("SC_LOGGING"))
 
 # A private copy of sleep marks the services' processes in /proc.
 SLEEP = WORK / "scale-sleep"
@@ -90,9 +93,24 @@ def config(n: int) -> Path:
     path = WORK / f"scale-{n}.yaml"
     lines = ["services:"]
     for i in range(n):
-        lines += [f"  s{i}:", f"    command: [{json.dumps(str(SLEEP))}, '1000']"]
+        if LOGGING:
+            command = ["sh", "-c", f"echo s{i} up; exec {SLEEP} 1000"]
+        else:
+            command = [str(SLEEP), "1000"]
+        lines += [f"  s{i}:", f"    command: {json.dumps(command)}"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def wait_for_sleeps(n: int) -> int:
+    """How many services run the marked sleep; with --logging, a service is running
+    before its shell has become the sleep, so wait for that (up to 30 s)."""
+    deadline = time.monotonic() + (30 if LOGGING else 0)
+    while True:
+        running = len(marked_pids(MARKER))
+        if running == n or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.05)
 
 
 def median(xs: list[float]) -> float:
@@ -104,7 +122,7 @@ def run_rep(n: int, cfg: str, out: dict, rep: int) -> None:
     cpu0 = daemon_cpu_ms()
     out["start"].append(kepler("-f", cfg, "start", "-d", "--wait", "--timeout", "600s", timeout=900))
     out["start_cpu"].append(daemon_cpu_ms() - cpu0)
-    running = len(marked_pids(MARKER))
+    running = wait_for_sleeps(n)
     if running != n:
         raise SystemExit(f"{n} services: {running} processes running after start, not {n}")
     out["rss_mb"].append(daemon_rss_mb())
@@ -180,6 +198,8 @@ def main() -> None:
     if FLOOR:
         keys += [("floor_start", "ms"), ("floor_stop", "ms")]
     print()
+    if LOGGING:
+        print("(--logging: each service wrote a line, so each holds a log file open)")
     print(f"{'':>15}" + "".join(f"{n:>12}" for n in SIZES) + ("   10k/1k" if 1000 in results and 10_000 in results else ""))
     for key, unit in keys:
         row = f"{key + ' ' + unit:>15}" + "".join(f"{results[n][key]:>12.1f}" for n in SIZES)
@@ -201,7 +221,8 @@ def main() -> None:
                 if FLOOR:
                     floor = f", kernel floor {r['floor_' + key] / results[1000]['floor_' + key]:.2f}"
                 print(f"  {key} 10k/1k = {ratio:.2f} (<= 10.5){floor}")
-    RESULTS.write_text(json.dumps({str(n): v for n, v in results.items()}, indent=2))
+    workload = {"workload": "logging" if LOGGING else "sleep"}
+    RESULTS.write_text(json.dumps(workload | {str(n): v for n, v in results.items()}, indent=2))
     print(f"\nraw results: {RESULTS}")
 
 
