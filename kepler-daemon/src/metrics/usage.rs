@@ -66,9 +66,9 @@ pub fn sample(scopes: &[&Scope]) -> Vec<Option<Usage>> {
 }
 
 /// `read` of each item, in order, split over the CPUs the daemon may use
-/// when there are enough items to pay for the threads. An item whose
-/// thread cannot be started is read here; one whose reading panicked
-/// (a bug) gives `None` rather than taking the caller down.
+/// when there are enough items to pay for the threads. Items whose
+/// thread cannot be started are read here; those of a helper thread that
+/// panicked (a bug) give `None`.
 fn map_on_all_cpus<T: Sync, R: Send>(
     items: &[T],
     read: impl Fn(&T) -> Option<R> + Sync,

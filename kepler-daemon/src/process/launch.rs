@@ -22,8 +22,9 @@
 //!
 //! The child does not get a copy of the daemon's descriptor table either.
 //! Copying it costs a reference per open descriptor, and the daemon holds
-//! a few per running service: spawn by spawn, a large start grew
-//! quadratic again. So the child is cloned sharing the table
+//! a log file open per stream of every service that writes: spawn by
+//! spawn, a large start grew quadratic again. So the child is cloned
+//! sharing the table
 //! (`CLONE_FILES`) and its first call, `close_range` with
 //! `CLOSE_RANGE_UNSHARE`, takes a private copy of only the low descriptors
 //! it needs, below those the daemon keeps for as long as services run
@@ -180,9 +181,8 @@ fn launch_once(launch: &Launch, share_table: bool) -> io::Result<Launched> {
             .iter()
             .copied()
             .chain(launch.cgroup.map(|fd| fd.as_raw_fd()))
-            .max()
-            .unwrap_or(2);
-        context.unshare_from = highest.max(2) + 1;
+            .fold(2, libc::c_int::max);
+        context.unshare_from = highest + 1;
         if REFUSE_UNSHARE.load(Ordering::Relaxed) {
             // An empty range: EINVAL.
             context.unshare_to = 0;
