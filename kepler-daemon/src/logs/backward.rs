@@ -162,6 +162,24 @@ impl BackwardStream {
         }
     }
 
+    /// The stream's segments in `dir`, opened now.
+    fn open(
+        dir: &LogDir,
+        service: &str,
+        stream: Stream,
+        include_hooks: bool,
+        filter: &LineFilter,
+    ) -> Result<Self, LogError> {
+        let files = segments::open_stream(dir, service, stream)?;
+        Ok(BackwardStream::new(files, include_hooks, filter))
+    }
+
+    /// [`Self::advance`], with an error that names the service's logs.
+    fn step(&mut self, dir: &LogDir, keep_bytes: bool) -> Result<(), LogError> {
+        self.advance(keep_bytes)
+            .map_err(|e| super::io_error(&dir.display_path(&self.service))(e))
+    }
+
     /// Moves `head` to the next older wanted record; `keep_bytes` false
     /// keeps only its timestamp.
     fn advance(&mut self, keep_bytes: bool) -> io::Result<()> {
@@ -266,101 +284,110 @@ fn walk_newest(
         return Ok(());
     }
     let selected = segments::select(dir, services)?;
+    let walk = Walk {
+        dir,
+        n,
+        include_hooks,
+        filter,
+        keep_bytes,
+    };
     if selected.len() <= MERGE_STREAMS {
-        merge_newest(dir, selected, n, include_hooks, filter, keep_bytes, take)
+        walk.merge(selected, take)
     } else {
-        collect_newest(dir, selected, n, include_hooks, filter, keep_bytes, take)
+        walk.collect(selected, take)
     }
 }
 
-/// [`walk_newest`] as a merge: every stream's files open at once, one
-/// record held per stream, so what is read follows `n`.
-fn merge_newest(
-    dir: &LogDir,
-    selected: Vec<(String, Stream)>,
+/// What [`walk_newest`] was asked for.
+struct Walk<'a> {
+    dir: &'a LogDir,
     n: usize,
     include_hooks: bool,
-    filter: &LineFilter,
+    filter: &'a LineFilter,
     keep_bytes: bool,
-    mut take: impl FnMut(&str, Stream, Held),
-) -> Result<(), LogError> {
-    let mut streams = Vec::new();
-    let mut heap = BinaryHeap::new();
-    for (service, stream) in selected {
-        let files = segments::open_stream(dir, &service, stream)?;
-        let mut walker = BackwardStream::new(files, include_hooks, filter);
-        let path = dir.display_path(&service);
-        walker.advance(keep_bytes).map_err(super::io_error(&path))?;
-        if let Some(head) = &walker.head {
-            heap.push(Newest(head.timestamp_us, streams.len()));
-        }
-        streams.push(walker);
-    }
-    for _ in 0..n {
-        let Some(Newest(_, i)) = heap.pop() else {
-            break;
-        };
-        let walker = &mut streams[i];
-        let held = walker.head.take().expect("a queued stream holds a record");
-        take(&walker.service, walker.stream, held);
-        let path = dir.display_path(&walker.service);
-        walker.advance(keep_bytes).map_err(super::io_error(&path))?;
-        if let Some(head) = &walker.head {
-            heap.push(Newest(head.timestamp_us, i));
-        }
-    }
-    Ok(())
 }
 
-/// [`walk_newest`] over many streams: a merge would hold every stream's
-/// files (two descriptors and a block each: for ten thousand services, more
-/// files than a daemon may have open). Instead each stream in turn is
-/// walked back while its records are newer than the `n`th newest found so
-/// far, and closed; the newest `n` are kept, in memory that follows `n`.
-fn collect_newest(
-    dir: &LogDir,
-    selected: Vec<(String, Stream)>,
-    n: usize,
-    include_hooks: bool,
-    filter: &LineFilter,
-    keep_bytes: bool,
-    mut take: impl FnMut(&str, Stream, Held),
-) -> Result<(), LogError> {
-    // Its top is the oldest record kept.
-    let mut kept: BinaryHeap<Kept> = BinaryHeap::with_capacity(n.min(4096) + 1);
-    for (index, (service, stream)) in selected.iter().enumerate() {
-        let files = segments::open_stream(dir, service, *stream)?;
-        let mut walker = BackwardStream::new(files, include_hooks, filter);
-        let path = dir.display_path(service);
-        loop {
-            walker.advance(keep_bytes).map_err(super::io_error(&path))?;
-            let Some(held) = walker.head.take() else {
+impl Walk<'_> {
+    fn open(&self, service: &str, stream: Stream) -> Result<BackwardStream, LogError> {
+        BackwardStream::open(self.dir, service, stream, self.include_hooks, self.filter)
+    }
+
+    /// As a merge: every stream's files open at once, one record held per
+    /// stream, so what is read follows `n`.
+    fn merge(
+        &self,
+        selected: Vec<(String, Stream)>,
+        mut take: impl FnMut(&str, Stream, Held),
+    ) -> Result<(), LogError> {
+        let mut streams = Vec::new();
+        let mut heap = BinaryHeap::new();
+        for (service, stream) in selected {
+            let mut walker = self.open(&service, stream)?;
+            walker.step(self.dir, self.keep_bytes)?;
+            if let Some(head) = &walker.head {
+                heap.push(Newest(head.timestamp_us, streams.len()));
+            }
+            streams.push(walker);
+        }
+        for _ in 0..self.n {
+            let Some(Newest(_, i)) = heap.pop() else {
                 break;
             };
-            let full = kept.len() == n;
-            if full
-                && kept
-                    .peek()
-                    .is_some_and(|oldest| held.timestamp_us <= oldest.0)
-            {
-                // The rest of this stream is older still.
-                break;
-            }
-            kept.push(Kept(held.timestamp_us, index, held));
-            if kept.len() > n {
-                kept.pop();
+            let walker = &mut streams[i];
+            let held = walker.head.take().expect("a queued stream holds a record");
+            take(&walker.service, walker.stream, held);
+            walker.step(self.dir, self.keep_bytes)?;
+            if let Some(head) = &walker.head {
+                heap.push(Newest(head.timestamp_us, i));
             }
         }
+        Ok(())
     }
-    // Ascending by this order is newest first.
-    for Kept(_, index, held) in kept.into_sorted_vec() {
-        let (service, stream) = &selected[index];
-        take(service, *stream, held);
+
+    /// Over many streams: a merge would hold every stream's files (two
+    /// descriptors and a block each: for ten thousand services, more files
+    /// than a daemon may have open). Instead each stream in turn is walked
+    /// back while its records are newer than the `n`th newest found so far,
+    /// and closed; the newest `n` are kept, in memory that follows `n`.
+    fn collect(
+        &self,
+        selected: Vec<(String, Stream)>,
+        mut take: impl FnMut(&str, Stream, Held),
+    ) -> Result<(), LogError> {
+        // Its top is the oldest record kept.
+        let mut kept: BinaryHeap<Kept> = BinaryHeap::with_capacity(self.n.min(4096) + 1);
+        for (index, (service, stream)) in selected.iter().enumerate() {
+            let mut walker = self.open(service, *stream)?;
+            loop {
+                walker.step(self.dir, self.keep_bytes)?;
+                let Some(held) = walker.head.take() else {
+                    break;
+                };
+                let full = kept.len() == self.n;
+                if full
+                    && kept
+                        .peek()
+                        .is_some_and(|oldest| held.timestamp_us <= oldest.0)
+                {
+                    // The rest of this stream is older still.
+                    break;
+                }
+                kept.push(Kept(held.timestamp_us, index, held));
+                if kept.len() > self.n {
+                    kept.pop();
+                }
+            }
+        }
+        // Ascending by this order is newest first.
+        for Kept(_, index, held) in kept.into_sorted_vec() {
+            let (service, stream) = &selected[index];
+            take(service, *stream, held);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
-/// A record [`collect_newest`] keeps: ordered so the oldest is greatest.
+/// A record [`Walk::collect`] keeps: ordered so the oldest is greatest.
 struct Kept(u64, usize, Held);
 
 impl PartialEq for Kept {
@@ -483,10 +510,9 @@ pub(crate) fn newest_per_stream(
 ) -> Result<Vec<(String, Stream, u64)>, LogError> {
     let mut newest = Vec::new();
     for (service, stream) in segments::select(dir, services)? {
-        let files = segments::open_stream(dir, &service, stream)?;
-        let mut walker = BackwardStream::new(files, true, &LineFilter::everything());
-        let path = dir.display_path(&service);
-        walker.advance(false).map_err(super::io_error(&path))?;
+        let mut walker =
+            BackwardStream::open(dir, &service, stream, true, &LineFilter::everything())?;
+        walker.step(dir, false)?;
         if let Some(head) = walker.head {
             newest.push((service, stream, head.timestamp_us));
         }
@@ -591,17 +617,16 @@ mod tests {
         ] {
             let everything = LineFilter::everything();
             let mut merged = Vec::new();
-            merge_newest(
-                &dir,
-                selected.clone(),
+            let walk = Walk {
+                dir: &dir,
                 n,
-                hooks,
-                &everything,
-                true,
-                |service, _, held| {
-                    merged.push((service.to_string(), held.timestamp_us, held.payload))
-                },
-            )
+                include_hooks: hooks,
+                filter: &everything,
+                keep_bytes: true,
+            };
+            walk.merge(selected.clone(), |service, _, held| {
+                merged.push((service.to_string(), held.timestamp_us, held.payload))
+            })
             .expect("merge");
             let mut collected = Vec::new();
             walk_newest(

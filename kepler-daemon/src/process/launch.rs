@@ -105,6 +105,13 @@ pub fn refuse_unsharing_descriptor_tables() {
     REFUSE_UNSHARE.store(true, Ordering::Relaxed);
 }
 
+/// Whether children still share the table until they unshare it (false
+/// once a kernel refused): for tests.
+#[doc(hidden)]
+pub fn children_share_descriptor_tables() -> bool {
+    SHARE_TABLE.load(Ordering::Relaxed)
+}
+
 /// Starts the child and returns its pid once it has called `execve`, with
 /// the error it reported if it could not (it has then exited with 127).
 pub(super) fn launch(launch: &Launch) -> io::Result<(i32, Option<io::Error>)> {

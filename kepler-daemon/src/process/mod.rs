@@ -40,7 +40,10 @@ pub mod signal;
 mod spawn;
 pub mod stop;
 
-pub use launch::{join_cgroups_through_procs, refuse_unsharing_descriptor_tables};
+pub use launch::{
+    children_share_descriptor_tables, join_cgroups_through_procs,
+    refuse_unsharing_descriptor_tables,
+};
 pub use limits::{original_fd_limit, raise_fd_limit, RaisedFdLimit, ResourceLimits};
 pub use reaper::{
     adopt_children, all_children, become_subreaper, pause_reaping, resume_reaping, start_reaping,

@@ -71,6 +71,23 @@ pub async fn read_until_line(reader: &mut BufReader<pipe::Receiver>, wanted: &st
     seen
 }
 
+/// The descriptors a child running `ls /proc/self/fd` saw, without the one
+/// `ls` opened to list them (the highest).
+pub async fn descriptors_of_a_child() -> Vec<u32> {
+    let mut spawned =
+        kepler_daemon::process::spawn(&spec(&["ls", "/proc/self/fd"])).expect("spawn ls");
+    let out = read_to_end(spawned.stdout.take().unwrap()).await;
+    assert!(within("ls exits", spawned.exit).await.success());
+    let mut fds: Vec<u32> = String::from_utf8(out)
+        .unwrap()
+        .split_whitespace()
+        .map(|fd| fd.parse().unwrap())
+        .collect();
+    fds.sort_unstable();
+    fds.pop();
+    fds
+}
+
 pub fn group_exists(pgid: i32) -> bool {
     kill(Pid::from_raw(-pgid), None) != Err(Errno::ESRCH)
 }
