@@ -124,7 +124,7 @@ pub struct LogLine {
 
 /// What to do about a failed log file operation.
 fn io_hint(error: &io::Error) -> &'static str {
-    match error.raw_os_error() {
+    match os_error(error) {
         Some(libc::EMFILE) => {
             "the daemon has all the files open its limit allows (a request over many \
              services' logs opens each one); raise the daemon's open-file limit \
@@ -135,6 +135,22 @@ fn io_hint(error: &io::Error) -> &'static str {
         }
         _ => "check free disk space and the permissions of the config's state directory",
     }
+}
+
+/// The OS error behind `error`, also where it was wrapped with its path on
+/// the way (the state tree's errors are).
+fn os_error(error: &io::Error) -> Option<i32> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = next {
+        if let Some(code) = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        next = error.source();
+    }
+    None
 }
 
 /// What can go wrong in the log store, worded for the operator.
@@ -454,5 +470,18 @@ mod tests {
         assert!(error(libc::ENOSPC)
             .to_string()
             .contains("check free disk space"));
+        // As the log directory reports it: through the state tree's checks,
+        // which name the file.
+        let through_tree = LogError::Io {
+            path: PathBuf::from("/state/logs/web.stdout.log"),
+            source: crate::trusted_fs::TrustError::Io {
+                path: PathBuf::from("/state/logs/web.stdout.log"),
+                source: io::Error::from_raw_os_error(libc::EMFILE),
+            }
+            .into(),
+        };
+        assert!(through_tree
+            .to_string()
+            .contains("raise the daemon's open-file limit"));
     }
 }

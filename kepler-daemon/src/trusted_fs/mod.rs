@@ -79,9 +79,9 @@ impl TrustError {
 impl From<TrustError> for io::Error {
     fn from(error: TrustError) -> Self {
         match error {
-            TrustError::Io { path, source } => {
-                io::Error::new(source.kind(), format!("{}: {source}", path.display()))
-            }
+            // Kept whole, so the OS error stays reachable as its source
+            // (see `logs::io_hint`).
+            TrustError::Io { ref source, .. } => io::Error::new(source.kind(), error),
             other => io::Error::other(other.to_string()),
         }
     }
