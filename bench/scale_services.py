@@ -129,6 +129,7 @@ def run_rep(n: int, cfg: str, out: dict, rep: int) -> None:
     out["ps"].append(kepler("-f", cfg, "ps"))
     out["ps_json"].append(kepler("-f", cfg, "ps", "--json"))
     out["logs_tail"].append(kepler("-f", cfg, "logs", "--tail", "10"))
+    out["logs_all"].append(kepler("-f", cfg, "logs"))
     cpu0 = daemon_cpu_ms()
     out["stop"].append(kepler("-f", cfg, "stop", timeout=900))
     out["stop_cpu"].append(daemon_cpu_ms() - cpu0)
@@ -167,7 +168,7 @@ def run_all() -> dict:
     the 10k/1k ratios compare like with like."""
     configs = {n: str(config(n)) for n in SIZES}
     subtree = service_cgroups()
-    keys = ("start", "start_cpu", "ps", "ps_json", "logs_tail", "stop", "stop_cpu", "rss_mb")
+    keys = ("start", "start_cpu", "ps", "ps_json", "logs_tail", "logs_all", "stop", "stop_cpu", "rss_mb")
     keys += ("floor_start", "floor_stop") if FLOOR else ()
     raw = {n: {k: [] for k in keys} for n in SIZES}
     target, scratch = floor_target(subtree) if FLOOR else ("", None)
@@ -194,7 +195,7 @@ def run_all() -> dict:
 def main() -> None:
     results = run_all()
     keys = [("start", "ms"), ("start_cpu", "ms"), ("stop", "ms"), ("stop_cpu", "ms"), ("ps", "ms"),
-            ("ps_json", "ms"), ("logs_tail", "ms"), ("rss_mb", "MB")]
+            ("ps_json", "ms"), ("logs_tail", "ms"), ("logs_all", "ms"), ("rss_mb", "MB")]
     if FLOOR:
         keys += [("floor_start", "ms"), ("floor_stop", "ms")]
     print()

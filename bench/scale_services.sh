@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Scale benchmark: one config of N `sleep` services, N = 100, 1,000 and 10,000 (issue #16).
-# Times `start -d --wait`, `ps`, `ps --json`, `logs --tail`, `stop` (wall and daemon CPU), and the daemon's RSS with
-# all N running; prints the medians and the 10k/1k growth ratios against the targets. Repetitions
-# go round the sizes, so drift in the machine's speed weighs on every size alike.
+# Times `start -d --wait`, `ps`, `ps --json`, `logs --tail`, a whole `logs`, `stop` (wall and
+# daemon CPU), and the daemon's RSS with all N running; prints the medians and the 10k/1k growth
+# ratios against the targets. Repetitions go round the sizes, so drift in the machine's speed
+# weighs on every size alike.
 #   sudo bench/scale_services.sh [--reps N] [--sizes "100 1000 10000"] [--floor] [--logging]
 # --floor: after each measurement, the same start and stop with no supervisor (kernel_floor.c).
 # --logging: each service writes a line before it becomes the sleep, so each keeps a log file open.

@@ -3,11 +3,12 @@
 //! fails the services it has no descriptors for, saying which limit to
 //! raise, while everything else keeps working.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kepler_e2e::{niceness, niceness_at, pids_with_arg, wait_until, Kepler};
+use kepler_e2e::{niceness, niceness_at, pids_with_arg, wait_until, Kepler, Run};
 
 /// `CAP_SYS_RESOURCE`, which lets root raise a hard limit.
 const CAP_SYS_RESOURCE: libc::c_ulong = 24;
@@ -219,15 +220,7 @@ fn short_of_descriptors_the_excess_services_fail_naming_the_limit() {
     config.push_str(&sleepers(COUNT - 5, &marker)["services:\n".len()..]);
     kepler.write("many.yaml", &config);
     // Some fail, so the wait reports a failure.
-    kepler.kepler(&[
-        "-f",
-        "many.yaml",
-        "start",
-        "-d",
-        "--wait",
-        "--timeout",
-        "120s",
-    ]);
+    start_many(&kepler);
 
     let ps = kepler.ps("many.yaml");
     assert_eq!(ps.len(), COUNT);
@@ -268,10 +261,7 @@ fn short_of_descriptors_the_excess_services_fail_naming_the_limit() {
         kepler.wait_for_log("many.yaml", &format!("{name} is up"));
     }
 
-    kepler.kepler(&["-f", "many.yaml", "stop"]).success();
-    wait_until("every sleep to be gone", Duration::from_secs(30), || {
-        pids_with_arg(&marker).is_empty()
-    });
+    stop_many(&kepler, &marker);
     // With the descriptors back, a failed service starts.
     let name = ps
         .iter()
@@ -283,6 +273,27 @@ fn short_of_descriptors_the_excess_services_fail_naming_the_limit() {
         .success();
     assert_eq!(kepler.service("many.yaml", &name).status(), "running");
     kepler.kepler(&["-f", "many.yaml", "stop"]).success();
+}
+
+/// Starts `many.yaml` and waits for its services to be up.
+fn start_many(kepler: &Kepler) -> Run {
+    kepler.kepler(&[
+        "-f",
+        "many.yaml",
+        "start",
+        "-d",
+        "--wait",
+        "--timeout",
+        "120s",
+    ])
+}
+
+/// Stops `many.yaml` and waits for its `sleep <marker>`s to be gone.
+fn stop_many(kepler: &Kepler, marker: &str) {
+    kepler.kepler(&["-f", "many.yaml", "stop"]).success();
+    wait_until("every sleep to be gone", Duration::from_secs(30), || {
+        pids_with_arg(marker).is_empty()
+    });
 }
 
 /// Output pipes held by io_uring cost the daemon no descriptor: stuck at
@@ -299,22 +310,76 @@ fn pipes_held_by_io_uring_run_more_services_than_the_limit() {
     }
     let marker = marker(10);
     kepler.write("many.yaml", &sleepers(COUNT, &marker));
-    kepler
-        .kepler(&[
-            "-f",
-            "many.yaml",
-            "start",
-            "-d",
-            "--wait",
-            "--timeout",
-            "120s",
-        ])
-        .success();
+    start_many(&kepler).success();
     assert_eq!(pids_with_arg(&marker).len(), COUNT);
-    kepler.kepler(&["-f", "many.yaml", "stop"]).success();
-    wait_until("every sleep to be gone", Duration::from_secs(30), || {
-        pids_with_arg(&marker).is_empty()
+    stop_many(&kepler, &marker);
+}
+
+/// Reads over more streams than a daemon stuck at 1,024 open files could
+/// open at once next to the log files its services write (one per stream):
+/// a whole `logs`, a `--head` and a follow's backlog read the streams one at
+/// a time.
+#[test]
+fn logs_over_more_streams_than_descriptors_left_read_them_one_at_a_time() {
+    const COUNT: usize = 300;
+    let mut kepler = Kepler::new();
+    start_limited_daemon(&mut kepler, 1024, &[]);
+    let marker = marker(11);
+    let mut config = String::from("services:\n");
+    for i in 0..COUNT {
+        config.push_str(&format!(
+            "  s{i}:\n    command: [sh, -c, \"echo out s{i}; echo err s{i} >&2; exec sleep {marker}\"]\n"
+        ));
+    }
+    kepler.write("many.yaml", &config);
+    start_many(&kepler).success();
+    let stored = |text: &str| text.matches(" | out s").count() + text.matches(" | err s").count();
+    wait_until("every line to be stored", Duration::from_secs(60), || {
+        let tail = kepler.kepler(&["-f", "many.yaml", "logs", "--tail", "1000"]);
+        stored(&tail.success().stdout) == 2 * COUNT
     });
+
+    let all = kepler.logs("many.yaml", &[]);
+    assert_eq!(stored(&all), 2 * COUNT, "{}", &all[..all.len().min(500)]);
+    for i in [0, 1, 150, COUNT - 1] {
+        assert!(
+            all.contains(&format!("s{i} | out s{i}\n")),
+            "s{i}'s stdout line"
+        );
+        assert!(
+            all.contains(&format!("s{i} | err s{i}\n")),
+            "s{i}'s stderr line"
+        );
+    }
+    let head = kepler.logs("many.yaml", &["--head", "250"]);
+    assert_eq!(head.lines().count(), 250);
+    assert!(
+        all.starts_with(&head),
+        "the head is where the whole log starts"
+    );
+
+    let mut follower = kepler
+        .command("kepler")
+        .args(["-f", "many.yaml", "logs", "--follow", "--tail", "1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let backlog: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take(2 * COUNT)
+        .collect();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert_eq!(
+        backlog.len(),
+        2 * COUNT,
+        "the follow's backlog holds every line"
+    );
+    assert_eq!(backlog.join("\n") + "\n", all, "in the order `logs` gives");
+
+    stop_many(&kepler, &marker);
 }
 
 /// What `/proc/<pid>/autogroup` says of the niceness of the session's

@@ -17,7 +17,7 @@ use kepler_protocol::LogBatch;
 use super::backward;
 use super::dir::LogDir;
 use super::filter::LineFilter;
-use super::forward::{LogMerge, PageLimit, Window};
+use super::forward::{self, PageLimit, Window};
 use super::{LogError, Stream};
 
 pub struct Backlog {
@@ -30,6 +30,7 @@ pub struct Backlog {
     start: Option<u64>,
     /// Whether the tail held as many lines as were asked for.
     full: bool,
+    /// Sorted by service, then stream (see [`mark_of`]).
     streams: Vec<StreamMark>,
 }
 
@@ -57,7 +58,7 @@ impl Backlog {
         } else {
             backward::tail_window(&dir, services, n, include_hooks, filter)?
         };
-        let streams = match start {
+        let mut streams: Vec<StreamMark> = match start {
             None => Vec::new(),
             Some(_) => backward::newest_per_stream(&dir, services)?
                 .into_iter()
@@ -69,6 +70,7 @@ impl Backlog {
                 })
                 .collect(),
         };
+        streams.sort_unstable_by(|a, b| (&a.service, a.stream).cmp(&(&b.service, b.stream)));
         Ok(Backlog {
             dir,
             services: services.to_vec(),
@@ -99,15 +101,14 @@ impl Backlog {
             return Ok(None);
         };
         let streams = &self.streams;
-        let mut merge = LogMerge::open(
+        let mut batch = LogBatch::new();
+        let page = forward::read_page(
             &self.dir,
             &self.services,
             self.include_hooks,
             &self.filter,
             |service, stream| {
-                let mark = streams
-                    .iter()
-                    .find(|m| m.stream == stream && m.service == service)?;
+                let mark = &streams[mark_of(streams, service, stream)?];
                 let after = mark.after.or(start.checked_sub(1));
                 after
                     .is_none_or(|after| after < mark.until)
@@ -116,20 +117,23 @@ impl Backlog {
                         until: mark.until,
                     })
             },
+            &mut batch,
+            limit,
         )?;
-        let mut batch = LogBatch::new();
-        merge.fill(&mut batch, limit);
-        for source in merge.sources() {
-            if let Some(taken) = source.last_taken {
-                if let Some(mark) = self
-                    .streams
-                    .iter_mut()
-                    .find(|m| m.stream == source.stream && m.service == source.service)
-                {
-                    mark.after = Some(taken);
-                }
+        for (service, stream, taken) in page.taken {
+            if let Some(i) = mark_of(&self.streams, &service, stream) {
+                self.streams[i].after = Some(taken);
             }
         }
         Ok((!batch.is_empty()).then_some(batch))
     }
+}
+
+/// Where the mark of one stream is in `marks` (sorted by service, then
+/// stream): a page asks this for every stream, thousands of them with as
+/// many services.
+fn mark_of(marks: &[StreamMark], service: &str, stream: Stream) -> Option<usize> {
+    marks
+        .binary_search_by(|m| (m.service.as_str(), m.stream).cmp(&(service, stream)))
+        .ok()
 }

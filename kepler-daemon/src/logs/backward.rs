@@ -19,7 +19,7 @@ use super::dir::LogDir;
 use super::filter::LineFilter;
 use super::record::{self, Record};
 use super::search;
-use super::segments::{self, StreamFiles};
+use super::segments::{self, StreamFiles, MERGE_STREAMS};
 use super::{LogError, LogLine, Stream};
 
 /// Bytes read per step when walking a file backwards.
@@ -263,10 +263,6 @@ impl Ord for Newest {
         self.0.cmp(&other.0)
     }
 }
-
-/// Above this many streams, a walk holds one stream's files at a time
-/// instead of all of them (see [`walk_newest`]).
-const MERGE_STREAMS: usize = 256;
 
 /// Hands the newest `n` wanted records of the selected services to `take`
 /// (with the record's service and stream), newest first, merged over every

@@ -17,7 +17,7 @@ use kepler_protocol::LogBatch;
 
 use super::dir::LogDir;
 use super::filter::LineFilter;
-use super::forward::{self, PageLimit};
+use super::forward::{self, PageLimit, Window};
 use super::{lock, LogError};
 
 pub const CURSOR_IDLE: Duration = Duration::from_secs(60);
@@ -201,9 +201,6 @@ impl CursorRegistry {
                 n,
             )
         };
-        // Read without holding the table: other cursors stay usable.
-        let mut merge =
-            forward::read_matching(&self.dir, &services, include_hooks, &filter, after)?;
         // Room for a page of typical lines up front: growing a multi-megabyte
         // buffer line by line showed in profiles.
         let mut lines = LogBatch::with_capacity(n.min(PAGE_LINES_RESERVED), PAGE_TEXT_RESERVED);
@@ -211,8 +208,21 @@ impl CursorRegistry {
             lines: n,
             text_bytes: PAGE_TEXT_BYTES,
         };
-        let last = merge.fill(&mut lines, limit);
-        let mut more = merge.has_more();
+        // Read without holding the table: other cursors stay usable.
+        let window = Window {
+            after,
+            until: u64::MAX,
+        };
+        let page = forward::read_page(
+            &self.dir,
+            &services,
+            include_hooks,
+            &filter,
+            |_, _| Some(window),
+            &mut lines,
+            limit,
+        )?;
+        let (last, mut more) = (page.last, page.more);
         if let Some(cursor) = lock(&self.table).cursors.get_mut(&id.0) {
             if let Some(last) = last {
                 cursor.after = Some(last);

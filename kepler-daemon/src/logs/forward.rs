@@ -4,9 +4,13 @@
 //! are merged by timestamp with a heap. Memory is one buffer per stream that
 //! has records, sized to what it holds (a few KiB for a small file, at most
 //! [`FORWARD_BUFFER_MAX`]).
+//!
+//! A page over more than [`MERGE_STREAMS`] streams reads them one at a time
+//! instead (see [`read_page`]), so it never holds more than one stream's
+//! files open.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -16,7 +20,7 @@ use super::dir::LogDir;
 use super::filter::LineFilter;
 use super::record::{self, Record};
 use super::search;
-use super::segments::{self, StreamFiles};
+use super::segments::{self, StreamFiles, MERGE_STREAMS};
 use super::{LogError, LogLine, Stream};
 
 /// A buffer's first size: enough for many records, small for many files.
@@ -278,26 +282,22 @@ impl LogMerge {
         services: &[String],
         include_hooks: bool,
         filter: &LineFilter,
-        mut window_of: impl FnMut(&str, Stream) -> Option<Window>,
+        window_of: impl FnMut(&str, Stream) -> Option<Window>,
+    ) -> Result<LogMerge, LogError> {
+        let windows = stream_windows(dir, services, filter, window_of)?;
+        LogMerge::over(dir, &windows, include_hooks, filter)
+    }
+
+    /// Opens every stream of `windows` at once.
+    fn over(
+        dir: &LogDir,
+        windows: &[StreamWindow],
+        include_hooks: bool,
+        filter: &LineFilter,
     ) -> Result<LogMerge, LogError> {
         let mut sources = Vec::new();
-        for (service, stream) in segments::select(dir, services)? {
-            let Some(window) = window_of(&service, stream).map(|w| filter.narrow(w)) else {
-                continue;
-            };
-            if window.after.is_some_and(|after| after >= window.until) {
-                continue;
-            }
-            let files = segments::open_stream(dir, &service, stream)?;
-            if files.files.is_empty() {
-                continue;
-            }
-            let path = dir.display_path(&service);
-            let source = ForwardSource::open(files, window, include_hooks, filter)
-                .map_err(super::io_error(&path))?;
-            if source.current.is_some() {
-                sources.push(source);
-            }
+        for window in windows {
+            sources.extend(window.open(dir, include_hooks, filter)?);
         }
         let order = sources
             .iter()
@@ -341,31 +341,236 @@ impl LogMerge {
             let source = &mut self.sources[i];
             let rec = source.record().expect("a queued source has a record");
             let (ts, hook) = (rec.timestamp_us, rec.hook);
-            let known = ids[i]
-                .iter()
-                .find(|(h, _)| h.as_deref() == hook)
-                .map(|(_, id)| *id);
-            let id = match known {
-                Some(id) => id,
-                None => {
-                    let id = batch.add_source(LogSource {
-                        service: source.service.clone(),
-                        hook: hook.map(|h| String::from_utf8_lossy(h).into_owned()),
-                        stderr: source.stream == Stream::Stderr,
-                        // Set by whoever sends the page, who knows the config.
-                        show_time: false,
-                        replica: None,
-                    });
-                    ids[i].push((hook.map(Into::into), id));
-                    id
-                }
-            };
+            let id = origin_id(&mut ids[i], batch, &source.service, source.stream, hook);
             batch.push_line(id, ts, rec.payload);
             last = Some(ts);
             source.advance();
             self.requeue(i);
         }
         last
+    }
+}
+
+/// The batch source id of one origin of a stream, registered on first use.
+fn origin_id(
+    ids: &mut OriginIds,
+    batch: &mut LogBatch,
+    service: &str,
+    stream: Stream,
+    hook: Option<&[u8]>,
+) -> u32 {
+    if let Some((_, id)) = ids.iter().find(|(h, _)| h.as_deref() == hook) {
+        return *id;
+    }
+    let id = batch.add_source(LogSource {
+        service: service.to_string(),
+        hook: hook.map(|h| String::from_utf8_lossy(h).into_owned()),
+        stderr: stream == Stream::Stderr,
+        // Set by whoever sends the page, who knows the config.
+        show_time: false,
+        replica: None,
+    });
+    ids.push((hook.map(Into::into), id));
+    id
+}
+
+/// One selected stream and the window a read covers of it.
+struct StreamWindow {
+    service: String,
+    stream: Stream,
+    window: Window,
+}
+
+impl StreamWindow {
+    /// The stream at its first wanted record; `None` when it has none.
+    fn open(
+        &self,
+        dir: &LogDir,
+        include_hooks: bool,
+        filter: &LineFilter,
+    ) -> Result<Option<ForwardSource>, LogError> {
+        let files = segments::open_stream(dir, &self.service, self.stream)?;
+        if files.files.is_empty() {
+            return Ok(None);
+        }
+        let path = dir.display_path(&self.service);
+        let source = ForwardSource::open(files, self.window, include_hooks, filter)
+            .map_err(super::io_error(&path))?;
+        Ok(source.current.is_some().then_some(source))
+    }
+}
+
+/// The selected streams with the window `window_of` gives each (`None`:
+/// skip it), narrowed to `filter`'s; empty windows are left out.
+fn stream_windows(
+    dir: &LogDir,
+    services: &[String],
+    filter: &LineFilter,
+    mut window_of: impl FnMut(&str, Stream) -> Option<Window>,
+) -> Result<Vec<StreamWindow>, LogError> {
+    Ok(segments::select(dir, services)?
+        .into_iter()
+        .filter_map(|(service, stream)| {
+            let window = filter.narrow(window_of(&service, stream)?);
+            let empty = window.after.is_some_and(|after| after >= window.until);
+            (!empty).then_some(StreamWindow {
+                service,
+                stream,
+                window,
+            })
+        })
+        .collect())
+}
+
+/// What [`read_page`] read.
+pub(crate) struct PageRead {
+    /// The timestamp of the page's last line.
+    pub(crate) last: Option<u64>,
+    /// Lines inside the windows are left after the page.
+    pub(crate) more: bool,
+    /// Per stream the page took lines from: the timestamp of its last one.
+    pub(crate) taken: Vec<(String, Stream, u64)>,
+}
+
+/// Moves the oldest lines of the selected streams, each inside the window
+/// `window_of` gives it and kept by `filter`, into the empty `batch` until
+/// `limit`: the lines [`LogMerge::fill`] would move.
+///
+/// Up to [`MERGE_STREAMS`] streams are merged with all their files open.
+/// Over more, each stream in turn is read while its lines would still fall
+/// inside the page, and closed: one stream's files are open at a time, and
+/// memory follows the page.
+pub(crate) fn read_page(
+    dir: &LogDir,
+    services: &[String],
+    include_hooks: bool,
+    filter: &LineFilter,
+    window_of: impl FnMut(&str, Stream) -> Option<Window>,
+    batch: &mut LogBatch,
+    limit: PageLimit,
+) -> Result<PageRead, LogError> {
+    let windows = stream_windows(dir, services, filter, window_of)?;
+    if windows.len() <= MERGE_STREAMS {
+        let mut merge = LogMerge::over(dir, &windows, include_hooks, filter)?;
+        let last = merge.fill(batch, limit);
+        let taken = merge
+            .sources()
+            .filter_map(|s| Some((s.service.clone(), s.stream, s.last_taken?)))
+            .collect();
+        return Ok(PageRead {
+            last,
+            more: merge.has_more(),
+            taken,
+        });
+    }
+    let mut page = OldestLines::new(limit);
+    let mut more = false;
+    for (index, window) in windows.iter().enumerate() {
+        let Some(mut source) = window.open(dir, include_hooks, filter)? else {
+            continue;
+        };
+        while let Some(rec) = source.record() {
+            let key = (rec.timestamp_us, index);
+            if !page.admits(key) {
+                // The rest of this stream is newer still.
+                more = true;
+                break;
+            }
+            more |= page.keep(key, rec.hook, rec.payload);
+            source.advance();
+        }
+    }
+    Ok(page.into_batch(&windows, batch, more))
+}
+
+/// The oldest lines read so far, as many as one page takes: ordered by
+/// timestamp, then by stream (the order a merge hands them out in).
+struct OldestLines {
+    limit: PageLimit,
+    lines: BTreeMap<(u64, usize), KeptLine>,
+    /// Bytes of payload in `lines`.
+    text: usize,
+}
+
+struct KeptLine {
+    hook: Option<Box<[u8]>>,
+    payload: Box<[u8]>,
+}
+
+impl OldestLines {
+    fn new(limit: PageLimit) -> Self {
+        OldestLines {
+            limit,
+            lines: BTreeMap::new(),
+            text: 0,
+        }
+    }
+
+    /// Whether the lines kept make a whole page already (as
+    /// [`LogMerge::fill`] judges it: a page holds at least one line).
+    fn full(&self) -> bool {
+        self.lines.len() >= self.limit.lines
+            || (!self.lines.is_empty() && self.text >= self.limit.text_bytes)
+    }
+
+    /// Whether a line at `key` would be in the page.
+    fn admits(&self, key: (u64, usize)) -> bool {
+        !self.full()
+            || self
+                .lines
+                .last_key_value()
+                .is_some_and(|(last, _)| key < *last)
+    }
+
+    /// Keeps a line, then drops the newest lines the page no longer needs;
+    /// returns whether any was dropped.
+    fn keep(&mut self, key: (u64, usize), hook: Option<&[u8]>, payload: &[u8]) -> bool {
+        self.text += payload.len();
+        self.lines.insert(
+            key,
+            KeptLine {
+                hook: hook.map(Into::into),
+                payload: payload.into(),
+            },
+        );
+        let mut dropped = false;
+        while let Some((_, newest)) = self.lines.last_key_value() {
+            let (before, text_before) = (self.lines.len() - 1, self.text - newest.payload.len());
+            let page_without_it =
+                before >= self.limit.lines || (before > 0 && text_before >= self.limit.text_bytes);
+            if !page_without_it {
+                break;
+            }
+            self.lines.pop_last();
+            self.text = text_before;
+            dropped = true;
+        }
+        dropped
+    }
+
+    fn into_batch(self, windows: &[StreamWindow], batch: &mut LogBatch, more: bool) -> PageRead {
+        let mut ids: HashMap<usize, OriginIds> = HashMap::new();
+        let mut taken: HashMap<usize, u64> = HashMap::new();
+        let mut last = None;
+        for ((ts, index), line) in self.lines {
+            let window = &windows[index];
+            let origins = ids.entry(index).or_default();
+            let id = origin_id(
+                origins,
+                batch,
+                &window.service,
+                window.stream,
+                line.hook.as_deref(),
+            );
+            batch.push_line(id, ts, &line.payload);
+            taken.insert(index, ts);
+            last = Some(ts);
+        }
+        let taken = taken
+            .into_iter()
+            .map(|(index, ts)| (windows[index].service.clone(), windows[index].stream, ts))
+            .collect();
+        PageRead { last, more, taken }
     }
 }
 
@@ -447,10 +652,10 @@ mod tests {
     use super::*;
     use crate::logs::record::encode;
 
-    fn dir_with(files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, LogDir) {
+    fn dir_with(files: &[(impl AsRef<str>, Vec<u8>)]) -> (tempfile::TempDir, LogDir) {
         let tmp = tempfile::tempdir().expect("tempdir");
         for (name, data) in files {
-            std::fs::write(tmp.path().join(name), data).expect("write");
+            std::fs::write(tmp.path().join(name.as_ref()), data).expect("write");
         }
         let dir = LogDir::open(tmp.path()).expect("open");
         (tmp, dir)
@@ -533,6 +738,115 @@ mod tests {
         .expect("open");
         let stamps: Vec<u64> = merge.map(|l| l.timestamp_us).collect();
         assert_eq!(stamps, [1, 3, 4, 6]);
+    }
+
+    #[test]
+    fn over_many_streams_a_page_holds_one_stream_open_and_reads_what_a_merge_reads() {
+        // More streams than a merge may hold open; timestamps tie across
+        // streams, lines sit in previous segments too, some are hooks', and
+        // their lengths vary so the byte limit ends pages.
+        let streams = MERGE_STREAMS + 44;
+        let mut files = Vec::new();
+        for s in 0..streams {
+            let (mut current, mut previous) = (Vec::new(), Vec::new());
+            for k in 0..8u64 {
+                let ts = 1 + k * 7 + (s as u64 * 13) % 50;
+                let tag: &[u8] = if (ts + k).is_multiple_of(5) {
+                    b"pre_start"
+                } else {
+                    b"-"
+                };
+                let file = if k < 3 { &mut previous } else { &mut current };
+                let text = format!("s{s} line {k} {}", "x".repeat((s * 31 + k as usize) % 90));
+                encode(file, ts, tag, text.as_bytes());
+            }
+            files.push((format!("s{s}.stdout.log"), current));
+            files.push((format!("s{s}.stdout.log.1"), previous));
+        }
+        let (_tmp, dir) = dir_with(&files);
+        // Each stream ends at its own timestamp, as a follow's backlog does.
+        let window = |after: Option<u64>| {
+            move |service: &str, _| {
+                let s: u64 = service[1..].parse().expect("numbered");
+                let until = if s.is_multiple_of(10) {
+                    30 + s % 20
+                } else {
+                    u64::MAX
+                };
+                Some(Window { after, until })
+            }
+        };
+        let everything = LineFilter::everything();
+        for (lines, text_bytes, hooks) in [
+            (1, usize::MAX, true),
+            (37, usize::MAX, true),
+            (37, usize::MAX, false),
+            (500, 700, true),
+            (10_000, usize::MAX, true),
+            (0, usize::MAX, true),
+        ] {
+            let limit = PageLimit { lines, text_bytes };
+            let (mut after, mut pages, mut total) = (None, 0, 0);
+            // A page at a time, as a cursor goes; the smallest pages only
+            // over the first few dozen.
+            while pages < 60 {
+                let windows =
+                    stream_windows(&dir, &[], &everything, window(after)).expect("select");
+                assert!(
+                    windows.len() > MERGE_STREAMS,
+                    "the page is read one stream at a time"
+                );
+                let mut merge =
+                    LogMerge::open(&dir, &[], hooks, &everything, window(after)).expect("merge");
+                let mut merged = LogBatch::new();
+                let merged_last = merge.fill(&mut merged, limit);
+                let mut merged_taken: Vec<(String, Stream, u64)> = merge
+                    .sources()
+                    .filter_map(|s| Some((s.service.clone(), s.stream, s.last_taken?)))
+                    .collect();
+
+                let mut read = LogBatch::new();
+                let mut page = read_page(
+                    &dir,
+                    &[],
+                    hooks,
+                    &everything,
+                    window(after),
+                    &mut read,
+                    limit,
+                )
+                .expect("page");
+                let case =
+                    format!("lines {lines}, bytes {text_bytes}, hooks {hooks}, page {pages}");
+                assert_eq!(read.to_lines(), merged.to_lines(), "{case}");
+                assert_eq!(page.last, merged_last, "{case}");
+                assert_eq!(page.more, merge.has_more(), "{case}");
+                page.taken.sort();
+                merged_taken.sort();
+                assert_eq!(page.taken, merged_taken, "{case}");
+                assert!(read.len() <= lines.max(1));
+
+                total += read.len();
+                pages += 1;
+                if !page.more || page.last.is_none() {
+                    break;
+                }
+                after = page.last;
+            }
+            if lines == 10_000 {
+                assert_eq!(pages, 1);
+                assert!(
+                    total > 5 * streams,
+                    "every line but the cut-off ones: {total}"
+                );
+            }
+            if let Some(fewest_pages) = total.checked_div(lines) {
+                assert!(total > 0 && pages >= fewest_pages);
+            }
+            if lines == 37 && hooks {
+                assert!(pages > 30, "many pages follow one another: {pages}");
+            }
+        }
     }
 
     #[test]

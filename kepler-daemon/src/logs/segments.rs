@@ -18,6 +18,11 @@ use super::dir::{file_id, LogDir};
 use super::record::{self, Segment};
 use super::{LogError, Stream};
 
+/// Above this many streams, a read over them holds one stream's files at a
+/// time instead of all of them (a merge holds two descriptors and a block
+/// per stream: for ten thousand services, more than a daemon may have open).
+pub(crate) const MERGE_STREAMS: usize = 256;
+
 /// Attempts at a consistent view before settling for the current segment.
 const OPEN_ATTEMPTS: usize = 8;
 
