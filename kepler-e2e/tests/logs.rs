@@ -275,6 +275,36 @@ fn retention_defaults_clear_on_stop_and_retain_on_restart_and_exit() {
     );
 }
 
+/// The lines a service wrote under an earlier daemon are cleared by a stop
+/// under this one, even when it wrote nothing new in between.
+#[test]
+fn a_stop_clears_lines_written_under_an_earlier_daemon() {
+    let mut kepler = Kepler::started();
+    let command = "command: [\"sh\", \"-c\", \"[ -e quiet ] || echo old-line; exec sleep 1000\"]";
+    kepler.write(
+        "kepler.yaml",
+        &format!("services:\n  app:\n    {command}\n    logs:\n      retention:\n        on_stop: retain\n"),
+    );
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    wait_for_log_line(&kepler, "app | old-line");
+    kepler.kepler(&["stop"]).success();
+    kepler.signal_daemon(Signal::SIGTERM);
+    assert_eq!(kepler.wait_daemon_exit(), Some(0));
+
+    // Quiet from now on, and back to the default: clear on stop.
+    kepler.write("quiet", "");
+    kepler.write(
+        "kepler.yaml",
+        &format!("services:\n  app:\n    {command}\n"),
+    );
+    kepler.start_daemon();
+    kepler.kepler(&["recreate"]).success();
+    kepler.kepler(&["start", "-d", "--wait"]).success();
+    assert_eq!(lines_of(&kepler.kepler(&["logs"])), ["app | old-line"]);
+    kepler.kepler(&["stop"]).success();
+    assert_eq!(kepler.kepler(&["logs"]).stdout, "", "on_stop: clear");
+}
+
 #[test]
 fn retention_policies_can_be_turned_around() {
     let kepler = Kepler::started();

@@ -415,13 +415,7 @@ async fn cursors_per_config_are_bounded() {
 
 #[tokio::test]
 async fn timestamps_stay_unique_and_ordered_across_a_daemon_restart() {
-    let (dir, store) = store();
-    let (mut tx, pump) = stdout_pump(&store, "web");
-    tx.write_all(numbered(1..=1000).as_bytes()).await.unwrap();
-    finish(tx, pump).await;
-    drop(store);
-
-    let store = LogStore::open(dir.path().join("logs")).unwrap();
+    let (_dir, store) = reopened_after_writing(1..=1000).await;
     let (mut tx, pump) = stdout_pump(&store, "web");
     tx.write_all(numbered(1001..=1010).as_bytes())
         .await
@@ -436,4 +430,57 @@ async fn timestamps_stay_unique_and_ordered_across_a_daemon_restart() {
         lines.iter().map(number_of).collect::<Vec<_>>(),
         (1..=1010).collect::<Vec<_>>()
     );
+}
+
+/// A stop clears a service's logs by default, and most services never write:
+/// clearing a stream with no lines must not skip the lines an earlier daemon
+/// left, which this store's writer has not seen written.
+#[tokio::test]
+async fn a_clear_empties_lines_an_earlier_store_left_before_any_new_write() {
+    // A daemon started again: the service runs and writes nothing, then stops.
+    let (_dir, store) = reopened_after_writing(1..=20).await;
+    let (tx, pump) = stdout_pump(&store, "web");
+    let (quiet_tx, quiet_pump) = stdout_pump(&store, "quiet");
+    finish(tx, pump).await;
+    finish(quiet_tx, quiet_pump).await;
+    assert_eq!(records_in(&stdout_path(&store, "web")).len(), 20);
+    let clearer = store.clone();
+    tokio::task::spawn_blocking(move || {
+        clearer.clear("web")?;
+        clearer.clear("quiet")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(records_in(&stdout_path(&store, "web")).is_empty());
+    assert!(logs::read_all(store.dir(), &[], true)
+        .unwrap()
+        .next()
+        .is_none());
+
+    // Written after the clear, cleared again.
+    let (mut tx, pump) = stdout_pump(&store, "quiet");
+    tx.write_all(numbered(21..=22).as_bytes()).await.unwrap();
+    finish(tx, pump).await;
+    assert_eq!(records_in(&stdout_path(&store, "quiet")).len(), 2);
+    let clearer = store.clone();
+    tokio::task::spawn_blocking(move || clearer.clear("quiet"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(records_in(&stdout_path(&store, "quiet")).is_empty());
+}
+
+/// A store opened again (a daemon started again) on the directory where an
+/// earlier store wrote `lines` to web's stdout.
+async fn reopened_after_writing(
+    lines: std::ops::RangeInclusive<u32>,
+) -> (tempfile::TempDir, LogStore) {
+    let (dir, store) = store();
+    let (mut tx, pump) = stdout_pump(&store, "web");
+    tx.write_all(numbered(lines).as_bytes()).await.unwrap();
+    finish(tx, pump).await;
+    drop(store);
+    let store = LogStore::open(dir.path().join("logs")).expect("open store");
+    (dir, store)
 }

@@ -37,6 +37,7 @@ pub(crate) mod search;
 pub mod segments;
 pub mod writer;
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -193,6 +194,9 @@ pub(crate) struct StoreInner {
     /// An `IndexMap`, which keeps each key's hash: growing it to 20,000
     /// streams does not hash every name again.
     pub(crate) writers: Mutex<IndexMap<(String, Stream), SharedWriter>>,
+    /// Streams that had files when the store opened and have no writer
+    /// yet: a writer learns from this whether its stream holds lines.
+    found_on_disk: Mutex<HashSet<(String, Stream)>>,
     pub(crate) publisher: Arc<Publisher>,
     /// Bumped after every write that reached a file, so tests and tools can
     /// wait for "it is on disk" as an event.
@@ -213,10 +217,12 @@ impl LogStore {
     pub fn in_dir(dir: LogDir) -> Result<LogStore, LogError> {
         let dir = Arc::new(dir);
         let newest = backward::newest_timestamp(&dir)?;
+        let found_on_disk = log_files(&dir)?.into_iter().collect();
         Ok(LogStore {
             inner: Arc::new(StoreInner {
                 clock: LogClock::starting_after(newest),
                 writers: Mutex::new(IndexMap::new()),
+                found_on_disk: Mutex::new(found_on_disk),
                 publisher: Publisher::new(),
                 written: watch::channel(0).0,
                 cursors: CursorRegistry::new(dir.clone()),
@@ -280,13 +286,16 @@ impl LogStore {
             );
             return None;
         };
+        let key = (service.to_string(), stream);
+        let on_disk = lock(&self.inner.found_on_disk).remove(&key);
         let writer = Arc::new(Mutex::new(FileWriter::new(
             self.inner.dir.clone(),
             current,
             previous,
             settings,
+            on_disk,
         )));
-        writers.insert((service.to_string(), stream), writer.clone());
+        writers.insert(key, writer.clone());
         Some(writer)
     }
 

@@ -82,16 +82,23 @@ pub(crate) struct FileWriter {
     /// Bytes written to the stream's files by this daemon, for the metrics
     /// endpoint.
     written_total: u64,
+    /// The stream's files may hold lines: they were there when the store
+    /// opened, or this writer (their only writer) has opened them since.
+    /// A clear of a stream that holds none touches no file: a stop clears
+    /// every service's logs by default, most of them never written.
+    may_hold_lines: bool,
 }
 
 impl FileWriter {
     /// A writer of the stream whose segments are named `current` and
     /// `previous` in `dir`; nothing is opened until the first write.
+    /// `on_disk`: whether either segment existed when the store opened.
     pub(crate) fn new(
         dir: Arc<LogDir>,
         current: String,
         previous: String,
         settings: &LogSettings,
+        on_disk: bool,
     ) -> Self {
         let mut writer = FileWriter {
             dir,
@@ -105,6 +112,7 @@ impl FileWriter {
             bounded: false,
             failing: false,
             written_total: 0,
+            may_hold_lines: on_disk,
         };
         writer.configure(settings);
         writer
@@ -264,6 +272,7 @@ impl FileWriter {
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), LogError> {
         let err = self.error(&self.current);
         let file = self.file.as_mut().expect("opened before writing");
+        self.may_hold_lines = true;
         file.write_all(bytes).map_err(err)?;
         self.len += bytes.len() as u64;
         self.written_total += bytes.len() as u64;
@@ -286,6 +295,7 @@ impl FileWriter {
             .map_err(self.error(&self.current))?;
         // Kept while the service runs: out of the way of spawns.
         let file = File::from(crate::process::descriptors::keep_high(file.into()));
+        self.may_hold_lines = true;
         self.len = file.metadata().map_err(self.error(&self.current))?.len();
         self.file = Some(file);
         if !self.bounded {
@@ -360,6 +370,9 @@ impl FileWriter {
     /// and empties the current one in place (readers holding it see it end).
     pub(crate) fn clear(&mut self) -> Result<(), LogError> {
         self.pending.clear();
+        if !self.may_hold_lines {
+            return Ok(());
+        }
         self.dir
             .remove(&self.previous)
             .map_err(self.error(&self.previous))?;
@@ -368,6 +381,7 @@ impl FileWriter {
             None => truncate(&self.dir, &self.current)?,
         }
         self.len = 0;
+        self.may_hold_lines = false;
         Ok(())
     }
 }
@@ -433,6 +447,7 @@ mod tests {
             "w.stdout.log".into(),
             "w.stdout.log.1".into(),
             &settings,
+            true,
         )
     }
 
