@@ -324,6 +324,13 @@ fn logs_over_more_streams_than_descriptors_left_read_them_one_at_a_time() {
     const COUNT: usize = 300;
     let mut kepler = Kepler::new();
     start_limited_daemon(&mut kepler, 1024, &[]);
+    let status = daemon_status(&kepler);
+    if !status.contains("held by io_uring") {
+        // Without io_uring each service also holds its two pipes: 1,024
+        // descriptors no longer leave room for the services themselves.
+        eprintln!("SKIP: output pipes are not held by io_uring here: {status}");
+        return;
+    }
     let marker = marker(11);
     let mut config = String::from("services:\n");
     for i in 0..COUNT {
