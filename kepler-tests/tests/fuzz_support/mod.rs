@@ -13,7 +13,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Debug;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +23,11 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, Test
 
 /// How long one input may run before it counts as a hang.
 pub const HANG_LIMIT: Duration = Duration::from_secs(5);
-/// Memory held by the whole test process above which an input counts as a
-/// runaway allocation (checked by the watchdog, so it may overshoot a bit).
+/// Memory held by the thread that runs a target's inputs above which the
+/// input in flight counts as a runaway allocation (checked by the watchdog,
+/// so it may overshoot a bit). Counted per thread, not for the process: a
+/// target's tests run side by side, and one input's allocation must not be
+/// blamed on another test's input.
 pub const MEMORY_LIMIT: usize = 1 << 30;
 /// Last resort: the allocator refuses to go past this, which aborts the
 /// process rather than let an input eat the machine.
@@ -45,6 +48,9 @@ thread_local! {
     // the allocator (no lazy init that would allocate).
     static THREAD_LIVE: Cell<isize> = const { Cell::new(0) };
     static THREAD_PEAK: Cell<isize> = const { Cell::new(0) };
+    /// Where this thread's live bytes are also published for a watchdog
+    /// (null: nowhere).
+    static THREAD_WATCHED: Cell<*const AtomicIsize> = const { Cell::new(std::ptr::null()) };
 }
 
 fn account(delta: isize) {
@@ -53,6 +59,25 @@ fn account(delta: isize) {
         live.set(now);
         let _ = THREAD_PEAK.try_with(|peak| peak.set(peak.get().max(now)));
     });
+    let _ = THREAD_WATCHED.try_with(|watched| {
+        // SAFETY: only ever set to a leaked, never freed counter.
+        if let Some(counter) = unsafe { watched.get().as_ref() } {
+            counter.fetch_add(delta, Ordering::Relaxed);
+        }
+    });
+}
+
+/// A counter of the live bytes of the calling thread from now on, for its
+/// watchdog. Leaked: the allocator may touch it until the thread ends.
+fn watch_this_thread() -> &'static AtomicIsize {
+    let counter: &'static AtomicIsize = Box::leak(Box::new(AtomicIsize::new(0)));
+    THREAD_WATCHED.with(|watched| watched.set(counter));
+    counter
+}
+
+/// Stops publishing the calling thread's live bytes.
+fn unwatch_this_thread() {
+    THREAD_WATCHED.with(|watched| watched.set(std::ptr::null()));
 }
 
 unsafe impl GlobalAlloc for CountingAllocator {
@@ -133,13 +158,15 @@ struct Watchdog<V> {
 }
 
 impl<V: Debug + Send + 'static> Watchdog<V> {
+    /// Watches the inputs the calling thread runs.
     fn start(target: &'static str, seed: u64) -> Self {
         let (beats, rx) = mpsc::channel();
         let current = Arc::new(Mutex::new(None));
         let input = current.clone();
+        let live = watch_this_thread();
         std::thread::Builder::new()
             .name(format!("{target}-watchdog"))
-            .spawn(move || watch(target, seed, rx, input))
+            .spawn(move || watch(target, seed, rx, input, live))
             .expect("cannot start the fuzz watchdog");
         Self { beats, current }
     }
@@ -154,11 +181,19 @@ impl<V: Debug + Send + 'static> Watchdog<V> {
     }
 }
 
+impl<V> Drop for Watchdog<V> {
+    fn drop(&mut self) {
+        // The counter stays (leaked); this thread just stops feeding it.
+        unwatch_this_thread();
+    }
+}
+
 fn watch<V: Debug>(
     target: &str,
     seed: u64,
     beats: mpsc::Receiver<Beat>,
     current: Arc<Mutex<Option<V>>>,
+    thread_live: &AtomicIsize,
 ) {
     // Memory is sampled on a short tick: the allocator cannot report by
     // itself (printing would allocate inside the allocator).
@@ -175,14 +210,14 @@ fn watch<V: Debug>(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let live = LIVE_BYTES.load(Ordering::Relaxed);
+        let live = thread_live.load(Ordering::Relaxed).max(0) as usize;
         let hung = running_since.is_some_and(|since| since.elapsed() > HANG_LIMIT);
         if hung || (running_since.is_some() && live > MEMORY_LIMIT) {
             let what = if hung {
                 format!("ran longer than {HANG_LIMIT:?}")
             } else {
                 format!(
-                    "holds {} MiB (limit {} MiB)",
+                    "holds {} MiB on its thread (limit {} MiB)",
                     live >> 20,
                     MEMORY_LIMIT >> 20
                 )
