@@ -500,6 +500,28 @@ fn exponential_aliases_are_refused_or_stay_small() {
     guarded("config/exponential-aliases", &input, || check_bake(&input)).unwrap();
 }
 
+/// Each entry doubles the one before (`A1=${A0}${A0}`, ...): 40 of them
+/// would make a terabyte. The bake stops at the first value longer than one
+/// process could be given, names it, and holds little memory on the way.
+#[test]
+fn doubling_environment_entries_are_refused_at_the_kernels_string_limit() {
+    let mut text = String::from(
+        "services:\n  web:\n    command: [\"./web\"]\n    environment:\n      - A0=xxxxxxxxxxxxxxxx\n",
+    );
+    for i in 1..=40 {
+        text.push_str(&format!("      - A{i}=${{A{}}}${{A{}}}\n", i - 1, i - 1));
+    }
+    let input = hostile(text);
+    let (outcome, peak) = guarded("config/doubling-environment", &input, || {
+        peak_allocation(|| bake_source(&input.path, input.text.clone(), sys_env()))
+    });
+    let message = outcome.expect_err("refused").to_string();
+    // 16 bytes doubled 13 times is 128 KiB, the largest allowed; A14 is over.
+    assert!(message.contains("environment[14]"), "{message}");
+    assert!(message.contains("more than 128 KiB"), "{message}");
+    assert!(peak < 8 << 20, "held {} KiB at once", peak >> 10);
+}
+
 #[test]
 fn deeply_nested_lists_fail_cleanly() {
     // Each `- ` opens a list inside the previous one.

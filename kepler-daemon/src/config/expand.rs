@@ -8,8 +8,19 @@
 
 use std::collections::BTreeMap;
 
+/// The longest text an expansion may produce: what the kernel accepts for
+/// one argument or environment string (`MAX_ARG_STRLEN`). Nothing longer
+/// can reach a process, and without a bound a few lines of
+/// `B=${A}${A}`, `C=${B}${B}`, ... would double their way to gigabytes.
+pub const MAX_EXPANDED_BYTES: usize = 128 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandError {
+    #[error(
+        "expands to more than {} KiB, more than the kernel passes to a process as one argument or environment variable; shorten it, or pass the data in a file",
+        MAX_EXPANDED_BYTES / 1024
+    )]
+    TooLong,
     #[error("unterminated `${{` in `{0}`; close it with `}}` or write `$$` for a literal `$`")]
     Unterminated(String),
     #[error("bad substitution `{0}`; expected ${{VAR}}, ${{VAR:-default}} or ${{VAR:+value}}")]
@@ -76,6 +87,11 @@ impl<'a> Scope<'a> {
     fn expand_into(&self, text: &str, whole: &str, out: &mut String) -> Result<(), ExpandError> {
         let mut rest = text;
         while let Some(dollar) = rest.find('$') {
+            // Checked before each step, so `out` never grows past the bound
+            // by more than one value.
+            if out.len() > MAX_EXPANDED_BYTES {
+                return Err(ExpandError::TooLong);
+            }
             out.push_str(&rest[..dollar]);
             let after = &rest[dollar + 1..];
             if let Some(tail) = after.strip_prefix('$') {
@@ -97,6 +113,9 @@ impl<'a> Scope<'a> {
             }
         }
         out.push_str(rest);
+        if out.len() > MAX_EXPANDED_BYTES {
+            return Err(ExpandError::TooLong);
+        }
         Ok(())
     }
 
@@ -252,6 +271,36 @@ mod tests {
             expand("${1A}"),
             Err(ExpandError::BadSubstitution(_))
         ));
+    }
+
+    #[test]
+    fn an_expansion_stops_at_the_kernels_limit_for_one_string() {
+        let half = "x".repeat(MAX_EXPANDED_BYTES / 2);
+        let mut layer = map(&[("A", half.as_str())]);
+        let sys = map(&[]);
+        let scope = Scope::system(&sys);
+        let twice = scope
+            .with(&layer)
+            .expand("${A}${A}")
+            .expect("exactly at the limit");
+        assert_eq!(twice.len(), MAX_EXPANDED_BYTES);
+        assert_eq!(
+            scope.with(&layer).expand("${A}${A}x"),
+            Err(ExpandError::TooLong)
+        );
+        // A doubling chain stops at the first value past the limit, having
+        // built nothing much larger than it.
+        layer.insert("B".into(), twice);
+        assert_eq!(
+            scope
+                .with(&layer)
+                .expand("${B}${B}${B}${B}${B}${B}${B}${B}"),
+            Err(ExpandError::TooLong)
+        );
+        assert_eq!(
+            scope.with(&layer).expand("${NOPE:-${B}$B}"),
+            Err(ExpandError::TooLong)
+        );
     }
 
     #[test]
