@@ -296,18 +296,27 @@ fn stop_many(kepler: &Kepler, marker: &str) {
     });
 }
 
+/// A daemon stuck at `limit` open files whose services' output pipes are
+/// held by io_uring; `None`, after a visible skip, where they are not.
+fn limited_daemon_holding_pipes_in_io_uring(limit: u64) -> Option<Kepler> {
+    let mut kepler = Kepler::new();
+    start_limited_daemon(&mut kepler, limit, &[]);
+    let status = daemon_status(&kepler);
+    if !status.contains("held by io_uring") {
+        eprintln!("SKIP: output pipes are not held by io_uring here: {status}");
+        return None;
+    }
+    Some(kepler)
+}
+
 /// Output pipes held by io_uring cost the daemon no descriptor: stuck at
 /// 256 open files, it still runs 300 services (more rings as they fill).
 #[test]
 fn pipes_held_by_io_uring_run_more_services_than_the_limit() {
     const COUNT: usize = 300;
-    let mut kepler = Kepler::new();
-    start_limited_daemon(&mut kepler, 256, &[]);
-    let status = daemon_status(&kepler);
-    if !status.contains("held by io_uring") {
-        eprintln!("SKIP: output pipes are not held by io_uring here: {status}");
+    let Some(kepler) = limited_daemon_holding_pipes_in_io_uring(256) else {
         return;
-    }
+    };
     let marker = marker(10);
     kepler.write("many.yaml", &sleepers(COUNT, &marker));
     start_many(&kepler).success();
@@ -322,15 +331,11 @@ fn pipes_held_by_io_uring_run_more_services_than_the_limit() {
 #[test]
 fn logs_over_more_streams_than_descriptors_left_read_them_one_at_a_time() {
     const COUNT: usize = 300;
-    let mut kepler = Kepler::new();
-    start_limited_daemon(&mut kepler, 1024, &[]);
-    let status = daemon_status(&kepler);
-    if !status.contains("held by io_uring") {
-        // Without io_uring each service also holds its two pipes: 1,024
-        // descriptors no longer leave room for the services themselves.
-        eprintln!("SKIP: output pipes are not held by io_uring here: {status}");
+    // Without io_uring each service also holds its two pipes: 1,024
+    // descriptors would not leave room for the services themselves.
+    let Some(kepler) = limited_daemon_holding_pipes_in_io_uring(1024) else {
         return;
-    }
+    };
     let marker = marker(11);
     let mut config = String::from("services:\n");
     for i in 0..COUNT {
